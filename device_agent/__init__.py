@@ -1,0 +1,1 @@
+"""The program that runs on each radio and terminal."""

@@ -1,0 +1,1 @@
+"""The hardware interface a device exposes, with simulated and Linux implementations."""

@@ -1,0 +1,58 @@
+"""The ``lessoncast`` command. Subcommands are imported only when called, so a device that installed
+``lessoncast[agent]`` runs ``lessoncast agent ...`` without Flask or the media stack."""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+from lessoncast import __version__
+
+# name -> (module, attribute, one-line help). Help is here so `lessoncast --help` imports nothing else.
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "run": ("server.cli", "run", "Start the whole stack: web, worker and broker. Ctrl-C stops it."),
+    "init": ("server.cli", "init", "Create the data directory, migrate the database and the first admin."),
+    "config": ("server.cli", "config", "Print the effective settings (secrets masked) and where each came from."),
+    "token": ("server.cli", "token", "Create, list and revoke API tokens."),
+    "import": ("server.cli", "import_media", "Import every media file in folders (e.g. from a USB stick)."),
+    "lesson": ("server.cli", "lesson", "Look at lessons and their renditions."),
+    "db": ("server.cli", "db", "Migrate the database."),
+    "web": ("server.cli", "web", "Run only the web server (gunicorn)."),
+    "worker": ("server.cli", "worker", "Run only the job worker (huey consumer)."),
+    "broker": ("server.cli", "broker", "Write the broker config, or run only the broker."),
+}
+
+
+class LazyGroup(click.Group):
+    """A click group that imports a subcommand's module only when that subcommand runs."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str):
+        if name not in COMMANDS:
+            return None
+        module_name, attr, _help = COMMANDS[name]
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            extra = "agent" if module_name.startswith("device_agent") else "server"
+            raise click.ClickException(
+                f"'lessoncast {name}' needs {exc.name}, which is not installed. "
+                f"Install it with: pip install 'lessoncast[{extra}]'") from None
+        return getattr(module, attr)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # Listing the commands must not import them all: the help text lives in COMMANDS.
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, COMMANDS[name][2]) for name in self.list_commands(ctx)])
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="lessoncast")
+def main() -> None:
+    """lessoncast: party lessons to radios and village terminals, and attendance from what they played.
+
+    Settings come from LESSONCAST_* environment variables or the instance config file; see 'lessoncast config'.
+    """

@@ -1,0 +1,1 @@
+"""Probing, loudness measurement, transcoding and tagging of one media file (ffmpeg and mutagen)."""

@@ -1,0 +1,156 @@
+"""Full-decode checks and source loudness: the background half of probing.
+
+One ffmpeg pass decodes the whole source under the same whitelists as the probe and measures EBU R128 integrated
+loudness and true peak on the signal as each rendition will carry it: the mono downmix (radio) and the stereo or
+mono-as-source layout (terminals). The same pass catches files that are cut short (a copy that stopped early still
+declares its full length), files longer than declared, and files that do not decode.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from media.commands import analysis_argv, file_url, measure_argv
+from media.errors import FfmpegError, FfmpegTimeout, MediaError, format_duration
+from media.limits import Limits
+from media.loudness import Loudness, measured_rendition, parse_ebur128_summaries
+from media.probe import ProbeResult
+from media.runner import run
+
+__all__ = ["Loudness", "SourceAnalysis", "analyse", "measure_loudness", "measure_rendition"]
+
+# Enough stderr to hold two ebur128 summaries after whatever ffmpeg printed before them.
+_SUMMARY_LINES = 80
+
+
+@dataclass(frozen=True)
+class SourceAnalysis:
+    """What a full decode found: the decoded length and the loudness of each layout the renditions use."""
+
+    decoded_duration_s: float
+    mono: Loudness
+    # None when only the mono layout was measured; for a mono source it is the mono measurement.
+    stereo: Loudness | None
+
+    def for_channels(self, channels: int) -> Loudness:
+        """Return the loudness measured on the layout a rendition with `channels` channels carries."""
+        if channels == 1:
+            return self.mono
+        if self.stereo is None:
+            raise ValueError("this analysis measured the mono layout only")
+        return self.stereo
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict the server stores with the lesson source."""
+        return {
+            "decoded_duration_s": self.decoded_duration_s,
+            "mono": self.mono.to_dict(),
+            "stereo": self.stereo.to_dict() if self.stereo is not None else None,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SourceAnalysis:
+        """Rebuild a SourceAnalysis from to_dict() output."""
+        stereo = data.get("stereo")
+        return cls(
+            data["decoded_duration_s"],
+            Loudness.from_dict(data["mono"]),
+            Loudness.from_dict(stereo) if stereo else None,
+        )
+
+
+def analyse(
+    path: str | Path,
+    probe: ProbeResult,
+    limits: Limits,
+    display_name: str,
+    on_progress: Callable[[float], None] | None = None,
+    *,
+    layouts: tuple[str, ...] = ("mono", "stereo"),
+    true_peak: bool = True,
+    timeout_s: float | None = None,
+) -> SourceAnalysis:
+    """Decode all of `path` once and return its SourceAnalysis; raise MediaError if it is truncated or undecodable.
+
+    `layouts=("mono",)` and `true_peak=False` skip work a lone radio rendition does not need: its gain comes from the
+    integrated loudness only, and its limiter guards the peaks whatever the source's were.
+    """
+    # Decoding stops a little past the limit, so a file that lies about its length cannot keep a worker busy.
+    stop_at = limits.max_duration_s + limits.duration_tolerance(limits.max_duration_s)
+    argv = analysis_argv(path, probe, layouts=layouts, true_peak=true_peak, max_duration_s=stop_at)
+    timeout = timeout_s if timeout_s is not None else 120.0 + probe.duration_s * (2.0 if probe.has_video else 0.5)
+    try:
+        result = run(
+            argv, duration_s=probe.duration_s, on_progress=on_progress, timeout_s=timeout, keep_lines=_SUMMARY_LINES
+        )
+    except FfmpegTimeout:
+        # A stuck or starved worker, not a verdict on the file: the job fails and can be retried.
+        raise
+    except FfmpegError as exc:
+        raise MediaError(
+            "decode_error",
+            f"{display_name}: could not be decoded ({_reason(exc.tail, path, display_name)}); "
+            "the file is damaged, export or copy it again",
+            filename=display_name,
+        ) from exc
+    decoded = result.out_time_s or 0.0
+    _check_decoded_length(decoded, probe, limits, display_name)
+    summaries = parse_ebur128_summaries(result.stderr_tail)
+    mono = summaries["mono"]
+    if mono.is_silent:
+        raise MediaError(
+            "silent",
+            f"{display_name}: the sound track is silent (below −70 LUFS); check the recording",
+            filename=display_name,
+        )
+    stereo = summaries.get("stereo") or (mono if probe.channels == 1 else None)
+    return SourceAnalysis(decoded_duration_s=round(decoded, 3), mono=mono, stereo=stereo)
+
+
+def _check_decoded_length(decoded: float, probe: ProbeResult, limits: Limits, display_name: str) -> None:
+    """Raise MediaError if the decode found nothing, found too much, or stopped well short of the declared length."""
+    if decoded <= 0:
+        raise MediaError(
+            "decode_error", f"{display_name}: no sound could be decoded; the file is damaged", filename=display_name
+        )
+    if decoded > limits.max_duration_s:
+        raise MediaError(
+            "too_long",
+            f"{display_name}: it plays for more than {format_duration(limits.max_duration_s)} "
+            f"although it declares {format_duration(probe.duration_s)}; split the lesson into parts",
+            filename=display_name,
+            limit=format_duration(limits.max_duration_s),
+        )
+    if decoded < probe.duration_s - limits.duration_tolerance(probe.duration_s):
+        raise MediaError(
+            "truncated",
+            f"{display_name}: only {format_duration(decoded)} of the declared {format_duration(probe.duration_s)} "
+            "could be decoded; the file is cut short (an incomplete copy?), upload the complete file",
+            filename=display_name,
+            limit=format_duration(probe.duration_s),
+        )
+
+
+def measure_loudness(path: str | Path, mono: bool, sample_rate: int | None = None) -> Loudness:
+    """Return the integrated loudness and true peak of an encoded rendition, measured on its own."""
+    return measure_rendition(path, mono, sample_rate)[0]
+
+
+def measure_rendition(
+    path: str | Path, mono: bool, sample_rate: int | None = None, timeout_s: float = 600.0
+) -> tuple[Loudness, float]:
+    """Return a rendition's loudness and its decoded duration in seconds."""
+    argv = measure_argv(path, mono=mono, sample_rate=sample_rate)
+    result = run(argv, duration_s=None, timeout_s=timeout_s, keep_lines=_SUMMARY_LINES)
+    return measured_rendition(result.stderr_tail), result.out_time_s or 0.0
+
+
+def _reason(tail: list[str], path: str | Path, display_name: str) -> str:
+    """Return the most telling line of ffmpeg's stderr tail for an error message, the server's path left out."""
+    telling = [line for line in tail if "rror" in line or "nvalid" in line] or tail or ["no details"]
+    line = telling[-1].split("] ", 1)[-1].strip()
+    return line.replace(file_url(path), display_name).replace(os.path.abspath(path), display_name)

@@ -1,0 +1,329 @@
+"""Probe an uploaded lesson source: sniff its content, run ffprobe under whitelists, and check it against Limits.
+
+This is the synchronous check the upload request runs, so it reads headers only. Checks that need a full decode
+(truncation, a declared length that the decode does not reach) run later in `media.analysis`; the one exception is a
+WAV whose header declares more data than the file holds, which the header alone shows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from dataclasses import asdict, dataclass, fields
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from media.commands import file_url, probe_argv
+from media.errors import MediaError, format_bitrate, format_duration, format_size
+from media.limits import Limits
+from media.sniff import sniff
+from media.wav_header import read_wav_declaration
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """What ffprobe says about an accepted source; width and height are as displayed (rotation, pixel aspect)."""
+
+    format_name: str
+    duration_s: float
+    size_bytes: int
+    bit_rate: int | None
+    audio_codec: str
+    channels: int
+    sample_rate: int
+    video_codec: str | None = None
+    width: int | None = None
+    height: int | None = None
+    has_video: bool = False
+    audio_stream_index: int = 0
+    video_stream_index: int | None = None
+    frame_rate: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict the server stores with the lesson source."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ProbeResult:
+        """Rebuild a ProbeResult from to_dict() output, ignoring keys a newer version may have added."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in known})
+
+
+def probe(path: str | Path, limits: Limits, display_name: str) -> ProbeResult:
+    """Return the ProbeResult for `path`, or raise MediaError naming `display_name` and what is wrong."""
+    size = os.path.getsize(path)
+    if size == 0:
+        raise MediaError(
+            "empty_file", f"{display_name}: the file is empty (0 bytes); upload it again", filename=display_name
+        )
+    if size > limits.max_bytes:
+        raise MediaError(
+            "too_large",
+            f"{display_name}: {format_size(size)} is over the {format_size(limits.max_bytes)} limit",
+            filename=display_name,
+            limit=format_size(limits.max_bytes),
+            http_status=413,
+        )
+    _refuse_by_content(path, display_name)
+    info = run_ffprobe(path, limits, display_name)
+    result = check_probe(info, size, limits, display_name)
+    if "wav" in result.format_name.split(","):
+        _refuse_short_wav(path, limits, display_name)
+    return result
+
+
+def _refuse_short_wav(path: str | Path, limits: Limits, display_name: str) -> None:
+    """Raise truncated if a WAV header declares more sound than the file holds (ffmpeg goes by the file size)."""
+    declared = read_wav_declaration(path)
+    if declared is None:
+        return
+    if declared.declared_s - declared.present_s > limits.duration_tolerance(declared.declared_s):
+        raise MediaError(
+            "truncated",
+            f"{display_name}: only {format_duration(declared.present_s)} of the declared "
+            f"{format_duration(declared.declared_s)} is in the file; it is cut short (an incomplete copy?), "
+            "upload the complete file",
+            filename=display_name,
+            limit=format_duration(declared.declared_s),
+        )
+
+
+def _refuse_by_content(path: str | Path, display_name: str) -> None:
+    """Raise MediaError if the bytes are a playlist, a manifest or plain text, whatever the name says."""
+    found = sniff(path)
+    if found.verdict == "manifest":
+        where = "" if not found.offset else f" (embedded at byte {found.offset})"
+        raise MediaError(
+            "playlist_refused",
+            f"{display_name}: this is {found.what}{where}, not a media file; "
+            "playlists and manifests are refused, upload the audio or video file itself",
+            filename=display_name,
+        )
+    if found.verdict == "text":
+        raise MediaError(
+            "not_media",
+            f"{display_name}: this is a text file, not audio or video; upload the recording itself",
+            filename=display_name,
+        )
+
+
+def run_ffprobe(path: str | Path, limits: Limits, display_name: str) -> dict[str, Any]:
+    """Return ffprobe's JSON for `path`, read under the protocol and demuxer whitelists; MediaError if unreadable."""
+    argv = probe_argv(path, limits.format_whitelist())
+    try:
+        done = subprocess.run(argv, capture_output=True, timeout=limits.probe_timeout_s, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise MediaError(
+            "not_media",
+            f"{display_name}: could not be read within {limits.probe_timeout_s:.0f} s; "
+            "it is damaged or not a media file",
+            filename=display_name,
+        ) from exc
+    stderr = done.stderr.decode("utf-8", "replace")
+    if done.returncode != 0:
+        if "not on whitelist" in stderr:
+            raise MediaError(
+                "container_not_allowed",
+                f"{display_name}: this kind of file is not accepted; upload MP3, M4A, WAV, FLAC, OGG, WMA, MP4, MKV, "
+                "AVI, WMV or MPEG audio or video",
+                filename=display_name,
+                limit=", ".join(limits.allowed_demuxers),
+            )
+        raise MediaError(
+            "not_media",
+            f"{display_name}: not a readable audio or video file ({_last_line(stderr, path, display_name)})",
+            filename=display_name,
+        )
+    try:
+        return json.loads(done.stdout)
+    except json.JSONDecodeError as exc:
+        raise MediaError(
+            "not_media", f"{display_name}: not a readable audio or video file", filename=display_name
+        ) from exc
+
+
+def check_probe(info: dict[str, Any], size: int, limits: Limits, display_name: str) -> ProbeResult:
+    """Return a ProbeResult from ffprobe's JSON if the source is within `limits`, else raise MediaError."""
+    fmt = info.get("format") or {}
+    format_name = fmt.get("format_name", "")
+    if not limits.demuxer_allowed(format_name):
+        raise MediaError(
+            "container_not_allowed",
+            f"{display_name}: the {format_name or 'unknown'} container is not accepted",
+            filename=display_name,
+            limit=", ".join(limits.allowed_demuxers),
+        )
+    streams = info.get("streams") or []
+    audio = _main_stream(streams, "audio")
+    video = _main_stream([s for s in streams if not _is_picture(s)], "video")
+    if audio is None:
+        has_pictures = "it has pictures but" if video is not None else "it has"
+        raise MediaError(
+            "no_audio", f"{display_name}: {has_pictures} no sound track; a lesson needs audio", filename=display_name
+        )
+    _check_codec(audio, limits.allowed_audio_codecs, "audio", display_name)
+    sample_rate = int(audio.get("sample_rate") or 0)
+    channels = int(audio.get("channels") or 0)
+    if sample_rate <= 0 or channels <= 0:
+        raise MediaError(
+            "not_media",
+            f"{display_name}: the sound track cannot be read (no sample rate or channels)",
+            filename=display_name,
+        )
+    if video is not None:
+        _check_codec(video, limits.allowed_video_codecs, "video", display_name)
+    duration = _duration(fmt, audio)
+    if duration is None or duration <= 0:
+        raise MediaError(
+            "not_media", f"{display_name}: cannot tell how long it is; the file is damaged", filename=display_name
+        )
+    if duration > limits.max_duration_s:
+        raise MediaError(
+            "too_long",
+            f"{display_name}: {format_duration(duration)} is over the {format_duration(limits.max_duration_s)} limit; "
+            "split the lesson into parts",
+            filename=display_name,
+            limit=format_duration(limits.max_duration_s),
+        )
+    width = height = None
+    if video is not None:
+        width, height = displayed_size(video)
+        _check_resolution(width, height, limits, display_name)
+    bit_rate = _bit_rate(fmt, size, duration)
+    if bit_rate is not None and bit_rate > limits.max_bitrate:
+        raise MediaError(
+            "bitrate_too_high",
+            f"{display_name}: {format_bitrate(bit_rate)} is over the {format_bitrate(limits.max_bitrate)} limit; "
+            "export it at a lower quality",
+            filename=display_name,
+            limit=format_bitrate(limits.max_bitrate),
+        )
+    return ProbeResult(
+        format_name=format_name,
+        duration_s=duration,
+        size_bytes=size,
+        bit_rate=bit_rate,
+        audio_codec=audio["codec_name"],
+        channels=channels,
+        sample_rate=sample_rate,
+        video_codec=video["codec_name"] if video is not None else None,
+        width=width,
+        height=height,
+        has_video=video is not None,
+        audio_stream_index=int(audio["index"]),
+        video_stream_index=int(video["index"]) if video is not None else None,
+        frame_rate=_frame_rate(video) if video is not None else None,
+    )
+
+
+def _is_picture(stream: dict[str, Any]) -> bool:
+    """Return whether a video stream is cover art (an attached picture), which does not make a file a video."""
+    disposition = stream.get("disposition") or {}
+    return bool(disposition.get("attached_pic")) or bool(disposition.get("still_image"))
+
+
+def _main_stream(streams: list[dict[str, Any]], codec_type: str) -> dict[str, Any] | None:
+    """Return the default stream of `codec_type`, or the first one, or None."""
+    candidates = [s for s in streams if s.get("codec_type") == codec_type]
+    for stream in candidates:
+        if (stream.get("disposition") or {}).get("default"):
+            return stream
+    return candidates[0] if candidates else None
+
+
+def _check_codec(stream: dict[str, Any], allowed: tuple[str, ...], kind: str, display_name: str) -> None:
+    """Raise codec_not_allowed unless the stream's codec is on the allowlist."""
+    codec = stream.get("codec_name")
+    if codec not in allowed:
+        raise MediaError(
+            "codec_not_allowed",
+            f"{display_name}: the {kind} codec {codec or 'unknown'} is not accepted; "
+            f"re-export it with one of {', '.join(allowed[:6])}, ...",
+            filename=display_name,
+            limit=", ".join(allowed),
+        )
+
+
+def _check_resolution(width: int, height: int, limits: Limits, display_name: str) -> None:
+    """Raise resolution_too_high if the picture is larger than the limit in either orientation."""
+    long_side, short_side = max(width, height), min(width, height)
+    max_long, max_short = max(limits.max_width, limits.max_height), min(limits.max_width, limits.max_height)
+    if long_side > max_long or short_side > max_short:
+        raise MediaError(
+            "resolution_too_high",
+            f"{display_name}: {width}×{height} is over the {limits.max_width}×{limits.max_height} limit; "
+            "export it at 4K or less",
+            filename=display_name,
+            limit=f"{limits.max_width}×{limits.max_height}",
+        )
+
+
+def displayed_size(stream: dict[str, Any]) -> tuple[int, int]:
+    """Return a video stream's size as a player shows it: pixel aspect applied and rotation taken into account."""
+    width, height = int(stream.get("width") or 0), int(stream.get("height") or 0)
+    sar = _fraction(stream.get("sample_aspect_ratio"))
+    if sar and sar != 1:
+        width = int(round(width * sar))
+    if abs(_rotation(stream)) % 180 == 90:
+        width, height = height, width
+    return width, height
+
+
+def _rotation(stream: dict[str, Any]) -> int:
+    """Return the display rotation in degrees from the display matrix side data or the legacy rotate tag."""
+    for side in stream.get("side_data_list") or []:
+        if "rotation" in side:
+            return int(float(side["rotation"]))
+    rotate = (stream.get("tags") or {}).get("rotate")
+    return int(float(rotate)) if rotate else 0
+
+
+def _fraction(value: str | None) -> Fraction | None:
+    """Return 'a:b' or 'a/b' as a Fraction, or None when missing or zero."""
+    if not value:
+        return None
+    num, _, den = value.replace(":", "/").partition("/")
+    try:
+        if not den or int(den) == 0 or int(num) == 0:
+            return None
+        return Fraction(int(num), int(den))
+    except ValueError:
+        return None
+
+
+def _frame_rate(stream: dict[str, Any]) -> float | None:
+    """Return the stream's average frame rate, falling back to its nominal rate."""
+    for key in ("avg_frame_rate", "r_frame_rate"):
+        rate = _fraction(stream.get(key))
+        if rate:
+            return float(rate)
+    return None
+
+
+def _duration(fmt: dict[str, Any], audio: dict[str, Any]) -> float | None:
+    """Return the declared duration in seconds: the container's, else the audio stream's."""
+    for value in (fmt.get("duration"), audio.get("duration")):
+        try:
+            if value not in (None, "N/A"):
+                return float(value)
+        except ValueError:
+            continue
+    return None
+
+
+def _bit_rate(fmt: dict[str, Any], size: int, duration: float) -> int | None:
+    """Return the overall bit rate in bits/s: the container's figure, else size over duration."""
+    value = fmt.get("bit_rate")
+    if value not in (None, "N/A"):
+        return int(value)
+    return int(size * 8 / duration) if duration > 0 else None
+
+
+def _last_line(text: str, path: str | Path, display_name: str) -> str:
+    """Return the last line of ffprobe's stderr for the error message, with the server's path left out."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    line = lines[-1].split("] ", 1)[-1] if lines else "no details"
+    return line.replace(file_url(path), display_name).replace(os.path.abspath(path), display_name)

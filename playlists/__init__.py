@@ -1,0 +1,1 @@
+"""The contract between server and device: programme and manifest types, topics, trust and packs."""

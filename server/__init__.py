@@ -1,0 +1,1 @@
+"""The lessoncast server: Flask app, database, jobs, broker supervision and CLI commands."""

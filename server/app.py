@@ -1,0 +1,37 @@
+"""The Flask application factory."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping, Optional
+
+from flask import Flask
+
+from server import errors, settings as settings_mod
+from server.instance import secret_key
+from server.services import Services
+from server.upload_stream import LessoncastRequest, discard_unclaimed
+
+
+def create_app(overrides: Optional[Mapping[str, Any]] = None, services: Optional[Services] = None) -> Flask:
+    """Build the web app on the given services, or on services from the effective settings."""
+    if services is None:
+        services = Services(settings_mod.load(overrides=overrides))
+    app = Flask(__name__)
+    app.request_class = LessoncastRequest
+    app.json.ensure_ascii = False  # Chinese titles readable in API answers
+    app.config.update(
+        SECRET_KEY=services.settings.secret_key or secret_key(services.data),
+        # Slack above the media limit for the multipart envelope and metadata fields.
+        MAX_CONTENT_LENGTH=services.settings.max_upload_size + 1024 * 1024,
+    )
+    app.extensions["lessoncast"] = services
+    logging.basicConfig(level=services.settings.log_level)
+
+    from server.views import health, lessons, media, uploads
+
+    for blueprint in (lessons.bp, uploads.bp, media.bp, health.bp):
+        app.register_blueprint(blueprint)
+    errors.register(app)
+    app.teardown_request(discard_unclaimed)
+    return app

@@ -1,0 +1,69 @@
+"""Health of the stack: is the database reachable, is a worker alive, does the broker accept connections."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+from urllib.parse import urlparse
+
+from sqlalchemy import select, text
+
+from server.models import ProcessBeat
+from server.services import Services
+
+WORKER_SILENCE_S = 30.0
+
+
+def check_database(services: Services) -> dict[str, Any]:
+    """Whether a trivial query answers."""
+    try:
+        with services.db.session() as session:
+            session.execute(text("SELECT 1"))
+        return {"up": True}
+    except Exception as exc:  # reported, not swallowed: the reason goes into the health answer
+        return {"up": False, "error": f"{type(exc).__name__}: {exc}"}
+
+
+def check_worker(services: Services) -> dict[str, Any]:
+    """Whether a worker has sent a heartbeat recently."""
+    try:
+        with services.db.session() as session:
+            seen = session.scalar(select(ProcessBeat.seen_at).where(ProcessBeat.name == "worker"))
+    except Exception as exc:
+        return {"up": False, "error": f"cannot read heartbeats: {exc}"}
+    if seen is None:
+        return {"up": False, "error": "no worker has ever started; run 'lessoncast run' or 'lessoncast worker'"}
+    age = (services.clock() - seen).total_seconds()
+    if age > WORKER_SILENCE_S:
+        return {"up": False, "error": f"last worker heartbeat {age:.0f} s ago", "last_seen": seen.isoformat()}
+    return {"up": True, "last_seen": seen.isoformat()}
+
+
+def broker_address(services: Services) -> tuple[str, int]:
+    """Host and port of the broker in use (external URL, or the one lessoncast run starts)."""
+    url = services.settings.mqtt_url
+    if url:
+        parsed = urlparse(url)
+        return parsed.hostname or "127.0.0.1", parsed.port or (8883 if parsed.scheme == "mqtts" else 1883)
+    return services.settings.mqtt_host, services.settings.mqtt_port
+
+
+def check_broker(services: Services) -> dict[str, Any]:
+    """Whether the broker accepts a TCP connection."""
+    host, port = broker_address(services)
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            return {"up": True, "address": f"{host}:{port}"}
+    except OSError as exc:
+        return {"up": False, "address": f"{host}:{port}", "error": str(exc)}
+
+
+def report(services: Services) -> tuple[dict[str, Any], bool]:
+    """The health document and whether everything is up."""
+    parts = {"web": {"up": True}, "database": check_database(services), "worker": check_worker(services),
+             "broker": check_broker(services)}
+    ok = all(part["up"] for part in parts.values())
+    down = [name for name, part in parts.items() if not part["up"]]
+    return {"ok": ok, "down": down, **parts}, ok
+
+

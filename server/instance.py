@@ -1,0 +1,55 @@
+"""Instance set-up: the data directory, secret key, migrated database and the first admin account."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from sqlalchemy import func, select
+
+from server import migrate
+from server.auth import hash_password
+from server.models import User
+from server.services import Services
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read (keys, passwords)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+
+
+def secret_key(data: Path) -> str:
+    """The Flask secret key kept in the data directory, created on first use."""
+    path = data / "secret_key"
+    if not path.exists():
+        write_private(path, secrets.token_hex(32))
+    return path.read_text().strip()
+
+
+@dataclass(frozen=True)
+class InitResult:
+    """What initialisation did: the admin password when it created the first account."""
+
+    admin_password: Optional[str]
+
+
+def initialise(services: Services, admin_username: str = "admin") -> InitResult:
+    """Create the data directory, migrate the database, and create the first admin if there is no account."""
+    data = services.data
+    for sub in ("media", "sources", "uploads", "work", "broker"):
+        (data / sub).mkdir(parents=True, exist_ok=True)
+    secret_key(data)
+    migrate.upgrade(services.settings.db_url)
+    with services.db.session() as session:
+        if session.scalar(select(func.count(User.id))):
+            return InitResult(None)
+        password = secrets.token_urlsafe(12)
+        session.add(User(username=admin_username, password_hash=hash_password(password), role="admin",
+                         created_at=services.clock()))
+    return InitResult(password)

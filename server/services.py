@@ -1,0 +1,73 @@
+"""The services one lessoncast process works with: settings, database, stores, job queue and clock.
+
+Built once per process by ``Services.from_settings`` and passed to whoever needs them; nothing here runs at import.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cached_property
+from pathlib import Path
+from typing import Callable
+
+from media.limits import Limits
+from server.db import Database, utcnow
+from server.media_store import FilesystemStore
+from server.settings import Settings
+
+
+@dataclass
+class Services:
+    """Everything a request, job or command needs, constructed from settings."""
+
+    settings: Settings
+    clock: Callable[[], datetime] = field(default=utcnow)
+
+    @cached_property
+    def db(self) -> Database:
+        """The database for this process."""
+        return Database(self.settings.db_url)
+
+    @property
+    def data(self) -> Path:
+        """The data directory."""
+        return self.settings.data_path
+
+    @cached_property
+    def media(self) -> FilesystemStore:
+        """The content-addressed store of renditions and posters."""
+        return FilesystemStore(self.data / "media")
+
+    @cached_property
+    def sources(self) -> FilesystemStore:
+        """The content-addressed store of uploaded originals."""
+        return FilesystemStore(self.data / "sources")
+
+    @property
+    def upload_dir(self) -> Path:
+        """Where uploads stream to before they are checked (same filesystem as the stores, so moves are renames)."""
+        path = self.data / "uploads"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    @property
+    def work_dir(self) -> Path:
+        """Scratch space for jobs; each job cleans up after itself."""
+        path = self.data / "work"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    @cached_property
+    def limits(self) -> Limits:
+        """Media limits from settings."""
+        s = self.settings
+        return Limits(max_bytes=s.max_upload_size, max_duration_s=s.max_duration, max_width=s.max_width,
+                      max_height=s.max_height, max_bitrate=s.max_bitrate)
+
+    @cached_property
+    def queue(self):
+        """The huey instance (SqliteHuey in the data directory, or RedisHuey when a Redis URL is set)."""
+        from server.tasks import build_huey
+
+        return build_huey(self)

@@ -1,0 +1,212 @@
+"""The one table of lessoncast server settings: names, defaults, help, and how they are read.
+
+Every setting comes from, in order of precedence: a ``LESSONCAST_<NAME>`` environment variable, the instance
+config file (TOML, ``<data dir>/lessoncast.toml`` or the path in ``LESSONCAST_CONFIG``), then the default here.
+The docs and ``lessoncast config`` are generated from this table, and a test checks the docs list every name.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+PREFIX = "LESSONCAST_"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting: its name (lower case, without prefix), default, parser and help line."""
+
+    name: str
+    default: Any
+    help: str
+    parse: Callable[[str], Any] = str
+    secret: bool = False
+
+    @property
+    def env(self) -> str:
+        """The environment variable that sets this setting."""
+        return PREFIX + self.name.upper()
+
+
+def _bool(text: str) -> bool:
+    value = str(text).strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected true or false, got {text!r}")
+
+
+def _size(text: str) -> int:
+    """Parse a byte size such as ``4G``, ``500M`` or ``1048576``."""
+    value = str(text).strip().upper().removesuffix("B")
+    for suffix, factor in (("K", 1024), ("M", 1024**2), ("G", 1024**3), ("T", 1024**4)):
+        if value.endswith(suffix):
+            return int(float(value[:-1]) * factor)
+    return int(value)
+
+
+def _duration(text: str) -> float:
+    """Parse seconds, or a number with ``s``, ``m`` or ``h``."""
+    value = str(text).strip().lower()
+    for suffix, factor in (("h", 3600), ("m", 60), ("s", 1)):
+        if value.endswith(suffix):
+            return float(value[:-1]) * factor
+    return float(value)
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("data_dir", "./instance", "Where the database, media store, uploads, keys and broker files live."),
+    Setting("config", "", "Path of the instance config file (TOML). Default: lessoncast.toml in the data directory."),
+    Setting("host", "127.0.0.1", "Address the web server listens on. Use 0.0.0.0 to serve devices on the network."),
+    Setting("port", 8750, "Port of the web server (API, console and media downloads).", int),
+    Setting("public_url", "", "URL devices and staff use to reach the web server. Default: http://HOST:PORT."),
+    Setting("database_url", "", "SQLAlchemy database URL. Default: SQLite (WAL) in the data directory."),
+    Setting("redis_url", "", "When set, jobs use RedisHuey on this Redis instead of SqliteHuey.", secret=True),
+    Setting("mqtt_url", "", "An external MQTT broker (mqtt://user:pass@host:port). When set, no broker is started.",
+            secret=True),
+    Setting("mqtt_host", "127.0.0.1", "Address the broker that lessoncast starts listens on."),
+    Setting("mqtt_port", 1884, "Port of the broker that lessoncast run starts.", int),
+    Setting("mosquitto_bin", "mosquitto", "The Mosquitto executable lessoncast run starts."),
+    Setting("web_workers", 2, "gunicorn worker processes.", int),
+    Setting("web_threads", 8, "Threads per gunicorn worker (gthread), so a slow village download holds one thread.",
+            int),
+    Setting("job_workers", 2, "Parallel transcoding jobs (renditions of a source run side by side).", int),
+    Setting("job_lease", 120.0, "Seconds a running job's lease lasts; the worker renews it while the job runs.",
+            _duration),
+    Setting("job_max_attempts", 3, "How many times a job whose worker died is started again before it fails.", int),
+    Setting("max_upload_size", 4 * 1024**3, "Largest accepted media file (bytes, or with K/M/G).", _size),
+    Setting("max_duration", 4 * 3600.0, "Longest accepted media duration (seconds, or with m/h).", _duration),
+    Setting("max_width", 3840, "Widest accepted video, in pixels.", int),
+    Setting("max_height", 2160, "Tallest accepted video, in pixels.", int),
+    Setting("max_bitrate", 60_000_000, "Highest accepted overall bitrate, in bits per second.", int),
+    Setting("upload_expiry", 7 * 86400.0, "Seconds an unfinished resumable upload is kept before it is removed.",
+            _duration),
+    Setting("media_require_token", False, "Require a device or staff token to download media.", _bool),
+    Setting("media_base_url", "", "Base URL devices download media from (a CDN or static server). Default: this server."),
+    Setting("secret_key", "", "Flask secret key. Default: generated once and kept in the data directory.", secret=True),
+    Setting("log_level", "INFO", "Logging level: DEBUG, INFO, WARNING or ERROR."),
+)
+
+BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
+
+
+class SettingsError(ValueError):
+    """A setting has a value that cannot be used."""
+
+
+class Settings(Mapping[str, Any]):
+    """Effective settings: a read-only mapping from setting name to parsed value, with where each came from."""
+
+    def __init__(self, values: dict[str, Any], sources: dict[str, str]):
+        self._values = values
+        self.sources = sources
+
+    def __getitem__(self, name: str) -> Any:
+        return self._values[name]
+
+    def __iter__(self):
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    @property
+    def data_path(self) -> Path:
+        """The data directory as an absolute path."""
+        return Path(self._values["data_dir"]).expanduser().resolve()
+
+    @property
+    def db_url(self) -> str:
+        """The database URL, defaulting to SQLite in the data directory."""
+        return self._values["database_url"] or f"sqlite:///{self.data_path / 'lessoncast.db'}"
+
+    @property
+    def web_url(self) -> str:
+        """The URL of the web server as devices and staff see it."""
+        if self._values["public_url"]:
+            return self._values["public_url"].rstrip("/")
+        host = self._values["host"]
+        return f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{self._values['port']}"
+
+    def masked(self) -> list[tuple[str, str, str]]:
+        """Return (env name, printable value, source) rows with secrets masked."""
+        rows = []
+        for s in SETTINGS:
+            value = self._values[s.name]
+            shown = "********" if (s.secret and value) else str(value)
+            if s.name in ("mqtt_url", "redis_url", "database_url") and value and "@" in str(value):
+                shown = _mask_url(str(value))
+            rows.append((s.env, shown, self.sources[s.name]))
+        return rows
+
+
+def _mask_url(url: str) -> str:
+    scheme, _, rest = url.partition("://")
+    creds, _, host = rest.rpartition("@")
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:********@{host}"
+
+
+def _parse(setting: Setting, raw: Any, origin: str) -> Any:
+    if not isinstance(raw, str) and setting.parse is not str:
+        raw = str(raw)
+    try:
+        return setting.parse(raw) if isinstance(raw, str) else raw
+    except (TypeError, ValueError) as exc:
+        raise SettingsError(f"{setting.env} from {origin}: {raw!r} is not valid ({exc}).") from None
+
+
+def load(environ: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None) -> Settings:
+    """Read the effective settings from overrides, the environment, the instance config file and defaults."""
+    environ = os.environ if environ is None else environ
+    overrides = dict(overrides or {})
+    unknown = set(overrides) - set(BY_NAME)
+    if unknown:
+        raise SettingsError(f"unknown settings: {', '.join(sorted(unknown))}")
+
+    def early(name: str) -> str:
+        if name in overrides:
+            return str(overrides[name])
+        return environ.get(BY_NAME[name].env, "") or str(BY_NAME[name].default)
+
+    data_dir = Path(early("data_dir")).expanduser()
+    config_path = Path(early("config")) if early("config") else data_dir / "lessoncast.toml"
+    file_values: dict[str, Any] = {}
+    if config_path.is_file():
+        try:
+            file_values = tomllib.loads(config_path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"{config_path}: not valid TOML ({exc}). Fix the file or remove it.") from None
+        stray = set(file_values) - set(BY_NAME)
+        if stray:
+            raise SettingsError(
+                f"{config_path}: unknown settings {', '.join(sorted(stray))}. "
+                f"Run 'lessoncast config' to list the valid names.")
+
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for s in SETTINGS:
+        if s.name in overrides:
+            values[s.name] = _parse(s, overrides[s.name], "arguments")
+            sources[s.name] = "arguments"
+        elif environ.get(s.env, "") != "":
+            values[s.name] = _parse(s, environ[s.env], "the environment")
+            sources[s.name] = "environment"
+        elif s.name in file_values:
+            values[s.name] = _parse(s, file_values[s.name], str(config_path))
+            sources[s.name] = str(config_path)
+        else:
+            values[s.name] = s.default
+            sources[s.name] = "default"
+    return Settings(values, sources)

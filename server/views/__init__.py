@@ -1,0 +1,1 @@
+"""Blueprints of the web app: one module per area."""

@@ -1,0 +1,16 @@
+"""GET /healthz: 200 when web, worker, broker and database are up; 503 naming what is down."""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, jsonify
+
+from server.health import report
+
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/healthz")
+def healthz():
+    """The health document."""
+    body, ok = report(current_app.extensions["lessoncast"])
+    return jsonify(body), 200 if ok else 503

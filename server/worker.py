@@ -1,0 +1,94 @@
+"""The worker process: a huey consumer running jobs, a reaper for expired leases, and a heartbeat for /healthz."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import threading
+
+from sqlalchemy.dialects import postgresql, sqlite
+
+from server import jobs
+from server.models import ProcessBeat
+from server.services import Services
+from server.uploads import expire as expire_uploads
+
+log = logging.getLogger(__name__)
+BEAT_S = 5.0
+
+
+def beat(services: Services, name: str) -> None:
+    """Record that the process NAME is alive now."""
+    now = services.clock()
+    values = {"name": name, "pid": os.getpid(), "host": socket.gethostname(), "seen_at": now}
+    dialect = services.db.engine.dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = insert(ProcessBeat).values(**values)
+    stmt = stmt.on_conflict_do_update(index_elements=["name"], set_={k: values[k] for k in ("pid", "host", "seen_at")})
+    with services.db.session() as session:
+        session.execute(stmt)
+
+
+def reap_once(services: Services) -> jobs.Reaped:
+    """Run one reaper pass and send the jobs it freed back to the queue."""
+    s = services.settings
+    reaped = jobs.reap(services.db, services.clock(), lease_s=s.job_lease, max_attempts=s.job_max_attempts)
+    for job_id in reaped.requeue:
+        services.queue.enqueue(job_id)
+    if reaped.requeue or reaped.gave_up:
+        log.info("reaper: re-enqueued %s, gave up on %s", reaped.requeue, reaped.gave_up)
+    return reaped
+
+
+def clean_work_dirs(services: Services) -> list[str]:
+    """Delete scratch directories left by attempts that are no longer running (a killed worker's leftovers)."""
+    from sqlalchemy import select
+
+    from server.models import Job
+
+    with services.db.session() as session:
+        live = {f"job-{job_id}-{attempt}" for job_id, attempt in
+                session.execute(select(Job.id, Job.attempts).where(Job.state == "running"))}
+    removed = []
+    for path in services.work_dir.iterdir():
+        if path.name not in live:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path.name)
+    return removed
+
+
+def _housekeeping(services: Services, stop: threading.Event) -> None:
+    interval = min(BEAT_S, max(0.5, services.settings.job_lease / 4))
+    while True:
+        try:
+            beat(services, "worker")
+            reap_once(services)
+            clean_work_dirs(services)
+            expire_uploads(services)
+        except Exception:
+            log.exception("worker housekeeping failed; trying again in %.1f s", interval)
+        if stop.wait(interval):
+            return
+
+
+def run(services: Services) -> None:
+    """Run the worker until SIGINT or SIGTERM: jobs in parallel threads (ffmpeg does the work in subprocesses)."""
+    consumer = services.queue.huey.create_consumer(
+        workers=services.settings.job_workers, worker_type="thread", max_delay=1.0, check_worker_health=True)
+    # Whatever was queued before this worker started may have lost its queue message (a crash between
+    # commit and enqueue, a wiped queue file): send every queued job again; claims drop the duplicates.
+    for job_id in jobs.queued_ids(services.db):
+        services.queue.enqueue(job_id)
+    stop = threading.Event()
+    keeper = threading.Thread(target=_housekeeping, args=(services, stop), name="housekeeping", daemon=True)
+    keeper.start()
+    try:
+        consumer.run()
+    finally:
+        stop.set()
+        keeper.join(timeout=5)
+        released = jobs.release(services.db, f"{socket.gethostname()}:{os.getpid()}:", services.clock())
+        if released:
+            log.info("released jobs %s for the next worker", released)

@@ -1,0 +1,1 @@
+"""lessoncast tests; a package so shared helpers import as tests.<package>.<module>."""

@@ -1,0 +1,140 @@
+"""Shared fixtures: a fresh instance (data directory, migrated SQLite) per test, its app, tokens and job runner."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Callable
+
+import pytest
+from sqlalchemy import select
+
+from server import settings as settings_mod
+from server.app import create_app
+from server.auth import create_token
+from server.instance import initialise
+from server.models import Job
+from server.services import Services
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def make_services(data_dir: Path, **overrides) -> Services:
+    """Services on a new data directory, settings from arguments only (the environment is ignored)."""
+    settings = settings_mod.load(environ={}, overrides={"data_dir": str(data_dir), **overrides})
+    services = Services(settings)
+    initialise(services)
+    return services
+
+
+def stage_file(services: Services, path: Path):
+    """Put a file into the upload area as an upload would, hashed, ready for ``lessons.ingest``."""
+    from server.lessons import StagedFile
+    from server.upload_stream import HashingFile
+
+    staged = HashingFile(services.upload_dir)
+    staged.write(path.read_bytes())
+    staged.close_file()
+    return StagedFile(staged.path, staged.sha256, staged.size)
+
+
+@pytest.fixture
+def services(tmp_path) -> Services:
+    """A fresh, initialised instance on a temporary SQLite database."""
+    svc = make_services(tmp_path / "data", mqtt_port=free_port())
+    yield svc
+    svc.db.dispose()
+
+
+@pytest.fixture
+def app(services):
+    """The Flask app on the fresh instance."""
+    return create_app(services=services)
+
+
+@pytest.fixture
+def client(app):
+    """A test client for the app."""
+    return app.test_client()
+
+
+@pytest.fixture
+def token(services) -> Callable[[str], str]:
+    """Make an API token for a role: token('media')."""
+
+    def make(role: str = "media", township: str | None = None) -> str:
+        with services.db.session() as session:
+            return create_token(session, name=f"test-{role}", role=role,
+                                township=township or ("Qingshan" if role == "operator" else None),
+                                now=services.clock())
+
+    return make
+
+
+@pytest.fixture
+def auth(token) -> Callable[[str], dict]:
+    """Authorization headers for a role: auth('media')."""
+    return lambda role="media": {"Authorization": f"Bearer {token(role)}"}
+
+
+@pytest.fixture
+def drain(services) -> Callable[[], int]:
+    """Run every queued job in this process, as a worker would, until none is left; return how many ran."""
+    from server.transcode import run_job
+
+    def run_all() -> int:
+        count = 0
+        while True:
+            with services.db.session() as session:
+                ids = session.scalars(select(Job.id).where(Job.state == "queued").order_by(Job.id)).all()
+            if not ids:
+                return count
+            for job_id in ids:
+                run_job(services, job_id)
+                count += 1
+
+    return run_all
+
+
+@pytest.fixture
+def live_server(app):
+    """The app served by a real threaded WSGI server on a free port, for real HTTP clients."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    port = free_port()
+    server = make_server("127.0.0.1", port, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{port}"
+    server.shutdown()
+    thread.join()
+
+
+PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+
+@pytest.fixture
+def pg_url():
+    """A new, empty PostgreSQL database on the machine's server, dropped after the test."""
+    import uuid
+
+    from sqlalchemy import create_engine, text
+
+    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    name = f"lc_test_{uuid.uuid4().hex[:8]}"
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:  # PostgreSQL on 127.0.0.1:5432 is part of the test environment
+        pytest.fail(f"these tests need PostgreSQL at {PG_ADMIN}: {exc}")
+    yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()

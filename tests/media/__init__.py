@@ -1,0 +1,1 @@
+"""Tests of the media package, with real ffmpeg on small generated media."""

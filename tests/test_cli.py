@@ -1,0 +1,67 @@
+"""The lessoncast command: lazy subcommands, token creation, config printing and folder import."""
+
+import subprocess
+import sys
+
+from click.testing import CliRunner
+
+from lessoncast.cli import main
+from tests.generated_media import tone
+
+
+def _env(tmp_path, **extra):
+    return {"LESSONCAST_DATA_DIR": str(tmp_path / "data"), **extra}
+
+
+def test_help_imports_no_server_code():
+    code = ("import sys; from lessoncast.cli import main\n"
+            "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "heavy = [m for m in ('flask', 'sqlalchemy', 'server', 'media', 'ffmpeg', 'huey') if m in sys.modules]\n"
+            "print('HEAVY', heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "HEAVY []" in out
+    assert "run" in out and "import" in out
+
+
+def test_token_create_prints_token_last(tmp_path):
+    result = CliRunner().invoke(main, ["token", "create", "--role", "media", "--name", "office"], env=_env(tmp_path))
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip().splitlines()[-1].startswith("lc_")
+    listed = CliRunner().invoke(main, ["token", "list"], env=_env(tmp_path))
+    assert "office" in listed.output and "lc_" not in listed.output
+
+
+def test_token_create_refuses_bad_role(tmp_path):
+    result = CliRunner().invoke(main, ["token", "create", "--role", "boss", "--name", "x"], env=_env(tmp_path))
+    assert result.exit_code == 2 and "boss" in result.output
+
+
+def test_config_masks_secrets_and_names_sources(tmp_path):
+    env = _env(tmp_path, LESSONCAST_REDIS_URL="redis://:s3cret@127.0.0.1:6379/0", LESSONCAST_PORT="9999")
+    result = CliRunner().invoke(main, ["config"], env=env)
+    assert result.exit_code == 0
+    assert "s3cret" not in result.output
+    assert "LESSONCAST_PORT" in result.output and "9999" in result.output and "[environment]" in result.output
+
+
+def test_config_reports_bad_values(tmp_path):
+    result = CliRunner().invoke(main, ["config"], env=_env(tmp_path, LESSONCAST_PORT="http"))
+    assert result.exit_code == 1 and "LESSONCAST_PORT" in result.output
+
+
+def test_import_folder_from_usb_stick(tmp_path):
+    stick = tmp_path / "usb"
+    (stick / "冬训" / ".Trashes").mkdir(parents=True)
+    tone(stick / "冬训" / "第一讲.mp3", 2)
+    tone(stick / "冬训" / "第二讲.wav", 2, frequency=660)
+    (stick / "冬训" / "说明.txt").write_text("not media")
+    (stick / "冬训" / "broken.mp3").write_text("this is not audio")
+    tone(stick / "冬训" / ".Trashes" / "old.mp3", 1)
+    result = CliRunner().invoke(main, ["import", str(stick), "--series", "2026 冬训"], env=_env(tmp_path))
+    assert result.exit_code == 1, result.output  # one file was refused
+    assert "2 imported, 0 already there, 1 refused" in result.output
+    assert "broken.mp3: refused" in result.output
+    again = CliRunner().invoke(main, ["import", str(stick / "冬训" / "第一讲.mp3")], env=_env(tmp_path))
+    assert again.exit_code == 0 and "already there" in again.output
+    listing = CliRunner().invoke(main, ["lesson", "list"], env=_env(tmp_path))
+    assert "第一讲" in listing.output and "第二讲" in listing.output
