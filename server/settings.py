@@ -67,6 +67,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("public_url", "", "URL devices and staff use to reach the web server. Default: http://HOST:PORT."),
     Setting("database_url", "", "SQLAlchemy database URL. Default: SQLite (WAL) in the data directory."),
     Setting("redis_url", "", "When set, jobs use RedisHuey on this Redis instead of SqliteHuey.", secret=True),
+    Setting("queue_name", "lessoncast", "Name of the job queue; instances sharing one Redis need different names."),
     Setting("mqtt_url", "", "An external MQTT broker (mqtt://user:pass@host:port). When set, no broker is started.",
             secret=True),
     Setting("mqtt_host", "127.0.0.1", "Address the broker that lessoncast starts listens on."),

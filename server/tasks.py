@@ -28,10 +28,10 @@ def build_huey(services) -> JobQueue:
     """Create the queue for these services and register the task that runs a job."""
     url = services.settings.redis_url
     if url:
-        huey = RedisHuey("lessoncast", url=url, results=False)
+        huey = RedisHuey(services.settings.queue_name, url=url, results=False)
     else:
         services.data.mkdir(parents=True, exist_ok=True)
-        huey = SqliteHuey("lessoncast", filename=str(services.data / "queue.db"), results=False, timeout=15)
+        huey = SqliteHuey(services.settings.queue_name, filename=str(services.data / "queue.db"), results=False, timeout=15)
 
     @huey.task(name="lessoncast.run_job")
     def run_job_task(job_id: int) -> None:

@@ -1,7 +1,8 @@
 """Beyond one machine: PostgreSQL for the database and RedisHuey for jobs, with two workers sharing the queue."""
 
 import signal
-import redis
+import uuid
+
 from sqlalchemy import select
 
 from server import lessons
@@ -14,8 +15,9 @@ REDIS_URL = "redis://127.0.0.1:6379/13"
 
 
 def test_two_workers_on_redis_and_postgresql(tmp_path, pg_url):
-    redis.Redis.from_url(REDIS_URL).flushdb()  # database 13 belongs to this test
-    settings = {"database_url": pg_url, "redis_url": REDIS_URL, "job_workers": 1}
+    # A queue of its own: another instance (or a leftover worker) on the same Redis must not take these jobs.
+    settings = {"database_url": pg_url, "redis_url": REDIS_URL, "job_workers": 1,
+                "queue_name": f"lessoncast-test-{uuid.uuid4().hex[:8]}"}
     services = make_services(tmp_path / "data", **settings)
     ids = []
     for n in range(3):
