@@ -155,3 +155,8 @@ class ProcessBeat(Base):
     pid: Mapped[int] = mapped_column(Integer)
     host: Mapped[str] = mapped_column(String(255))
     seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+# The organisation, device and programme tables live in their own module; importing it here means whoever loads
+# the models (Alembic, tests, the app) sees every table.
+from server import org_models  # noqa: E402,F401

@@ -2,7 +2,7 @@
 
 from alembic import context
 
-from server import models  # noqa: F401  (importing it registers every table on Base.metadata)
+from server import models, org_models  # noqa: F401  (importing them registers every table on Base.metadata)
 from server.db import Base, make_engine
 
 config = context.config
