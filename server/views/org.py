@@ -1,0 +1,119 @@
+"""Organisation API: list townships, sites, groups and members; import their CSVs; edit sites, groups, members."""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, jsonify, request
+
+from server import org
+from server.auth import current_actor, require
+from server.errors import ApiError
+from server.lessons import display_name
+
+bp = Blueprint("org_api", __name__, url_prefix="/api/v1")
+
+# A county's members file is a few MB; anything far larger is not an org export.
+CSV_LIMIT = 20 * 1024 * 1024
+
+
+def _services():
+    return current_app.extensions["lessoncast"]
+
+
+def _json_body() -> dict:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise ApiError(400, "json_required", "Send the changes as a JSON object (Content-Type: application/json).")
+    return body
+
+
+def _csv_upload() -> tuple[bytes, str]:
+    """The uploaded CSV's bytes and file name: multipart field 'file', or the raw body."""
+    if request.mimetype == "multipart/form-data":
+        upload = request.files.get("file")
+        if upload is None:
+            raise ApiError(400, "file_required", "Send the CSV as the multipart field 'file'.")
+        upload.stream.seek(0)
+        data, name = upload.stream.read(CSV_LIMIT + 1), display_name(upload.filename)
+    else:
+        data, name = request.get_data(cache=False)[:CSV_LIMIT + 1], ""
+    if len(data) > CSV_LIMIT:
+        raise ApiError(413, "too_large", f"The CSV is over the {CSV_LIMIT // 1024**2} MB limit; "
+                                         "split it into smaller files.")
+    return data, name
+
+
+@bp.get("/townships")
+@require("read")
+def townships():
+    """Every township with its number of sites."""
+    return jsonify({"townships": org.list_townships(_services())})
+
+
+@bp.get("/sites")
+@require("read")
+def sites():
+    """Every site, or one township's (?township=CODE)."""
+    return jsonify({"sites": org.list_sites(_services(), request.args.get("township") or None)})
+
+
+@bp.get("/groups")
+@require("read")
+def groups():
+    """Every group, or one kind's (?kind=township|village|branch|special)."""
+    return jsonify({"groups": org.list_groups(_services(), request.args.get("kind") or None)})
+
+
+@bp.get("/members")
+@require("read")
+def members():
+    """A page of members (?site=&township=&q=&limit=&offset=) with the total; card tokens only for editors."""
+    args = request.args
+    try:
+        limit, offset = int(args.get("limit", 50)), int(args.get("offset", 0))
+    except ValueError:
+        raise ApiError(422, "field_invalid", "limit and offset are whole numbers", field="limit") from None
+    page = org.list_members(_services(), site=args.get("site") or None, township=args.get("township") or None,
+                            q=args.get("q") or None, limit=limit, offset=offset,
+                            include_card=current_actor().may("org.write"))
+    return jsonify(page)
+
+
+@bp.post("/org/import")
+@require("org.write")
+def import_csv():
+    """Import a sites, groups or members CSV (?kind=); 422 with every bad row, and then nothing is written."""
+    data, name = _csv_upload()
+    kind = request.args.get("kind") or None
+    if kind is not None and kind not in org.IMPORT_KINDS:
+        raise ApiError(422, "field_invalid", f"kind {kind!r} is not one of {', '.join(org.IMPORT_KINDS)}",
+                       field="kind")
+    try:
+        kind = kind or org.detect_kind(org.decode_csv(data))
+        name = name or f"{kind}.csv"
+        result = org.import_file(_services(), data, kind, current_actor().name, name)
+    except org.OrgImportError as exc:
+        raise ApiError(422, "csv_invalid", exc.summary(name or "the file"),
+                       rows=[e.to_dict() for e in exc.errors]) from None
+    return jsonify({"kind": kind, "created": result.created, "updated": result.updated,
+                    "unchanged": result.unchanged})
+
+
+@bp.post("/groups")
+@require("org.write")
+def create_group():
+    """Create a group from JSON {key, name, kind, township}; 201."""
+    return jsonify(org.create_group(_services(), _json_body(), current_actor().name)), 201
+
+
+@bp.patch("/sites/<code>")
+@require("org.write")
+def update_site(code: str):
+    """Rename a site or move it to another township (JSON {name, township})."""
+    return jsonify(org.update_site(_services(), code, _json_body(), current_actor().name))
+
+
+@bp.patch("/members/<member_id>")
+@require("org.write")
+def update_member(member_id: str):
+    """Change a member (JSON with any of name, branch, site, card_token, joined, left, flags, groups)."""
+    return jsonify(org.update_member(_services(), member_id, _json_body(), current_actor().name))
