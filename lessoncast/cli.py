@@ -21,6 +21,12 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "web": ("server.cli", "web", "Run only the web server (gunicorn)."),
     "worker": ("server.cli", "worker", "Run only the job worker (huey consumer)."),
     "broker": ("server.cli", "broker", "Write the broker config, or run only the broker."),
+    "org": ("server.cli_org", "org", "Import and list townships, sites, groups and members (CSV)."),
+    "device": ("server.cli_devices", "device", "Add, import, list and revoke devices; print enrolment codes."),
+    "keys": ("server.cli_trust", "keys", "Create the signing keys, check their expiry, rotate the root."),
+    "programme": ("server.cli_programmes", "programme", "Create and look at programmes."),
+    "publish": ("server.cli_programmes", "publish", "Publish a programme to its devices (shows the preview first)."),
+    "pack": ("server.cli_trust", "pack", "Write a sideload pack for a channel (directory or .tar)."),
 }
 
 

@@ -20,10 +20,14 @@ from server.models import ROLES, ApiToken, User
 
 # What each role may do. Operators and viewers read; media staff manage lessons; admins do everything.
 PERMISSIONS: dict[str, frozenset[str]] = {
-    "admin": frozenset({"read", "lessons.write", "tokens.manage", "devices.manage"}),
-    "media": frozenset({"read", "lessons.write"}),
-    "operator": frozenset({"read"}),
+    "admin": frozenset({"read", "lessons.write", "tokens.manage", "devices.manage", "org.write",
+                        "programmes.write"}),
+    "media": frozenset({"read", "lessons.write", "programmes.write"}),
+    # Operators look after their own township's devices (scoped in the device service).
+    "operator": frozenset({"read", "devices.manage"}),
     "viewer": frozenset({"read"}),
+    # An enrolled device's HTTP token: it may download (when media need a token) and nothing else.
+    "device": frozenset({"device"}),
 }
 
 
@@ -86,6 +90,16 @@ def current_actor() -> Actor:
                        "This needs an API token: send 'Authorization: Bearer TOKEN'. "
                        "Create one with 'lessoncast token create --role media --name NAME'.")
     services = current_app.extensions["lessoncast"]
+    if token.strip().startswith("lcd_"):
+        from server.devices import find_by_token
+
+        with services.db.session() as session:
+            device = find_by_token(session, token.strip())
+            if device is None:
+                raise ApiError(401, "bad_device_token",
+                               "This device token is unknown or the device was revoked. Enrol the device again.")
+            g.actor = Actor(None, device.uid, "device", None)
+        return g.actor
     with services.db.session() as session:
         row = find_token(session, token.strip())
         if row is None:

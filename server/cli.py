@@ -31,6 +31,15 @@ def _initialised(services) -> None:
     if result.admin_password:
         click.secho("First admin account created. Its password is shown only this once:", fg="yellow", err=True)
         click.secho(f"    user: admin    password: {result.admin_password}", fg="yellow", bold=True, err=True)
+    if result.root_key:
+        click.secho("The county's signing keys were created. The root key signs only key changes and belongs OFFLINE:",
+                    fg="yellow", err=True)
+        click.secho(f"    root key: {result.root_key}", fg="yellow", bold=True, err=True)
+        if result.root_passphrase:
+            click.secho(f"    passphrase (shown only this once): {result.root_passphrase}", fg="yellow", bold=True,
+                        err=True)
+        click.secho("    Copy it (and its passphrase) to a USB stick kept in the office safe, then delete it here. "
+                    "You need it again only for 'lessoncast keys rotate-root'.", fg="yellow", err=True)
 
 
 @click.command()

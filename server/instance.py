@@ -10,7 +10,7 @@ from typing import Optional
 
 from sqlalchemy import func, select
 
-from server import migrate
+from server import migrate, trust_service
 from server.auth import hash_password
 from server.models import User
 from server.services import Services
@@ -34,9 +34,12 @@ def secret_key(data: Path) -> str:
 
 @dataclass(frozen=True)
 class InitResult:
-    """What initialisation did: the admin password when it created the first account."""
+    """What initialisation did: the admin password when it created the first account, the root key passphrase
+    and path when it created the signing keys."""
 
     admin_password: Optional[str]
+    root_passphrase: Optional[str] = None
+    root_key: Optional[Path] = None
 
 
 def initialise(services: Services, admin_username: str = "admin") -> InitResult:
@@ -46,10 +49,14 @@ def initialise(services: Services, admin_username: str = "admin") -> InitResult:
         (data / sub).mkdir(parents=True, exist_ok=True)
     secret_key(data)
     migrate.upgrade(services.settings.db_url)
+    root_passphrase, root_key = None, None
+    if not trust_service.initialised(services):
+        root_passphrase = trust_service.create_keys(services)
+        root_key = trust_service.root_key_path(services)
     with services.db.session() as session:
         if session.scalar(select(func.count(User.id))):
-            return InitResult(None)
+            return InitResult(None, root_passphrase, root_key)
         password = secrets.token_urlsafe(12)
         session.add(User(username=admin_username, password_hash=hash_password(password), role="admin",
                          created_at=services.clock()))
-    return InitResult(password)
+    return InitResult(password, root_passphrase, root_key)

@@ -71,7 +71,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("mqtt_url", "", "An external MQTT broker (mqtt://user:pass@host:port). When set, no broker is started.",
             secret=True),
     Setting("mqtt_host", "127.0.0.1", "Address the broker that lessoncast starts listens on."),
-    Setting("mqtt_port", 1884, "Port of the broker that lessoncast run starts.", int),
+    Setting("mqtt_port", 1884, "Port of the broker's device listener (lessoncast run starts the broker).", int),
+    Setting("mqtt_server_host", "127.0.0.1", "Address of the broker listener for lessoncast's own processes."),
+    Setting("mqtt_server_port", 1885, "Port of the broker listener for lessoncast's own processes.", int),
+    Setting("mqtt_tls_port", 0, "Port of an extra TLS listener for devices (0: none).", int),
+    Setting("mqtt_tls_cert", "", "PEM certificate chain of the TLS listener."),
+    Setting("mqtt_tls_key", "", "PEM private key of the TLS listener.", secret=True),
+    Setting("mqtt_public_url", "", "Broker address devices are given at enrolment (mqtt:// or mqtts://HOST:PORT). "
+            "Default: the public URL's host and the device port."),
     Setting("mosquitto_bin", "mosquitto", "The Mosquitto executable lessoncast run starts."),
     Setting("web_workers", 2, "gunicorn worker processes.", int),
     Setting("web_threads", 8, "Threads per gunicorn worker (gthread), so a slow village download holds one thread.",
@@ -89,6 +96,12 @@ SETTINGS: tuple[Setting, ...] = (
             _duration),
     Setting("media_require_token", False, "Require a device or staff token to download media.", _bool),
     Setting("media_base_url", "", "Base URL devices download media from (a CDN or static server). Default: this server."),
+    Setting("enrol_code_days", 30.0, "Days a device's one-time enrolment code stays valid.", float),
+    Setting("root_passphrase", "", "Passphrase of the offline TUF root key (for automation; prefer the file).",
+            secret=True),
+    Setting("root_passphrase_file", "", "File holding the root key passphrase."),
+    Setting("attendance_grace_days", 30, "Days after a programme ends in which plays still count (and packs verify).",
+            int),
     Setting("secret_key", "", "Flask secret key. Default: generated once and kept in the data directory.", secret=True),
     Setting("log_level", "INFO", "Logging level: DEBUG, INFO, WARNING or ERROR."),
 )
@@ -139,6 +152,20 @@ class Settings(Mapping[str, Any]):
             return self._values["public_url"].rstrip("/")
         host = self._values["host"]
         return f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{self._values['port']}"
+
+    @property
+    def device_mqtt(self) -> tuple[str, str, int]:
+        """(scheme, host, port) of the broker as devices reach it: mqtt or mqtts."""
+        from urllib.parse import urlsplit
+
+        if self._values["mqtt_public_url"]:
+            url = urlsplit(self._values["mqtt_public_url"])
+            default = 8883 if url.scheme == "mqtts" else 1883
+            return url.scheme or "mqtt", url.hostname or "127.0.0.1", url.port or default
+        host = urlsplit(self.web_url).hostname or "127.0.0.1"
+        if self._values["mqtt_tls_port"]:
+            return "mqtts", host, self._values["mqtt_tls_port"]
+        return "mqtt", host, self._values["mqtt_port"]
 
     def masked(self) -> list[tuple[str, str, str]]:
         """Return (env name, printable value, source) rows with secrets masked."""

@@ -46,7 +46,7 @@ def stage_file(services: Services, path: Path):
 @pytest.fixture
 def services(tmp_path) -> Services:
     """A fresh, initialised instance on a temporary SQLite database."""
-    svc = make_services(tmp_path / "data", mqtt_port=free_port())
+    svc = make_services(tmp_path / "data", mqtt_port=free_port(), mqtt_server_port=free_port())
     yield svc
     svc.db.dispose()
 
@@ -138,3 +138,45 @@ def pg_url():
     with admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
+
+
+@pytest.fixture
+def broker(services):
+    """A real Mosquitto on free ports with lessoncast's generated config; yields the services."""
+    import socket
+    import subprocess
+    import time
+
+    from server.broker import mosquitto_executable, write_config
+
+    conf = write_config(services)
+    log = open(services.data / "broker" / "mosquitto.log", "wb")
+    proc = subprocess.Popen([mosquitto_executable(services), "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", services.settings.mqtt_server_port), timeout=1).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise AssertionError("mosquitto did not start: " + (services.data / "broker" / "mosquitto.log")
+                                     .read_text(errors="replace"))
+            time.sleep(0.05)
+    yield services
+    proc.terminate()
+    proc.wait(timeout=10)
+    log.close()
+
+
+@pytest.fixture
+def enrolled(services):
+    """Add and enrol a device through the service layer: enrolled('radio', name=..., site=...) -> enrolment answer."""
+    from server import devices
+
+    def make(kind: str = "radio", **fields) -> dict:
+        with services.db.session() as session:
+            new = devices.add(services, session, kind=kind, name=fields.pop("name", f"test {kind}"),
+                              site_code=fields.pop("site", None), actor="test", **fields)
+        return devices.enrol(services, new.code)
+
+    return make

@@ -21,7 +21,8 @@ def stack_env(data_dir: Path, **settings) -> dict[str, str]:
     """Environment for a lessoncast process: the test's data directory and ports, nothing from the caller."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LESSONCAST_")}
     env.update({"LESSONCAST_DATA_DIR": str(data_dir), "LESSONCAST_PORT": str(free_port()),
-                "LESSONCAST_MQTT_PORT": str(free_port()), "PATH": f"{VENV_BIN}:{env.get('PATH', '')}"})
+                "LESSONCAST_MQTT_PORT": str(free_port()), "LESSONCAST_MQTT_SERVER_PORT": str(free_port()),
+                "PATH": f"{VENV_BIN}:{env.get('PATH', '')}"})
     env.update({f"LESSONCAST_{k.upper()}": str(v) for k, v in settings.items()})
     return env
 

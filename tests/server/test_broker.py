@@ -1,69 +1,157 @@
-"""The broker lessoncast configures: a real Mosquitto on a free port accepts the server's account and no one else."""
+"""The broker lessoncast configures, tested with a real Mosquitto and real enrolled device credentials.
 
-import subprocess
-import threading
+Mosquitto grants a subscription to any filter and filters per message, so these tests check what arrives.
+"""
 
-import paho.mqtt.client as mqtt
+import time
+
 import pytest
 
-from server.broker import SERVER_USER, mosquitto_executable, server_password, write_config
-from tests.e2e.stack import wait_for
+from playlists import topics
+from server import devices, retained
+from server.broker import SERVER_USER, server_password, write_config
+from server.mqtt_link import BrokerAddress, ServerLink
+from tests.mqtt_client import MqttProbe
 
 
-@pytest.fixture
-def broker(services):
-    conf = write_config(services)
-    proc = subprocess.Popen([mosquitto_executable(services), "-c", str(conf)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
-    yield services
-    proc.terminate()
-    proc.wait(timeout=10)
+def _server_publish(services, pairs, retain=True):
+    with ServerLink(BrokerAddress.from_services(services), "test") as link:
+        for topic, payload in pairs:
+            link.publish(topic, payload, retain=retain)
 
 
-def _connect(port: int, username: str | None, password: str | None):
-    """Connect with MQTT 5 and return the reason code the broker answered with."""
-    done = threading.Event()
-    result = {}
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=username or "", protocol=mqtt.MQTTv5)
-    if username:
-        client.username_pw_set(username, password)
-
-    def on_connect(_client, _userdata, _flags, reason_code, _properties):
-        result["rc"] = reason_code
-        done.set()
-
-    client.on_connect = on_connect
-    wait_for(lambda: _try_connect(client, port), 10, "the broker to listen")
-    client.loop_start()
-    done.wait(10)
-    client.disconnect()
-    client.loop_stop()
-    return result.get("rc")
+def _device(services, answer, **kw) -> MqttProbe:
+    mqtt = answer["mqtt"]
+    return MqttProbe(services.settings.mqtt_port, mqtt["username"], mqtt["password"],
+                      client_id=kw.pop("client_id", mqtt["username"]), **kw).connect()
 
 
-def _try_connect(client, port):
-    try:
-        client.connect("127.0.0.1", port)
-        return True
-    except OSError:
-        return False
-
-
-def test_server_account_connects(broker):
-    rc = _connect(broker.settings.mqtt_port, SERVER_USER, server_password(broker))
-    assert rc is not None and not rc.is_failure
-
-
-@pytest.mark.parametrize("username, password", [(None, None), (SERVER_USER, "wrong"), ("device-1", "x")])
-def test_others_are_refused(broker, username, password):
-    rc = _connect(broker.settings.mqtt_port, username, password)
-    assert rc is not None and rc.is_failure
-
-
-def test_config_is_private_and_persistent(services):
-    conf = write_config(services)
-    text = conf.read_text()
+def test_config_is_private_persistent_and_per_listener(services):
+    text = write_config(services).read_text()
     assert "allow_anonymous false" in text and "persistence true" in text
-    assert "use_username_as_clientid true" in text
+    assert "use_username_as_clientid true" in text and "per_listener_settings true" in text
     assert f"listener {services.settings.mqtt_port} 127.0.0.1" in text
-    assert (conf.parent / "passwd").stat().st_mode & 0o077 == 0
+    assert f"listener {services.settings.mqtt_server_port} 127.0.0.1" in text
+    assert "max_queued_messages 10000" in text
+    for name in ("passwd", "acl", "server.passwd", "server.acl"):
+        assert (services.data / "broker" / name).stat().st_mode & 0o077 == 0
+
+
+def test_tls_listener_needs_cert_and_key(tmp_path):
+    from tests.conftest import free_port, make_services
+
+    services = make_services(tmp_path / "d", mqtt_port=free_port(), mqtt_tls_port=free_port())
+    with pytest.raises(ValueError, match="LESSONCAST_MQTT_TLS_CERT"):
+        write_config(services)
+
+
+@pytest.mark.parametrize("port_name, username, password", [
+    ("mqtt_port", None, None),
+    ("mqtt_server_port", None, None),
+    ("mqtt_server_port", SERVER_USER, "wrong"),
+    ("mqtt_port", "r-0000000000", "guess"),
+])
+def test_anonymous_and_unknown_are_refused(broker, port_name, username, password):
+    client = MqttProbe(broker.settings[port_name], username, password).connect()
+    assert client.reason is not None and client.reason.is_failure
+    client.close()
+
+
+def test_server_account_only_on_server_listener(broker):
+    good = MqttProbe(broker.settings.mqtt_server_port, SERVER_USER, server_password(broker), "srv-a").connect()
+    other = MqttProbe(broker.settings.mqtt_server_port, SERVER_USER, server_password(broker), "srv-b").connect()
+    assert good.accepted and other.accepted, "two server processes connect side by side with their own ids"
+    on_device_port = MqttProbe(broker.settings.mqtt_port, SERVER_USER, server_password(broker)).connect()
+    assert not on_device_port.accepted
+    for c in (good, other, on_device_port):
+        c.close()
+
+
+def test_device_reads_only_its_own_topics(broker, enrolled):
+    a = enrolled("radio", name="甲", language="cmn")
+    b = enrolled("radio", name="乙", language="bo")
+    assert a["channel"] != b["channel"]
+    spy = _device(broker, a)
+    spy.subscribe("#")
+    spy.subscribe(f"lc/v1/devices/{b['device']}/#")
+    spy.subscribe("lc/v1/channels/+/notify")
+    _server_publish(broker, [
+        (topics.config(b["device"]), b"secret config"), (topics.ack(b["device"]), b"b ack"),
+        (topics.notify(b["channel"]), b"b notify"), (topics.notify(a["channel"]), b"a notify"),
+    ])
+    _server_publish(broker, [(topics.cmd(b["device"]), b"b cmd"), (topics.cmd(a["device"]), b"a cmd")], retain=False)
+    spy.wait_for(topics.notify(a["channel"]))
+    spy.wait_for(topics.cmd(a["device"]))
+    time.sleep(0.5)  # let anything that should not come arrive
+    assert spy.topics() == {topics.config(a["device"]), topics.notify(a["channel"]), topics.cmd(a["device"])}
+    assert all(b["device"] not in m.topic and m.payload not in (b"secret config", b"b notify") for m in spy.messages)
+    spy.close()
+
+
+def test_device_cannot_write_for_another_device(broker, enrolled):
+    a, b = enrolled("radio", name="甲"), enrolled("terminal", name="乙")
+    server = MqttProbe(broker.settings.mqtt_server_port, SERVER_USER, server_password(broker), "srv").connect()
+    server.subscribe(topics.all_events())
+    server.subscribe(topics.all_status())
+    server.subscribe("lc/v1/channels/#")
+    rogue = _device(broker, a)
+    rogue.publish(topics.events(b["device"]), b"forged play")
+    rogue.publish(topics.status(b["device"]), b'{"online": false}', retain=True)
+    rogue.publish(topics.notify(b["channel"]), b"forged notify", retain=True)
+    rogue.publish(topics.events(a["device"]), b"own play")
+    server.wait_for(topics.events(a["device"]))
+    time.sleep(0.5)
+    assert server.topics() == {topics.events(a["device"])}
+    late = MqttProbe(broker.settings.mqtt_server_port, SERVER_USER, server_password(broker), "late").connect()
+    late.subscribe(topics.status(b["device"]))
+    time.sleep(0.3)
+    assert late.messages == [], "nothing forged was retained"
+    for c in (server, rogue, late):
+        c.close()
+
+
+def test_revoked_device_is_refused_and_dropped(broker, enrolled):
+    a = enrolled("radio")
+    connected = _device(broker, a)
+    assert connected.accepted
+    devices.revoke(broker, a["device"], "test", "lost at sea")
+    assert connected.disconnected.wait(10), "the broker drops a revoked device that is connected"
+    again = _device(broker, a)
+    assert not again.accepted
+    config = MqttProbe(broker.settings.mqtt_server_port, SERVER_USER, server_password(broker), "srv").connect()
+    config.subscribe(topics.config(a["device"]))
+    assert b'"revoked":true' in config.wait_for(topics.config(a["device"])).payload
+    for c in (connected, again, config):
+        c.close()
+
+
+def test_credentials_cannot_reach_another_devices_session(broker, enrolled):
+    a, b = enrolled("radio", name="甲"), enrolled("radio", name="乙")
+    # b keeps a persistent session, goes offline, and a command is queued for it.
+    victim = _device(broker, b, clean_start=False, session_expiry=3600)
+    victim.subscribe(topics.cmd(b["device"]))
+    victim.close()
+    _server_publish(broker, [(topics.cmd(b["device"]), b"play now")], retain=False)
+    # a connects with b's client id, asking to resume b's session.
+    thief = _device(broker, a, client_id=b["device"], clean_start=False, session_expiry=3600)
+    assert thief.accepted  # as itself: the broker replaced the client id with a's username
+    thief.subscribe(topics.cmd(b["device"]))
+    time.sleep(0.5)
+    assert thief.messages == []
+    # b's session is intact: b gets its queued command when it comes back.
+    back = _device(broker, b, clean_start=False, session_expiry=3600)
+    assert back.wait_for(topics.cmd(b["device"])).payload == b"play now"
+    assert not thief.disconnected.is_set(), "b's return did not take over a's connection either"
+    thief.close()
+    back.close()
+
+
+def test_enrolment_publishes_config_at_once(broker, enrolled):
+    a = enrolled("terminal", name="村部终端")
+    with broker.db.session() as session:
+        assert retained.pending(session) == 0, "the broker acknowledged the retained config"
+    device = _device(broker, a)
+    device.subscribe(topics.config(a["device"]))
+    msg = device.wait_for(topics.config(a["device"]))
+    assert msg.retain and f'"channel":"{a["channel"]}"'.encode() in msg.payload
+    device.close()

@@ -1,0 +1,282 @@
+"""Devices: adding them (singly or from CSV), one-time enrolment codes, enrolment, revocation, radio assignment.
+
+A device's secrets (MQTT password, HTTP token, enrolment code) are shown once and stored only as hashes. Every
+change that the broker must know about rewrites its password file and ACL from the database and reloads it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any, Iterable, Optional
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from playlists import topics
+from playlists.model import Audience, is_language_tag
+from playlists.channels import channel_id
+from playlists.payloads import DeviceConfig, encode
+from server import retained
+from server.errors import ApiError
+from server.org_models import DEVICE_KINDS, AuditEntry, Device, DeviceAssignment, Group, GroupLink, Member, Site
+
+# Enrolment codes are typed by a technician from paper: no 0/O, 1/I/L, 2/Z, 5/S, 8/B.
+CODE_ALPHABET = "ACDEFGHJKMNPQRTUVWXY34679"
+CODE_GROUPS = 3
+DEFAULT_DEVICE_SETTINGS: dict[str, Any] = {
+    "timezone": "Asia/Shanghai", "volume": 70, "report_interval": 300,
+    "download_window": ["00:00", "06:00"], "data_budget_mb": None,
+}
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def normalise_code(code: str) -> str:
+    """An enrolment code as stored: upper case, without dashes or spaces."""
+    return "".join(ch for ch in code.upper() if ch.isalnum())
+
+
+def new_code() -> str:
+    """A fresh one-time enrolment code, e.g. ``K7QX-M3TD-WA9F``."""
+    return "-".join("".join(secrets.choice(CODE_ALPHABET) for _ in range(4)) for _ in range(CODE_GROUPS))
+
+
+def new_uid(kind: str) -> str:
+    """A device id: its MQTT username and client id, safe in topics and file names."""
+    return f"{kind[0]}-{secrets.token_hex(5)}"
+
+
+def _issue_code(services, device: Device) -> str:
+    code = new_code()
+    device.enrol_code_sha256 = _sha(normalise_code(code))
+    device.enrol_code_expires_at = services.clock() + timedelta(days=services.settings.enrol_code_days)
+    return code
+
+
+def _site(session: Session, code: Optional[str]) -> Site:
+    from server.org import default_site
+
+    if not code:
+        return default_site(session)
+    site = session.scalar(select(Site).where(Site.code == code))
+    if site is None:
+        raise ApiError(422, "unknown_site", f"There is no site with code '{code}'. Import the sites first "
+                                            "('lessoncast org import sites.csv') or leave the site empty.")
+    return site
+
+
+@dataclass(frozen=True)
+class NewDevice:
+    """A device just added (or given a new code), with its one-time enrolment code."""
+
+    uid: str
+    name: str
+    kind: str
+    site: str
+    code: str
+
+
+def validate_new(kind: str, name: str, language: str, uid: Optional[str]) -> None:
+    """Raise ApiError when a new device's fields are unusable."""
+    if kind not in DEVICE_KINDS:
+        raise ApiError(422, "bad_kind", f"Device kind '{kind}' is unknown: use radio or terminal.")
+    if not name.strip() or len(name) > 100:
+        raise ApiError(422, "bad_name", "A device needs a name of 1 to 100 characters.")
+    if not is_language_tag(language):
+        raise ApiError(422, "bad_language", f"'{language}' is not a BCP 47 language tag (e.g. cmn, bo, nan, cdo).")
+    if uid is not None and not topics.is_valid_id(uid):
+        raise ApiError(422, "bad_device_id", f"Device id '{uid}' may hold only letters, digits, '_', '.' and '-'.")
+
+
+def add(services, session: Session, *, kind: str, name: str, site_code: Optional[str] = None,
+        language: str = "cmn", groups: Iterable[str] = (), member_no: Optional[str] = None,
+        uid: Optional[str] = None, actor: str) -> NewDevice:
+    """Add a device in the session (the caller commits) and return it with its enrolment code."""
+    validate_new(kind, name, language, uid)
+    uid = uid or new_uid(kind)
+    if session.scalar(select(Device.id).where(Device.uid == uid)) is not None:
+        raise ApiError(409, "device_exists", f"A device with id '{uid}' already exists.")
+    site = _site(session, site_code)
+    now = services.clock()
+    device = Device(uid=uid, name=name.strip(), kind=kind, site=site, language=language, state="pending",
+                    settings=dict(DEFAULT_DEVICE_SETTINGS), created_at=now)
+    code = _issue_code(services, device)
+    session.add(device)
+    session.flush()
+    for key in groups:
+        group = session.scalar(select(Group).where(Group.key == key))
+        if group is None:
+            raise ApiError(422, "unknown_group", f"There is no group '{key}'.")
+        session.add(GroupLink(group_id=group.id, device_id=device.id))
+    if member_no:
+        if kind != "radio":
+            raise ApiError(422, "not_a_radio", "Only radios are assigned to a member; terminals serve a site.")
+        assign(services, session, device, member_no, now.date())
+    session.add(AuditEntry(at=now, actor=actor, action="device.add", subject=uid,
+                           details={"kind": kind, "site": site.code}))
+    return NewDevice(uid, device.name, kind, site.code, code)
+
+
+def reissue_code(services, uid: str, actor: str) -> str:
+    """Give a device a new enrolment code (a lost paper slip, or a replaced SD card); it must enrol again."""
+    with services.db.session() as session:
+        device = get(session, uid)
+        if device.state == "revoked":
+            raise ApiError(409, "device_revoked", f"Device '{uid}' is revoked; add a new device instead.")
+        code = _issue_code(services, device)
+        session.add(AuditEntry(at=services.clock(), actor=actor, action="device.code", subject=uid))
+    return code
+
+
+def get(session: Session, uid: str) -> Device:
+    """The device with this id, or a 404 ApiError."""
+    device = session.scalar(select(Device).where(Device.uid == uid))
+    if device is None:
+        raise ApiError(404, "no_such_device", f"There is no device '{uid}'.")
+    return device
+
+
+def assign(services, session: Session, device: Device, member_no: str, from_date: date) -> None:
+    """Hand a radio to a member from FROM_DATE, closing the previous holder's assignment the day before."""
+    member = session.scalar(select(Member).where(Member.member_no == member_no))
+    if member is None:
+        raise ApiError(422, "unknown_member", f"There is no member '{member_no}'. Import the members first.")
+    for held in device.assignments:
+        if held.until_date is None or held.until_date >= from_date:
+            if held.from_date >= from_date:
+                raise ApiError(409, "assignment_overlap",
+                               f"{device.uid} is assigned from {held.from_date}; assign from a later date.")
+            held.until_date = from_date - timedelta(days=1)
+    device.assignments.append(DeviceAssignment(member=member, from_date=from_date))
+
+
+def member_on(device: Device, day: date) -> Optional[Member]:
+    """The member holding a radio on DAY, if any."""
+    for held in device.assignments:
+        if held.from_date <= day and (held.until_date is None or day <= held.until_date):
+            return held.member
+    return None
+
+
+def group_keys(session: Session, device: Device, day: date) -> frozenset[str]:
+    """Every group the device belongs to: its own, its site's, and (radios) its current member's."""
+    clauses = [GroupLink.device_id == device.id, GroupLink.site_id == device.site_id]
+    member = member_on(device, day) if device.kind == "radio" else None
+    if member is not None:
+        clauses.append(GroupLink.member_id == member.id)
+    keys = session.scalars(select(Group.key).join(GroupLink, GroupLink.group_id == Group.id).where(or_(*clauses)))
+    return frozenset(keys)
+
+
+def audience(session: Session, device: Device, day: date) -> Audience:
+    """The device's audience key: kind, language and groups."""
+    return Audience(kind=device.kind, language=device.language, groups=group_keys(session, device, day))
+
+
+def config_payload(services, device: Device) -> bytes:
+    """The retained config message for a device."""
+    s = device.settings or DEFAULT_DEVICE_SETTINGS
+    window = s.get("download_window")
+    web = services.settings.web_url
+    return encode(DeviceConfig(
+        device=device.uid, channel=device.channel, language=device.language,
+        timezone=s.get("timezone", "Asia/Shanghai"), volume=int(s.get("volume", 70)),
+        report_interval=int(s.get("report_interval", 300)),
+        download_window=tuple(window) if window else None, data_budget_mb=s.get("data_budget_mb"),
+        repository_url=f"{web}/tuf/", media_base_url=(services.settings.media_base_url or web).rstrip("/") + "/",
+        sequence_epoch=int(s.get("sequence_epoch", 1)), revoked=device.state == "revoked"))
+
+
+def refresh_channel(services, session: Session, device: Device) -> bool:
+    """Recompute the device's channel from its audience and queue its config; True if the channel changed."""
+    channel = channel_id(audience(session, device, services.clock().date()))
+    changed = channel != device.channel
+    device.channel = channel
+    retained.put(session, topics.config(device.uid), config_payload(services, device), services.clock())
+    return changed
+
+
+def enrol(services, code: str) -> dict[str, Any]:
+    """Exchange a one-time code for the device's credentials, trust root and addresses (the answer is shown once)."""
+    from server import broker
+    from server.broker import password_line
+    from server.trust_service import root_json
+
+    root = root_json(services)  # before anything changes: no keys, no enrolment
+    now = services.clock()
+    with services.db.session() as session:
+        device = session.scalar(select(Device).where(Device.enrol_code_sha256 == _sha(normalise_code(code))))
+        if device is None or device.state == "revoked":
+            raise ApiError(403, "bad_enrol_code",
+                           "This enrolment code is unknown or was already used. Ask the county office for a new one "
+                           "('lessoncast device code DEVICE').")
+        if device.enrol_code_expires_at is None or device.enrol_code_expires_at < now:
+            raise ApiError(403, "enrol_code_expired",
+                           f"The enrolment code of {device.uid} expired on {device.enrol_code_expires_at:%Y-%m-%d}. "
+                           "Ask the county office for a new one.")
+        mqtt_password = secrets.token_urlsafe(24)
+        http_token = "lcd_" + secrets.token_urlsafe(32)
+        device.mqtt_password_hash = password_line(device.uid, mqtt_password).split(":", 1)[1]
+        device.http_token_sha256 = _sha(http_token)
+        device.enrol_code_sha256 = device.enrol_code_expires_at = None  # one time only
+        device.state, device.enrolled_at = "enrolled", now
+        refresh_channel(services, session, device)
+        session.add(AuditEntry(at=now, actor=device.uid, action="device.enrol", subject=device.uid))
+        uid, kind, channel, language = device.uid, device.kind, device.channel, device.language
+        config = config_payload(services, device)
+    broker.apply_auth(services)
+    retained.flush_quietly(services)
+    scheme, host, port = services.settings.device_mqtt
+    web = services.settings.web_url
+    return {
+        "device": uid, "kind": kind, "channel": channel, "language": language,
+        "mqtt": {"host": host, "port": port, "tls": scheme == "mqtts", "username": uid, "password": mqtt_password,
+                 "client_id": uid},
+        "http_token": http_token,
+        "root": root,
+        "repository_url": f"{web}/tuf/",
+        "metadata_url": f"{web}/tuf/metadata/",
+        "targets_url": f"{web}/tuf/targets/",
+        "media_base_url": (services.settings.media_base_url or web).rstrip("/") + "/",
+        "config": json.loads(config),
+    }
+
+
+def revoke(services, uid: str, actor: str, reason: str = "") -> None:
+    """Revoke a device: its broker account and HTTP token stop working at once; its retained config says so."""
+    from server import broker
+
+    now = services.clock()
+    with services.db.session() as session:
+        device = get(session, uid)
+        device.state, device.revoked_at = "revoked", now
+        device.mqtt_password_hash = device.http_token_sha256 = device.enrol_code_sha256 = None
+        retained.put(session, topics.config(uid), config_payload(services, device), now)
+        session.add(AuditEntry(at=now, actor=actor, action="device.revoke", subject=uid, note=reason))
+    broker.apply_auth(services)
+    retained.flush_quietly(services)
+
+
+def find_by_token(session: Session, token: str) -> Optional[Device]:
+    """The enrolled device presenting this HTTP token, or None (revoked devices have none)."""
+    device = session.scalar(select(Device).where(Device.http_token_sha256 == _sha(token)))
+    return device if device is not None and device.state == "enrolled" else None
+
+
+def device_json(device: Device) -> dict[str, Any]:
+    """A device as the API shows it (never its secrets)."""
+    return {
+        "id": device.uid, "name": device.name, "kind": device.kind, "site": device.site.code,
+        "language": device.language, "state": device.state, "channel": device.channel,
+        "settings": device.settings, "created_at": device.created_at.isoformat(),
+        "enrolled_at": device.enrolled_at.isoformat() if device.enrolled_at else None,
+        "revoked_at": device.revoked_at.isoformat() if device.revoked_at else None,
+        "assignments": [{"member": a.member.member_no, "from": a.from_date.isoformat(),
+                         "until": a.until_date.isoformat() if a.until_date else None} for a in device.assignments],
+    }

@@ -1,0 +1,112 @@
+"""Device API: enrolment (the device's one call without a staff token), and devices for staff."""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, jsonify, request
+from sqlalchemy import func, select
+
+from server import devices
+from server.auth import current_actor, require
+from server.errors import ApiError
+from server.org_models import Device, Site, Township
+
+bp = Blueprint("devices_api", __name__, url_prefix="/api/v1")
+
+
+def _services():
+    return current_app.extensions["lessoncast"]
+
+
+def _json_body() -> dict:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise ApiError(400, "json_required", "Send a JSON object (Content-Type: application/json).")
+    return body
+
+
+def _in_scope(device: Device) -> None:
+    actor = current_actor()
+    if actor.role == "operator" and device.site.township.code != actor.township:
+        raise ApiError(403, "other_township",
+                       f"Device {device.uid} belongs to another township; operators manage only {actor.township}.")
+
+
+@bp.post("/enrol")
+def enrol():
+    """Exchange a one-time enrolment code for MQTT credentials, an HTTP token, the TUF root and the URLs."""
+    body = _json_body()
+    code = body.get("code")
+    if not isinstance(code, str) or not code.strip():
+        raise ApiError(400, "code_required", 'Send {"code": "XXXX-XXXX-XXXX"}, the code printed for this device.')
+    return jsonify(devices.enrol(_services(), code))
+
+
+@bp.get("/devices")
+@require("read")
+def list_devices():
+    """Devices, filtered by site, township, kind or state; operators see their township only."""
+    actor = current_actor()
+    limit = min(int(request.args.get("limit", 100)), 1000)
+    offset = int(request.args.get("offset", 0))
+    query = select(Device).join(Site).join(Township)
+    township = actor.township if actor.role == "operator" else request.args.get("township")
+    if township:
+        query = query.where(Township.code == township)
+    for arg, column in (("site", Site.code), ("kind", Device.kind), ("state", Device.state)):
+        if request.args.get(arg):
+            query = query.where(column == request.args[arg])
+    with _services().db.session() as session:
+        total = session.scalar(select(func.count()).select_from(query.subquery()))
+        rows = session.scalars(query.order_by(Device.uid).limit(limit).offset(offset)).all()
+        return jsonify({"total": total, "devices": [devices.device_json(d) for d in rows]})
+
+
+@bp.post("/devices")
+@require("devices.manage")
+def add_device():
+    """Add a device; the answer holds its one-time enrolment code."""
+    body = _json_body()
+    services = _services()
+    actor = current_actor()
+    with services.db.session() as session:
+        new = devices.add(services, session, kind=str(body.get("kind", "")), name=str(body.get("name", "")),
+                          site_code=body.get("site"), language=str(body.get("language", "cmn")),
+                          groups=body.get("groups") or (), member_no=body.get("member"), uid=body.get("id"),
+                          actor=actor.name)
+        device = devices.get(session, new.uid)
+        _in_scope(device)
+        answer = devices.device_json(device) | {"enrol_code": new.code}
+    return jsonify(answer), 201
+
+
+@bp.get("/devices/<uid>")
+@require("read")
+def show_device(uid: str):
+    """One device."""
+    with _services().db.session() as session:
+        device = devices.get(session, uid)
+        _in_scope(device)
+        return jsonify(devices.device_json(device))
+
+
+@bp.post("/devices/<uid>/code")
+@require("devices.manage")
+def new_code(uid: str):
+    """Issue a new one-time enrolment code (the device enrols again with it)."""
+    services = _services()
+    with services.db.session() as session:
+        _in_scope(devices.get(session, uid))
+    return jsonify({"id": uid, "enrol_code": devices.reissue_code(services, uid, current_actor().name)})
+
+
+@bp.post("/devices/<uid>/revoke")
+@require("devices.manage")
+def revoke(uid: str):
+    """Revoke a device: the broker and every device endpoint refuse its credentials from now on."""
+    services = _services()
+    with services.db.session() as session:
+        _in_scope(devices.get(session, uid))
+    body = request.get_json(silent=True) or {}
+    devices.revoke(services, uid, current_actor().name, str(body.get("reason", "")))
+    with services.db.session() as session:
+        return jsonify(devices.device_json(devices.get(session, uid)))
