@@ -28,9 +28,10 @@ def create_app(overrides: Optional[Mapping[str, Any]] = None, services: Optional
     app.extensions["lessoncast"] = services
     logging.basicConfig(level=services.settings.log_level)
 
-    from server.views import devices, health, lessons, media, org, tuf, uploads
+    from server.views import devices, health, lessons, media, org, programmes, tuf, uploads
 
-    for blueprint in (lessons.bp, uploads.bp, media.bp, health.bp, devices.bp, tuf.bp, org.bp):
+    for blueprint in (lessons.bp, uploads.bp, media.bp, health.bp, devices.bp, tuf.bp, org.bp,
+                      programmes.bp):
         app.register_blueprint(blueprint)
     errors.register(app)
     app.teardown_request(discard_unclaimed)

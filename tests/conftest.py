@@ -180,3 +180,33 @@ def enrolled(services):
         return devices.enrol(services, new.code)
 
     return make
+
+
+@pytest.fixture
+def ready_lesson(services, drain, tmp_path) -> Callable[..., int]:
+    """Ingest a short generated talk and run its jobs with real ffmpeg: ready_lesson('第一课', seconds=2) -> id."""
+    from server import lessons
+    from tests.generated_media import speech_like
+
+    def make(title: str, seconds: float = 2.0, language: str = "cmn") -> int:
+        audio = speech_like(tmp_path / f"{title}-{seconds}.wav", seconds=seconds)
+        lesson, _ = lessons.ingest(services, stage_file(services, audio), audio.name,
+                                   lessons.LessonMeta(title=title, language=language), "test")
+        drain()
+        return lesson.id
+
+    return make
+
+
+SITES_CSV = ("township_code,township_name,site_code,site_name\n"
+             "qs,青山镇,qs-01,东村\nqs,青山镇,qs-02,西村\nhw,海湾镇,hw-01,渔港村\n").encode()
+
+
+@pytest.fixture
+def org(services):
+    """Two townships and three sites, with their township and village groups, plus a special group."""
+    from server import org as org_mod
+
+    org_mod.import_sites(services, SITES_CSV, "test")
+    org_mod.import_groups(services, "key,name,kind\nsea-branch,海上支部,special\n".encode(), "test")
+    return services

@@ -1,0 +1,233 @@
+"""Programmes: a quarter's or campaign's ordered lessons, who they are for, and the daily broadcast slots.
+
+A draft can be edited freely. Publishing freezes it; a change after that is a new version that supersedes the
+published one when it is itself published. ``plain`` turns rows into the ``playlists`` types the pure channel and
+manifest code works on.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any, Mapping, Optional
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from playlists import model as pl
+from server.errors import ApiError
+from server.models import Lesson
+from server.org_models import AuditEntry, Group, Programme, ProgrammeItem
+
+
+def _date(value: Any, field: str) -> date:
+    if isinstance(value, date):
+        return value
+    try:
+        return date.fromisoformat(str(value))
+    except ValueError:
+        raise ApiError(422, "bad_date", f"{field}: '{value}' is not a date like 2026-10-01.") from None
+
+
+def _slots(value: Any) -> list[dict[str, Any]]:
+    if not isinstance(value, list):
+        raise ApiError(422, "bad_slots", 'slots: expected a list like [{"time": "07:00", "kind": "broadcast"}].')
+    slots = []
+    for n, raw in enumerate(value, 1):
+        raw = {"time": raw} if isinstance(raw, str) else raw
+        try:
+            slot = pl.Slot(time=str(raw.get("time")), kind=str(raw.get("kind", "broadcast")),
+                           item_position=raw.get("item_position"))
+        except (ValueError, AttributeError) as exc:
+            raise ApiError(422, "bad_slots", f"slot {n}: {exc}. Use HH:MM and kind broadcast or class.") from None
+        slots.append({"time": slot.time, "kind": slot.kind, "item_position": slot.item_position})
+    return sorted(slots, key=lambda s: s["time"])
+
+
+def _lesson(session: Session, lesson_id: Any, where: str) -> Lesson:
+    lesson = session.get(Lesson, lesson_id) if isinstance(lesson_id, int) else None
+    if lesson is None:
+        raise ApiError(422, "unknown_lesson", f"{where}: there is no lesson {lesson_id!r}.")
+    return lesson
+
+
+def _items(session: Session, value: Any) -> list[ProgrammeItem]:
+    if not isinstance(value, list):
+        raise ApiError(422, "bad_items", 'items: expected a list like [{"lesson": 12, "mandatory": true}].')
+    known_groups = set(session.scalars(select(Group.key)))
+    items = []
+    for n, raw in enumerate(value, 1):
+        raw = {"lesson": raw} if isinstance(raw, int) else raw
+        if not isinstance(raw, dict):
+            raise ApiError(422, "bad_items", f"item {n}: expected an object with 'lesson'.")
+        lesson = _lesson(session, raw.get("lesson"), f"item {n}")
+        groups = raw.get("groups") or []
+        unknown = sorted(set(groups) - known_groups) if isinstance(groups, list) else ["(not a list)"]
+        if unknown:
+            raise ApiError(422, "unknown_group", f"item {n}: no group {', '.join(map(str, unknown))}. "
+                                                 "See GET /api/v1/groups for the keys.")
+        variants = [_lesson(session, v, f"item {n} variant").id for v in raw.get("variants") or []]
+        items.append(ProgrammeItem(position=n, lesson_id=lesson.id, mandatory=bool(raw.get("mandatory", True)),
+                                   groups=sorted(groups), variant_lesson_ids=variants))
+    return items
+
+
+def _apply(session: Session, programme: Programme, data: Mapping[str, Any]) -> None:
+    if "code" in data:
+        code = str(data["code"]).strip()
+        if not code or len(code) > 64:
+            raise ApiError(422, "bad_code", "code: 1 to 64 characters, e.g. 2026-Q4.")
+        programme.code = code
+    if "title" in data:
+        programme.title = str(data["title"]).strip()[:200]
+    if "valid_from" in data:
+        programme.valid_from = _date(data["valid_from"], "valid_from")
+    if "valid_until" in data:
+        programme.valid_until = _date(data["valid_until"], "valid_until")
+    if "slots" in data:
+        programme.slots = _slots(data["slots"])
+    if "items" in data:
+        items = _items(session, data["items"])
+        if programme.id is not None:
+            # Delete the old rows first: (programme, position) is unique and SQLAlchemy inserts before it deletes.
+            programme.items.clear()
+            session.flush()
+        programme.items = items
+    if not programme.title:
+        raise ApiError(422, "bad_title", "title: a programme needs a title.")
+    if programme.valid_from is None or programme.valid_until is None or programme.valid_from > programme.valid_until:
+        raise ApiError(422, "bad_window", "valid_from and valid_until: the window must start before it ends.")
+    positions = {item.position for item in programme.items}
+    for slot in programme.slots:
+        if slot["item_position"] is not None and slot["item_position"] not in positions:
+            raise ApiError(422, "bad_slots", f"slot {slot['time']}: there is no item {slot['item_position']}.")
+
+
+def create(services, data: Mapping[str, Any], actor: str) -> int:
+    """Create a draft programme from JSON-like data; return its id."""
+    with services.db.session() as session:
+        code = str(data.get("code", "")).strip()
+        if session.scalar(select(Programme.id).where(Programme.code == code)) is not None:
+            raise ApiError(409, "programme_exists",
+                           f"Programme {code} exists. Edit its draft, or make a new version of the published one.")
+        programme = Programme(code=code, version=1, title="", state="draft", slots=[], created_at=services.clock())
+        _apply(session, programme, {"title": "", "slots": [], "items": [], **data})
+        session.add(programme)
+        session.add(AuditEntry(at=services.clock(), actor=actor, action="programme.create", subject=code))
+        session.flush()
+        return programme.id
+
+
+def get(session: Session, ref: Any) -> Programme:
+    """A programme by id, or by code (its newest version); 404 ApiError otherwise."""
+    programme = None
+    if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
+        programme = session.get(Programme, int(ref))
+    if programme is None:
+        programme = session.scalar(select(Programme).where(Programme.code == str(ref))
+                                   .order_by(Programme.version.desc()).limit(1))
+    if programme is None:
+        raise ApiError(404, "no_such_programme", f"There is no programme {ref}.")
+    return programme
+
+
+def update(services, ref: Any, data: Mapping[str, Any], actor: str) -> None:
+    """Edit a draft; a published programme is frozen (make a new version instead)."""
+    with services.db.session() as session:
+        programme = get(session, ref)
+        if programme.state != "draft":
+            raise ApiError(409, "programme_frozen",
+                           f"{programme.code} v{programme.version} is {programme.state} and cannot change. "
+                           "Make a new version (POST .../new-version), edit it and publish it.")
+        if "code" in data and data["code"] != programme.code:
+            raise ApiError(422, "bad_code", "code: a programme's code does not change.")
+        _apply(session, programme, data)
+        session.add(AuditEntry(at=services.clock(), actor=actor, action="programme.edit", subject=programme.code,
+                               details={"version": programme.version, "fields": sorted(data)}))
+
+
+def new_version(services, ref: Any, actor: str) -> int:
+    """A new draft copying a published programme; publishing it supersedes the old one. Returns its id."""
+    with services.db.session() as session:
+        old = get(session, ref)
+        if old.state == "draft":
+            raise ApiError(409, "still_draft", f"{old.code} v{old.version} is a draft: edit it directly.")
+        newest = session.scalar(select(Programme).where(Programme.code == old.code)
+                                .order_by(Programme.version.desc()).limit(1))
+        if newest.state == "draft":
+            raise ApiError(409, "draft_exists", f"{old.code} already has a draft, v{newest.version}.")
+        copy = Programme(code=old.code, version=newest.version + 1, title=old.title, valid_from=old.valid_from,
+                         valid_until=old.valid_until, slots=list(old.slots), state="draft", supersedes_id=old.id,
+                         created_at=services.clock(),
+                         items=[ProgrammeItem(position=i.position, lesson_id=i.lesson_id, mandatory=i.mandatory,
+                                              groups=list(i.groups), variant_lesson_ids=list(i.variant_lesson_ids))
+                                for i in old.items])
+        session.add(copy)
+        session.add(AuditEntry(at=services.clock(), actor=actor, action="programme.new_version", subject=old.code,
+                               details={"version": copy.version}))
+        session.flush()
+        return copy.id
+
+
+def _lesson_version(lesson: Lesson) -> pl.LessonVersion:
+    renditions = tuple(
+        pl.Rendition(profile=r.profile, path=f"media/{r.sha256}.{r.extension}", length=r.size_bytes,
+                     sha256=r.sha256, duration=r.duration_s or 0.0)
+        for r in lesson.renditions if r.state == "ready" and r.sha256)
+    return pl.LessonVersion(lesson_id=lesson.id, title=lesson.title, language=lesson.language, renditions=renditions)
+
+
+def plain(session: Session, programme: Programme) -> pl.Programme:
+    """The programme as ``playlists`` plain data, with each lesson's ready renditions."""
+    items = []
+    for item in programme.items:
+        lesson = session.get(Lesson, item.lesson_id)
+        variants = tuple(_lesson_version(session.get(Lesson, v)) for v in item.variant_lesson_ids)
+        items.append(pl.Item(position=item.position, lesson=_lesson_version(lesson), mandatory=item.mandatory,
+                             groups=frozenset(item.groups), variants=variants))
+    slots = tuple(pl.Slot(time=s["time"], kind=s["kind"], item_position=s.get("item_position"))
+                  for s in programme.slots)
+    return pl.Programme(id=programme.id, code=programme.code, version=programme.version, title=programme.title,
+                        valid_from=programme.valid_from, valid_until=programme.valid_until, items=tuple(items),
+                        slots=slots)
+
+
+def not_ready(session: Session, programme: Programme) -> list[str]:
+    """Problems that stop a publish: lessons still processing, rejected or failed."""
+    problems = []
+    for item in programme.items:
+        for lesson_id in [item.lesson_id, *item.variant_lesson_ids]:
+            lesson = session.get(Lesson, lesson_id)
+            if lesson.state != "ready":
+                problems.append(f"item {item.position}: lesson {lesson.id} '{lesson.title}' is {lesson.state}")
+    return problems
+
+
+def programme_json(programme: Programme) -> dict[str, Any]:
+    """A programme as the API shows it."""
+    return {
+        "id": programme.id, "code": programme.code, "version": programme.version, "title": programme.title,
+        "state": programme.state, "valid_from": programme.valid_from.isoformat(),
+        "valid_until": programme.valid_until.isoformat(), "slots": programme.slots,
+        "supersedes": programme.supersedes_id,
+        "published_at": programme.published_at.isoformat() if programme.published_at else None,
+        "published_by": programme.published_by,
+        "items": [{"position": i.position, "lesson": i.lesson_id, "mandatory": i.mandatory, "groups": i.groups,
+                   "variants": i.variant_lesson_ids} for i in programme.items],
+    }
+
+
+def active(session: Session, today: date, grace_days: int, extra: Optional[Programme] = None) -> list[Programme]:
+    """Published programmes still in their window plus grace (and EXTRA, the one being published, replacing
+    whatever it supersedes)."""
+    from datetime import timedelta
+
+    rows = session.scalars(select(Programme).where(Programme.state == "published")
+                           .where(Programme.valid_until >= today - timedelta(days=grace_days))).all()
+    if extra is not None:
+        rows = [p for p in rows if p.id != extra.supersedes_id and p.code != extra.code] + [extra]
+    return sorted(rows, key=lambda p: (p.valid_from, p.id))
+
+
+def now_date(now: datetime) -> date:
+    """The publishing day (UTC)."""
+    return now.date()

@@ -1,0 +1,208 @@
+"""Publishing: compute every device's channel, build each channel's manifest, sign, and tell the devices.
+
+``plan`` is read-only and gives the preview (devices affected, items added and removed, bytes per device);
+``publish`` applies the same plan: new manifest versions, TUF metadata signed, each moved device's retained
+config and each changed channel's retained notify queued and flushed to the broker, and an audit entry.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Optional
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from playlists import topics
+from playlists.channels import channel_id
+from playlists.manifest import build_manifest, canonical_json, diff_manifests, media_of, parse_manifest
+from playlists.model import Audience
+from playlists.payloads import Notify, encode
+from server import devices as devices_mod
+from server import programmes, retained
+from server.errors import ApiError
+from server.org_models import AuditEntry, Channel, Device, Programme
+
+
+def manifest_target(channel: str) -> str:
+    """The TUF target path of a channel's manifest."""
+    return f"channels/{channel}/manifest.json"
+
+
+def _content(manifest: dict[str, Any]) -> dict[str, Any]:
+    # What a device plays; the version and issue time alone do not make a new manifest.
+    return {k: v for k, v in manifest.items() if k not in ("version", "issued_at")}
+
+
+@dataclass
+class ChannelPlan:
+    """One channel's outcome: its devices, the manifest it will carry, and what changes for them."""
+
+    id: str
+    audience: Audience
+    devices: list[str]
+    old_version: int
+    version: int
+    manifest: bytes
+    changed: bool
+    added: list[dict[str, Any]] = field(default_factory=list)
+    removed: list[dict[str, Any]] = field(default_factory=list)
+    download_bytes: int = 0
+
+
+@dataclass
+class PublishPlan:
+    """The whole publish: channels, devices that move channel, and the programme being published."""
+
+    programme: Optional[Programme]
+    channels: dict[str, ChannelPlan]
+    moved: dict[str, tuple[Optional[str], str]]
+    problems: list[str]
+
+    def preview(self) -> dict[str, Any]:
+        """The preview staff see before they confirm."""
+        changed = [c for c in self.channels.values() if c.changed]
+        affected = sorted({uid for c in changed for uid in c.devices} | set(self.moved))
+        per_device = {uid: c.download_bytes for c in self.channels.values() for uid in c.devices}
+        p = self.programme
+        return {
+            "programme": None if p is None else {"id": p.id, "code": p.code, "version": p.version},
+            "devices_affected": len(affected),
+            "devices_total": sum(len(c.devices) for c in self.channels.values()),
+            "channels_changed": len(changed),
+            "download_bytes_total": sum(per_device.get(uid, 0) for uid in affected),
+            "download_bytes_max": max((c.download_bytes for c in changed), default=0),
+            "problems": self.problems,
+            "channels": [{
+                "id": c.id, "kind": c.audience.kind, "language": c.audience.language,
+                "groups": sorted(c.audience.groups), "devices": len(c.devices), "version": c.version,
+                "changed": c.changed, "added": c.added, "removed": c.removed,
+                "download_bytes_per_device": c.download_bytes,
+            } for c in sorted(self.channels.values(), key=lambda c: c.id)],
+        }
+
+
+def _item_summary(item) -> dict[str, Any]:
+    return {"programme": item.programme, "position": item.position, "lesson": item.lesson, "title": item.title,
+            "bytes": item.length}
+
+
+def plan(services, session: Session, programme: Optional[Programme] = None) -> PublishPlan:
+    """Work out the publish without changing anything (PROGRAMME is the draft to publish, or None to refresh)."""
+    now = services.clock()
+    today, grace = now.date(), services.settings.attendance_grace_days
+    problems = programmes.not_ready(session, programme) if programme is not None else []
+    held = [programmes.plain(session, p) for p in programmes.active(session, today, grace, extra=programme)]
+    audiences: dict[str, Audience] = {}
+    moved: dict[str, tuple[Optional[str], str]] = {}
+    members: dict[str, list[str]] = {}
+    for device in session.scalars(select(Device).where(Device.state != "revoked").order_by(Device.uid)):
+        audience = devices_mod.audience(session, device, today)
+        channel = channel_id(audience)
+        audiences[channel] = audience
+        members.setdefault(channel, []).append(device.uid)
+        if device.channel != channel:
+            moved[device.uid] = (device.channel, channel)
+    channels: dict[str, ChannelPlan] = {}
+    for channel, audience in audiences.items():
+        row = session.get(Channel, channel)
+        old_version = row.manifest_version if row else 0
+        old = json.loads(row.manifest) if row and row.manifest else None
+        manifest = build_manifest(channel=channel, audience=audience, version=old_version + 1, issued_at=now,
+                                  programmes=held, today=today, grace_days=grace)
+        changed = old is None or _content(old) != _content(manifest)
+        data = canonical_json(manifest) if changed else row.manifest
+        plan_ = ChannelPlan(channel, audience, members[channel], old_version,
+                            old_version + 1 if changed else old_version, data, changed)
+        if changed:
+            diff = diff_manifests(parse_manifest(row.manifest) if old else None, parse_manifest(data))
+            plan_.added = [_item_summary(i) for i in diff.added]
+            plan_.removed = [_item_summary(i) for i in diff.removed]
+            plan_.download_bytes = diff.download_bytes
+        channels[channel] = plan_
+    return PublishPlan(programme, channels, moved, problems)
+
+
+@contextmanager
+def _one_publisher(services) -> Iterator[None]:
+    # Two staff pressing publish at once must not interleave manifest versions.
+    path = services.data / "publish.lock"
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def preview(services, ref: Any) -> dict[str, Any]:
+    """The preview of publishing programme REF."""
+    with services.db.session() as session:
+        programme = programmes.get(session, ref)
+        return plan(services, session, programme if programme.state == "draft" else None).preview()
+
+
+def publish(services, ref: Optional[Any], actor: str) -> dict[str, Any]:
+    """Publish draft REF (or, with None, refresh every channel after org or device changes); return the preview
+    of what was done, with the new TUF versions."""
+    from server import broker
+    from server.trust_service import repository
+
+    repo = repository(services)
+    with _one_publisher(services), services.db.session() as session:
+        programme = programmes.get(session, ref) if ref is not None else None
+        if programme is not None and programme.state != "draft":
+            raise ApiError(409, "already_published",
+                           f"{programme.code} v{programme.version} is already {programme.state}. "
+                           "Make a new version to change it.")
+        result = plan(services, session, programme)
+        if result.problems:
+            raise ApiError(409, "lessons_not_ready", "Some lessons are not ready: " + "; ".join(result.problems)
+                           + ". Wait for them, or retry the failed ones, then publish again.",
+                           problems=result.problems)
+        now = services.clock()
+        manifests = {manifest_target(c.id): c.manifest for c in result.channels.values()}
+        media = {}
+        for c in result.channels.values():
+            for item in media_of(parse_manifest(c.manifest)).values():
+                media[item.path] = (item.length, item.sha256)
+        versions = repo.publish(manifests, media, now=now)
+        if programme is not None:
+            if programme.supersedes_id:
+                old = session.get(Programme, programme.supersedes_id)
+                old.state = "superseded"
+            for other in session.scalars(select(Programme).where(Programme.code == programme.code,
+                                                                 Programme.state == "published",
+                                                                 Programme.id != programme.id)):
+                other.state = "superseded"
+            programme.state, programme.published_at, programme.published_by = "published", now, actor
+        for c in result.channels.values():
+            row = session.get(Channel, c.id)
+            if row is None:
+                row = Channel(id=c.id, kind=c.audience.kind, language=c.audience.language,
+                              groups=sorted(c.audience.groups), manifest_version=0, updated_at=now)
+                session.add(row)
+            if c.changed:
+                row.manifest_version, row.manifest, row.updated_at = c.version, c.manifest, now
+                retained.put(session, topics.notify(c.id), encode(Notify(
+                    channel=c.id, manifest_version=c.version, timestamp_version=versions.timestamp,
+                    issued_at=now)), now)
+        for device in session.scalars(select(Device).where(Device.uid.in_(list(result.moved)))):
+            device.channel = result.moved[device.uid][1]
+            retained.put(session, topics.config(device.uid), devices_mod.config_payload(services, device), now)
+        summary = result.preview()
+        summary["tuf"] = {"targets": versions.targets, "snapshot": versions.snapshot,
+                          "timestamp": versions.timestamp}
+        session.add(AuditEntry(at=now, actor=actor, action="programme.publish" if programme else "channels.refresh",
+                               subject=f"{programme.code} v{programme.version}" if programme else "",
+                               details={k: summary[k] for k in ("devices_affected", "channels_changed",
+                                                                "download_bytes_total", "tuf")}
+                               | {"changes": [{"channel": ch["id"], "added": ch["added"], "removed": ch["removed"]}
+                                              for ch in summary["channels"] if ch["changed"]]}))
+    if result.moved:
+        broker.apply_auth(services)  # the ACL's channel lines follow the devices
+    summary["delivered"] = retained.flush_quietly(services)
+    return summary
