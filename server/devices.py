@@ -255,9 +255,12 @@ def revoke(services, uid: str, actor: str, reason: str = "") -> None:
     now = services.clock()
     with services.db.session() as session:
         device = get(session, uid)
+        if device.state == "revoked":
+            return
         device.state, device.revoked_at = "revoked", now
         device.mqtt_password_hash = device.http_token_sha256 = device.enrol_code_sha256 = None
-        retained.put(session, topics.config(uid), config_payload(services, device), now)
+        if device.channel:  # it was enrolled: its retained config says it is revoked
+            retained.put(session, topics.config(uid), config_payload(services, device), now)
         session.add(AuditEntry(at=now, actor=actor, action="device.revoke", subject=uid, note=reason))
     broker.apply_auth(services)
     retained.flush_quietly(services)
@@ -280,3 +283,38 @@ def device_json(device: Device) -> dict[str, Any]:
         "assignments": [{"member": a.member.member_no, "from": a.from_date.isoformat(),
                          "until": a.until_date.isoformat() if a.until_date else None} for a in device.assignments],
     }
+
+
+DEVICE_CSV_COLUMNS = ("kind", "name", "site", "language", "groups", "member", "id")
+
+
+def import_csv(services, text: str, actor: str) -> list[NewDevice]:
+    """Add every device of a CSV in one transaction; any bad row refuses the whole file, naming its line."""
+    import csv as csv_mod
+
+    reader = csv_mod.DictReader(text.splitlines())
+    header = [h.strip() for h in (reader.fieldnames or [])]
+    unknown = sorted(set(header) - set(DEVICE_CSV_COLUMNS))
+    if not header or unknown or not {"kind", "name"} <= set(header):
+        raise ApiError(422, "csv_invalid", f"line 1: columns must be among {', '.join(DEVICE_CSV_COLUMNS)} "
+                                           f"with at least kind and name (found {', '.join(header) or 'none'}).")
+    added, errors = [], []
+    with services.db.session() as session:
+        for line, row in enumerate(reader, 2):
+            row = {k.strip(): (v or "").strip() for k, v in row.items() if k}
+            if not any(row.values()):
+                continue
+            # No savepoints: pysqlite would commit at the first RELEASE. A bad row may leave a half-added device
+            # in the session, and any bad row rolls the whole session back below.
+            try:
+                added.append(add(services, session, kind=row.get("kind", ""), name=row.get("name", ""),
+                                 site_code=row.get("site") or None, language=row.get("language") or "cmn",
+                                 groups=[g for g in row.get("groups", "").replace("；", ";").split(";") if g],
+                                 member_no=row.get("member") or None, uid=row.get("id") or None, actor=actor))
+            except ApiError as exc:
+                errors.append(f"line {line}: {exc.message}")
+        if errors:
+            session.rollback()
+            raise ApiError(422, "csv_invalid", f"{len(errors)} rows have problems; no device was added. "
+                                               + " ".join(errors), rows=errors)
+    return added

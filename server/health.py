@@ -58,12 +58,23 @@ def check_broker(services: Services) -> dict[str, Any]:
         return {"up": False, "address": f"{host}:{port}", "error": str(exc)}
 
 
+def trust_warnings(services: Services) -> list[str]:
+    """Keys or signed metadata that expire within 30 days (they do not make the server unhealthy, yet)."""
+    from playlists.trust import TrustError
+    from server import trust_service
+
+    try:
+        return trust_service.warnings(services)
+    except TrustError as exc:
+        return [f"the TUF repository cannot be read: {exc}"]
+
+
 def report(services: Services) -> tuple[dict[str, Any], bool]:
-    """The health document and whether everything is up."""
+    """The health document and whether everything is up, with warnings staff should act on."""
     parts = {"web": {"up": True}, "database": check_database(services), "worker": check_worker(services),
              "broker": check_broker(services)}
     ok = all(part["up"] for part in parts.values())
     down = [name for name, part in parts.items() if not part["up"]]
-    return {"ok": ok, "down": down, **parts}, ok
+    return {"ok": ok, "down": down, **parts, "warnings": trust_warnings(services)}, ok
 
 

@@ -59,16 +59,30 @@ def clean_work_dirs(services: Services) -> list[str]:
     return removed
 
 
+def keep_signed_and_delivered(services: Services) -> None:
+    """Re-sign online TUF roles before they expire, and send retained messages the broker has not acknowledged."""
+    from server import retained, trust_service
+
+    resigned = trust_service.resign(services)
+    if resigned:
+        log.info("re-signed %s before expiry", ", ".join(resigned))
+    with services.db.session() as session:
+        waiting = retained.pending(session)
+    if waiting:
+        log.info("%d retained messages wait for the broker; sending", waiting)
+        retained.flush_quietly(services)
+
+
 def _housekeeping(services: Services, stop: threading.Event) -> None:
     interval = min(BEAT_S, max(0.5, services.settings.job_lease / 4))
     while True:
-        try:
-            beat(services, "worker")
-            reap_once(services)
-            clean_work_dirs(services)
-            expire_uploads(services)
-        except Exception:
-            log.exception("worker housekeeping failed; trying again in %.1f s", interval)
+        for task in (lambda: beat(services, "worker"), lambda: reap_once(services),
+                     lambda: clean_work_dirs(services), lambda: expire_uploads(services),
+                     lambda: keep_signed_and_delivered(services)):
+            try:
+                task()
+            except Exception:  # logged with its traceback; the next round tries again
+                log.exception("worker housekeeping failed; trying again in %.1f s", interval)
         if stop.wait(interval):
             return
 

@@ -1,0 +1,123 @@
+"""``lessoncast device``: add devices (singly or from CSV) with their one-time enrolment codes, list, revoke."""
+
+from __future__ import annotations
+
+import csv
+import io
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Optional
+
+import click
+
+from server.cli import _initialised, _services
+
+
+@contextmanager
+def api_errors() -> Iterator[None]:
+    """Turn a service's ApiError into a CLI error that says what to do."""
+    from server.errors import ApiError
+
+    try:
+        yield
+    except ApiError as exc:
+        raise click.ClickException(exc.message) from None
+
+
+@click.group()
+def device() -> None:
+    """Add, import, list and revoke devices; print enrolment codes."""
+
+
+@device.command("add")
+@click.option("--kind", required=True, type=click.Choice(["radio", "terminal"]), help="What the device is.")
+@click.option("--name", required=True, help="A name staff recognise, e.g. '王大爷的收音机' or '东村村部终端'.")
+@click.option("--site", default=None, help="Site code; without it the device goes to the county's default site.")
+@click.option("--language", default="cmn", show_default=True, help="BCP 47 language tag (cmn, bo, nan, cdo ...).")
+@click.option("--group", "groups", multiple=True, help="Group key the device belongs to (repeatable).")
+@click.option("--member", default=None, help="Member id holding this radio from today.")
+@click.option("--id", "uid", default=None, help="Device id to use (default: generated, e.g. r-3f9a1c2b7d).")
+def device_add(kind: str, name: str, site: Optional[str], language: str, groups: tuple[str, ...],
+               member: Optional[str], uid: Optional[str]) -> None:
+    """Add a device. The last line printed is its one-time enrolment code."""
+    from server import devices
+
+    services = _services()
+    _initialised(services)
+    with api_errors(), services.db.session() as session:
+        new = devices.add(services, session, kind=kind, name=name, site_code=site, language=language,
+                          groups=groups, member_no=member, uid=uid, actor="cli")
+    click.echo(f"Added {new.kind} {new.uid} ({new.name}) at site {new.site}. Enrolment code:", err=True)
+    click.echo(new.code)
+
+
+@device.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--codes", "codes_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the enrolment codes to this CSV (default: print them).")
+def device_import(file: Path, codes_out: Optional[Path]) -> None:
+    """Add devices from a CSV (kind,name,site,language,groups,member,id); all or nothing."""
+    from server import devices
+    from server.org import decode_csv
+
+    services = _services()
+    _initialised(services)
+    with api_errors():
+        added = devices.import_csv(services, decode_csv(file.read_bytes()), "cli")
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["id", "kind", "name", "site", "enrol_code"])
+    for new in added:
+        writer.writerow([new.uid, new.kind, new.name, new.site, new.code])
+    if codes_out:
+        from server.instance import write_private
+
+        write_private(codes_out, out.getvalue())
+        click.echo(f"{len(added)} devices added; codes in {codes_out} (keep it safe: each code enrols a device).")
+    else:
+        click.echo(out.getvalue(), nl=False)
+
+
+@device.command("list")
+@click.option("--site", default=None, help="Only this site's devices.")
+@click.option("--state", type=click.Choice(["pending", "enrolled", "revoked"]), default=None, help="Only this state.")
+def device_list(site: Optional[str], state: Optional[str]) -> None:
+    """List devices with their site, state and channel."""
+    from sqlalchemy import select
+
+    from server.org_models import Device, Site
+
+    services = _services()
+    with services.db.session() as session:
+        query = select(Device).join(Site).order_by(Device.uid)
+        if site:
+            query = query.where(Site.code == site)
+        if state:
+            query = query.where(Device.state == state)
+        for d in session.scalars(query):
+            click.echo(f"{d.uid:<14} {d.kind:<9} {d.state:<9} {d.site.code:<12} {d.language:<6} "
+                       f"{d.channel or '-':<20} {d.name}")
+
+
+@device.command("code")
+@click.argument("uid")
+def device_code(uid: str) -> None:
+    """Issue a new one-time enrolment code for device UID (the old one stops working)."""
+    from server import devices
+
+    with api_errors():
+        click.echo(devices.reissue_code(_services(), uid, "cli"))
+
+
+@device.command("revoke")
+@click.argument("uid")
+@click.option("--reason", default="", help="Why (kept in the audit log), e.g. 'lost at sea'.")
+def device_revoke(uid: str, reason: str) -> None:
+    """Revoke device UID: the broker drops it and refuses its credentials from now on."""
+    from server import devices
+
+    with api_errors():
+        devices.revoke(_services(), uid, "cli", reason)
+    click.echo(f"{uid} revoked.")
+    sys.exit(0)
