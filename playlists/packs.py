@@ -256,4 +256,14 @@ def verify_pack(pack: Path, trusted_root: bytes, *, work_dir: Path) -> VerifiedP
                              "export the pack again")
         verify_media(updater, entry["target"], path)
         media[entry["target"]] = path
+    from playlists.manifest import ManifestError, media_of, parse_manifest
+
+    try:
+        wanted = {item.path for item in media_of(parse_manifest(manifest_bytes)).values()}
+    except ManifestError as exc:
+        raise TrustError(f"the pack's manifest is signed but malformed: {exc}") from exc
+    missing = sorted(wanted - set(media))
+    if missing:
+        raise TrustError(f"the pack lacks {len(missing)} of the manifest's media files (first: {missing[0]}); "
+                         "export the pack again")
     return VerifiedPack(channel, manifest_bytes, media)

@@ -1,7 +1,8 @@
 """Retained MQTT payloads the server publishes (device config, channel notify): one dataclass and codec each.
 
 The dataclasses validate themselves, so the server cannot publish a config a device would refuse, and the decoders
-refuse unknown or missing fields, wrong types and out-of-range values with a message naming the field.
+refuse missing fields, wrong types and out-of-range values with a message naming the field. Fields they do not
+know are ignored, so a newer server can add settings without breaking agents that have not been updated.
 """
 
 from __future__ import annotations

@@ -225,12 +225,22 @@ def enrol(services, code: str) -> dict[str, Any]:
         device.mqtt_password_hash = password_line(device.uid, mqtt_password).split(":", 1)[1]
         device.http_token_sha256 = _sha(http_token)
         device.enrol_code_sha256 = device.enrol_code_expires_at = None  # one time only
+        if device.enrolled_at is not None:
+            # Enrolled before (a replaced SD card, a wiped outbox): a new sequence epoch, so event sequence numbers
+            # that start again at 1 are not mistaken for ones the server already stored.
+            settings = device.settings or DEFAULT_DEVICE_SETTINGS
+            device.settings = {**settings, "sequence_epoch": int(settings.get("sequence_epoch", 1)) + 1}
         device.state, device.enrolled_at = "enrolled", now
         refresh_channel(services, session, device)
         session.add(AuditEntry(at=now, actor=device.uid, action="device.enrol", subject=device.uid))
         uid, kind, channel, language = device.uid, device.kind, device.channel, device.language
         config = config_payload(services, device)
     broker.apply_auth(services)
+    if not _channel_published(services, channel):
+        # A new audience: sign a manifest for it now, so the device has something to verify and play at once.
+        from server import publish
+
+        publish.publish(services, None, uid)
     retained.flush_quietly(services)
     scheme, host, port = services.settings.device_mqtt
     web = services.settings.web_url
@@ -246,6 +256,14 @@ def enrol(services, code: str) -> dict[str, Any]:
         "media_base_url": (services.settings.media_base_url or web).rstrip("/") + "/",
         "config": json.loads(config),
     }
+
+
+def _channel_published(services, channel: str) -> bool:
+    from server.org_models import Channel
+
+    with services.db.session() as session:
+        row = session.get(Channel, channel)
+        return row is not None and row.manifest is not None
 
 
 def revoke(services, uid: str, actor: str, reason: str = "") -> None:
@@ -318,3 +336,56 @@ def import_csv(services, text: str, actor: str) -> list[NewDevice]:
             raise ApiError(422, "csv_invalid", f"{len(errors)} rows have problems; no device was added. "
                                                + " ".join(errors), rows=errors)
     return added
+
+
+EDITABLE_SETTINGS = {"timezone", "volume", "report_interval", "download_window", "data_budget_mb"}
+
+
+def update(services, uid: str, changes: dict[str, Any], actor: str) -> bool:
+    """Change a device's site, language, groups, radio holder or settings; True when its config must be re-sent.
+
+    Returns whether the change can move it to another channel (the caller then refreshes the channels)."""
+    unknown = sorted(set(changes) - {"name", "site", "language", "groups", "member", "member_from", "settings"})
+    if unknown:
+        raise ApiError(422, "unknown_field", f"{unknown[0]}: not a device field that can change.", field=unknown[0])
+    now = services.clock()
+    with services.db.session() as session:
+        device = get(session, uid)
+        if device.state == "revoked":
+            raise ApiError(409, "device_revoked", f"Device '{uid}' is revoked and cannot change.")
+        if "name" in changes:
+            validate_new(device.kind, str(changes["name"]), device.language, None)
+            device.name = str(changes["name"]).strip()
+        if "site" in changes:
+            device.site = _site(session, changes["site"])
+        if "language" in changes:
+            validate_new(device.kind, device.name, str(changes["language"]), None)
+            device.language = str(changes["language"])
+        if "groups" in changes:
+            session.query(GroupLink).filter(GroupLink.device_id == device.id).delete()
+            for key in changes["groups"] or []:
+                group = session.scalar(select(Group).where(Group.key == key))
+                if group is None:
+                    raise ApiError(422, "unknown_group", f"There is no group '{key}'.", field="groups")
+                session.add(GroupLink(group_id=group.id, device_id=device.id))
+        if "member" in changes:
+            if device.kind != "radio":
+                raise ApiError(422, "not_a_radio", "Only radios are assigned to a member.", field="member")
+            day = date.fromisoformat(changes["member_from"]) if changes.get("member_from") else now.date()
+            assign(services, session, device, str(changes["member"]), day)
+        if "settings" in changes:
+            extra = sorted(set(changes["settings"]) - EDITABLE_SETTINGS)
+            if extra:
+                raise ApiError(422, "unknown_setting", f"settings.{extra[0]}: not a device setting "
+                               f"({', '.join(sorted(EDITABLE_SETTINGS))}).", field=f"settings.{extra[0]}")
+            merged = {**(device.settings or DEFAULT_DEVICE_SETTINGS), **changes["settings"]}
+            device.settings = merged
+            if device.channel:
+                try:
+                    payload = config_payload(services, device)
+                except ValueError as exc:
+                    raise ApiError(422, "bad_setting", str(exc), field="settings") from None
+                retained.put(session, topics.config(uid), payload, now)
+        session.add(AuditEntry(at=now, actor=actor, action="device.edit", subject=uid,
+                               details={"fields": sorted(changes)}))
+    return bool({"site", "language", "groups", "member"} & set(changes))

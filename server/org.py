@@ -36,7 +36,8 @@ NAME_LIMIT = 100
 CARD_LIMIT = 128
 BRANCH_PREFIX = "branch:"
 # A branch group's key is 'branch:' + the branch name and must fit the 100-character key column.
-BRANCH_LIMIT = 100 - len(BRANCH_PREFIX)
+# Branch groups are keyed per township ("branch:qs:机关党支部"): two townships may each have a branch of that name.
+BRANCH_LIMIT = 100 - len(BRANCH_PREFIX) - 65
 KIND_WORDS = {"乡镇": "township", "村": "village", "支部": "branch", "特殊": "special", "专项": "special"}
 MANAGED_MEMBER_KINDS = ("branch", "special")
 DEFAULT_TOWNSHIP = ("county", "县直属")
@@ -748,6 +749,11 @@ def _member_links(session: Session, member_ids: list[int]) -> dict[int, dict[int
     return result
 
 
+def branch_key(township_code: str, branch: str) -> str:
+    """The group key of a township's party branch."""
+    return f"{BRANCH_PREFIX}{township_code}:{branch}"
+
+
 def _sync_member_groups(org: _Org, member: Member, keys: Optional[list[str]],
                         current: dict[int, GroupLink]) -> bool:
     """Make the member's branch and special links the branch group plus KEYS (or its special groups when None)."""
@@ -756,10 +762,10 @@ def _sync_member_groups(org: _Org, member: Member, keys: Optional[list[str]],
     changed = False
     if member.branch:
         site = session.get(Site, member.site_id)
-        group = org.groups.get(BRANCH_PREFIX + member.branch)
+        key = branch_key(site.township.code if site else "county", member.branch)
+        group = org.groups.get(key)
         if group is None:  # an existing branch group keeps the name and township it was given
-            group, _, _ = org.group(BRANCH_PREFIX + member.branch, member.branch, "branch",
-                                    site.township_id if site else None)
+            group, _, _ = org.group(key, member.branch, "branch", site.township_id if site else None)
         wanted.add(group.id)
     if keys is None:
         wanted |= {gid for gid in current if session.get(Group, gid).kind == "special"}

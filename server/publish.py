@@ -99,7 +99,7 @@ def plan(services, session: Session, programme: Optional[Programme] = None) -> P
     audiences: dict[str, Audience] = {}
     moved: dict[str, tuple[Optional[str], str]] = {}
     members: dict[str, list[str]] = {}
-    for device in session.scalars(select(Device).where(Device.state != "revoked").order_by(Device.uid)):
+    for device in session.scalars(select(Device).where(Device.state == "enrolled").order_by(Device.uid)):
         audience = devices_mod.audience(session, device, today)
         channel = channel_id(audience)
         audiences[channel] = audience

@@ -81,7 +81,7 @@ def warnings(services, days: int = 30) -> list[str]:
 
 
 def resign(services) -> list[str]:
-    """Re-sign every online role that expires within half its lifetime; return the roles re-signed."""
+    """Re-sign every online role that expires within 12 hours (half the timestamp's day); return the roles re-signed."""
     if not initialised(services):
         return []
     return repository(services).resign_expiring(now=services.clock(), within=timedelta(hours=12))

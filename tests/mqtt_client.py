@@ -86,6 +86,17 @@ class MqttProbe:
             time.sleep(0.02)
         raise AssertionError(f"{self.username}: nothing arrived on {topic} within {timeout} s; got {self.topics()}")
 
+    def wait_for_payload(self, topic: str, predicate, timeout: float = 10) -> Received:
+        """The first message on TOPIC whose payload satisfies PREDICATE, waiting up to TIMEOUT seconds."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for msg in list(self.messages):
+                if msg.topic == topic and predicate(msg.payload):
+                    return msg
+            time.sleep(0.02)
+        raise AssertionError(f"{self.username}: no matching message on {topic} within {timeout} s: "
+                             f"{[m.payload[:200] for m in self.messages if m.topic == topic]}")
+
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()

@@ -89,6 +89,27 @@ def show_device(uid: str):
         return jsonify(devices.device_json(device))
 
 
+@bp.patch("/devices/<uid>")
+@require("devices.manage")
+def edit_device(uid: str):
+    """Change site, language, groups, radio holder or settings; a device that changes audience moves channel at once."""
+    from server import publish
+    from server.trust_service import initialised
+
+    services = _services()
+    with services.db.session() as session:
+        _in_scope(devices.get(session, uid))
+    moves = devices.update(services, uid, _json_body(), current_actor().name)
+    if moves and initialised(services):
+        publish.publish(services, None, current_actor().name)
+    else:
+        from server import retained
+
+        retained.flush_quietly(services)
+    with services.db.session() as session:
+        return jsonify(devices.device_json(devices.get(session, uid)))
+
+
 @bp.post("/devices/<uid>/code")
 @require("devices.manage")
 def new_code(uid: str):

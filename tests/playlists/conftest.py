@@ -62,14 +62,31 @@ class County:
         return self.repo_dir / "metadata" / name
 
 
+def real_manifest(channel: str, media: list[bytes], now: datetime) -> bytes:
+    """A real channel manifest (as the server builds it) listing MEDIA as radio renditions."""
+    from datetime import timedelta
+
+    from playlists.manifest import build_manifest, canonical_json
+    from playlists.model import Audience, Item, LessonVersion, Programme, Rendition
+
+    items = tuple(
+        Item(position=n, lesson=LessonVersion(n, f"第{n}课", "cmn", (Rendition(
+            "radio", media_target(data)[0], len(data), hashlib.sha256(data).hexdigest(), 60.0),)))
+        for n, data in enumerate(media, 1))
+    today = now.date()
+    programme = Programme(1, "2026-Q4", 1, "第四季度", today - timedelta(days=10), today + timedelta(days=60), items)
+    return canonical_json(build_manifest(channel=channel, audience=Audience("radio", "cmn", frozenset()), version=1,
+                                         issued_at=now, programmes=[programme], today=today, grace_days=30))
+
+
 def make_county(tmp: Path, now: datetime, *, expiries: Expiries | None = None, root_days: int = 365) -> County:
     """Init keys and publish channel A and B manifests with two media files."""
     keys_dir, repo_dir = tmp / "keys", tmp / "repo"
     init_keys(keys_dir, repo_dir, PASSPHRASE, now=now, root_days=root_days, expiries=expiries)
     county = County(tmp, now, keys_dir, repo_dir, Repository(repo_dir, keys_dir, expiries or Expiries()))
-    county.publish({CHANNEL_A: b'{"channel": "ch-0123456789abcdef", "version": 1}',
-                    CHANNEL_B: b'{"channel": "ch-fedcba9876543210", "version": 1}'},
-                   [b"ID3 lesson one audio" * 50, b"ID3 lesson two audio" * 70])
+    media = [b"ID3 lesson one audio" * 50, b"ID3 lesson two audio" * 70]
+    county.publish({CHANNEL_A: real_manifest("ch-0123456789abcdef", media, now),
+                    CHANNEL_B: real_manifest("ch-fedcba9876543210", media[1:], now)}, media)
     return county
 
 

@@ -158,3 +158,20 @@ def test_an_interrupted_copy_without_the_index_is_refused(county, exported, tmp_
     os.remove(root / "pack.json")
     with pytest.raises(TrustError, match="export it again"):
         verify_pack(tmp_path / "usb", county.root_v1(), work_dir=tmp_path / "work")
+
+
+def test_a_pack_missing_a_media_file_of_its_manifest_is_refused(county, tmp_path):
+    from playlists.packs import verify_pack, write_pack
+    from playlists.trust import TrustError
+
+    metadata = county.repo.signed_versions_for_pack(now=county.now, expires=county.now + timedelta(days=90))
+    media = sorted(county.media.items())
+    files = []
+    for target, data in media[:1]:  # channel A's manifest lists two files; the pack holds one
+        path = tmp_path / target.replace("/", "_")
+        path.write_bytes(data)
+        files.append((target, path))
+    pack = write_pack(tmp_path / "usb", channel=CHANNEL, metadata=metadata, manifest_target=CHANNEL_A,
+                      manifest_bytes=county.manifests[CHANNEL_A], media=files)
+    with pytest.raises(TrustError, match="lacks 1 of the manifest's media files"):
+        verify_pack(pack, county.root_v1(), work_dir=tmp_path / "work")

@@ -128,10 +128,10 @@ def test_members_import_flags_dates_branch_and_groups(loaded):
     assert zhang.flags == ["at_sea", "over70"] and zhang.card_token == "CARD-1"
     assert zhang.joined_on == date(1980, 7, 1) and member(loaded, "M002").joined_on == date(2001, 5, 4)
     assert (wang.joined_on, wang.left_on, wang.flags) == (date(2010, 3, 9), date(2024, 1, 2), ["migrant", "over70"])
-    assert group_members(loaded, "branch:青山村党支部") == ["M001", "M002"]
+    assert group_members(loaded, "branch:qs:青山村党支部") == ["M001", "M002"]
     assert group_members(loaded, "special:sea") == ["M001"]
     assert group_members(loaded, "special:retired") == ["M003"]
-    branch = {g["key"]: g for g in org.list_groups(loaded, "branch")}["branch:青山村党支部"]
+    branch = {g["key"]: g for g in org.list_groups(loaded, "branch")}["branch:qs:青山村党支部"]
     assert branch["township"] == "qs" and branch["members"] == 2
 
 
@@ -141,8 +141,8 @@ def test_members_reimport_replaces_branch_and_special_links(loaded):
     assert org.import_members(loaded, changed.encode(), "test") == org.ImportResult(0, 2, 1)
     assert group_members(loaded, "special:sea") == []
     assert group_members(loaded, "special:retired") == ["M001", "M003"]
-    assert group_members(loaded, "branch:青山村党支部") == ["M001"]
-    assert group_members(loaded, "branch:石门村党支部") == ["M002"]
+    assert group_members(loaded, "branch:qs:青山村党支部") == ["M001"]
+    assert group_members(loaded, "branch:qs:石门村党支部") == ["M002"]
     assert member(loaded, "M001").flags == ["over70"]
 
 
@@ -344,7 +344,7 @@ def test_api_edits(client, auth, loaded):
                           json={"groups": ["special:old"], "flags": "over70", "left": "2025/6/1"})
     assert edited.status_code == 200, edited.get_json()
     body = edited.get_json()
-    assert body["groups"] == ["branch:青山村党支部", "special:old"] and body["flags"] == ["over70"]
+    assert body["groups"] == ["branch:qs:青山村党支部", "special:old"] and body["flags"] == ["over70"]
     assert body["left"] == "2025-06-01"
     taken = client.patch("/api/v1/members/M002", headers=admin, json={"card_token": "CARD-1"})
     assert taken.status_code == 409 and taken.get_json()["error"]["field"] == "card_token"
@@ -376,3 +376,12 @@ def test_cli_import_detects_kind_and_reports_line_errors(tmp_path):
     assert listing.exit_code == 0 and "qs02" in listing.output and "石门村" in listing.output
     empty = CliRunner().invoke(main, ["org", "list", "members"], env=env)
     assert empty.exit_code == 0 and "M009" not in empty.output
+
+
+def test_same_branch_name_in_two_townships_makes_two_groups(fixed_clock):
+    services = fixed_clock
+    org.import_sites(services, SITES.encode(), "test")
+    org.import_members(services, (MEMBERS_HEADER + "M010,赵一,机关党支部,qs01,,,,,\n"
+                                  "M011,钱二,机关党支部,hx01,,,,,\n").encode(), "test")
+    assert group_members(services, "branch:qs:机关党支部") == ["M010"]
+    assert group_members(services, "branch:hx:机关党支部") == ["M011"]

@@ -53,8 +53,9 @@ def test_publish_tells_each_device_only_its_own_channel(broker, enrolled, quarte
     early.subscribe("#")
     result = publish.publish(broker, pid, "test")
     assert result["delivered"] and result["tuf"]["targets"] >= 2
-    notify = early.wait_for(topics.notify(radio["channel"]))
-    assert json.loads(notify.payload)["manifest_version"] == 1
+    versions = {c["id"]: c["version"] for c in result["channels"]}
+    assert versions[radio["channel"]] == 2, "v1 was the empty manifest signed when the radio enrolled"
+    early.wait_for_payload(topics.notify(radio["channel"]), lambda p: json.loads(p)["manifest_version"] == 2)
     late = _device(broker, terminal)  # connects after the publish: retained messages wait for it
     late.subscribe("#")
     late.wait_for(topics.notify(terminal["channel"]))
@@ -91,7 +92,7 @@ def test_published_programme_is_frozen_and_superseded_by_a_new_version(broker, e
         assert programmes.get(session, v2).state == "published"
     probe = _device(broker, radio)
     probe.subscribe(topics.notify(radio["channel"]))
-    assert json.loads(probe.wait_for(topics.notify(radio["channel"])).payload)["manifest_version"] == 2
+    probe.wait_for_payload(topics.notify(radio["channel"]), lambda p: json.loads(p)["manifest_version"] == 3)
     probe.close()
 
 
@@ -165,3 +166,63 @@ def test_api_publish_flow_and_m3u8(broker, enrolled, quarter, client, auth):
     assert frozen.status_code == 409 and frozen.get_json()["error"]["code"] == "programme_frozen"
     m3u = client.get(f"/api/v1/channels/{radio['channel']}/playlist.m3u8", headers=auth("viewer"))
     assert m3u.status_code == 200 and m3u.data.decode().startswith("#EXTM3U") and "第一课" in m3u.data.decode()
+
+
+def test_moving_a_device_rewrites_the_acl_and_it_follows_its_new_channel(broker, enrolled, quarter, client, auth):
+    pid, for_qs, everyone, _ = quarter
+    radio = enrolled("radio", name="渔民老李", site="qs-01")
+    publish.publish(broker, pid, "test")
+    old_channel = radio["channel"]
+    probe = _device(broker, radio)
+    probe.subscribe("lc/v1/channels/+/notify")
+    probe.subscribe(topics.config(radio["device"]))
+    probe.wait_for(topics.notify(old_channel))
+
+    moved = client.patch(f"/api/v1/devices/{radio['device']}", headers=auth("admin"),
+                         json={"site": "hw-01", "groups": ["sea-branch"]})
+    assert moved.status_code == 200, moved.get_json()
+    new_channel = moved.get_json()["channel"]
+    assert new_channel != old_channel
+    acl = (broker.data / "broker" / "acl").read_text()
+    assert f"topic read {topics.notify(new_channel)}" in acl and topics.notify(old_channel) not in acl
+    # The device learns its new channel from its config, then reads the new channel's notify (now allowed).
+    def config_channel():
+        return [json.loads(m.payload)["channel"] for m in probe.messages if m.topic == topics.config(radio["device"])]
+    deadline = time.monotonic() + 10
+    while new_channel not in config_channel() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert new_channel in config_channel()
+    fresh = _device(broker, radio | {"mqtt": radio["mqtt"]})
+    fresh.subscribe("lc/v1/channels/+/notify")
+    notify = json.loads(fresh.wait_for(topics.notify(new_channel)).payload)
+    assert notify["manifest_version"] >= 1
+    time.sleep(0.3)
+    assert topics.notify(old_channel) not in fresh.topics(), "the old channel is no longer readable"
+    fresh.close()
+    probe.close()
+
+
+def test_a_device_enrolled_after_the_publish_gets_a_signed_manifest_at_once(broker, enrolled, quarter):
+    pid, for_qs, *_ = quarter
+    enrolled("radio", site="qs-01")
+    publish.publish(broker, pid, "test")
+    newcomer = enrolled("terminal", site="qs-02", language="nan")  # an audience no one had
+    probe = _device(broker, newcomer)
+    probe.subscribe(topics.notify(newcomer["channel"]))
+    assert json.loads(probe.wait_for(topics.notify(newcomer["channel"])).payload)["manifest_version"] == 1
+    with broker.db.session() as session:
+        from server.org_models import Channel
+
+        manifest = parse_manifest(session.get(Channel, newcomer["channel"]).manifest)
+    assert [i.lesson for i in manifest.items][0] == for_qs
+    probe.close()
+
+
+def test_healthz_warns_before_metadata_expires(services, client):
+    from datetime import timedelta
+
+    assert client.get("/healthz").get_json()["warnings"] == []
+    later = services.clock() + timedelta(days=340)  # root (365 days) has 25 days left
+    services.clock = lambda: later
+    warnings = client.get("/healthz").get_json()["warnings"]
+    assert any("root" in w for w in warnings)
