@@ -79,6 +79,23 @@ def add_device():
     return jsonify(answer), 201
 
 
+@bp.post("/devices/import")
+@require("devices.manage")
+def import_devices():
+    """Add devices from a CSV (multipart field 'file' or a text/csv body); all or nothing. Answers their codes."""
+    from server.org import OrgImportError, decode_csv
+
+    upload = request.files.get("file")
+    data = upload.read() if upload is not None else request.get_data()
+    try:
+        text = decode_csv(data)
+    except OrgImportError as exc:
+        raise ApiError(422, "csv_invalid", exc.summary("devices.csv")) from None
+    added = devices.import_csv(_services(), text, current_actor().name)
+    return jsonify({"added": [{"id": d.uid, "kind": d.kind, "name": d.name, "site": d.site, "enrol_code": d.code}
+                              for d in added]}), 201
+
+
 @bp.get("/devices/<uid>")
 @require("read")
 def show_device(uid: str):

@@ -157,3 +157,76 @@ def test_enrolment_publishes_config_at_once(broker, enrolled):
     msg = device.wait_for(topics.config(a["device"]))
     assert msg.retain and f'"channel":"{a["channel"]}"'.encode() in msg.payload
     device.close()
+
+
+def _self_signed(tmp_path):
+    """A certificate for 127.0.0.1 and its key, as PEM files."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=30))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp_path / "broker.crt", tmp_path / "broker.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def test_devices_connect_over_the_tls_listener(tmp_path):
+    import ssl
+    import subprocess
+
+    import paho.mqtt.client as mqtt
+
+    from server.broker import mosquitto_executable
+    from tests.conftest import free_port, make_services
+    from tests.e2e.stack import wait_for
+
+    cert, key = _self_signed(tmp_path)
+    services = make_services(tmp_path / "d", mqtt_port=free_port(), mqtt_server_port=free_port(),
+                             mqtt_tls_port=free_port(), mqtt_tls_cert=str(cert), mqtt_tls_key=str(key))
+    with services.db.session() as session:
+        code = devices.add(services, session, kind="radio", name="加密", actor="test").code
+    answer = devices.enrol(services, code)
+    assert answer["mqtt"]["tls"] and answer["mqtt"]["port"] == services.settings.mqtt_tls_port
+    proc = subprocess.Popen([mosquitto_executable(services), "-c", str(write_config(services))],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: _listening(services.settings.mqtt_tls_port), 10, "the TLS listener")
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=answer["device"], protocol=mqtt.MQTTv5)
+        client.username_pw_set(answer["mqtt"]["username"], answer["mqtt"]["password"])
+        client.tls_set(ca_certs=str(cert), cert_reqs=ssl.CERT_REQUIRED)
+        result = {}
+        client.on_connect = lambda _c, _u, _f, rc, _p: result.setdefault("rc", rc)
+        client.connect("127.0.0.1", services.settings.mqtt_tls_port)
+        client.loop_start()
+        wait_for(lambda: "rc" in result, 10, "CONNACK over TLS")
+        assert not result["rc"].is_failure
+        client.disconnect()
+        client.loop_stop()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        services.db.dispose()
+
+
+def _listening(port):
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", port), 1).close()
+        return True
+    except OSError:
+        return False

@@ -148,3 +148,15 @@ def test_cli_from_device_add_to_a_verified_pack(org, ready_lesson, tmp_path):
     tarred = run("pack", "--channel", answer["channel"], str(tmp_path / "p.tar"), "--tar")
     assert tarred.exit_code == 0, tarred.output
     assert verify_pack(tmp_path / "p.tar", root, work_dir=tmp_path / "check3").channel == answer["channel"]
+
+
+def test_bulk_device_import_over_the_api(org, client, auth):
+    csv_text = "kind,name,site,language,groups\nradio,渔船一号,hw-01,nan,sea-branch\nterminal,西村终端,qs-02,cmn,\n"
+    done = client.post("/api/v1/devices/import", data=csv_text.encode("gb18030"), headers=auth("admin"),
+                       content_type="text/csv")
+    assert done.status_code == 201, done.get_json()
+    added = done.get_json()["added"]
+    assert [d["name"] for d in added] == ["渔船一号", "西村终端"] and all(len(d["enrol_code"]) == 14 for d in added)
+    bad = client.post("/api/v1/devices/import", data=b"kind,name,site\nradio,x,nowhere\n", headers=auth("admin"),
+                      content_type="text/csv")
+    assert bad.status_code == 422 and "line 2" in bad.get_json()["error"]["message"]
