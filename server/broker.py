@@ -7,7 +7,6 @@ and the running broker is told to reload them with SIGHUP, which keeps every con
 from __future__ import annotations
 
 import base64
-import fcntl
 import hashlib
 import logging
 import os
@@ -15,12 +14,12 @@ import pwd
 import secrets
 import shutil
 import signal
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 from playlists import topics
 
+from server.file_lock import exclusive
 from server.instance import write_private
 from server.services import Services
 
@@ -145,18 +144,6 @@ def passwd_text(devices: Iterable[tuple[str, str]]) -> str:
     return "".join(f"{uid}:{digest}\n" for uid, digest in sorted(devices))
 
 
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    # Several web processes may enrol devices at once: one writer at a time, and each writes the whole file.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _replace_private(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     write_private(tmp, text)
@@ -173,7 +160,8 @@ def write_auth(services: Services) -> None:
     with services.db.session() as session:
         rows = session.execute(select(Device.uid, Device.channel, Device.mqtt_password_hash)
                                .where(Device.state == "enrolled")).all()
-    with _locked(broker / "auth.lock"):
+    # Several web processes may enrol devices at once: one writer at a time, and each writes the whole file.
+    with exclusive(broker / "auth.lock"):
         server_line = password_line(SERVER_USER, server_password(services))
         _replace_private(broker / "server.passwd", server_line + "\n")
         _replace_private(broker / "server.acl", f"user {SERVER_USER}\ntopic readwrite lc/#\ntopic read $SYS/#\n")

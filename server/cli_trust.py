@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import json
-import os
 from datetime import datetime, time, timedelta, timezone
 from pathlib import Path
-from typing import Optional
 
 import click
 

@@ -7,11 +7,9 @@ config and each changed channel's retained notify queued and flushed to the brok
 
 from __future__ import annotations
 
-import fcntl
 import json
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -24,6 +22,7 @@ from playlists.payloads import Notify, encode
 from server import devices as devices_mod
 from server import programmes, retained
 from server.errors import ApiError
+from server.file_lock import exclusive
 from server.org_models import AuditEntry, Channel, Device, Programme
 
 
@@ -126,18 +125,6 @@ def plan(services, session: Session, programme: Optional[Programme] = None) -> P
     return PublishPlan(programme, channels, moved, problems)
 
 
-@contextmanager
-def _one_publisher(services) -> Iterator[None]:
-    # Two staff pressing publish at once must not interleave manifest versions.
-    path = services.data / "publish.lock"
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def preview(services, ref: Any) -> dict[str, Any]:
     """The preview of publishing programme REF."""
     with services.db.session() as session:
@@ -152,7 +139,8 @@ def publish(services, ref: Optional[Any], actor: str) -> dict[str, Any]:
     from server.trust_service import repository
 
     repo = repository(services)
-    with _one_publisher(services), services.db.session() as session:
+    # Two staff pressing publish at once must not interleave manifest versions.
+    with exclusive(services.data / "publish.lock"), services.db.session() as session:
         programme = programmes.get(session, ref) if ref is not None else None
         if programme is not None and programme.state != "draft":
             raise ApiError(409, "already_published",

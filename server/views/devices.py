@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, jsonify, request
 from sqlalchemy import func, select
 
 from server import devices
 from server.auth import current_actor, require
 from server.errors import ApiError
 from server.org_models import Device, Site, Township
+from server.views import app_services, json_body
 
 bp = Blueprint("devices_api", __name__, url_prefix="/api/v1")
 
 
-def _services():
-    return current_app.extensions["lessoncast"]
-
-
-def _json_body() -> dict:
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise ApiError(400, "json_required", "Send a JSON object (Content-Type: application/json).")
-    return body
 
 
 def _in_scope(device: Device) -> None:
@@ -34,11 +26,11 @@ def _in_scope(device: Device) -> None:
 @bp.post("/enrol")
 def enrol():
     """Exchange a one-time enrolment code for MQTT credentials, an HTTP token, the TUF root and the URLs."""
-    body = _json_body()
+    body = json_body()
     code = body.get("code")
     if not isinstance(code, str) or not code.strip():
         raise ApiError(400, "code_required", 'Send {"code": "XXXX-XXXX-XXXX"}, the code printed for this device.')
-    return jsonify(devices.enrol(_services(), code))
+    return jsonify(devices.enrol(app_services(), code))
 
 
 @bp.get("/devices")
@@ -55,7 +47,7 @@ def list_devices():
     for arg, column in (("site", Site.code), ("kind", Device.kind), ("state", Device.state)):
         if request.args.get(arg):
             query = query.where(column == request.args[arg])
-    with _services().db.session() as session:
+    with app_services().db.session() as session:
         total = session.scalar(select(func.count()).select_from(query.subquery()))
         rows = session.scalars(query.order_by(Device.uid).limit(limit).offset(offset)).all()
         return jsonify({"total": total, "devices": [devices.device_json(d) for d in rows]})
@@ -65,8 +57,8 @@ def list_devices():
 @require("devices.manage")
 def add_device():
     """Add a device; the answer holds its one-time enrolment code."""
-    body = _json_body()
-    services = _services()
+    body = json_body()
+    services = app_services()
     actor = current_actor()
     with services.db.session() as session:
         new = devices.add(services, session, kind=str(body.get("kind", "")), name=str(body.get("name", "")),
@@ -91,7 +83,7 @@ def import_devices():
         text = decode_csv(data)
     except OrgImportError as exc:
         raise ApiError(422, "csv_invalid", exc.summary("devices.csv")) from None
-    added = devices.import_csv(_services(), text, current_actor().name)
+    added = devices.import_csv(app_services(), text, current_actor().name)
     return jsonify({"added": [{"id": d.uid, "kind": d.kind, "name": d.name, "site": d.site, "enrol_code": d.code}
                               for d in added]}), 201
 
@@ -100,7 +92,7 @@ def import_devices():
 @require("read")
 def show_device(uid: str):
     """One device."""
-    with _services().db.session() as session:
+    with app_services().db.session() as session:
         device = devices.get(session, uid)
         _in_scope(device)
         return jsonify(devices.device_json(device))
@@ -113,10 +105,10 @@ def edit_device(uid: str):
     from server import publish
     from server.trust_service import initialised
 
-    services = _services()
+    services = app_services()
     with services.db.session() as session:
         _in_scope(devices.get(session, uid))
-    moves = devices.update(services, uid, _json_body(), current_actor().name)
+    moves = devices.update(services, uid, json_body(), current_actor().name)
     if moves and initialised(services):
         publish.publish(services, None, current_actor().name)
     else:
@@ -131,7 +123,7 @@ def edit_device(uid: str):
 @require("devices.manage")
 def new_code(uid: str):
     """Issue a new one-time enrolment code (the device enrols again with it)."""
-    services = _services()
+    services = app_services()
     with services.db.session() as session:
         _in_scope(devices.get(session, uid))
     return jsonify({"id": uid, "enrol_code": devices.reissue_code(services, uid, current_actor().name)})
@@ -141,7 +133,7 @@ def new_code(uid: str):
 @require("devices.manage")
 def revoke(uid: str):
     """Revoke a device: the broker and every device endpoint refuse its credentials from now on."""
-    services = _services()
+    services = app_services()
     with services.db.session() as session:
         _in_scope(devices.get(session, uid))
     body = request.get_json(silent=True) or {}

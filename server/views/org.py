@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, jsonify, request
 
 from server import org
 from server.auth import current_actor, require
 from server.errors import ApiError
 from server.lessons import display_name
+from server.views import app_services, json_body
 
 bp = Blueprint("org_api", __name__, url_prefix="/api/v1")
 
@@ -15,15 +16,6 @@ bp = Blueprint("org_api", __name__, url_prefix="/api/v1")
 CSV_LIMIT = 20 * 1024 * 1024
 
 
-def _services():
-    return current_app.extensions["lessoncast"]
-
-
-def _json_body() -> dict:
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise ApiError(400, "json_required", "Send the changes as a JSON object (Content-Type: application/json).")
-    return body
 
 
 def _csv_upload() -> tuple[bytes, str]:
@@ -46,21 +38,21 @@ def _csv_upload() -> tuple[bytes, str]:
 @require("read")
 def townships():
     """Every township with its number of sites."""
-    return jsonify({"townships": org.list_townships(_services())})
+    return jsonify({"townships": org.list_townships(app_services())})
 
 
 @bp.get("/sites")
 @require("read")
 def sites():
     """Every site, or one township's (?township=CODE)."""
-    return jsonify({"sites": org.list_sites(_services(), request.args.get("township") or None)})
+    return jsonify({"sites": org.list_sites(app_services(), request.args.get("township") or None)})
 
 
 @bp.get("/groups")
 @require("read")
 def groups():
     """Every group, or one kind's (?kind=township|village|branch|special)."""
-    return jsonify({"groups": org.list_groups(_services(), request.args.get("kind") or None)})
+    return jsonify({"groups": org.list_groups(app_services(), request.args.get("kind") or None)})
 
 
 @bp.get("/members")
@@ -72,7 +64,7 @@ def members():
         limit, offset = int(args.get("limit", 50)), int(args.get("offset", 0))
     except ValueError:
         raise ApiError(422, "field_invalid", "limit and offset are whole numbers", field="limit") from None
-    page = org.list_members(_services(), site=args.get("site") or None, township=args.get("township") or None,
+    page = org.list_members(app_services(), site=args.get("site") or None, township=args.get("township") or None,
                             q=args.get("q") or None, limit=limit, offset=offset,
                             include_card=current_actor().may("org.write"))
     return jsonify(page)
@@ -90,7 +82,7 @@ def import_csv():
     try:
         kind = kind or org.detect_kind(org.decode_csv(data))
         name = name or f"{kind}.csv"
-        result = org.import_file(_services(), data, kind, current_actor().name, name)
+        result = org.import_file(app_services(), data, kind, current_actor().name, name)
     except org.OrgImportError as exc:
         raise ApiError(422, "csv_invalid", exc.summary(name or "the file"),
                        rows=[e.to_dict() for e in exc.errors]) from None
@@ -102,18 +94,18 @@ def import_csv():
 @require("org.write")
 def create_group():
     """Create a group from JSON {key, name, kind, township}; 201."""
-    return jsonify(org.create_group(_services(), _json_body(), current_actor().name)), 201
+    return jsonify(org.create_group(app_services(), json_body(), current_actor().name)), 201
 
 
 @bp.patch("/sites/<code>")
 @require("org.write")
 def update_site(code: str):
     """Rename a site or move it to another township (JSON {name, township})."""
-    return jsonify(org.update_site(_services(), code, _json_body(), current_actor().name))
+    return jsonify(org.update_site(app_services(), code, json_body(), current_actor().name))
 
 
 @bp.patch("/members/<member_id>")
 @require("org.write")
 def update_member(member_id: str):
     """Change a member (JSON with any of name, branch, site, card_token, joined, left, flags, groups)."""
-    return jsonify(org.update_member(_services(), member_id, _json_body(), current_actor().name))
+    return jsonify(org.update_member(app_services(), member_id, json_body(), current_actor().name))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, jsonify
 from sqlalchemy import select
 
 from playlists.m3u import to_m3u8
@@ -11,23 +11,15 @@ from server import programmes, publish
 from server.auth import current_actor, require
 from server.errors import ApiError
 from server.org_models import Channel, Programme
+from server.views import app_services, json_body
 
 bp = Blueprint("programmes_api", __name__, url_prefix="/api/v1")
 
 
-def _services():
-    return current_app.extensions["lessoncast"]
-
-
-def _body() -> dict:
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise ApiError(400, "json_required", "Send a JSON object (Content-Type: application/json).")
-    return body
 
 
 def _show(ref):
-    with _services().db.session() as session:
+    with app_services().db.session() as session:
         return programmes.programme_json(programmes.get(session, ref))
 
 
@@ -35,7 +27,7 @@ def _show(ref):
 @require("read")
 def list_programmes():
     """Every programme version, newest first."""
-    with _services().db.session() as session:
+    with app_services().db.session() as session:
         rows = session.scalars(select(Programme).order_by(Programme.code, Programme.version.desc())).all()
         return jsonify({"programmes": [programmes.programme_json(p) for p in rows]})
 
@@ -44,7 +36,7 @@ def list_programmes():
 @require("programmes.write")
 def create():
     """Create a draft: code, title, valid_from, valid_until, items, slots."""
-    return jsonify(_show(programmes.create(_services(), _body(), current_actor().name))), 201
+    return jsonify(_show(programmes.create(app_services(), json_body(), current_actor().name))), 201
 
 
 @bp.get("/programmes/<ref>")
@@ -58,7 +50,7 @@ def show(ref: str):
 @require("programmes.write")
 def edit(ref: str):
     """Edit a draft; 409 programme_frozen once published."""
-    programmes.update(_services(), ref, _body(), current_actor().name)
+    programmes.update(app_services(), ref, json_body(), current_actor().name)
     return jsonify(_show(ref))
 
 
@@ -66,28 +58,28 @@ def edit(ref: str):
 @require("programmes.write")
 def new_version(ref: str):
     """A draft copy of a published programme; publishing it supersedes the old version."""
-    return jsonify(_show(programmes.new_version(_services(), ref, current_actor().name))), 201
+    return jsonify(_show(programmes.new_version(app_services(), ref, current_actor().name))), 201
 
 
 @bp.get("/programmes/<ref>/preview")
 @require("read")
 def preview(ref: str):
     """What publishing would do: devices affected, items added and removed, bytes each device downloads."""
-    return jsonify(publish.preview(_services(), ref))
+    return jsonify(publish.preview(app_services(), ref))
 
 
 @bp.post("/programmes/<ref>/publish")
 @require("programmes.write")
 def do_publish(ref: str):
     """Publish a draft: sign the channels' manifests and tell every device at once."""
-    return jsonify(publish.publish(_services(), ref, current_actor().name))
+    return jsonify(publish.publish(app_services(), ref, current_actor().name))
 
 
 @bp.get("/channels")
 @require("read")
 def channels():
     """Every channel with its audience and manifest version."""
-    with _services().db.session() as session:
+    with app_services().db.session() as session:
         rows = session.scalars(select(Channel).order_by(Channel.id)).all()
         return jsonify({"channels": [{"id": c.id, "kind": c.kind, "language": c.language, "groups": c.groups,
                                       "manifest_version": c.manifest_version,
@@ -95,7 +87,7 @@ def channels():
 
 
 def _manifest(channel: str) -> bytes:
-    with _services().db.session() as session:
+    with app_services().db.session() as session:
         row = session.get(Channel, channel)
         if row is None or not row.manifest:
             raise ApiError(404, "no_such_channel", f"Channel {channel} has no published manifest.")
@@ -113,7 +105,7 @@ def manifest(channel: str):
 @require("read")
 def m3u8(channel: str):
     """The channel as an M3U8 playlist for plain players."""
-    services = _services()
+    services = app_services()
     base = (services.settings.media_base_url or services.settings.web_url).rstrip("/") + "/"
     text = to_m3u8(parse_manifest(_manifest(channel)), base)
     return Response(text, mimetype="application/vnd.apple.mpegurl",

@@ -63,8 +63,7 @@ def test_revoked_device_token_stops_working(tmp_path, ready_lesson):
                              media_require_token=True)
     client = create_app(services=services).test_client()
     body = client.post("/api/v1/enrol", json={"code": _add(services).code}).get_json()
-    with services.db.session() as session:
-        uid = body["device"]
+    uid = body["device"]
     name = "0" * 64 + ".mp3"
     headers = {"Authorization": f"Bearer {body['http_token']}"}
     assert client.get(f"/media/{name}", headers=headers).status_code == 404  # authenticated; no such file

@@ -97,7 +97,6 @@ def test_published_programme_is_frozen_and_superseded_by_a_new_version(broker, e
 
 
 def test_publish_refuses_lessons_that_are_not_ready(org, enrolled):
-    from server import lessons
     from server.models import Lesson
 
     enrolled("radio")

@@ -31,8 +31,7 @@ def _device(tmp_path, name, answer, base):
 
 
 def _republish(services):
-    with services.db.session() as session:
-        pid = programmes.new_version(services, "Q4", "test")
+    pid = programmes.new_version(services, "Q4", "test")
     programmes.update(services, pid, {"title": f"第四季度 v{pid}"}, "test")
     publish.publish(services, pid, "test")
 
