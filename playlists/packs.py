@@ -222,8 +222,13 @@ def _version_aliases(root: Path) -> Iterator[tuple[str, str]]:
         yield f"metadata/{int(version)}.{role}.json", f"metadata/{role}.json"
 
 
-def verify_pack(pack: Path, trusted_root: bytes, *, work_dir: Path) -> VerifiedPack:
-    """Verify a pack directory or tar against ``trusted_root`` with ngclient and return what it may be used for."""
+def verify_pack(pack: Path, trusted_root: bytes, *, work_dir: Path, metadata_dir: Path | None = None,
+                reference_time=None) -> VerifiedPack:
+    """Verify a pack directory or tar against ``trusted_root`` with ngclient and return what it may be used for.
+
+    A device passes its own persistent ``metadata_dir`` (so a pack older than what it already trusts is refused as a
+    rollback) and its trusted ``reference_time`` (its clock may be wrong).
+    """
     pack, work_dir = Path(pack), Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     root = _pack_root(pack, work_dir)
@@ -233,8 +238,8 @@ def verify_pack(pack: Path, trusted_root: bytes, *, work_dir: Path) -> VerifiedP
         raise TrustError(f"pack says channel {channel!r} but its manifest is {manifest_target!r}: the pack mixes "
                          "channels; export it again")
     fetcher = FileFetcher(_BASE_URL, root, aliases=dict(_version_aliases(root)))
-    updater = open_updater(work_dir / "metadata", trusted_root, f"{_BASE_URL}metadata/", f"{_BASE_URL}targets/",
-                           fetcher=fetcher)
+    updater = open_updater(metadata_dir or work_dir / "metadata", trusted_root, f"{_BASE_URL}metadata/",
+                           f"{_BASE_URL}targets/", fetcher=fetcher, reference_time=reference_time)
     # ngclient downloads "dir/{sha256}.{basename}" under consistent snapshots; the pack stores it as manifest.json.
     # Checking the file first refreshes the metadata (so the signed hash is known) and names the file on failure.
     verify_media(updater, manifest_target, root / "targets" / "manifest.json")

@@ -552,16 +552,27 @@ def _chunks(path: Path) -> Iterator[bytes]:
 
 
 def open_updater(metadata_dir: Path, trusted_root: bytes, metadata_base_url: str, targets_base_url: str, *,
-                 fetcher: FetcherInterface | None = None) -> Updater:
-    """An ngclient Updater anchored on ``trusted_root`` that caches verified metadata in ``metadata_dir``."""
+                 fetcher: FetcherInterface | None = None, reference_time: datetime | None = None) -> Updater:
+    """An ngclient Updater anchored on ``trusted_root`` that caches verified metadata in ``metadata_dir``.
+
+    ngclient judges expiry by the system clock. A device whose clock may be wrong passes ``reference_time`` (its
+    trusted time, never below its persisted floor), which replaces that reading for this refresh.
+    """
     metadata_dir = Path(metadata_dir)
     metadata_dir.mkdir(parents=True, exist_ok=True)
     try:
-        return Updater(str(metadata_dir), metadata_base_url, None, targets_base_url, fetcher,
-                       bootstrap=trusted_root)
+        updater = Updater(str(metadata_dir), metadata_base_url, None, targets_base_url, fetcher,
+                          bootstrap=trusted_root)
     except (tuf_exceptions.RepositoryError, ValueError) as error:
         raise TrustError(f"the trusted root.json is not valid TUF root metadata ({_describe(error)}): re-enrol the "
                          "device with the county's root.json") from error
+    if reference_time is not None:
+        # tuf 7 keeps the time it checks expiry against on its trusted set (set once, from the system clock).
+        trusted_set = getattr(updater, "_trusted_set", None)
+        if trusted_set is None or not hasattr(trusted_set, "reference_time"):
+            raise TrustError("this python-tuf version has no reference time to set; pin tuf to 7.x")
+        trusted_set.reference_time = _utc(reference_time)
+    return updater
 
 
 @contextlib.contextmanager

@@ -46,7 +46,8 @@ def stage_file(services: Services, path: Path):
 @pytest.fixture
 def services(tmp_path) -> Services:
     """A fresh, initialised instance on a temporary SQLite database."""
-    svc = make_services(tmp_path / "data", mqtt_port=free_port(), mqtt_server_port=free_port())
+    # The web port is chosen here, so the URLs the server hands out (enrolment answers) reach `live_server`.
+    svc = make_services(tmp_path / "data", port=free_port(), mqtt_port=free_port(), mqtt_server_port=free_port())
     yield svc
     svc.db.dispose()
 
@@ -102,13 +103,13 @@ def drain(services) -> Callable[[], int]:
 
 
 @pytest.fixture
-def live_server(app):
-    """The app served by a real threaded WSGI server on a free port, for real HTTP clients."""
+def live_server(app, services):
+    """The app served by a real threaded WSGI server on the instance's port, for real HTTP clients."""
     import threading
 
     from werkzeug.serving import make_server
 
-    port = free_port()
+    port = services.settings.port
     server = make_server("127.0.0.1", port, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

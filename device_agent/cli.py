@@ -1,0 +1,137 @@
+"""``lessoncast agent``: enrol a device, run it, look at its state, and exchange packs and events on a USB stick."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import threading
+from pathlib import Path
+
+import click
+
+DEFAULT_DIR = "/var/lib/lessoncast-agent"
+
+
+def _store(data_dir: str):
+    from device_agent.store import AgentStore
+
+    return AgentStore(Path(data_dir))
+
+
+data_option = click.option("--data", "data_dir", envvar="LESSONCAST_AGENT_DIR", default=DEFAULT_DIR,
+                           show_default=True, help="The agent's data directory (credentials, media, outbox).")
+
+
+@click.group()
+def agent() -> None:
+    """The device agent: enrol, run, status, sideload packs."""
+
+
+@agent.command("enrol")
+@click.option("--server", required=True, help="The county server, e.g. http://192.168.1.10:8750.")
+@click.option("--code", required=True, help="The one-time enrolment code printed for this device.")
+@data_option
+def enrol_cmd(server: str, code: str, data_dir: str) -> None:
+    """Exchange the enrolment code for this device's credentials and the county's trusted root."""
+    from device_agent.enrol import EnrolError, enrol
+
+    try:
+        answer = enrol(_store(data_dir), server, code)
+    except EnrolError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"Enrolled as {answer['device']} ({answer['kind']}), channel {answer['channel']}. "
+               f"Start it with: lessoncast agent run --data {data_dir}")
+
+
+def _hardware(hal: str, kind: str, store, speed: float):
+    if hal == "sim":
+        from datetime import datetime, timezone
+
+        from firmware_stub.sim import SimClock, sim_hardware
+
+        return sim_hardware(kind, store.media_dir, clock=SimClock(datetime.now(timezone.utc), speed=speed))
+    from firmware_stub.linux import linux_hardware
+
+    return linux_hardware(kind, store.media_dir)
+
+
+@agent.command("run")
+@click.option("--hal", type=click.Choice(["sim", "linux"]), default="linux", show_default=True,
+              help="Real hardware (linux) or the simulated one (sim: tests and demos).")
+@click.option("--speed", type=float, default=1.0, help="Simulated clock speed (sim only).")
+@data_option
+def run_cmd(hal: str, speed: float, data_dir: str) -> None:
+    """Run the agent until SIGTERM or Ctrl-C."""
+    from device_agent.agent import Agent, AgentOptions
+
+    logging.basicConfig(level=os.environ.get("LESSONCAST_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s agent %(levelname)s %(message)s")
+    store = _store(data_dir)
+    if not store.enrolled():
+        raise click.ClickException(f"No credentials in {data_dir}: run 'lessoncast agent enrol' first.")
+    hw = _hardware(hal, store.credentials()["kind"], store, speed)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: (stop.set(), None)[1])
+    reboot = (lambda: os.system("systemctl reboot")) if hal == "linux" else (lambda: None)
+    options = AgentOptions()
+    if os.environ.get("LESSONCAST_AGENT_TEST_FAST"):  # the end-to-end tests shorten every timer
+        from device_agent.link import LinkOptions
+
+        options = AgentOptions(tick_s=float(os.environ.get("LESSONCAST_AGENT_TICK", "1.0")),
+                               progress_interval_s=float(os.environ.get("LESSONCAST_AGENT_PROGRESS", "60")),
+                               resend_after_s=float(os.environ.get("LESSONCAST_AGENT_RESEND", "30")),
+                               link=LinkOptions(backoff_base_s=0.2, backoff_cap_s=2.0))
+    Agent(store, hw, options, reboot=reboot).run(stop)
+
+
+@agent.command("status")
+@data_option
+def status_cmd(data_dir: str) -> None:
+    """Print the local state: programme, files, outbox depth, last sync."""
+    from playlists.manifest import media_of, parse_manifest
+
+    from device_agent.outbox import Outbox
+    from device_agent.sync import metadata_expiry
+
+    store = _store(data_dir)
+    if not store.enrolled():
+        raise click.ClickException(f"No credentials in {data_dir}: this device is not enrolled.")
+    creds = store.credentials()
+    click.echo(f"device    {creds['device']} ({creds.get('kind')})")
+    config = store.read_json("config.json") or {}
+    click.echo(f"channel   {config.get('channel')}")
+    data = store.current_manifest()
+    if data is None:
+        click.echo("programme none verified yet")
+    else:
+        manifest = parse_manifest(data)
+        files = media_of(manifest)
+        present = sum(1 for item in files.values() if store.has_media(item.path))
+        codes = ", ".join(p.code for p in manifest.programmes)
+        click.echo(f"programme manifest v{manifest.version} ({codes}), {len(manifest.items)} items, "
+                   f"{present}/{len(files)} files present")
+    expiry = metadata_expiry(store)
+    click.echo(f"metadata  expires {expiry.isoformat() if expiry else 'unknown'}")
+    outbox = Outbox(store.outbox_path)
+    click.echo(f"outbox    {outbox.depth()} events waiting (epoch {outbox.epoch})")
+    outbox.close()
+    usage = store.read_json("data_usage.json") or {}
+    for month, count in usage.items():
+        click.echo(f"data      {count / 1e6:.1f} MB downloaded in {month}")
+
+
+@agent.command("import-pack")
+@click.argument("pack", type=click.Path(exists=True, path_type=Path))
+@data_option
+def import_pack_cmd(pack: Path, data_dir: str) -> None:
+    """Load a sideload pack (directory or .tar) after full verification, and write pending events beside it."""
+    from device_agent.sideload import import_pack
+
+    try:
+        result = import_pack(_store(data_dir), pack)
+    except Exception as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(json.dumps(result, ensure_ascii=False))

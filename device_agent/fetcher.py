@@ -1,0 +1,144 @@
+"""HTTP for the agent: a resumable media downloader and a TUF fetcher, both reporting the server's Date header.
+
+Downloads resume with ``Range`` after a dropped connection, have connect and read timeouts and a minimum transfer
+rate, and never write past the file's signed length.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Optional
+
+import urllib3
+from tuf.api import exceptions as tuf_exceptions
+from tuf.ngclient import FetcherInterface
+
+
+class DownloadError(Exception):
+    """A download could not be completed now; the next sync tries again, resuming where it stopped."""
+
+
+@dataclass(frozen=True)
+class FetchLimits:
+    """Timeouts and the slowest acceptable transfer."""
+
+    connect_timeout: float = 15.0
+    read_timeout: float = 60.0
+    min_rate: float = 256.0  # bytes per second, averaged over `rate_window`
+    rate_window: float = 60.0
+    attempts: int = 20  # reconnects within one download before giving up for this sync
+    backoff: float = 1.0
+
+
+class HttpFetcher:
+    """Downloads media to a partial file, resuming it across dropped connections and across agent restarts."""
+
+    def __init__(self, *, token: Optional[str] = None, limits: FetchLimits = FetchLimits(),
+                 on_date: Callable[[Optional[str]], None] = lambda _d: None, sleep=time.sleep):
+        self.token = token
+        self.limits = limits
+        self.on_date = on_date
+        self.sleep = sleep
+        self.bytes_received = 0  # payload bytes over the wire, for the data budget and the tests
+        self._pool = urllib3.PoolManager(retries=False)
+
+    def _headers(self, start: int) -> dict[str, str]:
+        headers = {"User-Agent": "lessoncast-agent"}
+        if start:
+            headers["Range"] = f"bytes={start}-"
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        return headers
+
+    def download(self, url: str, partial: Path, length: int) -> Path:
+        """Fetch URL into PARTIAL until it holds LENGTH bytes; raises DownloadError (the partial file stays)."""
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        last_error = "no attempt made"
+        for attempt in range(self.limits.attempts):
+            have = partial.stat().st_size if partial.exists() else 0
+            if have > length:
+                partial.unlink()  # longer than signed: never trust it
+                have = 0
+            if have == length:
+                return partial
+            try:
+                self._fetch_from(url, partial, have, length)
+            except (urllib3.exceptions.HTTPError, OSError, DownloadError) as exc:
+                last_error = f"{type(exc).__name__}: {exc}"
+                self.sleep(min(30.0, self.limits.backoff * (2 ** attempt)))
+                continue
+        raise DownloadError(f"{url}: gave up after {self.limits.attempts} attempts ({last_error})")
+
+    def _fetch_from(self, url: str, partial: Path, have: int, length: int) -> None:
+        timeout = urllib3.Timeout(connect=self.limits.connect_timeout, read=self.limits.read_timeout)
+        response = self._pool.request("GET", url, headers=self._headers(have), preload_content=False,
+                                      timeout=timeout)
+        try:
+            self.on_date(response.headers.get("Date"))
+            if response.status == 416 and have:
+                raise DownloadError("the server refused the resume offset; starting again")
+            if response.status >= 400:
+                raise DownloadError(f"HTTP {response.status}")
+            if have and response.status != 206:
+                have = 0  # the server ignored Range: start again from the beginning
+            mode = "ab" if have else "wb"
+            window_start, window_bytes = time.monotonic(), 0
+            with open(partial, mode) as out:
+                for chunk in response.stream(64 * 1024):
+                    room = length - have
+                    if len(chunk) > room:
+                        out.write(chunk[:room])  # never past the signed length; verification will decide
+                        have = length
+                        break
+                    out.write(chunk)
+                    have += len(chunk)
+                    self.bytes_received += len(chunk)
+                    window_bytes += len(chunk)
+                    elapsed = time.monotonic() - window_start
+                    if elapsed >= self.limits.rate_window:
+                        if window_bytes / elapsed < self.limits.min_rate:
+                            raise DownloadError(f"slower than {self.limits.min_rate:.0f} B/s")
+                        window_start, window_bytes = time.monotonic(), 0
+                out.flush()
+                os.fsync(out.fileno())
+            if have < length:
+                raise DownloadError(f"connection closed at {have} of {length} bytes")
+        finally:
+            response.release_conn()
+
+
+class TufFetcher(FetcherInterface):
+    """ngclient's fetcher over urllib3 with timeouts, reporting each response's Date header."""
+
+    def __init__(self, *, limits: FetchLimits = FetchLimits(), on_date: Callable[[Optional[str]], None]):
+        self.limits = limits
+        self.on_date = on_date
+        self._pool = urllib3.PoolManager(retries=False)
+
+    def _fetch(self, url: str) -> Iterator[bytes]:
+        timeout = urllib3.Timeout(connect=self.limits.connect_timeout, read=self.limits.read_timeout)
+        try:
+            response = self._pool.request("GET", url, preload_content=False, timeout=timeout)
+        except urllib3.exceptions.TimeoutError as exc:
+            raise tuf_exceptions.SlowRetrievalError from exc
+        except urllib3.exceptions.HTTPError as exc:
+            raise tuf_exceptions.DownloadError(f"{url}: {exc}") from exc
+        self.on_date(response.headers.get("Date"))
+        if response.status >= 400:
+            response.release_conn()
+            raise tuf_exceptions.DownloadHTTPError(f"HTTP {response.status} for {url}", response.status)
+        return self._chunks(response)
+
+    @staticmethod
+    def _chunks(response) -> Iterator[bytes]:
+        try:
+            yield from response.stream(64 * 1024)
+        except urllib3.exceptions.TimeoutError as exc:
+            raise tuf_exceptions.SlowRetrievalError from exc
+        except urllib3.exceptions.HTTPError as exc:
+            raise tuf_exceptions.DownloadError(str(exc)) from exc
+        finally:
+            response.release_conn()

@@ -1,0 +1,67 @@
+"""Sideload: load a pack from a USB stick or SD card with the same verification as a network sync, and write the
+device's unacknowledged events back onto the same medium for ``lessoncast import-events``."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from playlists.manifest import parse_manifest
+from playlists.packs import PACK_ROOT, verify_pack
+
+from device_agent.outbox import Outbox
+from device_agent.store import AgentStore, write_atomic
+from device_agent.timekeeping import TimeKeeper
+
+EVENTS_DIR = "lessoncast-events"
+
+
+class SideloadError(Exception):
+    """The pack cannot be used on this device; the message says why."""
+
+
+def medium_of(pack: Path) -> Path:
+    """The folder on the medium that holds the pack (where the events file goes)."""
+    pack = Path(pack)
+    if pack.is_file():
+        return pack.parent
+    return pack.parent if pack.name == PACK_ROOT else pack
+
+
+def import_pack(store: AgentStore, pack: Path, *, clock=None) -> dict[str, Any]:
+    """Verify PACK, switch to its programme when it is for this device's channel, and export pending events."""
+    from firmware_stub.linux import SystemClock
+
+    creds = store.credentials()
+    config = store.read_json("config.json") or {}
+    time = TimeKeeper(clock or SystemClock(), store)
+    work = store.root / "pack-work"
+    shutil.rmtree(work, ignore_errors=True)
+    try:
+        verified = verify_pack(pack, store.trusted_root(), work_dir=work, metadata_dir=store.metadata_dir,
+                               reference_time=time.now())
+        if config.get("channel") and verified.channel != config["channel"]:
+            raise SideloadError(f"the pack is for channel {verified.channel}, this device is on {config['channel']}; "
+                                "make a pack for this device's channel")
+        manifest = parse_manifest(verified.manifest_bytes)
+        for target, path in verified.media.items():
+            dest = store.media_file(target)
+            if not dest.exists():
+                tmp = store.partial_dir / dest.name
+                shutil.copyfile(path, tmp)
+                tmp.replace(dest)  # verified above; the copy is checked again by size
+                if dest.stat().st_size != path.stat().st_size:
+                    dest.unlink()
+                    raise SideloadError(f"copying {path} failed; try again")
+        write_atomic(store.manifest_path, verified.manifest_bytes)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    outbox = Outbox(store.outbox_path)
+    try:
+        events_file = medium_of(pack) / EVENTS_DIR / f"{creds['device']}.events.jsonl"
+        exported = outbox.export(events_file, creds["device"])
+    finally:
+        outbox.close()
+    return {"device": creds["device"], "channel": verified.channel, "manifest_version": manifest.version,
+            "media_files": len(verified.media), "events_exported": exported, "events_file": str(events_file)}

@@ -1,0 +1,175 @@
+"""Sync: refresh trust, fetch the channel manifest, download what is missing, verify, switch, prune.
+
+Nothing is used before it is verified: media land in ``partial/`` and move into ``media/`` only after their length
+and sha256 match the signed target info. The new programme replaces the old one only when all of its files are
+present; anything that fails leaves the last verified programme playing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, time as dtime
+from typing import Optional
+from zoneinfo import ZoneInfo
+
+from playlists.manifest import ManifestError, media_of, parse_manifest
+from playlists.trust import TrustError, fetch_manifest, open_updater, verify_media
+
+from device_agent.fetcher import DownloadError, HttpFetcher, TufFetcher
+from device_agent.store import AgentStore, write_atomic
+
+log = logging.getLogger(__name__)
+RESERVE_BYTES = 64 * 1024 * 1024  # keep this much free for the outbox, logs and the OS
+USAGE_FILE = "data_usage.json"
+
+
+@dataclass
+class SyncResult:
+    """What a sync did, for status and the log."""
+
+    state: str  # "idle" (up to date or switched), "deferred", "error"
+    manifest_version: Optional[int] = None
+    switched: bool = False
+    downloaded_bytes: int = 0
+    reason: str = ""
+    stale: bool = False
+    missing: list[str] = field(default_factory=list)
+
+
+def in_window(window: Optional[list | tuple], local_now: datetime) -> bool:
+    """Whether LOCAL_NOW falls in a download window ("HH:MM", "HH:MM"), which may cross midnight; None is always."""
+    if not window:
+        return True
+    start, end = (dtime.fromisoformat(t) for t in window)
+    now = local_now.time()
+    return start <= now < end if start < end else now >= start or now < end
+
+
+def metadata_expiry(store: AgentStore) -> Optional[datetime]:
+    """When the last verified timestamp metadata expires (the device is 'stale' after that)."""
+    try:
+        signed = json.loads((store.metadata_dir / "timestamp.json").read_bytes())["signed"]
+        return datetime.fromisoformat(signed["expires"].replace("Z", "+00:00"))
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+class Syncer:
+    """One device's sync, with its store, hardware storage, trusted time and HTTP fetchers."""
+
+    def __init__(self, store: AgentStore, storage, timekeeper, *, quota_bytes: Optional[int] = None,
+                 fetcher: Optional[HttpFetcher] = None):
+        self.store = store
+        self.storage = storage
+        self.time = timekeeper
+        self.quota_bytes = quota_bytes
+        creds = store.credentials()
+        self.fetcher = fetcher or HttpFetcher(token=creds.get("http_token"), on_date=timekeeper.observe_date_header)
+
+    # -- data budget -----------------------------------------------------------------------------------------
+    def _usage(self, month: str) -> int:
+        usage = self.store.read_json(USAGE_FILE) or {}
+        return int(usage.get(month, 0))
+
+    def _add_usage(self, month: str, count: int) -> None:
+        usage = self.store.read_json(USAGE_FILE) or {}
+        usage = {month: int(usage.get(month, 0)) + count}  # only the current month matters
+        self.store.write_json(USAGE_FILE, usage)
+
+    # -- the sync ----------------------------------------------------------------------------------------------
+    def run(self, config: dict, *, force: bool = False) -> SyncResult:
+        """Sync the channel in CONFIG; FORCE ignores the download window (a resync command, a first sync)."""
+        now = self.time.now()
+        zone = ZoneInfo(config.get("timezone") or "Asia/Shanghai")
+        expiry = metadata_expiry(self.store)
+        stale = expiry is not None and now > expiry
+        if not force and not in_window(config.get("download_window"), now.astimezone(zone)):
+            return SyncResult("deferred", reason="outside the download window", stale=stale)
+        creds = self.store.credentials()
+        channel = config["channel"]
+        target = f"channels/{channel}/manifest.json"
+        try:
+            updater = open_updater(self.store.metadata_dir, self.store.trusted_root(), creds["metadata_url"],
+                                   creds["targets_url"], reference_time=now,
+                                   fetcher=TufFetcher(on_date=self.time.observe_date_header))
+            data = fetch_manifest(updater, target, self.store.partial_dir / "manifests")
+            manifest = parse_manifest(data)
+            if manifest.channel != channel:
+                raise TrustError(f"the signed manifest is for {manifest.channel}, not this device's {channel}")
+        except (TrustError, ManifestError) as exc:
+            stale = stale or "ExpiredMetadataError" in str(exc)
+            log.warning("sync refused: %s", exc)
+            return SyncResult("error", reason=str(exc), stale=stale)
+        except Exception as exc:  # network down, server unreachable: keep playing, try later
+            log.warning("sync failed: %s: %s", type(exc).__name__, exc)
+            return SyncResult("error", reason=f"{type(exc).__name__}: {exc}", stale=stale)
+        stale = False
+        current = self.store.current_manifest()
+        if current == data:
+            return SyncResult("idle", manifest.version)
+        files = media_of(manifest)
+        missing = {sha: item for sha, item in files.items() if not self.store.has_media(item.path)}
+        need = sum(item.length for item in missing.values())
+        problem = self._room_for(need, files, config, now)
+        if problem:
+            return SyncResult("error", manifest.version, reason=problem, missing=sorted(missing))
+        base = creds.get("media_base_url") or config.get("media_base_url")
+        before = self.fetcher.bytes_received
+        try:
+            for sha, item in sorted(missing.items(), key=lambda kv: kv[1].length):
+                self._download(updater, base, item)
+        except (DownloadError, TrustError) as exc:
+            got = self.fetcher.bytes_received - before
+            self._add_usage(now.strftime("%Y-%m"), got)
+            return SyncResult("error", manifest.version, downloaded_bytes=got, reason=str(exc),
+                              missing=sorted(missing))
+        got = self.fetcher.bytes_received - before
+        self._add_usage(now.strftime("%Y-%m"), got)
+        write_atomic(self.store.manifest_path, data)  # the switch: every file of it is present and verified
+        self.prune(manifest)
+        return SyncResult("idle", manifest.version, switched=True, downloaded_bytes=got)
+
+    def _room_for(self, need: int, files, config: dict, now: datetime) -> str:
+        budget_mb = config.get("data_budget_mb")
+        if budget_mb is not None:
+            used = self._usage(now.strftime("%Y-%m"))
+            if used + need > budget_mb * 1024 * 1024:
+                return (f"the download ({need / 1e6:.1f} MB) would pass this month's data budget "
+                        f"({budget_mb} MB, {used / 1e6:.1f} MB used); keeping the current programme")
+        free = self.storage.free_bytes() - RESERVE_BYTES
+        if need > free:
+            return (f"not enough storage: the new programme needs {need / 1e6:.1f} MB more, "
+                    f"{max(0, free) / 1e6:.1f} MB free; keeping the current programme")
+        if self.quota_bytes is not None:
+            total = sum(item.length for item in files.values())
+            if total > self.quota_bytes:
+                return (f"the programme ({total / 1e6:.1f} MB) is over this device's storage quota "
+                        f"({self.quota_bytes / 1e6:.1f} MB); keeping the current programme")
+        return ""
+
+    def _download(self, updater, base: str, item) -> None:
+        name = item.path.rpartition("/")[2]
+        partial = self.store.partial_dir / name
+        self.fetcher.download(base.rstrip("/") + "/" + item.path, partial, item.length)
+        try:
+            verify_media(updater, item.path, partial)
+        except TrustError:
+            partial.unlink(missing_ok=True)  # a bad copy is thrown away, never kept
+            raise
+        os.replace(partial, self.store.media_file(item.path))
+
+    def prune(self, manifest, keep: frozenset[str] = frozenset()) -> list[str]:
+        """Delete media no longer in the verified manifest (and leftovers of abandoned downloads)."""
+        wanted = {item.path.rpartition("/")[2] for item in media_of(manifest).values()} | set(keep)
+        removed = []
+        for path in self.store.media_dir.iterdir():
+            if path.name not in wanted:
+                path.unlink(missing_ok=True)
+                removed.append(path.name)
+        for path in self.store.partial_dir.glob("*"):
+            if path.is_file() and path.name not in wanted:
+                path.unlink(missing_ok=True)
+        return removed

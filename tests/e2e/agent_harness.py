@@ -1,0 +1,81 @@
+"""A county and its devices for end-to-end agent tests: a real Mosquitto, the Flask app on a real port, the ingest,
+real ffmpeg-made lessons, and agents on simulated hardware (in a thread, or as `lessoncast agent run` processes)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Optional
+
+from device_agent.agent import Agent, AgentOptions
+from device_agent.enrol import enrol
+from device_agent.link import LinkOptions
+from device_agent.store import AgentStore
+from firmware_stub.sim import SimClock, sim_hardware
+
+
+def fast_options(**changes) -> AgentOptions:
+    """Agent timers short enough for tests."""
+    base = dict(tick_s=0.5, progress_interval_s=5.0, batch_size=50, window=5, resend_after_s=2.0,
+                link=LinkOptions(backoff_base_s=0.1, backoff_cap_s=1.0))
+    return AgentOptions(**{**base, **changes})
+
+
+def add_and_enrol(services, base_url: str, store_dir: Path, *, kind: str = "radio", site: str = "qs-01",
+                  **fields) -> AgentStore:
+    """Add a device on the server and enrol an agent store with its code over HTTP."""
+    from server import devices
+
+    with services.db.session() as session:
+        new = devices.add(services, session, kind=kind, name=f"{kind} {store_dir.name}", site_code=site,
+                          actor="test", **fields)
+    store = AgentStore(store_dir)
+    enrol(store, base_url, new.code)
+    return store
+
+
+@dataclass
+class RunningAgent:
+    """An agent in a thread on simulated hardware."""
+
+    agent: Agent
+    clock: SimClock
+    thread: threading.Thread
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def hw(self):
+        return self.agent.hw
+
+    def halt(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=20)
+        assert not self.thread.is_alive(), "the agent did not stop"
+
+
+def start_agent(store: AgentStore, *, speed: float = 1.0, options: Optional[AgentOptions] = None,
+                clock: Optional[SimClock] = None, total_bytes: int = 8 * 2**30) -> RunningAgent:
+    """Run an agent for STORE in a thread on simulated hardware."""
+    kind = store.credentials()["kind"]
+    clock = clock or SimClock(datetime.now(timezone.utc), speed=speed)
+    hw = sim_hardware(kind, store.media_dir, clock=clock, total_bytes=total_bytes)
+    agent = Agent(store, hw, options or fast_options())
+    stop = threading.Event()
+    thread = threading.Thread(target=agent.run, args=(stop,), name=f"agent-{store.root.name}", daemon=True)
+    running = RunningAgent(agent, clock, thread, stop)
+    thread.start()
+    return running
+
+
+def poll(predicate: Callable[[], object], timeout: float, what: str):
+    """Poll until PREDICATE is truthy; fail naming WHAT after TIMEOUT seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")

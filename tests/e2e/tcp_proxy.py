@@ -1,0 +1,100 @@
+"""A small TCP proxy for tests: it can cut the network, refuse connections, or drop each connection after N bytes."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from typing import Optional
+
+from tests.conftest import free_port
+
+
+class TcpProxy:
+    """Forwards 127.0.0.1:port to 127.0.0.1:target_port, with faults the test switches on and off."""
+
+    def __init__(self, target_port: int, *, drop_after: Optional[int] = None):
+        self.target_port = target_port
+        self.port = free_port()
+        self.drop_after = drop_after  # close each connection after this many bytes towards the client
+        self.online = True
+        self.bytes_to_client = 0
+        self.cuts = 0
+        self._lock = threading.Lock()
+        self._conns: list[socket.socket] = []
+        self._server = socket.create_server(("127.0.0.1", self.port))
+        self._closed = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            if not self.online:
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            with self._lock:
+                self._conns += [client, upstream]
+            budget = [self.drop_after]
+            threading.Thread(target=self._pump, args=(client, upstream, None), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, budget), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, budget: Optional[list]) -> None:
+        try:
+            while True:
+                data = src.recv(16384)
+                if not data:
+                    break
+                if budget is not None and budget[0] is not None:
+                    if len(data) >= budget[0]:
+                        dst.sendall(data[: budget[0]])
+                        self._count(budget[0])
+                        with self._lock:
+                            self.cuts += 1
+                        break
+                    budget[0] -= len(data)
+                dst.sendall(data)
+                if budget is not None:
+                    self._count(len(data))
+        except OSError:
+            pass  # the other side closed or the test cut the network: that is the point of this proxy
+        finally:
+            for sock in (src, dst):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                sock.close()
+
+    def _count(self, n: int) -> None:
+        with self._lock:
+            self.bytes_to_client += n
+
+    def cut(self) -> None:
+        """Drop every open connection and refuse new ones (the boat sails out of range)."""
+        self.online = False
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for sock in conns:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
+    def restore(self) -> None:
+        """Accept connections again."""
+        self.online = True
+
+    def close(self) -> None:
+        """Stop the proxy."""
+        self._closed.set()
+        self.cut()
+        self._server.close()
