@@ -57,7 +57,8 @@ class HttpFetcher:
         """Fetch URL into PARTIAL until it holds LENGTH bytes; raises DownloadError (the partial file stays)."""
         partial.parent.mkdir(parents=True, exist_ok=True)
         last_error = "no attempt made"
-        for attempt in range(self.limits.attempts):
+        failures = 0
+        while failures < self.limits.attempts:
             have = partial.stat().st_size if partial.exists() else 0
             if have > length:
                 partial.unlink()  # longer than signed: never trust it
@@ -68,9 +69,12 @@ class HttpFetcher:
                 self._fetch_from(url, partial, have, length)
             except (urllib3.exceptions.HTTPError, OSError, DownloadError) as exc:
                 last_error = f"{type(exc).__name__}: {exc}"
-                self.sleep(min(30.0, self.limits.backoff * (2 ** attempt)))
-                continue
-        raise DownloadError(f"{url}: gave up after {self.limits.attempts} attempts ({last_error})")
+                now_have = partial.stat().st_size if partial.exists() else 0
+                if now_have > have:
+                    continue  # it moved forward: resume at once
+                failures += 1
+                self.sleep(min(30.0, self.limits.backoff * (2 ** failures)))
+        raise DownloadError(f"{url}: gave up after {self.limits.attempts} failed attempts ({last_error})")
 
     def _fetch_from(self, url: str, partial: Path, have: int, length: int) -> None:
         timeout = urllib3.Timeout(connect=self.limits.connect_timeout, read=self.limits.read_timeout)
@@ -87,7 +91,8 @@ class HttpFetcher:
             mode = "ab" if have else "wb"
             window_start, window_bytes = time.monotonic(), 0
             with open(partial, mode) as out:
-                for chunk in response.stream(64 * 1024):
+                # read1 hands over whatever has arrived, so a dropped connection keeps every byte received so far.
+                for chunk in iter(lambda: response.read1(64 * 1024), b""):
                     room = length - have
                     if len(chunk) > room:
                         out.write(chunk[:room])  # never past the signed length; verification will decide

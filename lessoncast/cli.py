@@ -11,6 +11,7 @@ from lessoncast import __version__
 
 # name -> (module, attribute, one-line help). Help is here so `lessoncast --help` imports nothing else.
 COMMANDS: dict[str, tuple[str, str, str]] = {
+    "agent": ("device_agent.cli", "agent", "The device agent: enrol, run, status, sideload packs."),
     "run": ("server.cli", "run", "Start the whole stack: web, worker and broker. Ctrl-C stops it."),
     "init": ("server.cli", "init", "Create the data directory, migrate the database and the first admin."),
     "config": ("server.cli", "config", "Print the effective settings (secrets masked) and where each came from."),
@@ -21,6 +22,10 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "web": ("server.cli", "web", "Run only the web server (gunicorn)."),
     "worker": ("server.cli", "worker", "Run only the job worker (huey consumer)."),
     "broker": ("server.cli", "broker", "Write the broker config, or run only the broker."),
+    "ingest": ("server.cli_ingest", "ingest",
+               "Run only the event ingest (MQTT subscriber that stores device events and acks them)."),
+    "import-events": ("server.cli_ingest", "import_events",
+                      "Import device events a radio wrote onto a USB stick or SD card."),
     "org": ("server.cli_org", "org", "Import and list townships, sites, groups and members (CSV)."),
     "device": ("server.cli_devices", "device", "Add, import, list and revoke devices; print enrolment codes."),
     "keys": ("server.cli_trust", "keys", "Create the signing keys, check their expiry, rotate the root."),

@@ -335,6 +335,7 @@ def run() -> None:
         conf = write_config(services)
         children.append(Child("broker", [executable, "-c", str(conf)], env))
     children.append(Child("worker", [sys.executable, "-m", "lessoncast", "worker"], env))
+    children.append(Child("ingest", [sys.executable, "-m", "lessoncast", "ingest"], env))
     children.append(Child("web", _web_argv(settings), env))
 
     def ready() -> None:

@@ -1,4 +1,4 @@
-"""Health of the stack: is the database reachable, is a worker alive, does the broker accept connections."""
+"""Health of the stack: is the database reachable, are a worker and an ingest alive, does the broker answer."""
 
 from __future__ import annotations
 
@@ -24,19 +24,29 @@ def check_database(services: Services) -> dict[str, Any]:
         return {"up": False, "error": f"{type(exc).__name__}: {exc}"}
 
 
-def check_worker(services: Services) -> dict[str, Any]:
-    """Whether a worker has sent a heartbeat recently."""
+def _check_beat(services: Services, name: str) -> dict[str, Any]:
+    """Whether the process NAME ("worker", "ingest") has sent a heartbeat recently."""
     try:
         with services.db.session() as session:
-            seen = session.scalar(select(ProcessBeat.seen_at).where(ProcessBeat.name == "worker"))
+            seen = session.scalar(select(ProcessBeat.seen_at).where(ProcessBeat.name == name))
     except Exception as exc:
         return {"up": False, "error": f"cannot read heartbeats: {exc}"}
     if seen is None:
-        return {"up": False, "error": "no worker has ever started; run 'lessoncast run' or 'lessoncast worker'"}
+        return {"up": False, "error": f"no {name} has ever started; run 'lessoncast run' or 'lessoncast {name}'"}
     age = (services.clock() - seen).total_seconds()
     if age > WORKER_SILENCE_S:
-        return {"up": False, "error": f"last worker heartbeat {age:.0f} s ago", "last_seen": seen.isoformat()}
+        return {"up": False, "error": f"last {name} heartbeat {age:.0f} s ago", "last_seen": seen.isoformat()}
     return {"up": True, "last_seen": seen.isoformat()}
+
+
+def check_worker(services: Services) -> dict[str, Any]:
+    """Whether a worker has sent a heartbeat recently."""
+    return _check_beat(services, "worker")
+
+
+def check_ingest(services: Services) -> dict[str, Any]:
+    """Whether an event ingest has sent a heartbeat recently."""
+    return _check_beat(services, "ingest")
 
 
 def broker_address(services: Services) -> tuple[str, int]:
@@ -72,7 +82,7 @@ def trust_warnings(services: Services) -> list[str]:
 def report(services: Services) -> tuple[dict[str, Any], bool]:
     """The health document and whether everything is up, with warnings staff should act on."""
     parts = {"web": {"up": True}, "database": check_database(services), "worker": check_worker(services),
-             "broker": check_broker(services)}
+             "broker": check_broker(services), "ingest": check_ingest(services)}
     ok = all(part["up"] for part in parts.values())
     down = [name for name, part in parts.items() if not part["up"]]
     return {"ok": ok, "down": down, **parts, "warnings": trust_warnings(services)}, ok

@@ -160,3 +160,4 @@ class ProcessBeat(Base):
 # The organisation, device and programme tables live in their own module; importing it here means whoever loads
 # the models (Alembic, tests, the app) sees every table.
 from server import org_models  # noqa: E402,F401
+from server import event_models  # noqa: E402,F401

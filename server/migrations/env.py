@@ -2,7 +2,8 @@
 
 from alembic import context
 
-from server import models, org_models  # noqa: F401  (importing them registers every table on Base.metadata)
+# Importing the model modules registers every table on Base.metadata.
+from server import event_models, models, org_models  # noqa: F401
 from server.db import Base, make_engine
 
 config = context.config

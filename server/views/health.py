@@ -1,4 +1,4 @@
-"""GET /healthz: 200 when web, worker, broker and database are up; 503 naming what is down."""
+"""GET /healthz: 200 when web, worker, ingest, broker and database are up; 503 naming what is down."""
 
 from __future__ import annotations
 

@@ -25,13 +25,17 @@ def fast_options(**changes) -> AgentOptions:
 
 
 def add_and_enrol(services, base_url: str, store_dir: Path, *, kind: str = "radio", site: str = "qs-01",
-                  **fields) -> AgentStore:
-    """Add a device on the server and enrol an agent store with its code over HTTP."""
+                  settings: Optional[dict] = None, **fields) -> AgentStore:
+    """Add a device on the server and enrol an agent store with its code over HTTP.
+
+    Unless SETTINGS say otherwise the device has no download window, so a notify is synced at once.
+    """
     from server import devices
 
     with services.db.session() as session:
         new = devices.add(services, session, kind=kind, name=f"{kind} {store_dir.name}", site_code=site,
                           actor="test", **fields)
+    devices.update(services, new.uid, {"settings": {"download_window": None, **(settings or {})}}, "test")
     store = AgentStore(store_dir)
     enrol(store, base_url, new.code)
     return store

@@ -27,7 +27,7 @@ def test_run_upload_and_stop(tmp_path):
     try:
         status, health = wait_for(lambda: (s := get_json(f"{base}/healthz"))[0] == 200 and s, 60,
                                   "a healthy stack", log)
-        assert health["ok"] and all(health[p]["up"] for p in ("web", "worker", "broker", "database"))
+        assert health["ok"] and all(health[p]["up"] for p in ("web", "worker", "ingest", "broker", "database"))
         assert "password:" in log.read_text(), "the first admin password is printed once"
 
         token = subprocess.run([env["PATH"].split(":")[0] + "/lessoncast", "token", "create", "--role", "media",
@@ -80,7 +80,7 @@ def test_healthz_names_what_is_down(tmp_path):
         status, health = wait_for(lambda: get_json(f"{base}/healthz")[0] and get_json(f"{base}/healthz"), 30,
                                   "the web server", log)
         assert status == 503
-        assert set(health["down"]) == {"worker", "broker"}
+        assert set(health["down"]) == {"worker", "broker", "ingest"}
         assert "no worker has ever started" in health["worker"]["error"]
     finally:
         stop(proc, signal.SIGTERM)

@@ -1,0 +1,51 @@
+"""``lessoncast ingest`` (the MQTT event ingest) and ``lessoncast import-events`` (events from a USB stick)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from server.cli import _initialised, _services
+
+
+@click.command()
+def ingest() -> None:
+    """Run the event ingest in the foreground: store device events and status, and acknowledge them."""
+    from server.ingest import Ingest
+
+    services = _services()
+    logging.basicConfig(level=services.settings.log_level, format="%(asctime)s ingest %(levelname)s %(message)s")
+    Ingest(services).run()
+
+
+@click.command("import-events")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+def import_events(paths: tuple[Path, ...]) -> None:
+    """Import the events radios wrote under PATHS (files, or folders holding *.events.jsonl or
+    lessoncast-events/*.jsonl). Importing a file twice stores nothing new."""
+    from server.ingest import EventFileError, find_events_files, import_events_file
+
+    services = _services()
+    _initialised(services)
+    files = sorted({f for root in paths for f in find_events_files(root)})
+    if not files:
+        raise click.ClickException("No events files found (looked for *.events.jsonl and lessoncast-events/*.jsonl).")
+    failed = 0
+    for path in files:
+        try:
+            result = import_events_file(services, path)
+        except EventFileError as exc:
+            failed += 1
+            click.secho(str(exc), fg="red", err=True)
+            continue
+        line = (f"{path}: device {result.device}, stored {result.stored}, duplicates {result.duplicates}, "
+                f"acked {result.acked} (epoch {result.epoch})")
+        if result.quarantined:
+            line += f", quarantined {result.quarantined} (the device is not enrolled)"
+        click.echo(line)
+    if failed:
+        click.secho(f"{failed} of {len(files)} files refused; nothing from them was stored.", fg="red", err=True)
+        sys.exit(1)

@@ -1,0 +1,81 @@
+"""SQLAlchemy models for what devices report: play and other events, quarantined batches, acks and status.
+
+Events are stored raw (every field the device sent) with their arrival time, once per (device, event id), so a
+batch sent twice is counted once. Attendance reads them later; ingest only stores and acknowledges.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Optional
+
+from sqlalchemy import JSON, Boolean, Index, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from server.db import Base, UTCDateTime
+
+
+class DeviceEvent(Base):
+    """One event a device recorded: a play, a check-in, an error or a command result.
+
+    ``seq_last`` equals ``seq`` except for a compacted summary event, which stands for the whole range.
+    """
+
+    __tablename__ = "device_events"
+    # The unique constraint and the sequence index both lead with device_uid, so they serve per-device lookups too.
+    __table_args__ = (
+        UniqueConstraint("device_uid", "event_id", name="uq_device_events_device_event"),
+        Index("ix_device_events_device_epoch_seq", "device_uid", "epoch", "seq"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    device_uid: Mapped[str] = mapped_column(String(64))
+    epoch: Mapped[int] = mapped_column(Integer)
+    seq: Mapped[int] = mapped_column(Integer)
+    seq_last: Mapped[int] = mapped_column(Integer)
+    event_id: Mapped[str] = mapped_column(String(36))
+    type: Mapped[str] = mapped_column(String(32))
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)
+    device_time: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class QuarantinedBatch(Base):
+    """A batch the server could not accept (unreadable, inconsistent, from a device that is not enrolled).
+
+    Its raw bytes are kept for staff to look at. Its sequence range counts as stored, so the device can move on.
+    """
+
+    __tablename__ = "quarantined_batches"
+    __table_args__ = (Index("ix_quarantined_batches_device_epoch_seq", "device_uid", "epoch", "seq_first"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    device_uid: Mapped[str] = mapped_column(String(64))
+    epoch: Mapped[int] = mapped_column(Integer)
+    seq_first: Mapped[int] = mapped_column(Integer)
+    seq_last: Mapped[int] = mapped_column(Integer)
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    reason: Mapped[str] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class DeviceSequence(Base):
+    """How far a device's events are stored in one epoch: every seq 1..acked is committed (the ack it gets)."""
+
+    __tablename__ = "device_sequences"
+
+    device_uid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    epoch: Mapped[int] = mapped_column(Integer, primary_key=True)
+    acked: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class DeviceStatus(Base):
+    """The last status a device reported (or its last will, which says it went offline)."""
+
+    __tablename__ = "device_status"
+
+    device_uid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)
+    online: Mapped[bool] = mapped_column(Boolean)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
