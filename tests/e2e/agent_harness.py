@@ -83,3 +83,35 @@ def poll(predicate: Callable[[], object], timeout: float, what: str):
             return value
         time.sleep(0.1)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def server_events(services, device: str) -> list[tuple[int, int, str]]:
+    """(epoch, seq, seq_last, phase/type) of every event the server stored for DEVICE, in order."""
+    from sqlalchemy import select
+
+    from server.event_models import DeviceEvent
+
+    with services.db.session() as session:
+        rows = session.execute(select(DeviceEvent.epoch, DeviceEvent.seq, DeviceEvent.seq_last, DeviceEvent.body)
+                               .where(DeviceEvent.device_uid == device).order_by(DeviceEvent.epoch,
+                                                                                 DeviceEvent.seq)).all()
+    return [(e, s, sl, body.get("phase") or body.get("type")) for e, s, sl, body in rows]
+
+
+def covered_exactly_once(rows) -> set[int]:
+    """The sequence numbers the stored events cover; fails if any is covered twice."""
+    seen: set[int] = set()
+    for _epoch, seq, seq_last, _what in rows:
+        for n in range(seq, seq_last + 1):
+            assert n not in seen, f"sequence {n} stored twice"
+            seen.add(n)
+    return seen
+
+
+def start_ingest(services):
+    """The server's event ingest, in this process."""
+    from server.ingest import Ingest
+
+    ingest = Ingest(services).start()
+    assert ingest.subscribed.wait(10), "ingest did not subscribe"
+    return ingest
