@@ -73,8 +73,6 @@ def run_cmd(hal: str, speed: float, data_dir: str) -> None:
         raise click.ClickException(f"No credentials in {data_dir}: run 'lessoncast agent enrol' first.")
     hw = _hardware(hal, store.credentials()["kind"], store, speed)
     stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: (stop.set(), None)[1])
     reboot = (lambda: os.system("systemctl reboot")) if hal == "linux" else (lambda: None)
     options = AgentOptions()
     if os.environ.get("LESSONCAST_AGENT_TEST_FAST"):  # the end-to-end tests shorten every timer
@@ -84,7 +82,15 @@ def run_cmd(hal: str, speed: float, data_dir: str) -> None:
                                progress_interval_s=float(os.environ.get("LESSONCAST_AGENT_PROGRESS", "60")),
                                resend_after_s=float(os.environ.get("LESSONCAST_AGENT_RESEND", "30")),
                                link=LinkOptions(backoff_base_s=0.2, backoff_cap_s=2.0))
-    Agent(store, hw, options, reboot=reboot).run(stop)
+    device = Agent(store, hw, options, reboot=reboot)
+
+    def shutdown(*_args) -> None:
+        stop.set()
+        device.wake.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, shutdown)
+    device.run(stop)
 
 
 @agent.command("status")

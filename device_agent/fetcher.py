@@ -53,6 +53,16 @@ class HttpFetcher:
             headers["Authorization"] = f"Bearer {self.token}"
         return headers
 
+    def server_date(self, url: str) -> bool:
+        """Ask URL for its headers only, to learn the server's time; False when the server cannot be reached."""
+        timeout = urllib3.Timeout(connect=self.limits.connect_timeout, read=self.limits.read_timeout)
+        try:
+            response = self._pool.request("HEAD", url, headers=self._headers(0), timeout=timeout)
+        except (urllib3.exceptions.HTTPError, OSError):
+            return False
+        self.on_date(response.headers.get("Date"))
+        return True
+
     def download(self, url: str, partial: Path, length: int) -> Path:
         """Fetch URL into PARTIAL until it holds LENGTH bytes; raises DownloadError (the partial file stays)."""
         partial.parent.mkdir(parents=True, exist_ok=True)

@@ -82,13 +82,16 @@ class Syncer:
     # -- the sync ----------------------------------------------------------------------------------------------
     def run(self, config: dict, *, force: bool = False) -> SyncResult:
         """Sync the channel in CONFIG; FORCE ignores the download window (a resync command, a first sync)."""
+        creds = self.store.credentials()
+        # Learn the server's time first: after weeks at sea the device clock may have drifted, and the metadata
+        # expiry must be judged against true time.
+        self.fetcher.server_date(creds["metadata_url"] + "timestamp.json")
         now = self.time.now()
         zone = ZoneInfo(config.get("timezone") or "Asia/Shanghai")
         expiry = metadata_expiry(self.store)
         stale = expiry is not None and now > expiry
         if not force and not in_window(config.get("download_window"), now.astimezone(zone)):
             return SyncResult("deferred", reason="outside the download window", stale=stale)
-        creds = self.store.credentials()
         channel = config["channel"]
         target = f"channels/{channel}/manifest.json"
         try:

@@ -47,6 +47,16 @@ class SimClock:
             wall0, mono0 = self._wall0, self._wall_mono0
         return wall0 + timedelta(seconds=self.monotonic() - mono0)
 
+    def set_speed(self, speed: float) -> None:
+        """Run at SPEED from now on; time already passed stays as it was (monotonic never jumps)."""
+        if not speed > 0:
+            raise ValueError(f"SimClock speed {speed!r} must be above 0")
+        with self._cond:
+            current = self.monotonic()
+            self._real0, self._mono0, self._jumped = time.monotonic(), current, 0.0
+            self.speed = float(speed)
+            self._cond.notify_all()
+
     def advance(self, seconds: float) -> None:
         """Jump forward SECONDS at once, waking every ``sleep`` and ``wait`` to recheck its deadline."""
         if seconds < 0:

@@ -56,6 +56,7 @@ class RunningAgent:
 
     def halt(self) -> None:
         self.stop.set()
+        self.agent.wake.set()
         self.thread.join(timeout=20)
         assert not self.thread.is_alive(), "the agent did not stop"
 

@@ -101,3 +101,17 @@ def test_monotonic_never_goes_back_and_advance_refuses_to():
 def test_a_naive_start_is_refused():
     with pytest.raises(ValueError, match="timezone"):
         SimClock(datetime(2024, 6, 1, 8, 0))
+
+
+def test_changing_speed_keeps_time_continuous():
+    from datetime import datetime, timezone
+
+    from firmware_stub.sim import SimClock
+
+    clock = SimClock(datetime(2026, 11, 1, tzinfo=timezone.utc), speed=1.0)
+    before = clock.monotonic()
+    clock.set_speed(1000.0)
+    assert clock.monotonic() - before < 5, "no jump when speeding up"
+    fast = clock.monotonic()
+    clock.set_speed(1.0)
+    assert clock.monotonic() >= fast, "never backwards when slowing down"
