@@ -159,3 +159,17 @@ def test_result_serialises_for_the_job_record(speech):
     record = json.loads(json.dumps(speech.rendition("radio").to_dict()))
     assert record["sha256"] == speech.rendition("radio").sha256
     assert record["loudness"]["integrated_lufs"] == speech.rendition("radio").loudness.integrated_lufs
+
+
+def test_a_slightly_quiet_result_with_safe_peaks_is_kept(tmp_path):
+    """Peaky speech that lands a little under the target after the limiter is kept, not rejected."""
+    from media.limits import Limits
+    from tests.generated_media import speech_like
+    from tests.media.conftest import _source
+
+    source = _source(tmp_path, speech_like(tmp_path / "peaky.wav", seconds=7.0))
+    result = make_rendition(source.path, source.probe, source.analysis, PROFILES["radio"], source.out_dir,
+                            tags=TAGS, display_name="peaky.wav")
+    integrated, true_peak = ebur128(result.path)
+    assert true_peak <= PROFILES["radio"].max_true_peak_dbtp
+    assert abs(integrated - PROFILES["radio"].target_lufs) <= 2 * PROFILES["radio"].tolerance_lu
