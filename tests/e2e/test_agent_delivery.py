@@ -5,7 +5,6 @@ import subprocess
 import threading
 import time
 
-import pytest
 
 from server import programmes, publish
 from server.broker import mosquitto_executable, write_config

@@ -4,7 +4,6 @@ reports stale, and when it is back in range delivers every event exactly once.""
 import time
 from datetime import datetime, timedelta, timezone
 
-from playlists import topics
 from server import programmes, publish
 from tests.e2e.agent_harness import (add_and_enrol, covered_exactly_once, fast_options, poll, server_events,
                                      start_agent, start_ingest)
