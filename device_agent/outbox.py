@@ -334,6 +334,7 @@ class Outbox:
         header = {"device": device, "epoch": self.epoch, "events": len(events),
                   "exported_at": format_utc(self._clock.now())}
         tmp = path.with_name(f".{path.name}.tmp")
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "w", encoding="utf-8", newline="\n") as out:
             for line in [header, *events]:
                 out.write(json.dumps(line, sort_keys=True, separators=(",", ":"), ensure_ascii=False) + "\n")

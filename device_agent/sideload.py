@@ -3,6 +3,7 @@ device's unacknowledged events back onto the same medium for ``lessoncast import
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -58,10 +59,17 @@ def import_pack(store: AgentStore, pack: Path, *, clock=None) -> dict[str, Any]:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     outbox = Outbox(store.outbox_path)
+    acked = 0
     try:
+        if verified.acks:
+            # Signed by the county: what the server already stored of this device's events (from an earlier stick).
+            mine = json.loads(verified.acks).get("acks", {}).get(creds["device"])
+            if mine:
+                acked = outbox.ack(int(mine["epoch"]), int(mine["seq"]))
         events_file = medium_of(pack) / EVENTS_DIR / f"{creds['device']}.events.jsonl"
         exported = outbox.export(events_file, creds["device"])
     finally:
         outbox.close()
     return {"device": creds["device"], "channel": verified.channel, "manifest_version": manifest.version,
-            "media_files": len(verified.media), "events_exported": exported, "events_file": str(events_file)}
+            "media_files": len(verified.media), "events_acked": acked, "events_exported": exported,
+            "events_file": str(events_file)}

@@ -45,6 +45,7 @@ class VerifiedPack:
     channel: str
     manifest_bytes: bytes
     media: dict[str, Path]
+    acks: bytes | None = None  # signed acks for the channel's devices, when the pack carries them
 
 
 def safe_name(name: str) -> str:
@@ -76,7 +77,8 @@ def _media_name(target_path: str, sha256: str) -> str:
 
 
 def _pack_entries(*, channel: str, metadata: Mapping[str, bytes], manifest_target: str, manifest_bytes: bytes,
-                  media: Sequence[tuple[str, Path]]) -> dict[str, bytes | Path]:
+                  media: Sequence[tuple[str, Path]],
+                  acks: tuple[str, bytes] | None = None) -> dict[str, bytes | Path]:
     """Every file of the pack, by its path relative to the pack directory, in a checked, FAT32-safe layout."""
     if not metadata or "timestamp.json" not in metadata or "root.json" not in metadata:
         raise TrustError("pack metadata lacks root.json or timestamp.json: build it with "
@@ -90,6 +92,11 @@ def _pack_entries(*, channel: str, metadata: Mapping[str, bytes], manifest_targe
     entries[f"{PACK_ROOT}/targets/manifest.json"] = manifest_bytes
     files = [{"path": "targets/manifest.json", "target": manifest_target, "length": len(manifest_bytes),
               "sha256": hashlib.sha256(manifest_bytes).hexdigest()}]
+    if acks is not None:
+        acks_target, acks_bytes = acks
+        entries[f"{PACK_ROOT}/targets/acks.json"] = acks_bytes
+        files.append({"path": "targets/acks.json", "target": acks_target, "length": len(acks_bytes),
+                      "sha256": hashlib.sha256(acks_bytes).hexdigest()})
     for target, source in media:
         source = Path(source)
         _check_size(str(source), source.stat().st_size)
@@ -106,11 +113,16 @@ def _pack_entries(*, channel: str, metadata: Mapping[str, bytes], manifest_targe
 
 
 def write_pack(out: Path, *, channel: str, metadata: Mapping[str, bytes], manifest_target: str,
-               manifest_bytes: bytes, media: Sequence[tuple[str, Path]], as_tar: bool = False) -> Path:
-    """Write a pack directory under ``out`` (or the tar file ``out``) and return the path written."""
+               manifest_bytes: bytes, media: Sequence[tuple[str, Path]], as_tar: bool = False,
+               acks: tuple[str, bytes] | None = None) -> Path:
+    """Write a pack directory under ``out`` (or the tar file ``out``) and return the path written.
+
+    ACKS, (target path, bytes), is a signed file of acks for the channel's devices: a radio that never connects
+    learns from it which of its events the server has, and empties its outbox.
+    """
     out = Path(out)
     entries = _pack_entries(channel=channel, metadata=metadata, manifest_target=manifest_target,
-                            manifest_bytes=manifest_bytes, media=media)
+                            manifest_bytes=manifest_bytes, media=media, acks=acks)
     if as_tar:
         if out.suffix != ".tar":
             raise TrustError(f"{out}: a tar pack must be named *.tar")
@@ -248,8 +260,16 @@ def verify_pack(pack: Path, trusted_root: bytes, *, work_dir: Path, metadata_dir
     fetcher.add_alias(f"targets/{dirname}{sep}{info.hashes['sha256']}.{basename}", "targets/manifest.json")
     manifest_bytes = fetch_manifest(updater, manifest_target, work_dir / "targets")
     media: dict[str, Path] = {}
+    acks: bytes | None = None
     for entry in index["files"]:
         if entry["path"] == "targets/manifest.json":
+            continue
+        if entry["path"] == "targets/acks.json":
+            if entry["target"] != f"{manifest_target.rpartition('/')[0]}/acks.json":
+                raise TrustError(f"pack.json names {entry['target']!r} as its acks; they must be the channel's own")
+            data = (root / "targets" / "acks.json").read_bytes()
+            verify_media(updater, entry["target"], data)  # the bytes used are the bytes checked
+            acks = data
             continue
         parts = PurePosixPath(entry["path"]).parts
         if len(parts) != 2 or parts[0] != "media":
@@ -271,4 +291,4 @@ def verify_pack(pack: Path, trusted_root: bytes, *, work_dir: Path, metadata_dir
     if missing:
         raise TrustError(f"the pack lacks {len(missing)} of the manifest's media files (first: {missing[0]}); "
                          "export the pack again")
-    return VerifiedPack(channel, manifest_bytes, media)
+    return VerifiedPack(channel, manifest_bytes, media, acks)

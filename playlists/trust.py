@@ -358,6 +358,17 @@ class Repository(tuf_repository.Repository):
             self._sign_snapshot_and_timestamp()
             return self._versions()
 
+    def add_files(self, files: Mapping[str, bytes], *, now: datetime) -> Versions:
+        """Sign a new targets version that keeps every current target and adds (or replaces) these small files."""
+        infos = {_check_target_path(path): TargetFile.from_data(path, data, ["sha256"]) for path, data in files.items()}
+        with self._session(now):
+            for path, data in files.items():
+                _write_atomic(self.targets_dir / _consistent_target_name(infos[path]), data)
+            with self.edit_targets() as targets:
+                targets.targets = {**targets.targets, **infos}
+            self._sign_snapshot_and_timestamp()
+            return self._versions()
+
     def resign_expiring(self, *, now: datetime, within: timedelta) -> list[str]:
         """Re-sign every online role expiring within ``within`` (and the roles above it); return the roles signed."""
         with self._session(now):

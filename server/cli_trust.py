@@ -79,6 +79,21 @@ def keys_rotate_root(keep_online_keys: bool) -> None:
     click.echo(f"Root rotated to version {version}. Move the root key offline again.")
 
 
+def channel_acks(services, channel: str, now) -> tuple[str, bytes]:
+    """The signed-acks target of a channel: what the server has stored of each of its devices' events."""
+    from sqlalchemy import select
+
+    from playlists.manifest import canonical_json, format_utc
+    from server.ingest import acks_for_devices
+    from server.org_models import Device
+
+    with services.db.session() as session:
+        uids = session.scalars(select(Device.uid).where(Device.channel == channel)).all()
+        acks = acks_for_devices(session, uids)
+    return f"channels/{channel}/acks.json", canonical_json({"channel": channel, "issued_at": format_utc(now),
+                                                            "acks": acks})
+
+
 @click.command()
 @click.option("--channel", required=True, help="The channel to pack (see GET /api/v1/channels).")
 @click.argument("out", type=click.Path(path_type=Path))
@@ -117,10 +132,13 @@ def pack(channel: str, out: Path, as_tar: bool) -> None:
         media.append((item.path, path))
     repo = trust_service.repository(services)
     now = services.clock()
+    acks_target, acks_bytes = channel_acks(services, channel, now)
     try:
+        repo.add_files({acks_target: acks_bytes}, now=now)  # signed, so a forged stick cannot delete events
         metadata = repo.signed_versions_for_pack(now=now, expires=expires)
         written = write_pack(out, channel=channel, metadata=metadata, manifest_target=manifest_target(channel),
-                             manifest_bytes=manifest_bytes, media=media, as_tar=as_tar)
+                             manifest_bytes=manifest_bytes, media=media, as_tar=as_tar,
+                             acks=(acks_target, acks_bytes))
     except TrustError as exc:
         raise click.ClickException(str(exc)) from None
     finally:

@@ -163,7 +163,6 @@ def test_result_serialises_for_the_job_record(speech):
 
 def test_a_slightly_quiet_result_with_safe_peaks_is_kept(tmp_path):
     """Peaky speech that lands a little under the target after the limiter is kept, not rejected."""
-    from media.limits import Limits
     from tests.generated_media import speech_like
     from tests.media.conftest import _source
 
