@@ -45,7 +45,7 @@ def enrol_cmd(server: str, code: str, data_dir: str) -> None:
                f"Start it with: lessoncast agent run --data {data_dir}")
 
 
-def _hardware(hal: str, kind: str, store, speed: float):
+def _hardware(hal: str, kind: str, store, speed: float, checkin_device=None):
     if hal == "sim":
         from datetime import datetime, timezone
 
@@ -54,15 +54,17 @@ def _hardware(hal: str, kind: str, store, speed: float):
         return sim_hardware(kind, store.media_dir, clock=SimClock(datetime.now(timezone.utc), speed=speed))
     from firmware_stub.linux import linux_hardware
 
-    return linux_hardware(kind, store.media_dir)
+    return linux_hardware(kind, store.media_dir, checkin_device=checkin_device)
 
 
 @agent.command("run")
 @click.option("--hal", type=click.Choice(["sim", "linux"]), default="linux", show_default=True,
               help="Real hardware (linux) or the simulated one (sim: tests and demos).")
 @click.option("--speed", type=float, default=1.0, help="Simulated clock speed (sim only).")
+@click.option("--checkin-device", default=None, envvar="LESSONCAST_AGENT_CHECKIN_DEVICE",
+              help="Input device of a card or QR reader (linux only), e.g. /dev/input/by-id/usb-reader-event-kbd.")
 @data_option
-def run_cmd(hal: str, speed: float, data_dir: str) -> None:
+def run_cmd(hal: str, speed: float, checkin_device, data_dir: str) -> None:
     """Run the agent until SIGTERM or Ctrl-C."""
     from device_agent.agent import Agent, AgentOptions
 
@@ -71,7 +73,7 @@ def run_cmd(hal: str, speed: float, data_dir: str) -> None:
     store = _store(data_dir)
     if not store.enrolled():
         raise click.ClickException(f"No credentials in {data_dir}: run 'lessoncast agent enrol' first.")
-    hw = _hardware(hal, store.credentials()["kind"], store, speed)
+    hw = _hardware(hal, store.credentials()["kind"], store, speed, checkin_device)
     stop = threading.Event()
     reboot = (lambda: os.system("systemctl reboot")) if hal == "linux" else (lambda: None)
     options = AgentOptions()
@@ -91,6 +93,15 @@ def run_cmd(hal: str, speed: float, data_dir: str) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, shutdown)
     device.run(stop)
+
+
+@agent.command("unit")
+def unit_cmd() -> None:
+    """Print the systemd unit (lessoncast agent unit | sudo tee /etc/systemd/system/lessoncast-agent.service)."""
+    from importlib.resources import files
+
+    click.echo(files("device_agent").joinpath("systemd/lessoncast-agent.service").read_text(encoding="utf-8"),
+               nl=False)
 
 
 @agent.command("status")

@@ -79,10 +79,10 @@ def handle(agent, payload: bytes) -> None:
         if issued and time.now() - datetime.fromisoformat(issued.replace("Z", "+00:00")) > MAX_AGE:
             agent.outbox.record(events.command(time, command_id, name, "expired", f"issued at {issued}"))
             return
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, AttributeError):  # AttributeError: a number has no .replace
         agent.outbox.record(events.command(time, command_id, name, "malformed", f"bad issued_at {issued!r}"))
         return
-    action = DISPATCH.get(name)
+    action = DISPATCH.get(name) if isinstance(name, str) else None  # a list or object is not hashable
     if action is None:
         agent.outbox.record(events.command(time, command_id, name, "unknown", f"unknown command type {name!r}"))
         return

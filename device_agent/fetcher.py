@@ -21,6 +21,10 @@ class DownloadError(Exception):
     """A download could not be completed now; the next sync tries again, resuming where it stopped."""
 
 
+class SlowTransfer(DownloadError):
+    """The transfer ran below the minimum rate: a failed attempt even though some bytes arrived."""
+
+
 @dataclass(frozen=True)
 class FetchLimits:
     """Timeouts and the slowest acceptable transfer."""
@@ -80,8 +84,8 @@ class HttpFetcher:
             except (urllib3.exceptions.HTTPError, OSError, DownloadError) as exc:
                 last_error = f"{type(exc).__name__}: {exc}"
                 now_have = partial.stat().st_size if partial.exists() else 0
-                if now_have > have:
-                    continue  # it moved forward: resume at once
+                if now_have > have and not isinstance(exc, SlowTransfer):
+                    continue  # it moved forward: resume at once (a trickle is no progress: it must give up)
                 failures += 1
                 self.sleep(min(30.0, self.limits.backoff * (2 ** failures)))
         raise DownloadError(f"{url}: gave up after {self.limits.attempts} failed attempts ({last_error})")
@@ -93,6 +97,7 @@ class HttpFetcher:
         try:
             self.on_date(response.headers.get("Date"))
             if response.status == 416 and have:
+                partial.unlink(missing_ok=True)  # the server's file is not what we started: begin again
                 raise DownloadError("the server refused the resume offset; starting again")
             if response.status >= 400:
                 raise DownloadError(f"HTTP {response.status}")
@@ -103,6 +108,7 @@ class HttpFetcher:
             with open(partial, mode) as out:
                 # read1 hands over whatever has arrived, so a dropped connection keeps every byte received so far.
                 for chunk in iter(lambda: response.read1(64 * 1024), b""):
+                    self.bytes_received += len(chunk)  # over the wire, kept or not: the data budget pays for it
                     room = length - have
                     if len(chunk) > room:
                         out.write(chunk[:room])  # never past the signed length; verification will decide
@@ -110,12 +116,11 @@ class HttpFetcher:
                         break
                     out.write(chunk)
                     have += len(chunk)
-                    self.bytes_received += len(chunk)
                     window_bytes += len(chunk)
                     elapsed = time.monotonic() - window_start
                     if elapsed >= self.limits.rate_window:
                         if window_bytes / elapsed < self.limits.min_rate:
-                            raise DownloadError(f"slower than {self.limits.min_rate:.0f} B/s")
+                            raise SlowTransfer(f"slower than {self.limits.min_rate:.0f} B/s")
                         window_start, window_bytes = time.monotonic(), 0
                 out.flush()
                 os.fsync(out.fileno())

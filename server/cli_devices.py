@@ -110,6 +110,22 @@ def device_code(uid: str) -> None:
         click.echo(devices.reissue_code(_services(), uid, "cli"))
 
 
+@device.command("command")
+@click.argument("uid")
+@click.argument("kind", type=click.Choice(["resync", "play-now", "stop", "set-volume", "reboot"]))
+@click.option("--volume", type=click.IntRange(0, 100), default=None, help="For set-volume: 0 to 100.")
+@click.option("--programme", default=None, help="For play-now: the programme code.")
+@click.option("--position", type=int, default=None, help="For play-now: the item number in the programme.")
+def device_command(uid: str, kind: str, volume, programme, position) -> None:
+    """Send a command to device UID (it expires after 24 hours if the device stays offline)."""
+    from server import devices
+
+    body = {"type": kind, "volume": volume, "programme": programme, "position": position}
+    with api_errors():
+        sent = devices.send_command(_services(), uid, {k: v for k, v in body.items() if v is not None}, "cli")
+    click.echo(f"Sent {kind} to {uid} as command {sent['id']}.")
+
+
 @device.command("revoke")
 @click.argument("uid")
 @click.option("--reason", default="", help="Why (kept in the audit log), e.g. 'lost at sea'.")

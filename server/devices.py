@@ -389,3 +389,39 @@ def update(services, uid: str, changes: dict[str, Any], actor: str) -> bool:
         session.add(AuditEntry(at=now, actor=actor, action="device.edit", subject=uid,
                                details={"fields": sorted(changes)}))
     return bool({"site", "language", "groups", "member"} & set(changes))
+
+
+COMMAND_TYPES = ("resync", "play-now", "stop", "set-volume", "reboot")
+
+
+def send_command(services, uid: str, body: dict[str, Any], actor: str, expiry_s: int = 86400) -> dict[str, Any]:
+    """Send a command to an enrolled device (QoS 1, MQTT 5 message expiry); return the command with its id.
+
+    The device reports the outcome as a "command" event carrying the same id.
+    """
+    from playlists.manifest import format_utc
+    from server.mqtt_link import BrokerAddress, BrokerUnavailable, ServerLink
+
+    kind = body.get("type")
+    if kind not in COMMAND_TYPES:
+        raise ApiError(422, "bad_command", f"type: '{kind}' is not a command; use one of {', '.join(COMMAND_TYPES)}.",
+                       field="type")
+    if kind == "set-volume" and not (isinstance(body.get("volume"), int) and 0 <= body["volume"] <= 100):
+        raise ApiError(422, "bad_command", "volume: an integer from 0 to 100.", field="volume")
+    if kind == "play-now" and not (isinstance(body.get("programme"), str) and isinstance(body.get("position"), int)):
+        raise ApiError(422, "bad_command", "play-now needs 'programme' (its code) and 'position' (the item number).",
+                       field="programme")
+    now = services.clock()
+    with services.db.session() as session:
+        device = get(session, uid)
+        if device.state != "enrolled":
+            raise ApiError(409, "not_enrolled", f"Device '{uid}' is {device.state}; only enrolled devices take commands.")
+        command = {k: v for k, v in body.items() if k in ("type", "volume", "programme", "position")}
+        command |= {"id": f"c-{secrets.token_hex(6)}", "issued_at": format_utc(now)}
+        session.add(AuditEntry(at=now, actor=actor, action="device.command", subject=uid, details=command))
+    try:
+        with ServerLink(BrokerAddress.from_services(services), "command") as link:
+            link.publish(topics.cmd(uid), json.dumps(command).encode(), expiry_s=expiry_s)
+    except BrokerUnavailable as exc:
+        raise ApiError(503, "broker_unavailable", f"The command could not be sent: {exc}. Try again shortly.") from None
+    return command

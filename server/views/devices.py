@@ -119,6 +119,32 @@ def edit_device(uid: str):
         return jsonify(devices.device_json(devices.get(session, uid)))
 
 
+@bp.post("/devices/<uid>/commands")
+@require("devices.manage")
+def command(uid: str):
+    """Send resync, play-now, stop, set-volume or reboot; it expires after 24 hours if the device is offline."""
+    services = app_services()
+    with services.db.session() as session:
+        _in_scope(devices.get(session, uid))
+    return jsonify(devices.send_command(services, uid, json_body(), current_actor().name)), 202
+
+
+@bp.get("/devices/<uid>/status")
+@require("read")
+def device_status(uid: str):
+    """The device's last reported status (battery, storage, programme, sync, stale, queue) and when it arrived."""
+    from server.event_models import DeviceStatus
+
+    services = app_services()
+    with services.db.session() as session:
+        _in_scope(devices.get(session, uid))
+        row = session.get(DeviceStatus, uid)
+        if row is None:
+            return jsonify({"id": uid, "online": False, "status": None, "received_at": None})
+        return jsonify({"id": uid, "online": row.online, "status": row.body,
+                        "received_at": row.received_at.isoformat()})
+
+
 @bp.post("/devices/<uid>/code")
 @require("devices.manage")
 def new_code(uid: str):

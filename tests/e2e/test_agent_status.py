@@ -103,3 +103,41 @@ def test_re_enrolment_starts_a_new_epoch_and_loses_nothing(broker, org, ready_le
         covered = covered_exactly_once(mine)
         assert covered == set(range(1, max(covered) + 1))
     assert sum(1 for r in rows if r[0] == 2 and r[3] == "checkin") == 15
+
+
+def test_staff_send_commands_and_read_status_over_the_api(broker, org, ready_lesson, live_server, tmp_path, client,
+                                                           auth):
+    services = org
+    _publish(services, [ready_lesson("第一课", 2.0)])
+    store = add_and_enrol(services, live_server, tmp_path / "terminal", kind="terminal")
+    device = store.credentials()["device"]
+    ingest = start_ingest(services)
+    running = start_agent(store)
+    try:
+        poll(lambda: running.agent.manifest and running.agent.link.connected.is_set(), 30, "the synced terminal")
+        sent = client.post(f"/api/v1/devices/{device}/commands", headers=auth("admin"),
+                           json={"type": "set-volume", "volume": 35})
+        assert sent.status_code == 202, sent.get_json()
+        poll(lambda: running.hw.audio.volume == 35, 20, "the new volume on the device")
+        play = client.post(f"/api/v1/devices/{device}/commands", headers=auth("admin"),
+                           json={"type": "play-now", "programme": "Q4", "position": 1})
+        assert play.status_code == 202
+        poll(lambda: running.agent.player.playing or any(a == "play" for a, *_ in running.hw.audio.history), 20,
+             "the play-now")
+        bad = client.post(f"/api/v1/devices/{device}/commands", headers=auth("admin"), json={"type": "format-disk"})
+        assert bad.status_code == 422 and bad.get_json()["error"]["code"] == "bad_command"
+
+        def results():
+            with services.db.session() as session:
+                from server.event_models import DeviceEvent
+
+                bodies = session.scalars(select(DeviceEvent.body).where(DeviceEvent.device_uid == device)).all()
+            return {b["command"]: b["result"] for b in bodies if b.get("type") == "command"}
+        outcome = poll(lambda: len(results()) >= 2 and results(), 30, "both command results at the server")
+        assert outcome == {sent.get_json()["id"]: "done", play.get_json()["id"]: "done"}
+        status = poll(lambda: (s := client.get(f"/api/v1/devices/{device}/status", headers=auth("viewer")).get_json())
+                      and s["status"] and s, 20, "the status over the API")
+        assert status["online"] and status["status"]["manifest_version"]
+    finally:
+        running.halt()
+        ingest.stop()
