@@ -10,6 +10,7 @@ import logging
 import random
 import ssl
 import threading
+import time
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -96,24 +97,31 @@ class Link:
         m = self.creds["mqtt"]
         attempt = 0
         while not self._stop.is_set():
-            if not self.client.is_connected():
-                if attempt:
-                    if self._stop.wait(self._delay(attempt)):
-                        break
-                attempt += 1
-                props = Properties(PacketTypes.CONNECT)
-                props.SessionExpiryInterval = self.options.session_expiry_s
-                try:
-                    self.client.connect(m["host"], int(m["port"]), keepalive=self.options.keepalive_s,
-                                        clean_start=False, properties=props)
-                except (OSError, ssl.SSLError) as exc:
-                    log.info("cannot reach the broker at %s:%s: %s", m["host"], m["port"], exc)
-                    continue
-            rc = self.client.loop(timeout=0.5)
             if self.connected.is_set():
+                if self.client.loop(timeout=0.5) != mqtt.MQTT_ERR_SUCCESS:
+                    self.connected.clear()  # connection lost; on_disconnect has logged why
                 attempt = 0
-            elif rc != mqtt.MQTT_ERR_SUCCESS and not self.client.is_connected():
                 continue
+            if attempt and self._stop.wait(self._delay(attempt)):
+                break
+            attempt += 1
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = self.options.session_expiry_s
+            try:
+                self.client.connect(m["host"], int(m["port"]), keepalive=self.options.keepalive_s,
+                                    clean_start=False, properties=props)
+            except (OSError, ssl.SSLError) as exc:
+                log.info("cannot reach the broker at %s:%s: %s", m["host"], m["port"], exc)
+                continue
+            # Wait for the CONNACK on this connection before deciding anything; connecting again before it arrives
+            # would only take over our own half-open session.
+            deadline = time.monotonic() + 15
+            while not self.connected.is_set() and not self._stop.is_set() and time.monotonic() < deadline:
+                if self.client.loop(timeout=0.2) != mqtt.MQTT_ERR_SUCCESS:
+                    break
+            if not self.connected.is_set():
+                log.info("no answer from the broker at %s:%s; trying again", m["host"], m["port"])
+                self.client.disconnect()
         try:
             self.client.disconnect()
         except Exception:  # already gone; nothing to tell anyone

@@ -85,6 +85,9 @@ class ServerLink:
 
     def publish(self, topic: str, payload: bytes, *, retain: bool = False, expiry_s: Optional[int] = None) -> None:
         """Publish at QoS 1 and return once the broker acknowledged it."""
+        if not self._client.is_connected():
+            # Fail at once rather than wait out the timeout: callers keep the message and try again later.
+            raise BrokerUnavailable(f"not connected to the MQTT broker at {self.address.host}:{self.address.port}")
         props = None
         if expiry_s is not None:
             props = Properties(PacketTypes.PUBLISH)

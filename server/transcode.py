@@ -232,8 +232,13 @@ def _fail(services: Services, claim: jobs.Claim, rendition_id: Optional[int], er
 
 
 def _update_lesson_state(session, lesson_id: int, now) -> None:
-    lesson = session.get(Lesson, lesson_id)
-    states = {r.state for r in lesson.renditions}
+    # Two workers may finish the last two renditions of a lesson at once. Lock the lesson row first, then read the
+    # renditions with a fresh statement: the second worker waits for the first to commit and sees its result, so
+    # one of them always marks the lesson ready (on PostgreSQL; SQLite serialises writers anyway).
+    session.flush()
+    lesson = session.scalars(select(Lesson).where(Lesson.id == lesson_id).with_for_update()
+                             .execution_options(populate_existing=True)).one()
+    states = set(session.scalars(select(Rendition.state).where(Rendition.lesson_id == lesson_id)))
     if states == {"ready"}:
         lesson.state, lesson.error = "ready", None
     elif "failed" in states and not states & {"queued", "running"}:
