@@ -113,11 +113,14 @@ def test_device_cannot_write_for_another_device(broker, enrolled):
 
 
 def test_revoked_device_is_refused_and_dropped(broker, enrolled):
-    a = enrolled("radio")
+    a, b = enrolled("radio"), enrolled("radio", name="邻居")
     connected = _device(broker, a)
-    assert connected.accepted
+    bystander = _device(broker, b)
+    assert connected.accepted and bystander.accepted
     devices.revoke(broker, a["device"], "test", "lost at sea")
     assert connected.disconnected.wait(10), "the broker drops a revoked device that is connected"
+    assert not bystander.disconnected.wait(1), "the reload kept every other device connected"
+    bystander.close()
     again = _device(broker, a)
     assert not again.accepted
     config = MqttProbe(broker.settings.mqtt_server_port, SERVER_USER, server_password(broker), "srv").connect()
