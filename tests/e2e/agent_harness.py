@@ -4,7 +4,6 @@ real ffmpeg-made lessons, and agents on simulated hardware (in a thread, or as `
 from __future__ import annotations
 
 import threading
-import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -76,14 +75,29 @@ def start_agent(store: AgentStore, *, speed: float = 1.0, options: Optional[Agen
 
 
 def poll(predicate: Callable[[], object], timeout: float, what: str):
-    """Poll until PREDICATE is truthy; fail naming WHAT after TIMEOUT seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    """Poll until PREDICATE is truthy and return its value; fail naming WHAT after TIMEOUT seconds."""
+    from tests.e2e.stack import wait_for
+
+    return wait_for(predicate, timeout, what)
+
+
+def publish_lessons(services, lessons, code: str = "Q4") -> dict:
+    """Publish LESSONS as programme CODE for Q4 2026: a first version, or a new version of it."""
+    from sqlalchemy import select
+
+    from server import programmes, publish
+    from server.org_models import Programme
+
+    with services.db.session() as session:
+        exists = session.scalar(select(Programme.id).where(Programme.code == code))
+    items = [{"lesson": lesson} for lesson in lessons]
+    if exists is None:
+        pid = programmes.create(services, {"code": code, "title": "第四季度", "valid_from": "2026-10-01",
+                                           "valid_until": "2026-12-31", "items": items}, "test")
+    else:
+        pid = programmes.new_version(services, code, "test")
+        programmes.update(services, pid, {"items": items}, "test")
+    return publish.publish(services, pid, "test")
 
 
 def server_events(services, device: str) -> list[tuple[int, int, str]]:

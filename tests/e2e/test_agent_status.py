@@ -3,25 +3,12 @@ with a reason while the old one keeps playing; a re-enrolled device starts a new
 
 from sqlalchemy import select
 
-from server import devices, programmes, publish
+from server import devices
 from server.event_models import DeviceStatus
-from tests.e2e.agent_harness import (add_and_enrol, covered_exactly_once, poll, server_events, start_agent,
-                                     start_ingest)
+from tests.e2e.agent_harness import (add_and_enrol, covered_exactly_once, poll, publish_lessons, server_events,
+                                     start_agent, start_ingest)
 
 
-def _publish(services, lessons, code="Q4"):
-    from server.org_models import Programme
-
-    with services.db.session() as session:
-        exists = session.scalar(select(Programme.id).where(Programme.code == code))
-    items = [{"lesson": lesson} for lesson in lessons]
-    if exists is None:
-        pid = programmes.create(services, {"code": code, "title": "第四季度", "valid_from": "2026-10-01",
-                                           "valid_until": "2026-12-31", "items": items}, "test")
-    else:
-        pid = programmes.new_version(services, code, "test")
-        programmes.update(services, pid, {"items": items}, "test")
-    publish.publish(services, pid, "test")
 
 
 def _status(services, device):
@@ -32,7 +19,7 @@ def _status(services, device):
 
 def test_status_reaches_the_server(broker, org, ready_lesson, live_server, tmp_path):
     services = org
-    _publish(services, [ready_lesson("第一课", 2.0)])
+    publish_lessons(services, [ready_lesson("第一课", 2.0)])
     store = add_and_enrol(services, live_server, tmp_path / "radio")
     ingest = start_ingest(services)
     running = start_agent(store)
@@ -54,12 +41,12 @@ def test_a_programme_that_does_not_fit_keeps_the_old_one(broker, org, ready_less
     small, big = ready_lesson("短课", 2.0), ready_lesson("长课", 40.0)
     with services.db.session() as session:
         sizes = {r.lesson_id: r.size_bytes for r in session.scalars(select(Rendition).where(Rendition.profile == "radio"))}
-    _publish(services, [small])
+    publish_lessons(services, [small])
     store = add_and_enrol(services, live_server, tmp_path / "radio")
     running = start_agent(store, total_bytes=RESERVE_BYTES + sizes[small] + sizes[big] // 2)
     try:
         first = poll(lambda: running.agent.manifest and running.agent.manifest.version, 30, "the small programme")
-        _publish(services, [small, big])
+        publish_lessons(services, [small, big])
         poll(lambda: "not enough storage" in running.agent.sync_reason, 30, "the refusal")
         assert running.agent.manifest.version == first, "the old programme keeps playing"
         assert running.agent.status()["sync"] == "error"
@@ -71,7 +58,7 @@ def test_re_enrolment_starts_a_new_epoch_and_loses_nothing(broker, org, ready_le
     from device_agent.enrol import enrol
 
     services = org
-    _publish(services, [ready_lesson("第一课", 2.0)])
+    publish_lessons(services, [ready_lesson("第一课", 2.0)])
     store = add_and_enrol(services, live_server, tmp_path / "terminal", kind="terminal")
     device = store.credentials()["device"]
     ingest = start_ingest(services)
@@ -108,7 +95,7 @@ def test_re_enrolment_starts_a_new_epoch_and_loses_nothing(broker, org, ready_le
 def test_staff_send_commands_and_read_status_over_the_api(broker, org, ready_lesson, live_server, tmp_path, client,
                                                            auth):
     services = org
-    _publish(services, [ready_lesson("第一课", 2.0)])
+    publish_lessons(services, [ready_lesson("第一课", 2.0)])
     store = add_and_enrol(services, live_server, tmp_path / "terminal", kind="terminal")
     device = store.credentials()["device"]
     ingest = start_ingest(services)

@@ -6,8 +6,8 @@ import json
 import pytest
 
 from playlists.manifest import parse_manifest
-from server import programmes, publish
-from tests.e2e.agent_harness import add_and_enrol, poll, start_agent
+from server import publish
+from tests.e2e.agent_harness import add_and_enrol, poll, publish_lessons, start_agent
 from tests.e2e.tcp_proxy import TcpProxy
 
 
@@ -16,21 +16,6 @@ def _manifest_version(store):
     return parse_manifest(data).version if data else None
 
 
-def _publish(services, lessons, code="Q4"):
-    with services.db.session() as session:
-        from sqlalchemy import select
-
-        from server.org_models import Programme
-
-        existing = session.scalar(select(Programme.id).where(Programme.code == code))
-    items = [{"lesson": lesson} for lesson in lessons]
-    if existing is None:
-        pid = programmes.create(services, {"code": code, "title": "第四季度", "valid_from": "2026-10-01",
-                                           "valid_until": "2026-12-31", "items": items}, "test")
-    else:
-        pid = programmes.new_version(services, code, "test")
-        programmes.update(services, pid, {"items": items}, "test")
-    return publish.publish(services, pid, "test")
 
 
 def _rendition(services, lesson_id, profile="radio"):
@@ -52,13 +37,13 @@ def county(broker, org, ready_lesson, live_server):
 def test_second_programme_downloads_only_the_changed_file(county, tmp_path):
     services, base, (l1, l2, l3, l4) = county
     store = add_and_enrol(services, base, tmp_path / "radio")
-    _publish(services, [l1, l2, l3])
+    publish_lessons(services, [l1, l2, l3])
     running = start_agent(store)
     try:
         v1 = poll(lambda: _manifest_version(store), 30, "the first programme")
         first = running.agent.syncer.fetcher.bytes_received
         assert first == sum(_rendition(services, lesson)[2] for lesson in (l1, l2, l3))
-        _publish(services, [l1, l2, l4])
+        publish_lessons(services, [l1, l2, l4])
         poll(lambda: (_manifest_version(store) or 0) > v1, 30, "the second programme")
         assert running.agent.syncer.fetcher.bytes_received - first == _rendition(services, l4)[2]
         names = {p.name for p in store.media_dir.iterdir()}
@@ -77,7 +62,7 @@ def test_download_resumes_across_cut_connections(broker, org, ready_lesson, live
     creds = store.credentials()
     creds["media_base_url"] = f"http://127.0.0.1:{proxy.port}/"  # media through the flaky link, TUF direct
     store.write_json("credentials.json", creds, private=True)
-    _publish(services, [long_lesson])
+    publish_lessons(services, [long_lesson])
     running = start_agent(store)
     try:
         poll(lambda: _manifest_version(store), 60, "the programme over a link that drops")
@@ -91,7 +76,7 @@ def test_download_resumes_across_cut_connections(broker, org, ready_lesson, live
 def test_tampering_is_refused_and_the_old_programme_keeps_playing(county, tmp_path):
     services, base, (l1, l2, l3, l4) = county
     store = add_and_enrol(services, base, tmp_path / "radio")
-    _publish(services, [l1])
+    publish_lessons(services, [l1])
     running = start_agent(store)
     try:
         v1 = poll(lambda: _manifest_version(store), 30, "the first programme")
@@ -102,7 +87,7 @@ def test_tampering_is_refused_and_the_old_programme_keeps_playing(county, tmp_pa
         served = services.media.path(sha, ext)
         original = served.read_bytes()
         served.write_bytes(original[:100] + bytes([original[100] ^ 1]) + original[101:])
-        _publish(services, [l1, l2])
+        publish_lessons(services, [l1, l2])
         poll(lambda: "does not match" in agent.sync_reason, 30, "the corrupt media to be refused")
         assert _manifest_version(store) == v1 and agent.status()["manifest_version"] == v1
         assert not (store.media_dir / f"{sha}.{ext}").exists(), "the bad copy was thrown away"
@@ -113,7 +98,7 @@ def test_tampering_is_refused_and_the_old_programme_keeps_playing(county, tmp_pa
         # 2. a manifest swapped for another channel's
         meta = services.data / "tuf" / "metadata"
         old_timestamp = (meta / "timestamp.json").read_bytes()
-        _publish(services, [l1, l2, l3])
+        publish_lessons(services, [l1, l2, l3])
         from server.trust_service import repository
 
         channel = json.loads(store.current_manifest())["channel"]
