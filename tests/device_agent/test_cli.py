@@ -145,3 +145,14 @@ def test_an_answer_that_is_not_from_lessoncast_is_refused(tmp_path, server):
     assert result.exit_code == 1
     assert "lacks 'http_token'" in result.output
     assert not (tmp_path / "agent" / "credentials.json").exists()
+
+
+def test_agent_unit_prints_the_systemd_unit():
+    from click.testing import CliRunner
+
+    from lessoncast.cli import main
+
+    result = CliRunner().invoke(main, ["agent", "unit"])
+    assert result.exit_code == 0
+    assert "WatchdogSec=" in result.output and "Restart=always" in result.output
+    assert "lessoncast agent run --hal linux" in result.output
