@@ -23,6 +23,14 @@ def _in_scope(device: Device) -> None:
                        f"Device {device.uid} belongs to another township; operators manage only {actor.township}.")
 
 
+def _checked(uid: str):
+    """The app's services, after checking that device UID exists and is in the actor's township."""
+    services = app_services()
+    with services.db.session() as session:
+        _in_scope(devices.get(session, uid))
+    return services
+
+
 @bp.post("/enrol")
 def enrol():
     """Exchange a one-time enrolment code for MQTT credentials, an HTTP token, the TUF root and the URLs."""
@@ -105,9 +113,7 @@ def edit_device(uid: str):
     from server import publish
     from server.trust_service import initialised
 
-    services = app_services()
-    with services.db.session() as session:
-        _in_scope(devices.get(session, uid))
+    services = _checked(uid)
     moves = devices.update(services, uid, json_body(), current_actor().name)
     if moves and initialised(services):
         publish.publish(services, None, current_actor().name)
@@ -123,9 +129,7 @@ def edit_device(uid: str):
 @require("devices.manage")
 def command(uid: str):
     """Send resync, play-now, stop, set-volume or reboot; it expires after 24 hours if the device is offline."""
-    services = app_services()
-    with services.db.session() as session:
-        _in_scope(devices.get(session, uid))
+    services = _checked(uid)
     return jsonify(devices.send_command(services, uid, json_body(), current_actor().name)), 202
 
 
@@ -149,9 +153,7 @@ def device_status(uid: str):
 @require("devices.manage")
 def new_code(uid: str):
     """Issue a new one-time enrolment code (the device enrols again with it)."""
-    services = app_services()
-    with services.db.session() as session:
-        _in_scope(devices.get(session, uid))
+    services = _checked(uid)
     return jsonify({"id": uid, "enrol_code": devices.reissue_code(services, uid, current_actor().name)})
 
 
@@ -159,9 +161,7 @@ def new_code(uid: str):
 @require("devices.manage")
 def revoke(uid: str):
     """Revoke a device: the broker and every device endpoint refuse its credentials from now on."""
-    services = app_services()
-    with services.db.session() as session:
-        _in_scope(devices.get(session, uid))
+    services = _checked(uid)
     body = request.get_json(silent=True) or {}
     devices.revoke(services, uid, current_actor().name, str(body.get("reason", "")))
     with services.db.session() as session:
