@@ -157,6 +157,21 @@ class Agent:
         self._maybe_sync()
         self.deliver()
         self.publish_status()
+        self._show()
+
+    def display_text(self) -> str:
+        """The one line the device's display or status LED shows."""
+        if self.player.playing is not None:
+            return f"▶ {self.player.playing['item']['title']}"
+        if self.manifest is None:
+            return "等待节目 waiting for the first programme" if self.sync_state != "error" else "同步失败 sync failed"
+        mark = " (过期 stale)" if self.stale else ""
+        return f"■ {len(self.manifest.items)} 课 lessons, v{self.manifest.version}{mark}"
+
+    def _show(self) -> None:
+        text = self.display_text()
+        if text != self.hw.display.last:
+            self.hw.display.show(text)
 
     def _drain_inbox(self) -> None:
         while True:

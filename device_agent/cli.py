@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import signal
+import sys
 import threading
 from pathlib import Path
 
@@ -51,7 +52,11 @@ def _hardware(hal: str, kind: str, store, speed: float, checkin_device=None):
 
         from firmware_stub.sim import SimClock, sim_hardware
 
-        return sim_hardware(kind, store.media_dir, clock=SimClock(datetime.now(timezone.utc), speed=speed))
+        from firmware_stub.linux import ConsoleDisplay
+
+        hw = sim_hardware(kind, store.media_dir, clock=SimClock(datetime.now(timezone.utc), speed=speed))
+        hw.display = ConsoleDisplay()  # the simulated device's status line goes to the log, where you can see it
+        return hw
     from firmware_stub.linux import linux_hardware
 
     return linux_hardware(kind, store.media_dir, checkin_device=checkin_device)
@@ -92,7 +97,26 @@ def run_cmd(hal: str, speed: float, checkin_device, data_dir: str) -> None:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, shutdown)
+    if hal == "sim" and sys.stdin.isatty():
+        _keypad(device)
     device.run(stop)
+
+
+SIM_KEYS = {"p": "play_pause", "n": "next", "b": "previous", "m": "menu", "+": "volume_up", "-": "volume_down"}
+
+
+def _keypad(device) -> None:
+    """With simulated hardware, the terminal is the keypad: p, n, b, m, + and - then Enter."""
+    click.echo("Simulated keys: p play/pause, n next, b back, m menu, + and - volume (then Enter).", err=True)
+
+    def read() -> None:
+        for line in sys.stdin:
+            for char in line.strip():
+                if char in SIM_KEYS:
+                    device.hw.keys.press(SIM_KEYS[char])
+                    device.wake.set()
+
+    threading.Thread(target=read, name="sim-keypad", daemon=True).start()
 
 
 @agent.command("unit")

@@ -21,6 +21,8 @@ def test_agent_syncs_and_plays(broker, org, ready_lesson, live_server, tmp_path)
         running.hw.keys.press("play_pause")
         poll(lambda: any(a == "finished" for a, _p, _pos in running.hw.audio.history), 30, "the lesson to finish")
         poll(lambda: running.agent.player.playing is None, 10, "the play to be closed")
+        poll(lambda: running.hw.display.last.startswith("■ 2"), 10, "the idle status line")
+        assert "▶ 第一课" in running.hw.display.lines, "the display showed what played"
     finally:
         running.halt()
     from device_agent.outbox import Outbox
