@@ -20,6 +20,7 @@ test: deps
 
 bench: deps
 	$(VENV)/bin/python bench/transcode.py
+	$(VENV)/bin/python bench/agent_footprint.py
 
 deps: system-deps $(STAMP)
 
