@@ -13,7 +13,6 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from server.db import Base, UTCDateTime
 
-GROUP_KINDS = ("township", "village", "branch", "special")
 DEVICE_KINDS = ("radio", "terminal")
 DEVICE_STATES = ("pending", "enrolled", "revoked")
 PROGRAMME_STATES = ("draft", "published", "superseded")

@@ -83,7 +83,7 @@ def add_device():
 @require("devices.manage")
 def import_devices():
     """Add devices from a CSV (multipart field 'file' or a text/csv body); all or nothing. Answers their codes."""
-    from server.org import OrgImportError, decode_csv
+    from server.org_csv import OrgImportError, decode_csv
 
     upload = request.files.get("file")
     data = upload.read() if upload is not None else request.get_data()

@@ -1,0 +1,196 @@
+"""Event batches, parsed: what a device sends (an MQTT batch, or an events file on a USB stick), checked and turned
+into the events to store, plus the acks' arithmetic. Pure: no database, no broker.
+
+A batch's or a file's problem is a ValueError (EventFileError for a file) whose message names the field or the line,
+so the caller can quarantine the batch or tell the operator what to do.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Optional
+
+from playlists import topics
+from playlists.manifest import canonical_json
+
+MAX_SEQ = 2**31 - 1  # the columns are 32-bit integers
+_RANGE = re.compile(r"([0-9]{1,10})-([0-9]{1,10})")
+_DECIMAL = re.compile(r"[0-9]{1,10}")
+
+
+class EventFileError(ValueError):
+    """An events file that cannot be imported; the message names the file, the line and what to do."""
+
+
+@dataclass(frozen=True)
+class Event:
+    """One event as it will be stored: its id, sequence range, type, device clock and every field it came with."""
+
+    event_id: str
+    seq: int
+    seq_last: int
+    type: str
+    device_time: Optional[datetime]
+    body: dict[str, Any]
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def strict_json(data: bytes, what: str) -> Any:
+    """The JSON value in DATA; duplicate keys, NaN and Infinity are refused (ValueError naming WHAT)."""
+
+    def unique(pairs: list[tuple[str, Any]]) -> dict:
+        keys = [k for k, _ in pairs]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"{what}: key {sorted(k for k in keys if keys.count(k) > 1)[0]!r} appears twice")
+        return dict(pairs)
+
+    def constant(name: str) -> Any:
+        raise ValueError(f"{what}: {name} is not a JSON number")
+
+    try:
+        return json.loads(bytes(data).decode("utf-8"), object_pairs_hook=unique, parse_constant=constant)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ValueError(f"{what}: not UTF-8 JSON ({exc})") from None
+
+
+def _device_time(value: object) -> Optional[datetime]:
+    # Stored for attendance to correct the clock; an unreadable device clock does not make the event worthless.
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.utcoffset() is not None else None
+
+
+def parse_event(raw: object, where: str) -> Event:
+    """The Event in RAW, or ValueError naming the field; every field RAW holds is kept as the body."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"{where}: {type(raw).__name__} given, a JSON object expected")
+    try:
+        event_id = str(uuid.UUID(raw.get("id"))) if isinstance(raw.get("id"), str) else None
+    except ValueError:
+        event_id = None
+    if event_id is None:
+        raise ValueError(f"{where}.id: {raw.get('id')!r} is not a UUID")
+    seq = raw.get("seq")
+    if not _is_int(seq) or not 1 <= seq <= MAX_SEQ:
+        raise ValueError(f"{where}.seq: {seq!r} is not an integer from 1 to {MAX_SEQ}")
+    seq_last = raw.get("seq_last", seq)
+    if not _is_int(seq_last) or not seq <= seq_last <= MAX_SEQ:
+        raise ValueError(f"{where}.seq_last: {seq_last!r} is not an integer from seq ({seq}) to {MAX_SEQ}")
+    kind = raw.get("type")
+    if not isinstance(kind, str) or not 1 <= len(kind) <= 32:
+        raise ValueError(f"{where}.type: {kind!r} is not a type name of 1 to 32 characters")
+    return Event(event_id, seq, seq_last, kind, _device_time(raw.get("device_time")), raw)
+
+
+def batch_range(properties: Mapping[str, str]) -> tuple[int, int, int]:
+    """(epoch, first seq, last seq) from a batch's MQTT user properties, or ValueError saying what is missing."""
+    epoch, seq = properties.get("epoch"), properties.get("seq")
+    if not isinstance(epoch, str) or not _DECIMAL.fullmatch(epoch) or not 1 <= int(epoch) <= MAX_SEQ:
+        raise ValueError(f"user property epoch: {epoch!r} is not a decimal integer >= 1")
+    match = _RANGE.fullmatch(seq) if isinstance(seq, str) else None
+    if match is None or not 1 <= int(match[1]) <= int(match[2]) <= MAX_SEQ:
+        raise ValueError(f"user property seq: {seq!r} is not a range '<first>-<last>' with 1 <= first <= last")
+    return int(epoch), int(match[1]), int(match[2])
+
+
+def parse_batch(device: str, properties: Mapping[str, str], payload: bytes, epoch: int, first: int,
+                last: int) -> list[Event]:
+    """The events of a batch from DEVICE, or ValueError saying why the batch must be quarantined."""
+    if properties.get("device") != device:
+        raise ValueError(f"user property device {properties.get('device')!r} is not the topic's device {device!r}")
+    body = strict_json(payload, "batch")
+    if not isinstance(body, dict):
+        raise ValueError(f"batch: {type(body).__name__} given, a JSON object expected")
+    if body.get("device") != device:
+        raise ValueError(f"batch.device: {body.get('device')!r} is not the topic's device {device!r}")
+    if body.get("epoch") != epoch or not _is_int(body.get("epoch")):
+        raise ValueError(f"batch.epoch: {body.get('epoch')!r} is not the user property's epoch {epoch}")
+    raw_events = body.get("events")
+    if not isinstance(raw_events, list) or not raw_events:
+        raise ValueError("batch.events: not a non-empty list")
+    events = [parse_event(raw, f"batch.events[{n}]") for n, raw in enumerate(raw_events)]
+    for n, event in enumerate(events):
+        if event.seq < first or event.seq_last > last:
+            raise ValueError(f"batch.events[{n}]: seq {event.seq}-{event.seq_last} is outside the batch's "
+                             f"range {first}-{last}")
+        if "epoch" in event.body and event.body["epoch"] != epoch:
+            raise ValueError(f"batch.events[{n}].epoch: {event.body['epoch']!r} is not the batch's epoch {epoch}")
+    return events
+
+
+def contiguous_end(acked: int, ranges: Iterable[tuple[int, int]]) -> int:
+    """The highest n such that 1..n is covered, given that 1..ACKED is and the stored (first, last) RANGES."""
+    for first, last in sorted(ranges):
+        if first > acked + 1:
+            break
+        acked = max(acked, last)
+    return acked
+
+
+def ack_payload(epoch: int, seq: int) -> bytes:
+    """The canonical JSON of an ack: {"epoch":E,"seq":N}."""
+    return canonical_json({"epoch": epoch, "seq": seq})
+
+@dataclass
+class EventsFile:
+    """A parsed events file: the device, the header's epoch and the events of each epoch."""
+
+    device: str
+    epoch: int
+    raw: bytes
+    by_epoch: dict[int, list[Event]] = field(default_factory=dict)
+
+
+def read_events_file(path: Path) -> EventsFile:
+    """Parse an events file (a header line, then one event per line), or raise EventFileError naming the line."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise EventFileError(f"{path}: cannot read it ({exc.strerror})") from None
+    numbered = [(n, line) for n, line in enumerate(raw.splitlines(), 1) if line.strip()]
+    if not numbered:
+        raise EventFileError(f"{path}: empty; a device's events file starts with a line "
+                             '{"device": "<id>", "epoch": <n>}')
+    try:
+        header = strict_json(numbered[0][1], "header")
+        if not isinstance(header, dict) or not topics.is_valid_id(header.get("device")):
+            raise ValueError('not {"device": "<id>", "epoch": <n>} with a valid device id')
+        if not _is_int(header.get("epoch")) or not 1 <= header["epoch"] <= MAX_SEQ:
+            raise ValueError(f"epoch {header.get('epoch')!r} is not an integer >= 1")
+    except ValueError as exc:
+        raise EventFileError(f"{path}: line {numbered[0][0]}: bad header: {exc}") from None
+    parsed = EventsFile(header["device"], header["epoch"], raw)
+    for n, line in numbered[1:]:
+        try:
+            raw = strict_json(line, "event")
+            event = parse_event(raw, "event")
+            epoch = raw.get("epoch", parsed.epoch)
+            if not _is_int(epoch) or not 1 <= epoch <= MAX_SEQ:
+                raise ValueError(f"event.epoch: {epoch!r} is not an integer >= 1")
+            if raw.get("device", parsed.device) != parsed.device:
+                raise ValueError(f"event.device: {raw['device']!r} is not the header's device {parsed.device!r}")
+        except ValueError as exc:
+            raise EventFileError(f"{path}: line {n}: {exc}. Nothing from this file was stored.") from None
+        parsed.by_epoch.setdefault(epoch, []).append(event)
+    return parsed
+
+
+def find_events_files(root: Path) -> list[Path]:
+    """Events files under ROOT: ``*.events.jsonl`` anywhere, and ``*.jsonl`` in a ``lessoncast-events`` folder."""
+    if root.is_file():
+        return [root]
+    found = {p for p in root.rglob("*.events.jsonl") if p.is_file()}
+    found |= {p for p in root.rglob("lessoncast-events/*.jsonl") if p.is_file()}
+    return sorted(found)

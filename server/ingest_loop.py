@@ -1,0 +1,237 @@
+"""The ingest's MQTT loop: a shared, persistent subscription to every device's events and status, a worker thread
+that stores each message (``server.ingest``) before acknowledging it to the broker, and the ingest's heartbeat.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import signal
+import socket
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Optional
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+from sqlalchemy.exc import SQLAlchemyError
+
+from playlists import topics
+from server import retained
+from server.mqtt_link import BrokerAddress, BrokerUnavailable, ServerLink
+
+log = logging.getLogger(__name__)
+
+GROUP = "lessoncast"
+BEAT_S = 5.0
+# Long enough to cover an ingest restart or a server reboot; a decommissioned ingest's session (and the messages
+# the broker queued for it) goes away after a day, and the devices send those events again anyway.
+SESSION_EXPIRY_S = 86_400
+
+
+@dataclass(frozen=True)
+class _Message:
+    kind: str
+    device: str
+    properties: dict[str, str]
+    payload: bytes
+    mid: int
+    qos: int
+    generation: int
+    received_at: datetime
+    retained: bool = False
+
+
+class Ingest:
+    """Subscribes (shared, persistent session) to every device's events and status, stores them and acks.
+
+    paho's network thread only queues messages; one worker thread does the database work and then sends the
+    broker its PUBACK (manual ack), so a message this process received but did not handle before it stopped is
+    delivered again when the session resumes.
+
+    Mosquitto 2.0 deals a shared subscription's messages round-robin to every member, including members whose
+    persistent session is offline: with several ingest processes, a stopped one's share waits in its session until
+    it returns (or the session expires and the devices send those events again).
+    """
+
+    def __init__(self, services, *, client_id: Optional[str] = None, group: str = GROUP,
+                 session_expiry_s: int = SESSION_EXPIRY_S, beat_s: float = BEAT_S):
+        self.services = services
+        self.address = BrokerAddress.from_services(services)
+        # Stable across restarts, so the broker resumes this process's session (and what it queued meanwhile).
+        self.client_id = client_id or f"lessoncast-ingest-{socket.gethostname()}"
+        self.filters = [topics.shared(group, topics.all_events()), topics.shared(group, topics.all_status())]
+        self.session_expiry_s = session_expiry_s
+        self.beat_s = beat_s
+        self.subscribed = threading.Event()
+        self._stop = threading.Event()
+        self._queue: "queue.Queue[Optional[_Message]]" = queue.Queue()
+        self._generation = 0
+        self._pending_subs: set[int] = set()
+        self._link: Optional[ServerLink] = None
+        self._threads: list[threading.Thread] = []
+        self._client = self._make_client()
+
+    def _make_client(self) -> mqtt.Client:
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv5,
+                             manual_ack=True)
+        if self.address.username:
+            client.username_pw_set(self.address.username, self.address.password)
+        if self.address.tls:
+            import ssl
+
+            client.tls_set(cert_reqs=ssl.CERT_REQUIRED)
+        client.reconnect_delay_set(min_delay=1, max_delay=60)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_subscribe = self._on_subscribe
+        client.on_message = self._on_message
+        return client
+
+    # paho's network thread ------------------------------------------------------------------------------------
+
+    def _on_connect(self, client, _userdata, flags, reason_code, _properties) -> None:
+        if reason_code.is_failure:
+            log.error("the broker at %s:%d refused ingest (%s); trying again", self.address.host, self.address.port,
+                      reason_code)
+            return
+        self._generation += 1
+        log.info("ingest connected to %s:%d as %s (session %s)", self.address.host, self.address.port,
+                 self.client_id, "resumed" if flags.session_present else "new")
+        # Subscribing again on a resumed session covers a session the broker lost. Retained statuses come only
+        # with a new subscription: a restart does not make the broker resend every device's status.
+        options = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB)
+        _rc, mid = client.subscribe([(f, options) for f in self.filters])
+        self._pending_subs.add(mid)
+        self._queue.put(_Message("flush", "", {}, b"", 0, 0, self._generation, self.services.clock()))
+
+    def _on_disconnect(self, _client, _userdata, _flags, reason_code, _properties) -> None:
+        self.subscribed.clear()
+        if not self._stop.is_set():
+            log.warning("ingest lost the broker (%s); reconnecting with back-off", reason_code)
+
+    def _on_subscribe(self, _client, _userdata, mid, reason_codes, _properties) -> None:
+        self._pending_subs.discard(mid)
+        refused = [str(rc) for rc in reason_codes if rc.is_failure]
+        if refused:
+            log.error("the broker refused ingest's subscriptions %s: %s", self.filters, refused)
+        elif not self._pending_subs:
+            self.subscribed.set()
+
+    def _on_message(self, client, _userdata, msg) -> None:
+        try:
+            parsed = topics.parse(msg.topic)
+        except ValueError as exc:
+            log.warning("ignored a message on %s: %s", msg.topic, exc)
+            client.ack(msg.mid, msg.qos)
+            return
+        props = dict(getattr(msg.properties, "UserProperty", None) or [])
+        # The retain flag is set only on a stored copy the broker sends because of a new subscription (Mosquitto
+        # 2.0 sends them to shared subscriptions too); live messages, and those queued for this session, lack it.
+        self._queue.put(_Message(parsed.kind, parsed.id, props, bytes(msg.payload), msg.mid, msg.qos,
+                                 self._generation, self.services.clock(), bool(msg.retain)))
+
+    # the worker thread ----------------------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            try:
+                self._handle(item)
+            except Exception:  # logged with its traceback; the device sends unacked events again
+                log.exception("ingest could not handle a %s message of %s", item.kind, item.device)
+            if item.kind != "flush" and item.generation == self._generation:
+                # A PUBACK for a message of an earlier connection would name a packet id the broker reuses.
+                self._client.ack(item.mid, item.qos)
+            if self._queue.empty():
+                self._flush()
+
+    def _handle(self, item: _Message) -> None:
+        # Imported here, not at the top: server.ingest imports this module to re-export Ingest.
+        from server.ingest import store_batch, store_status
+
+        if item.kind == "events":
+            try:
+                store_batch(self.services, item.device, item.properties, item.payload, item.received_at)
+            except SQLAlchemyError:
+                log.exception("events of %s (epoch %s, seq %s) not stored: database error; not acked, the device "
+                              "sends them again", item.device, item.properties.get("epoch"),
+                              item.properties.get("seq"))
+        elif item.kind == "status":
+            store_status(self.services, item.device, item.payload, item.received_at, retained_copy=item.retained)
+
+    def _flush(self) -> None:
+        try:
+            if self._link is None:
+                self._link = ServerLink(self.address, "ingest-acks").connect()
+            retained.flush(self.services, self._link)
+        except (BrokerUnavailable, RuntimeError, ValueError, OSError) as exc:
+            log.warning("acks wait for the broker (%s); sent on reconnect or by the worker", exc)
+            self._close_link()
+
+    def _close_link(self) -> None:
+        if self._link is not None:
+            link, self._link = self._link, None
+            link.close()
+
+    def _beat(self) -> None:
+        from server.worker import beat
+
+        while True:
+            try:
+                beat(self.services, "ingest")
+            except Exception:  # logged; the next beat tries again
+                log.exception("ingest heartbeat failed; trying again in %.0f s", self.beat_s)
+            if self._stop.wait(self.beat_s):
+                return
+
+    # lifecycle --------------------------------------------------------------------------------------------------
+
+    def start(self) -> "Ingest":
+        """Start connecting (retried with back-off until the broker answers), the worker and the heartbeat."""
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = self.session_expiry_s
+        self._client.connect_async(self.address.host, self.address.port, keepalive=30, clean_start=False,
+                                   properties=props)
+        self._client.loop_start()
+        self._threads = [threading.Thread(target=self._work, name="ingest-store", daemon=True),
+                         threading.Thread(target=self._beat, name="ingest-beat", daemon=True)]
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Finish the message in hand, then disconnect; what is still queued is delivered again next session."""
+        self._stop.set()
+        while True:  # drop what the worker has not started: unacked, so the broker keeps it for the session
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
+        self._queue.put(None)
+        for thread in self._threads:
+            thread.join(timeout)
+        self._client.disconnect()
+        self._client.loop_stop()
+        self._close_link()
+
+    def run(self) -> None:
+        """Run until SIGTERM or SIGINT."""
+
+        def request_stop(signum, _frame) -> None:
+            log.info("received %s; stopping", signal.Signals(signum).name)
+            self._stop.set()
+
+        signal.signal(signal.SIGTERM, request_stop)
+        signal.signal(signal.SIGINT, request_stop)
+        self.start()
+        try:
+            while not self._stop.wait(1.0):
+                pass
+        finally:
+            self.stop()
