@@ -26,15 +26,19 @@ from sqlalchemy.orm import Session
 
 from playlists import topics
 from server import retained
-from server.event_batches import (Event, EventFileError, ack_payload, batch_range, contiguous_end,  # noqa: F401
+from server.event_batches import (Event, EventFileError, ack_payload, batch_range, contiguous_end,
                                   find_events_files, parse_batch, read_events_file, strict_json)
 from server.event_models import DeviceEvent, DeviceSequence, DeviceStatus, QuarantinedBatch
-from server.ingest_loop import Ingest  # noqa: F401  (the MQTT loop; imported from here by the CLI and the tests)
+from server.ingest_loop import Ingest
 from server.org_models import Device
 
 log = logging.getLogger(__name__)
 
 INSERT_CHUNK = 200  # rows per INSERT: well under SQLite's bound-parameter limit
+# The parsing and the MQTT loop live in their own modules; the CLI and the tests reach them through this one.
+__all__ = ["Event", "EventFileError", "ImportResult", "Ingest", "Stored", "ack_payload", "acks_for_devices",
+           "batch_range", "contiguous_end", "find_events_files", "import_events_file", "parse_batch",
+           "read_events_file", "store_batch", "store_in", "store_status"]
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -17,10 +17,15 @@ from server.org_csv import (BRANCH_LIMIT, BRANCH_PREFIX, MANAGED_MEMBER_KINDS, F
                             MemberContext, MemberRow, Table, check_card, check_code, check_date, check_flags,
                             check_group_key, check_group_refs, check_groups, check_kind, check_members,
                             check_name, check_sites, decode_csv, read_table, split_keys)
-# Callers use these through server.org.
-from server.org_csv import IMPORT_KINDS, OrgImportError, detect_kind  # noqa: F401
+from server.org_csv import IMPORT_KINDS, OrgImportError, detect_kind
 from server.org_models import AuditEntry, Group, GroupLink, Member, Site, Township
 from server.services import Services
+
+# What callers use: the database side defined here, and the CSV reading they reach through this module.
+__all__ = ["DEFAULT_SITE", "DEFAULT_TOWNSHIP", "IMPORT_KINDS", "ImportResult", "MEMBER_FIELDS", "MEMBER_PAGE_LIMIT",
+           "OrgImportError", "branch_key", "create_group", "decode_csv", "default_site", "detect_kind",
+           "import_file", "import_groups", "import_members", "import_sites", "list_groups", "list_members",
+           "list_sites", "list_townships", "update_member", "update_site"]
 
 DEFAULT_TOWNSHIP = ("county", "县直属")
 DEFAULT_SITE = ("county", "县直属站点")
