@@ -37,7 +37,7 @@ def enrol():
     body = json_body()
     code = body.get("code")
     if not isinstance(code, str) or not code.strip():
-        raise ApiError(400, "code_required", 'Send {"code": "XXXX-XXXX-XXXX"}, the code printed for this device.')
+        raise ApiError(400, "code_required", 'Send {"code": "K7QX-M3TD-WA9F"}: the one-time code printed for this device.')
     return jsonify(devices.enrol(app_services(), code))
 
 

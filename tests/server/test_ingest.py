@@ -7,7 +7,6 @@ stored twice, whatever order or how often batches arrive, over MQTT or from a US
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from datetime import datetime, timezone
 
@@ -34,13 +33,9 @@ T0 = datetime(2026, 10, 3, 12, 0, 0, tzinfo=timezone.utc)
 
 def _until(check, timeout: float = 10, what: str = "the condition"):
     """Poll CHECK until it returns something truthy, or fail after TIMEOUT seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"{what} did not happen within {timeout} s")
+    from tests.e2e.stack import wait_for
+
+    return wait_for(check, timeout, what)
 
 
 def _device(services, answer, **kw) -> MqttProbe:
