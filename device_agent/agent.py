@@ -236,13 +236,14 @@ class Agent:
             decision = schedule.decide(self.manifest, local, self.player.state, "terminal")
             if decision.play:
                 self.player.state.last_slot = decision.slot_key
-                self._play(decision.item, "schedule", position=0.0)
+                self._play(decision.item, "schedule", position=0.0,
+                           slot_kind=decision.slot.kind if decision.slot is not None else None)
 
-    def _play(self, item, trigger: str, position: Optional[float] = None) -> None:
+    def _play(self, item, trigger: str, position: Optional[float] = None, slot_kind: Optional[str] = None) -> None:
         from firmware_stub.hal import AudioError
 
         try:
-            self.player.start(item, trigger, position)
+            self.player.start(item, trigger, position, slot_kind)
         except AudioError as exc:
             self.outbox.record(events.error(self.time, "play_failed", f"{item.title}: {exc}"))
 

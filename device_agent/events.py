@@ -17,12 +17,17 @@ def _stamp(time) -> dict[str, Any]:
 
 
 def play(time, *, phase: str, play_id: str, item, start: float, end: float, volume: int, muted: bool,
-         trigger: str, started_at: str) -> dict[str, Any]:
-    """A play event covering the positions START..END of ITEM's rendition."""
+         trigger: str, started_at: str, slot_kind: Optional[str] = None) -> dict[str, Any]:
+    """A play event covering the positions START..END of ITEM's rendition.
+
+    A play the schedule started says which kind of slot it was (``class`` or ``broadcast``): the server counts a
+    class slot as a class session and the daily broadcast only as broadcast coverage.
+    """
+    slot = {"slot_kind": slot_kind} if slot_kind else {}
     return {"type": "play", "phase": phase, "play_id": play_id, "programme": item["programme"],
             "lesson": item["lesson"], "sha256": item["sha256"], "start_position": round(start, 2),
             "end_position": round(end, 2), "listened_seconds": round(max(0.0, end - start), 2),
-            "volume": volume, "muted": muted, "trigger": trigger, "started_at": started_at, **_stamp(time)}
+            "volume": volume, "muted": muted, "trigger": trigger, "started_at": started_at, **slot, **_stamp(time)}
 
 
 def checkin(time, method: str, credential: str) -> dict[str, Any]:

@@ -69,7 +69,8 @@ class Player:
         audio = self.hw.audio
         self.outbox.record(events.play(
             self.time, phase=phase, play_id=play["play_id"], item=play["item"], start=start, end=end,
-            volume=audio.volume, muted=audio.muted, trigger=play["trigger"], started_at=play["started_at"]))
+            volume=audio.volume, muted=audio.muted, trigger=play["trigger"], started_at=play["started_at"],
+            slot_kind=play.get("slot_kind")))
 
     # -- control ----------------------------------------------------------------------------------------------------
     @property
@@ -77,8 +78,11 @@ class Player:
         """The open play (its item, trigger and positions), if any."""
         return self.play
 
-    def start(self, item, trigger: str, position: Optional[float] = None) -> None:
-        """Stop whatever plays, then play ITEM from POSITION (default: where the member stopped)."""
+    def start(self, item, trigger: str, position: Optional[float] = None, slot_kind: Optional[str] = None) -> None:
+        """Stop whatever plays, then play ITEM from POSITION (default: where the member stopped).
+
+        SLOT_KIND is the kind of the schedule slot that started it, if one did.
+        """
         from device_agent.schedule import resume_position
 
         if self.play is not None:
@@ -87,7 +91,8 @@ class Player:
         pos = resume_position(self.state, item) if position is None else position
         self.hw.audio.play(path, pos)  # raises AudioError for a file the hardware cannot play
         self.play = {"play_id": str(uuid.uuid4()), "item": item_dict(item), "trigger": trigger,
-                     "started_at": format_utc(self.time.now()), "segment_start": pos, "position": pos}
+                     "started_at": format_utc(self.time.now()), "segment_start": pos, "position": pos,
+                     "slot_kind": slot_kind}
         self.state.current = item.sha256
         self._record(self.play, "started", pos, pos)
         self._last_progress = self.hw.clock.monotonic()

@@ -231,6 +231,7 @@ def enrol(services, code: str) -> dict[str, Any]:
             settings = device.settings or DEFAULT_DEVICE_SETTINGS
             device.settings = {**settings, "sequence_epoch": int(settings.get("sequence_epoch", 1)) + 1}
         device.state, device.enrolled_at = "enrolled", now
+        device.first_enrolled_at = device.first_enrolled_at or now
         refresh_channel(services, session, device)
         session.add(AuditEntry(at=now, actor=device.uid, action="device.enrol", subject=device.uid))
         uid, kind, channel, language = device.uid, device.kind, device.channel, device.language

@@ -38,6 +38,10 @@ class DeviceEvent(Base):
     body: Mapped[dict[str, Any]] = mapped_column(JSON)
     device_time: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # When the event counts for attendance (corrected device time, or the arrival time when that is implausible)
+    # and why the corrected time was not used: no_time, before_enrolment or future (attendance_rules).
+    at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    clock_flag: Mapped[Optional[str]] = mapped_column(String(16))
 
 
 class QuarantinedBatch(Base):
@@ -68,10 +72,21 @@ class DeviceSequence(Base):
     epoch: Mapped[int] = mapped_column(Integer, primary_key=True)
     acked: Mapped[int] = mapped_column(Integer, default=0)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # What ingest did with this epoch's batches: the device's record and the ingest metrics add these up.
+    events: Mapped[int] = mapped_column(Integer, default=0)
+    duplicates: Mapped[int] = mapped_column(Integer, default=0)
+    quarantined: Mapped[int] = mapped_column(Integer, default=0)
+    rejected: Mapped[int] = mapped_column(Integer, default=0)
+    clock_flagged: Mapped[int] = mapped_column(Integer, default=0)
+    last_event_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
 
 
 class DeviceStatus(Base):
-    """The last status a device reported (or its last will, which says it went offline)."""
+    """The last status a device reported (or its last will, which says it went offline): the fleet table.
+
+    The columns after ``received_at`` are copied from the body so the fleet can be filtered and sorted; a last
+    will (``{"online": false}``) changes only ``online`` and keeps what the device said before.
+    """
 
     __tablename__ = "device_status"
 
@@ -79,3 +94,11 @@ class DeviceStatus(Base):
     body: Mapped[dict[str, Any]] = mapped_column(JSON)
     online: Mapped[bool] = mapped_column(Boolean)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    battery: Mapped[Optional[int]] = mapped_column(Integer)
+    storage_free_mb: Mapped[Optional[int]] = mapped_column(Integer)
+    firmware: Mapped[Optional[str]] = mapped_column(String(64))
+    agent_version: Mapped[Optional[str]] = mapped_column(String(32))
+    manifest_version: Mapped[Optional[int]] = mapped_column(Integer)
+    sync_state: Mapped[Optional[str]] = mapped_column(String(32))
+    stale: Mapped[Optional[bool]] = mapped_column(Boolean)
+    outbox_depth: Mapped[Optional[int]] = mapped_column(Integer)

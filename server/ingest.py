@@ -25,7 +25,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from playlists import topics
-from server import retained
+from server import attendance, retained
+from server.attendance import Attributed, Lookups
+from server.attendance_rules import Rules
 from server.event_batches import (Event, EventFileError, ack_payload, batch_range, contiguous_end,
                                   find_events_files, parse_batch, read_events_file, strict_json)
 from server.event_models import DeviceEvent, DeviceSequence, DeviceStatus, QuarantinedBatch
@@ -71,17 +73,32 @@ def _lock_sequence(session: Session, device: str, epoch: int, now: datetime) -> 
                            .with_for_update().execution_options(populate_existing=True)).one()
 
 
-def _insert_events(session: Session, device: str, epoch: int, events: list[Event], now: datetime) -> int:
+def _insert_events(session: Session, device: str, epoch: int, events: list[Attributed], seqs: dict[str, Event],
+                   now: datetime) -> list[Attributed]:
+    """Insert the events not stored yet; return those (the duplicates are left out, so nothing counts twice).
+
+    The caller holds the device's sequence row lock, so no other ingest stores this device's events meanwhile and
+    the look-up of what is already stored stays true until the commit.
+    """
+    stored: set[str] = set()
+    ids = [e.event_id for e in events]
+    for start in range(0, len(ids), 500):
+        stored.update(session.scalars(select(DeviceEvent.event_id).where(
+            DeviceEvent.device_uid == device, DeviceEvent.event_id.in_(ids[start:start + 500]))))
+    new, seen = [], set()
+    for e in events:
+        if e.event_id not in stored and e.event_id not in seen:
+            seen.add(e.event_id)
+            new.append(e)
     insert = _insert(session)
-    inserted = 0
-    for start in range(0, len(events), INSERT_CHUNK):
-        rows = [{"device_uid": device, "epoch": epoch, "seq": e.seq, "seq_last": e.seq_last, "event_id": e.event_id,
-                 "type": e.type, "body": e.body, "device_time": e.device_time, "received_at": now}
-                for e in events[start:start + INSERT_CHUNK]]
-        result = session.execute(insert(DeviceEvent).values(rows)
-                                 .on_conflict_do_nothing(index_elements=["device_uid", "event_id"]))
-        inserted += result.rowcount
-    return inserted
+    for start in range(0, len(new), INSERT_CHUNK):
+        rows = [{"device_uid": device, "epoch": epoch, "seq": seqs[e.event_id].seq,
+                 "seq_last": seqs[e.event_id].seq_last, "event_id": e.event_id, "type": e.type, "body": e.body,
+                 "device_time": seqs[e.event_id].device_time, "received_at": now, "at": e.at, "clock_flag": e.flag}
+                for e in new[start:start + INSERT_CHUNK]]
+        session.execute(insert(DeviceEvent).values(rows)
+                        .on_conflict_do_nothing(index_elements=["device_uid", "event_id"]))
+    return new
 
 
 def _advance(session: Session, seq_row: DeviceSequence, new_ranges: list[tuple[int, int]], now: datetime) -> int:
@@ -107,13 +124,24 @@ def _enrolled(session: Session, device: str) -> bool:
 
 
 def store_in(session: Session, device: str, epoch: int, first: int, last: int, events: Optional[list[Event]],
-             payload: bytes, reason: Optional[str], now: datetime) -> Stored:
-    """Store one batch in SESSION (quarantined when REASON is given), advance the ack and set its retained row."""
+             payload: bytes, reason: Optional[str], now: datetime, rules: Optional[Rules] = None,
+             lookups: Optional[Lookups] = None) -> Stored:
+    """Store one batch in SESSION (quarantined when REASON is given), advance the ack and set its retained row.
+
+    The batch's new events are folded into the attendance aggregates in the same transaction (``server.attendance``).
+    """
+    rules = rules or Rules()
+    lookups = lookups or Lookups()
     seq_row = _lock_sequence(session, device, epoch, now)
+    rejected = False
     if reason is None and events and not _enrolled(session, device):
-        reason = f"device {device} is not enrolled (revoked or unknown)"
+        reason, rejected = f"device {device} is not enrolled (revoked or unknown)", True
     inserted = duplicates = 0
     if reason is not None:
+        if rejected:
+            seq_row.rejected += 1
+        else:
+            seq_row.quarantined += 1
         session.add(QuarantinedBatch(device_uid=device, epoch=epoch, seq_first=first, seq_last=last,
                                      payload=bytes(payload), reason=reason, received_at=now))
         session.flush()
@@ -122,16 +150,24 @@ def store_in(session: Session, device: str, epoch: int, first: int, last: int, e
         new_ranges = [(first, last)]
     else:
         events = events or []
-        inserted = _insert_events(session, device, epoch, events, now)
-        duplicates = len(events) - inserted
+        facts = lookups.device(session, device)
+        attributed = attendance.attribute(events, now, facts, rules)
+        new = _insert_events(session, device, epoch, attributed, {e.event_id: e for e in events}, now)
+        inserted, duplicates = len(new), len(events) - len(new)
+        seq_row.events += inserted
+        seq_row.duplicates += duplicates
+        seq_row.clock_flagged += sum(1 for e in new if e.flag is not None)
+        if new:
+            seq_row.last_event_at = now
+            attendance.apply_batch(session, facts, new, lookups, rules)
         new_ranges = [(e.seq, e.seq_last) for e in events]
     acked = _advance(session, seq_row, new_ranges, now)
     retained.put(session, topics.ack(device), ack_payload(epoch, acked), now)
     return Stored(epoch, acked, inserted, duplicates, reason is not None)
 
 
-def store_batch(services, device: str, properties: Mapping[str, str], payload: bytes,
-                now: datetime) -> Optional[tuple[int, int]]:
+def store_batch(services, device: str, properties: Mapping[str, str], payload: bytes, now: datetime,
+                lookups: Optional[Lookups] = None) -> Optional[tuple[int, int]]:
     """Store a batch DEVICE published (DEVICE comes from the topic); return (epoch, acked), or None if dropped.
 
     An unreadable or inconsistent batch is quarantined when its user properties give its epoch and range; without
@@ -149,7 +185,7 @@ def store_batch(services, device: str, properties: Mapping[str, str], payload: b
     except ValueError as exc:
         reason = str(exc)
     with services.db.session() as session:
-        stored = store_in(session, device, epoch, first, last, events, payload, reason, now)
+        stored = store_in(session, device, epoch, first, last, events, payload, reason, now, services.rules, lookups)
     log.debug("%s epoch %d seq %d-%d: %d new, %d again; ack %d", device, epoch, first, last, stored.inserted,
               stored.duplicates, stored.acked)
     return stored.epoch, stored.acked
@@ -173,17 +209,44 @@ def store_status(services, device: str, payload: bytes, now: datetime, retained_
     except ValueError as exc:
         log.warning("status of %s ignored: %s", device, exc)
         return False
-    values = {"device_uid": device, "body": body, "online": online, "received_at": now}
     with services.db.session() as session:
         if session.scalar(select(Device.id).where(Device.uid == device)) is None:
             log.warning("status of %s ignored: no such device", device)
             return False
-        stmt = _insert(session)(DeviceStatus).values(**values)
-        if retained_copy:
-            return session.execute(stmt.on_conflict_do_nothing(index_elements=["device_uid"])).rowcount > 0
-        session.execute(stmt.on_conflict_do_update(index_elements=["device_uid"],
-                                                   set_={k: values[k] for k in ("body", "online", "received_at")}))
+        row = session.get(DeviceStatus, device, with_for_update=True)
+        if row is not None and retained_copy:
+            return False
+        if row is None:
+            row = DeviceStatus(device_uid=device)
+            session.add(row)
+        if set(body) <= {"online"} and row.body is not None:
+            # A last will says only that the device went offline: keep what it reported before.
+            row.body, row.online = {**row.body, "online": online}, online
+        else:
+            row.body, row.online, row.received_at = body, online, now
+            for column, value in fleet_columns(body).items():
+                setattr(row, column, value)
+        if row.received_at is None:
+            row.received_at = now
     return True
+
+
+def fleet_columns(body: Mapping) -> dict:
+    """The fleet table's columns from a status body; a field of the wrong type is left empty, not trusted."""
+    def number(key):
+        value = body.get(key)
+        return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and \
+            -2**31 < value < 2**31 else None
+
+    def text(key, size):
+        value = body.get(key)
+        return value[:size] if isinstance(value, str) else None
+
+    stale = body.get("stale")
+    return {"battery": number("battery"), "storage_free_mb": number("storage_free_mb"),
+            "firmware": text("firmware", 64), "agent_version": text("agent_version", 32),
+            "manifest_version": number("manifest_version"), "sync_state": text("sync", 32),
+            "stale": stale if isinstance(stale, bool) else None, "outbox_depth": number("queue")}
 
 
 def acks_for_devices(session: Session, uids: Iterable[str]) -> dict[str, dict[str, int]]:
@@ -231,7 +294,8 @@ def import_events_file(services, path: Path) -> ImportResult:
         for epoch, events in sorted(epochs.items()):
             first = min((e.seq for e in events), default=1)
             last = max((e.seq_last for e in events), default=1)
-            result = store_in(session, parsed.device, epoch, first, last, events, parsed.raw, None, now)
+            result = store_in(session, parsed.device, epoch, first, last, events, parsed.raw, None, now,
+                              services.rules)
             stored += result.inserted
             duplicates += result.duplicates
             quarantined += len(events) if result.quarantined else 0

@@ -161,3 +161,4 @@ class ProcessBeat(Base):
 # the models (Alembic, tests, the app) sees every table.
 from server import org_models  # noqa: E402,F401
 from server import event_models  # noqa: E402,F401
+from server import attendance_models  # noqa: E402,F401

@@ -109,6 +109,8 @@ class Device(Base):
     settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     enrolled_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    # Set at the first enrolment and never again: attendance flags device times before it as implausible.
+    first_enrolled_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
     revoked_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
 
     site: Mapped[Site] = relationship()

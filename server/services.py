@@ -59,6 +59,17 @@ class Services:
         return path
 
     @cached_property
+    def rules(self):
+        """The attendance thresholds (server.attendance_rules.Rules) from the settings."""
+        from server.attendance_rules import Rules
+
+        s = self.settings
+        return Rules(completion_threshold=s.attendance_completion, grace_days=s.attendance_grace_days,
+                     class_min_s=s.attendance_class_minutes * 60.0, checkin_before_s=s.attendance_checkin_before,
+                     checkin_after_s=s.attendance_checkin_after, clock_tolerance_s=s.attendance_clock_tolerance,
+                     timezone=s.county_timezone)
+
+    @cached_property
     def limits(self) -> Limits:
         """Media limits from settings."""
         s = self.settings

@@ -102,6 +102,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("root_passphrase_file", "", "File holding the root key passphrase."),
     Setting("attendance_grace_days", 30, "Days after a programme ends in which plays still count (and packs verify).",
             int),
+    Setting("attendance_completion", 0.9, "Share of a rendition's duration a radio's member must cover to complete "
+            "the lesson (0 to 1).", float),
+    Setting("attendance_class_minutes", 20.0, "Minutes of audible, operator-started playback at a terminal that make a "
+            "class session.", float),
+    Setting("attendance_checkin_before", 30 * 60.0, "How long before a session starts a check-in still counts for it "
+            "(seconds, or with m/h).", _duration),
+    Setting("attendance_checkin_after", 30 * 60.0, "How long after a session's last play a check-in still counts for "
+            "it (seconds, or with m/h).", _duration),
+    Setting("attendance_clock_tolerance", 10 * 60.0, "Clock skew tolerated before an event's time counts as "
+            "implausible (seconds, or with m/h).", _duration),
+    Setting("county_timezone", "Asia/Shanghai", "Time zone of the county: days, quarters and years of reports."),
     Setting("secret_key", "", "Flask secret key. Default: generated once and kept in the data directory.", secret=True),
     Setting("log_level", "INFO", "Logging level: DEBUG, INFO, WARNING or ERROR."),
 )

@@ -217,11 +217,13 @@ def test_status_and_last_will_update_device_status(ingest, broker, enrolled):
 
     seen = _until(lambda: row(), what="the status")
     assert seen.online and seen.body == status and seen.received_at == T0
+    assert (seen.storage_free_mb, seen.outbox_depth, seen.sync_state, seen.battery) == (5120, 0, "idle", None)
     # An unclean end (here: the device asks for its will) makes the broker publish the last will.
     probe.client.disconnect(reasoncode=ReasonCode(PacketTypes.DISCONNECT, identifier=4))
     probe.client.loop_stop()
     gone = _until(lambda: (r := row()) is not None and not r.online and r, what="the last will")
-    assert gone.body == {"online": False}
+    # The fleet keeps what the device last said; only "online" changes.
+    assert gone.body == {**status, "online": False} and gone.storage_free_mb == 5120
 
 
 def test_events_sent_while_ingest_is_down_arrive_when_it_is_back(broker, radio):

@@ -1,0 +1,449 @@
+"""Attendance aggregates: ingest folds each batch's new events into them in the batch's own transaction, and
+``rebuild`` recomputes them from every stored event with the same code.
+
+The split: ``attendance_rules`` decides (pure); ``fold`` turns events into a ``Delta`` (pure, given what it looked
+up); ``write`` merges a Delta into the tables. Every merge is order-independent, so batches arriving in any order,
+twice, or all at once in a rebuild give the same rows; ``tests/server/test_attendance_rebuild.py`` checks it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any, Iterable, Optional, Sequence
+
+from sqlalchemy import delete, func, or_, select, tuple_, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from server import attendance_rules as rules_mod
+from server.attendance_models import (AttendanceExclusion, BroadcastDay, Checkin, ClassSession, LessonCoverage,
+                                      SessionAttendee)
+from server.attendance_rules import Rules, SessionFacts, Window
+from server.event_models import DeviceEvent
+from server.models import Rendition
+from server.org_models import Device, DeviceAssignment, Member, Programme
+
+log = logging.getLogger(__name__)
+
+CACHE_TTL_S = 30.0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# What fold needs to know, looked up once per batch (or cached by a long-running ingest)
+
+
+@dataclass(frozen=True)
+class DeviceFacts:
+    """The device an event batch came from, as attendance sees it."""
+
+    uid: str
+    kind: str
+    site_id: int
+    first_enrolled_at: Optional[datetime]
+    assignments: tuple[tuple[date, Optional[date], int], ...]
+
+
+class Lookups:
+    """Devices, rendition durations and programme windows, cached for CACHE_TTL_S (0: looked up every time).
+
+    Ingest keeps one for its life, so a batch costs no lookups; staff changes (a radio handed to someone else, a
+    programme's new version) reach it within the TTL, and ``lessoncast attendance rebuild`` applies them to the past.
+    """
+
+    def __init__(self, ttl_s: float = 0.0, monotonic=time.monotonic):
+        self.ttl_s = ttl_s
+        self.monotonic = monotonic
+        self._devices: dict[str, tuple[float, Optional[DeviceFacts]]] = {}
+        self._durations: dict[str, Optional[float]] = {}
+        self._windows: tuple[float, dict[str, Window]] = (-1e18, {})
+
+    def _fresh(self, loaded: float) -> bool:
+        return self.ttl_s > 0 and self.monotonic() - loaded < self.ttl_s
+
+    def device(self, session: Session, uid: str) -> Optional[DeviceFacts]:
+        cached = self._devices.get(uid)
+        if cached is not None and self._fresh(cached[0]):
+            return cached[1]
+        row = session.execute(select(Device.id, Device.kind, Device.site_id, Device.first_enrolled_at)
+                              .where(Device.uid == uid)).first()
+        facts = None
+        if row is not None:
+            held = session.execute(select(DeviceAssignment.from_date, DeviceAssignment.until_date,
+                                          DeviceAssignment.member_id)
+                                   .where(DeviceAssignment.device_id == row.id)
+                                   .order_by(DeviceAssignment.from_date)).all()
+            facts = DeviceFacts(uid, row.kind, row.site_id, row.first_enrolled_at, tuple(tuple(h) for h in held))
+        self._devices[uid] = (self.monotonic(), facts)
+        return facts
+
+    def durations(self, session: Session, shas: Iterable[str]) -> dict[str, Optional[float]]:
+        # Content-addressed: a sha256's duration never changes, so these are cached for good.
+        missing = [s for s in set(shas) if s not in self._durations]
+        if missing:
+            found = dict(session.execute(select(Rendition.sha256, Rendition.duration_s)
+                                         .where(Rendition.sha256.in_(missing))).all())
+            for sha in missing:
+                self._durations[sha] = found.get(sha)
+        return {s: self._durations.get(s) for s in shas}
+
+    def windows(self, session: Session) -> dict[str, Window]:
+        """Each programme code's window: that of its newest published (or superseded) version."""
+        loaded, windows = self._windows
+        if self._fresh(loaded):
+            return windows
+        rows = session.execute(select(Programme.code, Programme.version, Programme.valid_from, Programme.valid_until)
+                               .where(Programme.state != "draft").order_by(Programme.code, Programme.version)).all()
+        windows = {code: Window(start, until) for code, _v, start, until in rows}
+        self._windows = (self.monotonic(), windows)
+        return windows
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Folding events into a delta (pure)
+
+
+@dataclass
+class CoverageDelta:
+    duration_s: float
+    segments: list = field(default_factory=list)
+    first_at: Optional[datetime] = None
+    last_at: Optional[datetime] = None
+    events: int = 0
+    clock_flagged: int = 0
+
+
+@dataclass
+class Delta:
+    """What a set of events adds to the aggregates."""
+
+    coverage: dict[tuple[int, str, int, str], CoverageDelta] = field(default_factory=dict)
+    sessions: dict[str, tuple[str, int, str, SessionFacts]] = field(default_factory=dict)
+    broadcast: dict[tuple[int, date, str, int], list] = field(default_factory=dict)
+    checkins: list[dict[str, Any]] = field(default_factory=list)
+    exclusions: dict[str, list] = field(default_factory=dict)
+
+    def exclude(self, reason: str, event_id: str) -> None:
+        entry = self.exclusions.setdefault(reason, [0, ""])
+        entry[0] += 1
+        entry[1] = max(entry[1], event_id)
+
+
+@dataclass(frozen=True)
+class Attributed:
+    """An event with its attributed time (corrected, or arrival) and clock flag."""
+
+    event_id: str
+    type: str
+    body: dict
+    at: datetime
+    flag: Optional[str]
+
+
+def attribute(events, received_at: datetime, device: Optional[DeviceFacts], rules: Rules) -> list[Attributed]:
+    """Each event (with ``event_id``, ``type`` and ``body``) with its attributed time and flag."""
+    enrolled = device.first_enrolled_at if device is not None else None
+    out = []
+    for e in events:
+        at, flag = rules_mod.attributed_time(e.body, received_at, enrolled, rules)
+        out.append(Attributed(e.event_id, e.type, e.body, at, flag))
+    return out
+
+
+def fold(delta: Delta, device: DeviceFacts, events: Sequence[Attributed], durations: dict[str, Optional[float]],
+         windows: dict[str, Window], rules: Rules) -> Delta:
+    """Add EVENTS (new ones only: a duplicate must never be folded twice) of DEVICE to DELTA."""
+    for e in events:
+        if e.type == "checkin":
+            method, credential = e.body.get("method"), e.body.get("credential")
+            if not isinstance(credential, str) or not credential.strip():
+                delta.exclude("checkin_without_credential", e.event_id)
+                continue
+            delta.checkins.append({"device_uid": device.uid, "event_id": e.event_id, "site_id": device.site_id,
+                                   "at": e.at, "method": str(method or "")[:16],
+                                   "credential": credential.strip()[:128], "clock_flagged": e.flag is not None})
+            continue
+        if e.type != "play":
+            continue
+        play, why = rules_mod.read_play(e.body)
+        if play is None:
+            delta.exclude(why, e.event_id)
+            continue
+        use = rules_mod.play_use(device.kind, play)
+        flagged = 1 if e.flag is not None else 0
+        if use == "coverage":
+            _fold_coverage(delta, device, e, play, flagged, durations, windows, rules)
+        elif use == "session":
+            key = f"dev:{device.uid}:{play.play_id}"
+            t = rules_mod.to_epoch(e.at)
+            facts = SessionFacts(t, t, play.listened if play.audible else 0.0, play.trigger, play.slot_kind,
+                                 play.programme, play.lesson, flagged)
+            known = delta.sessions.get(key)
+            delta.sessions[key] = (device.uid, device.site_id, play.play_id,
+                                   facts if known is None else known[3].merge(facts))
+        else:
+            entry = delta.broadcast.setdefault((device.site_id, rules.local_day(e.at), play.programme, play.lesson),
+                                               [0, 0])
+            entry[0] += 1 if play.phase == "started" else 0
+            entry[1] += round(play.listened * 100) if play.audible else 0
+    return delta
+
+
+def _fold_coverage(delta: Delta, device: DeviceFacts, e: Attributed, play, flagged: int,
+                   durations: dict[str, Optional[float]], windows: dict[str, Window], rules: Rules) -> None:
+    day = rules.local_day(e.at)
+    window = windows.get(play.programme)
+    if window is None:
+        return delta.exclude("unknown_programme", e.event_id)
+    if not rules_mod.in_window(day, window, rules):
+        return delta.exclude("outside_window", e.event_id)
+    duration = durations.get(play.sha256)
+    if not duration:
+        return delta.exclude("unknown_rendition", e.event_id)
+    member = rules_mod.holder_on(device.assignments, day)
+    if member is None:
+        return delta.exclude("no_member", e.event_id)
+    if not play.audible:
+        return delta.exclude("muted", e.event_id)
+    key = (member, play.programme, play.lesson, play.sha256)
+    cov = delta.coverage.get(key)
+    if cov is None:
+        cov = delta.coverage[key] = CoverageDelta(duration)
+    if play.end > play.start:
+        cov.segments = rules_mod.add_range(cov.segments, play.start, play.end, rules_mod.to_epoch(e.at))
+    cov.first_at = e.at if cov.first_at is None else min(cov.first_at, e.at)
+    cov.last_at = e.at if cov.last_at is None else max(cov.last_at, e.at)
+    cov.events += 1
+    cov.clock_flagged += flagged
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Writing a delta
+
+
+def _insert(session: Session):
+    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+
+
+def _greatest(session: Session):
+    return func.max if session.get_bind().dialect.name == "sqlite" else func.greatest  # SQLite's 2-argument max
+
+
+def _least(session: Session):
+    return func.min if session.get_bind().dialect.name == "sqlite" else func.least
+
+
+def write(session: Session, delta: Delta, device_uid: str, rules: Rules) -> None:
+    """Merge DELTA into the aggregate tables (in SESSION's transaction)."""
+    insert = _insert(session)
+    if delta.coverage:
+        _write_coverage(session, delta.coverage, rules)
+    if delta.checkins:
+        _write_checkins(session, delta.checkins, rules)
+    if delta.sessions:
+        _write_sessions(session, delta.sessions, rules)
+    for (site, day, programme, lesson), (plays, listened) in sorted(delta.broadcast.items()):
+        stmt = insert(BroadcastDay).values(site_id=site, day=day, programme=programme, lesson_id=lesson, plays=plays,
+                                           listened_cs=listened)
+        session.execute(stmt.on_conflict_do_update(
+            index_elements=["site_id", "day", "programme", "lesson_id"],
+            set_={"plays": BroadcastDay.plays + stmt.excluded.plays,
+                  "listened_cs": BroadcastDay.listened_cs + stmt.excluded.listened_cs}))
+    for reason, (count, last_id) in sorted(delta.exclusions.items()):
+        stmt = insert(AttendanceExclusion).values(device_uid=device_uid, reason=reason, events=count,
+                                                  last_event_id=last_id)
+        session.execute(stmt.on_conflict_do_update(
+            index_elements=["device_uid", "reason"],
+            set_={"events": AttendanceExclusion.events + stmt.excluded.events,
+                  "last_event_id": _greatest(session)(AttendanceExclusion.last_event_id,
+                                                      stmt.excluded.last_event_id)}))
+
+
+def _write_coverage(session: Session, coverage: dict, rules: Rules) -> None:
+    keys = sorted(coverage)  # one lock order, so two ingests never deadlock on PostgreSQL
+    first = min(c.first_at for c in coverage.values())
+    session.execute(_insert(session)(LessonCoverage).values([
+        {"member_id": k[0], "programme": k[1], "lesson_id": k[2], "sha256": k[3], "duration_s": coverage[k].duration_s,
+         "segments": [], "covered_s": 0.0, "first_at": first, "last_at": first, "events": 0, "clock_flagged": 0}
+        for k in keys]).on_conflict_do_nothing(index_elements=["member_id", "programme", "lesson_id", "sha256"]))
+    rows = session.scalars(select(LessonCoverage).where(
+        tuple_(LessonCoverage.member_id, LessonCoverage.programme, LessonCoverage.lesson_id,
+               LessonCoverage.sha256).in_(keys)).order_by(LessonCoverage.id).with_for_update()).all()
+    for row in rows:
+        cov = coverage[(row.member_id, row.programme, row.lesson_id, row.sha256)]
+        fresh = row.events == 0
+        row.segments = rules_mod.merge_segments(row.segments or [], cov.segments)
+        row.covered_s = rules_mod.covered_seconds(row.segments)
+        done = rules_mod.completed_at(row.segments, row.duration_s, rules)
+        row.completed_at = None if done is None else rules_mod.from_epoch(done)
+        row.first_at = cov.first_at if fresh else min(row.first_at, cov.first_at)
+        row.last_at = cov.last_at if fresh else max(row.last_at, cov.last_at)
+        row.events += cov.events
+        row.clock_flagged += cov.clock_flagged
+    session.flush()
+
+
+def _write_checkins(session: Session, checkins: list[dict], rules: Rules) -> None:
+    credentials = {c["credential"] for c in checkins}
+    members: dict[str, int] = {}
+    for start in range(0, len(credentials), 500):
+        chunk = sorted(credentials)[start:start + 500]
+        for mid, no, card in session.execute(select(Member.id, Member.member_no, Member.card_token).where(
+                or_(Member.member_no.in_(chunk), Member.card_token.in_(chunk)))):
+            members.setdefault(no, mid)
+            if card:
+                members[card] = mid
+    rows = [dict(c, member_id=members.get(c["credential"])) for c in checkins]
+    session.execute(_insert(session)(Checkin).values(rows)
+                    .on_conflict_do_nothing(index_elements=["device_uid", "event_id"]))
+    # A check-in may arrive after the session it belongs to: attach it to every session around it.
+    for row in rows:
+        if row["member_id"] is None:
+            continue
+        t = row["at"]
+        sessions = session.scalars(select(ClassSession.key).where(
+            ClassSession.device_uid == row["device_uid"],
+            ClassSession.started_at <= rules_mod.from_epoch(rules_mod.to_epoch(t) + rules.checkin_before_s),
+            ClassSession.ended_at >= rules_mod.from_epoch(rules_mod.to_epoch(t) - rules.checkin_after_s))).all()
+        _attend(session, [(key, row["member_id"], t) for key in sessions])
+
+
+def _attend(session: Session, entries: list[tuple[str, int, datetime]]) -> None:
+    if not entries:
+        return
+    first: dict[tuple[str, int], datetime] = {}
+    for key, member, at in entries:
+        first[(key, member)] = min(at, first.get((key, member), at))
+    stmt = _insert(session)(SessionAttendee).values([
+        {"session_key": key, "member_id": member, "source": "checkin", "removed": False, "at": at, "actor": ""}
+        for (key, member), at in sorted(first.items())])
+    # A member who checked in twice attended from the first check-in, whichever arrived first.
+    session.execute(stmt.on_conflict_do_update(index_elements=["session_key", "member_id", "source"],
+                                               set_={"at": _least(session)(SessionAttendee.at, stmt.excluded.at)}))
+
+
+def _write_sessions(session: Session, sessions: dict, rules: Rules) -> None:
+    keys = sorted(sessions)
+    existing = {s.key: s for s in session.scalars(select(ClassSession).where(ClassSession.key.in_(keys))
+                                                   .with_for_update())}
+    for key in keys:
+        uid, site, play_id, facts = sessions[key]
+        row = existing.get(key)
+        if row is not None:
+            old = SessionFacts(rules_mod.to_epoch(row.started_at), rules_mod.to_epoch(row.ended_at), row.listened_s,
+                               row.trigger, row.slot_kind, row.programme, row.lesson_id, row.clock_flagged)
+            facts = old.merge(facts)
+        else:
+            row = ClassSession(key=key, site_id=site, source="device", device_uid=uid, play_id=play_id, title="",
+                               created_by="")
+            session.add(row)
+        row.started_at, row.ended_at = rules_mod.from_epoch(facts.started), rules_mod.from_epoch(facts.ended)
+        row.listened_s, row.trigger, row.slot_kind = facts.listened_s, facts.trigger, facts.slot_kind
+        row.programme, row.lesson_id, row.clock_flagged = facts.programme, facts.lesson, facts.clock_flagged
+        row.is_class = rules_mod.is_class(facts, rules)
+        # Its window may have grown: every check-in at this device inside it is an attendee.
+        found = session.execute(select(Checkin.member_id, Checkin.at).where(
+            Checkin.device_uid == uid, Checkin.member_id.is_not(None),
+            Checkin.at >= rules_mod.from_epoch(facts.started - rules.checkin_before_s),
+            Checkin.at <= rules_mod.from_epoch(facts.ended + rules.checkin_after_s))).all()
+        _attend(session, [(key, member, at) for member, at in found])
+    session.flush()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The two callers: a batch at ingest, and the rebuild
+
+
+def apply_batch(session: Session, device: Optional[DeviceFacts], events: Sequence[Attributed], lookups: Lookups,
+                rules: Rules) -> None:
+    """Fold a batch's newly stored events into the aggregates, in SESSION's transaction."""
+    if device is None or not events:
+        return
+    shas = [e.body.get("sha256") for e in events if e.type == "play" and isinstance(e.body.get("sha256"), str)]
+    durations = lookups.durations(session, shas) if shas else {}
+    windows = lookups.windows(session) if device.kind == "radio" and shas else {}
+    delta = fold(Delta(), device, events, durations, windows, rules)
+    write(session, delta, device.uid, rules)
+
+
+DERIVED = (LessonCoverage, Checkin, BroadcastDay, AttendanceExclusion)
+
+
+def rebuild(services, *, chunk: int = 20_000, progress=None) -> dict[str, int]:
+    """Recompute every derived aggregate from the stored events; staff-entered sessions and attendees stay.
+
+    Runs in one transaction, so reports never see a half-built state and a failure leaves the old aggregates.
+    PROGRESS, when given, is called with (events done, events in all).
+    """
+    rules = services.rules
+    lookups = Lookups()
+    with services.db.session() as session:
+        total = session.scalar(select(func.count()).select_from(DeviceEvent)) or 0
+        for model in DERIVED:
+            session.execute(delete(model))
+        session.execute(delete(SessionAttendee).where(SessionAttendee.source == "checkin"))
+        session.execute(delete(ClassSession).where(ClassSession.source == "device"))
+        uids = session.scalars(select(DeviceEvent.device_uid).distinct().order_by(DeviceEvent.device_uid)).all()
+        done = flagged_changed = 0
+        for uid in uids:
+            device = lookups.device(session, uid)
+            last = (0, 0)
+            while True:
+                rows = session.execute(
+                    select(DeviceEvent.id, DeviceEvent.epoch, DeviceEvent.seq, DeviceEvent.event_id, DeviceEvent.type,
+                           DeviceEvent.body, DeviceEvent.received_at, DeviceEvent.at, DeviceEvent.clock_flag)
+                    .where(DeviceEvent.device_uid == uid, tuple_(DeviceEvent.epoch, DeviceEvent.id) > last)
+                    .order_by(DeviceEvent.epoch, DeviceEvent.id).limit(chunk)).all()
+                if not rows:
+                    break
+                last = (rows[-1].epoch, rows[-1].id)
+                attributed = []
+                for r in rows:
+                    at, flag = rules_mod.attributed_time(r.body, r.received_at,
+                                                         device.first_enrolled_at if device else None, rules)
+                    if (at, flag) != (r.at, r.clock_flag):
+                        session.execute(update(DeviceEvent).where(DeviceEvent.id == r.id).values(at=at, clock_flag=flag))
+                        flagged_changed += 1
+                    attributed.append(Attributed(r.event_id, r.type, r.body, at, flag))
+                apply_batch(session, device, attributed, lookups, rules)
+                done += len(rows)
+                if progress is not None:
+                    progress(done, total)
+    return {"events": done, "devices": len(uids), "times_changed": flagged_changed}
+
+
+def snapshot(session: Session) -> dict[str, list[tuple]]:
+    """Every derived aggregate row without its surrogate id, sorted: what a rebuild must reproduce exactly."""
+    def rows(stmt):
+        return sorted(tuple(_plain(v) for v in r) for r in session.execute(stmt).all())
+
+    return {
+        "coverage": rows(select(LessonCoverage.member_id, LessonCoverage.programme, LessonCoverage.lesson_id,
+                                LessonCoverage.sha256, LessonCoverage.duration_s, LessonCoverage.segments,
+                                LessonCoverage.covered_s, LessonCoverage.completed_at, LessonCoverage.first_at,
+                                LessonCoverage.last_at, LessonCoverage.events, LessonCoverage.clock_flagged)),
+        "sessions": rows(select(ClassSession.key, ClassSession.site_id, ClassSession.source, ClassSession.device_uid,
+                                ClassSession.play_id, ClassSession.programme, ClassSession.lesson_id,
+                                ClassSession.trigger, ClassSession.slot_kind, ClassSession.started_at,
+                                ClassSession.ended_at, ClassSession.listened_s, ClassSession.is_class,
+                                ClassSession.clock_flagged)),
+        "attendees": rows(select(SessionAttendee.session_key, SessionAttendee.member_id, SessionAttendee.source,
+                                 SessionAttendee.removed, SessionAttendee.at)),
+        "checkins": rows(select(Checkin.device_uid, Checkin.event_id, Checkin.site_id, Checkin.at, Checkin.member_id,
+                                Checkin.method, Checkin.credential, Checkin.clock_flagged)),
+        "broadcast": rows(select(BroadcastDay.site_id, BroadcastDay.day, BroadcastDay.programme,
+                                 BroadcastDay.lesson_id, BroadcastDay.plays, BroadcastDay.listened_cs)),
+        "exclusions": rows(select(AttendanceExclusion.device_uid, AttendanceExclusion.reason,
+                                  AttendanceExclusion.events, AttendanceExclusion.last_event_id)),
+    }
+
+
+def _plain(value):
+    if isinstance(value, list):
+        return tuple(_plain(v) for v in value)
+    if isinstance(value, float):
+        return round(value, 6)
+    return value

@@ -1,0 +1,384 @@
+"""Attendance rules as pure functions over plain data: no database, no clock, thresholds passed in as ``Rules``.
+
+What a device reported becomes one of:
+
+- **coverage** of a lesson by a radio's member: the union of the position ranges played, per rendition. Each covered
+  stretch remembers the earliest time it was heard, so the result (and the completion time) is the same whatever
+  order the events arrive in, and the same when rebuilt from the raw events;
+- a **session** at a terminal's site: operator-started playback (a key on the terminal, or a staff command) or a slot
+  marked as a class. It is a class once it is a class slot or has played ``class_min_s`` of audible sound;
+- **broadcast** coverage of a site's day: the daily loudspeaker slot. It never makes a class;
+- a **check-in** at a terminal, which makes its member an attendee of the sessions around it.
+
+Every function here is order-independent (unions, sums, minima and maxima), which is what lets ingest update the
+aggregates batch by batch while ``lessoncast attendance rebuild`` folds all events at once and gets the same rows.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from typing import Any, Iterable, Mapping, Optional, Sequence
+from zoneinfo import ZoneInfo
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+# A play's positions are whole hundredths of a second on the wire; coverage compares in those units, so adding the
+# same range twice can never grow the total through floating-point dust.
+_UNIT = 100
+
+
+@dataclass(frozen=True)
+class Rules:
+    """The thresholds attendance is computed with (settings ``LESSONCAST_ATTENDANCE_*``)."""
+
+    completion_threshold: float = 0.9
+    grace_days: int = 30
+    class_min_s: float = 20 * 60.0
+    checkin_before_s: float = 30 * 60.0
+    checkin_after_s: float = 30 * 60.0
+    clock_tolerance_s: float = 10 * 60.0
+    timezone: str = "Asia/Shanghai"
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def local_day(self, at: datetime) -> date:
+        """The county's calendar day of the instant AT."""
+        return at.astimezone(self.zone).date()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Time
+
+
+def _parse_instant(value: object) -> Optional[datetime]:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed.astimezone(timezone.utc) if parsed.utcoffset() is not None else None
+
+
+def _number(value: object) -> Optional[float]:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def corrected_time(body: Mapping[str, Any]) -> Optional[datetime]:
+    """The device clock plus the device's last server offset; the raw clock when it never learnt an offset.
+
+    None when the event carries no readable device time. Offsets beyond ±100 years are refused as nonsense.
+    """
+    raw = _parse_instant(body.get("device_time"))
+    if raw is None:
+        return None
+    offset = _number(body.get("clock_offset"))
+    if offset is None:
+        return raw
+    if abs(offset) > 100 * 366 * 86400:
+        return None
+    try:
+        return raw + timedelta(seconds=offset)
+    except OverflowError:
+        return None
+
+
+def attributed_time(body: Mapping[str, Any], received_at: datetime, enrolled_at: Optional[datetime],
+                    rules: Rules) -> tuple[datetime, Optional[str]]:
+    """(when the event counts, flag): the corrected time, or the arrival time with a flag saying why not.
+
+    Flags: ``no_time`` (no readable device time), ``before_enrolment`` (earlier than the device's first enrolment:
+    a clock reset to 1970, say) and ``future`` (later than its arrival at the server). ``clock_tolerance_s`` absorbs
+    ordinary skew either way.
+    """
+    corrected = corrected_time(body)
+    tolerance = timedelta(seconds=rules.clock_tolerance_s)
+    if corrected is None:
+        return received_at, "no_time"
+    if enrolled_at is not None and corrected < enrolled_at - tolerance:
+        return received_at, "before_enrolment"
+    if corrected > received_at + tolerance:
+        return received_at, "future"
+    return corrected, None
+
+
+def to_epoch(at: datetime) -> float:
+    """Seconds since 1970 (the form coverage segments keep their times in)."""
+    return round((at - EPOCH).total_seconds(), 3)
+
+
+def from_epoch(seconds: float) -> datetime:
+    return EPOCH + timedelta(seconds=seconds)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Plays
+
+
+@dataclass(frozen=True)
+class Play:
+    """One play event, normalised: what was played, which positions, whether it could be heard, and why it played."""
+
+    play_id: str
+    phase: str
+    programme: str
+    lesson: int
+    sha256: str
+    start: float
+    end: float
+    listened: float
+    audible: bool
+    trigger: str
+    slot_kind: Optional[str]
+
+
+def read_play(body: Mapping[str, Any]) -> tuple[Optional[Play], Optional[str]]:
+    """(the Play in BODY, None), or (None, why it cannot count): a play event missing what attendance needs."""
+    play_id, programme, sha = body.get("play_id"), body.get("programme"), body.get("sha256")
+    lesson = body.get("lesson")
+    if not isinstance(play_id, str) or not play_id or len(play_id) > 64:
+        return None, "play_without_id"
+    if not isinstance(programme, str) or not programme or not isinstance(sha, str) or len(sha) != 64:
+        return None, "play_without_lesson"
+    if isinstance(lesson, bool) or not isinstance(lesson, int):
+        return None, "play_without_lesson"
+    start, end = _number(body.get("start_position")), _number(body.get("end_position"))
+    if start is None or end is None or start < 0 or end < start:
+        return None, "play_bad_positions"
+    listened = _number(body.get("listened_seconds"))
+    listened = round(max(0.0, end - start) if listened is None or listened < 0 else listened, 2)
+    volume = _number(body.get("volume"))
+    audible = body.get("muted") is not True and (volume is None or volume > 0)
+    slot_kind = body.get("slot_kind") if body.get("slot_kind") in ("class", "broadcast") else None
+    trigger = body.get("trigger") if isinstance(body.get("trigger"), str) else ""
+    phase = body.get("phase") if isinstance(body.get("phase"), str) else ""
+    return Play(play_id, phase, programme, lesson, sha, start, end, listened, audible, trigger[:16],
+                slot_kind), None
+
+
+def play_use(kind: str, play: Play) -> str:
+    """What a play of a device of KIND counts for: ``coverage`` (radios), ``session`` or ``broadcast`` (terminals).
+
+    At a terminal a play the schedule started is a class only when its slot is marked as one; any other scheduled
+    play is the daily broadcast. A play someone started (a key on the terminal, a staff command) is a session.
+    """
+    if kind == "radio":
+        return "coverage"
+    if play.trigger == "schedule":
+        return "session" if play.slot_kind == "class" else "broadcast"
+    return "session"
+
+
+@dataclass(frozen=True)
+class Window:
+    """A programme's validity window (inclusive days); plays count until ``until`` plus the grace days."""
+
+    valid_from: date
+    valid_until: date
+
+
+def in_window(day: date, window: Window, rules: Rules) -> bool:
+    """Whether a play on DAY counts for the programme: inside its window, or within the grace period after it."""
+    return window.valid_from <= day <= window.valid_until + timedelta(days=rules.grace_days)
+
+
+def holder_on(assignments: Sequence[tuple[date, Optional[date], int]], day: date) -> Optional[int]:
+    """The member id holding a radio on DAY, from (from, until or None, member id) assignments."""
+    for start, until, member in assignments:
+        if start <= day and (until is None or day <= until):
+            return member
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Coverage: covered stretches of a rendition, each with the earliest time it was heard
+
+Segment = list  # [start_units, end_units, epoch_seconds]
+
+
+def add_range(segments: Sequence[Segment], start: float, end: float, t: float) -> list[Segment]:
+    """SEGMENTS with START..END (seconds) heard at T added: covered stretches keep their earliest time.
+
+    Segments are sorted, disjoint, in hundredths of a second; neighbours with the same time are merged, so the list
+    stays as short as the number of sittings that heard something new.
+    """
+    a, b = int(round(start * _UNIT)), int(round(end * _UNIT))
+    if b <= a:
+        return [list(s) for s in segments]
+    out: list[Segment] = []
+    cursor = a
+    for s_start, s_end, s_t in segments:
+        if s_end <= a or s_start >= b:
+            out.append([s_start, s_end, s_t])
+            continue
+        if s_start < a:
+            out.append([s_start, a, s_t])
+        if cursor < s_start:
+            out.append([cursor, s_start, t])
+        lo, hi = max(s_start, a), min(s_end, b)
+        out.append([lo, hi, min(s_t, t)])
+        cursor = hi
+        if s_end > b:
+            out.append([b, s_end, s_t])
+    if cursor < b:
+        out.append([cursor, b, t])
+    out.sort()
+    merged: list[Segment] = []
+    for seg in out:
+        if merged and merged[-1][1] == seg[0] and merged[-1][2] == seg[2]:
+            merged[-1][1] = seg[1]
+        else:
+            merged.append(seg)
+    return merged
+
+
+def merge_segments(left: Sequence[Segment], right: Sequence[Segment]) -> list[Segment]:
+    """The coverage of both: every stretch of RIGHT added to LEFT with its own time."""
+    result = [list(s) for s in left]
+    for s_start, s_end, s_t in right:
+        result = add_range(result, s_start / _UNIT, s_end / _UNIT, s_t)
+    return result
+
+
+def covered_seconds(segments: Iterable[Segment]) -> float:
+    """Distinct seconds covered."""
+    return sum(s[1] - s[0] for s in segments) / _UNIT
+
+
+def completed_at(segments: Sequence[Segment], duration_s: float, rules: Rules) -> Optional[float]:
+    """The earliest time (epoch seconds) by which the covered stretches reached the threshold, or None.
+
+    Replaying the first minute ninety times covers one minute; muted plays never reach here.
+    """
+    if duration_s <= 0:
+        return None
+    need = rules.completion_threshold * duration_s * _UNIT - 1e-6
+    total = 0
+    for s_start, s_end, s_t in sorted(segments, key=lambda s: (s[2], s[0])):
+        total += s_end - s_start
+        if total >= need:
+            return s_t
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Sessions and check-ins
+
+
+@dataclass
+class SessionFacts:
+    """What the events of one operator-started or class-slot play at a terminal add up to."""
+
+    started: float  # epoch seconds
+    ended: float
+    listened_s: float = 0.0
+    trigger: str = ""
+    slot_kind: Optional[str] = None
+    programme: Optional[str] = None
+    lesson: Optional[int] = None
+    clock_flagged: int = 0
+
+    def merge(self, other: "SessionFacts") -> "SessionFacts":
+        """Both sets of events together (order-independent)."""
+        def first(a, b):  # the events of one play agree on these; a hostile mix still gives one answer
+            return min((v for v in (a, b) if v is not None), default=None)
+
+        return SessionFacts(min(self.started, other.started), max(self.ended, other.ended),
+                            round(self.listened_s + other.listened_s, 2), max(self.trigger, other.trigger),
+                            first(self.slot_kind, other.slot_kind), first(self.programme, other.programme),
+                            first(self.lesson, other.lesson), self.clock_flagged + other.clock_flagged)
+
+
+def is_class(facts: SessionFacts, rules: Rules) -> bool:
+    """A class: a slot marked as a class, or someone-started playback of at least ``class_min_s`` audible seconds."""
+    return facts.slot_kind == "class" or facts.listened_s + 1e-6 >= rules.class_min_s
+
+
+def checkin_matches(at: float, started: float, ended: float, rules: Rules) -> bool:
+    """Whether a check-in at AT (epoch seconds) belongs to a session that ran from STARTED to ENDED."""
+    return started - rules.checkin_before_s <= at <= ended + rules.checkin_after_s
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Participation
+
+
+@dataclass(frozen=True)
+class Period:
+    """A reporting period: inclusive days, and its label (``2026-Q4``, ``2026``, a programme code)."""
+
+    label: str
+    kind: str
+    start: date
+    end: date
+
+    def contains(self, day: date) -> bool:
+        return self.start <= day <= self.end
+
+
+def quarter(year: int, q: int) -> Period:
+    """Calendar quarter Q (1..4) of YEAR."""
+    if not 1 <= q <= 4:
+        raise ValueError(f"quarter {q} is not 1 to 4")
+    start = date(year, 3 * q - 2, 1)
+    end = date(year + (q == 4), 1 if q == 4 else 3 * q + 1, 1) - timedelta(days=1)
+    return Period(f"{year}-Q{q}", "quarter", start, end)
+
+
+def year(y: int) -> Period:
+    return Period(str(y), "year", date(y, 1, 1), date(y, 12, 31))
+
+
+def parse_period(text: str) -> Period:
+    """``2026``, ``2026-Q4`` or ``2026-01-01..2026-06-30``; ValueError saying which forms are accepted."""
+    text = text.strip()
+    try:
+        if ".." in text:
+            a, b = (date.fromisoformat(p) for p in text.split("..", 1))
+            if b < a:
+                raise ValueError
+            return Period(text, "range", a, b)
+        if "-Q" in text.upper():
+            y, q = text.upper().split("-Q", 1)
+            return quarter(int(y), int(q))
+        if len(text) == 4:
+            return year(int(text))
+    except ValueError:
+        pass
+    raise ValueError(f"period {text!r}: give a year (2026), a quarter (2026-Q4) or days (2026-01-01..2026-06-30)")
+
+
+def active_in(joined: Optional[date], left: Optional[date], period: Period) -> bool:
+    """A member counts in a period when they were a member on at least one of its days."""
+    return (joined is None or joined <= period.end) and (left is None or left >= period.start)
+
+
+def rate(trained: int, active: int) -> Optional[float]:
+    """Participation as a fraction rounded to 4 places; None for no active members (not 0%, not 100%)."""
+    return None if active == 0 else round(trained / active, 4)
+
+
+@dataclass
+class Tally:
+    """Counts that roll up from members to sites, townships and the county."""
+
+    active: int = 0
+    trained: int = 0
+    completed_all: int = 0
+    completions: int = 0
+    classes_attended: int = 0
+    clock_flagged: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+    def add(self, other: "Tally") -> None:
+        self.active += other.active
+        self.trained += other.trained
+        self.completed_all += other.completed_all
+        self.completions += other.completions
+        self.classes_attended += other.classes_attended
+        self.clock_flagged += other.clock_flagged
