@@ -32,6 +32,10 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "programme": ("server.cli_programmes", "programme", "Create and look at programmes."),
     "publish": ("server.cli_programmes", "publish", "Publish a programme to its devices (shows the preview first)."),
     "pack": ("server.cli_trust", "pack", "Write a sideload pack for a channel (directory or .tar)."),
+    "attendance": ("server.cli_attendance", "attendance",
+                   "Rebuild attendance from the stored events, import class rosters, list class sessions."),
+    "report": ("server.cli_attendance", "report",
+               "Participation report of a programme or period, or a member's record (XLSX, CSV, JSON)."),
 }
 
 

@@ -26,13 +26,34 @@ def create_app(overrides: Optional[Mapping[str, Any]] = None, services: Optional
         MAX_CONTENT_LENGTH=services.settings.max_upload_size + 1024 * 1024,
     )
     app.extensions["lessoncast"] = services
+    _babel(app)
     logging.basicConfig(level=services.settings.log_level)
 
-    from server.views import devices, health, lessons, media, org, programmes, tuf, uploads
+    from server.views import attendance, devices, fleet, health, lessons, media, org, programmes, tuf, uploads
 
     for blueprint in (lessons.bp, uploads.bp, media.bp, health.bp, devices.bp, tuf.bp, org.bp,
-                      programmes.bp):
+                      programmes.bp, attendance.bp, fleet.bp):
         app.register_blueprint(blueprint)
     errors.register(app)
     app.teardown_request(discard_unclaimed)
     return app
+
+
+def _babel(app: Flask) -> None:
+    """Flask-Babel on the same catalogue exports use (server.i18n): ?lang=, then Accept-Language, then zh_CN."""
+    from flask import request
+    from flask_babel import Babel
+
+    from server.i18n import DEFAULT_LANGUAGE, LANGUAGES, TRANSLATIONS_DIR, normalise
+
+    def locale() -> str:
+        try:
+            return normalise(request.args.get("lang")) if request.args.get("lang") else \
+                normalise(request.accept_languages.best_match(["zh_CN", "zh", "en"]) or DEFAULT_LANGUAGE)
+        except ValueError:
+            return DEFAULT_LANGUAGE
+
+    app.config.setdefault("BABEL_DEFAULT_LOCALE", DEFAULT_LANGUAGE)
+    app.config.setdefault("BABEL_TRANSLATION_DIRECTORIES", str(TRANSLATIONS_DIR))
+    app.config["LESSONCAST_LANGUAGES"] = LANGUAGES
+    Babel(app, locale_selector=locale)

@@ -265,10 +265,12 @@ def write(session: Session, delta: Delta, device_uid: str, rules: Rules) -> None
 def _write_coverage(session: Session, coverage: dict, rules: Rules) -> None:
     keys = sorted(coverage)  # one lock order, so two ingests never deadlock on PostgreSQL
     first = min(c.first_at for c in coverage.values())
-    session.execute(_insert(session)(LessonCoverage).values([
-        {"member_id": k[0], "programme": k[1], "lesson_id": k[2], "sha256": k[3], "duration_s": coverage[k].duration_s,
-         "segments": [], "covered_s": 0.0, "first_at": first, "last_at": first, "events": 0, "clock_flagged": 0}
-        for k in keys]).on_conflict_do_nothing(index_elements=["member_id", "programme", "lesson_id", "sha256"]))
+    session.connection().execute(
+        _insert(session)(LessonCoverage.__table__)
+        .on_conflict_do_nothing(index_elements=["member_id", "programme", "lesson_id", "sha256"]),
+        [{"member_id": k[0], "programme": k[1], "lesson_id": k[2], "sha256": k[3], "duration_s": coverage[k].duration_s,
+          "segments": [], "covered_s": 0.0, "first_at": first, "last_at": first, "events": 0, "clock_flagged": 0}
+         for k in keys])
     rows = session.scalars(select(LessonCoverage).where(
         tuple_(LessonCoverage.member_id, LessonCoverage.programme, LessonCoverage.lesson_id,
                LessonCoverage.sha256).in_(keys)).order_by(LessonCoverage.id).with_for_update()).all()
@@ -297,8 +299,8 @@ def _write_checkins(session: Session, checkins: list[dict], rules: Rules) -> Non
             if card:
                 members[card] = mid
     rows = [dict(c, member_id=members.get(c["credential"])) for c in checkins]
-    session.execute(_insert(session)(Checkin).values(rows)
-                    .on_conflict_do_nothing(index_elements=["device_uid", "event_id"]))
+    session.connection().execute(_insert(session)(Checkin.__table__)
+                                 .on_conflict_do_nothing(index_elements=["device_uid", "event_id"]), rows)
     # A check-in may arrive after the session it belongs to: attach it to every session around it.
     for row in rows:
         if row["member_id"] is None:
@@ -317,12 +319,13 @@ def _attend(session: Session, entries: list[tuple[str, int, datetime]]) -> None:
     first: dict[tuple[str, int], datetime] = {}
     for key, member, at in entries:
         first[(key, member)] = min(at, first.get((key, member), at))
-    stmt = _insert(session)(SessionAttendee).values([
+    stmt = _insert(session)(SessionAttendee.__table__)
+    # A member who checked in twice attended from the first check-in, whichever arrived first.
+    stmt = stmt.on_conflict_do_update(index_elements=["session_key", "member_id", "source"],
+                                      set_={"at": _least(session)(SessionAttendee.at, stmt.excluded.at)})
+    session.connection().execute(stmt, [
         {"session_key": key, "member_id": member, "source": "checkin", "removed": False, "at": at, "actor": ""}
         for (key, member), at in sorted(first.items())])
-    # A member who checked in twice attended from the first check-in, whichever arrived first.
-    session.execute(stmt.on_conflict_do_update(index_elements=["session_key", "member_id", "source"],
-                                               set_={"at": _least(session)(SessionAttendee.at, stmt.excluded.at)}))
 
 
 def _write_sessions(session: Session, sessions: dict, rules: Rules) -> None:

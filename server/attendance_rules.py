@@ -26,6 +26,11 @@ EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 # A play's positions are whole hundredths of a second on the wire; coverage compares in those units, so adding the
 # same range twice can never grow the total through floating-point dust.
 _UNIT = 100
+# What the aggregate tables can hold: programme codes are String(64), lesson ids a 32-bit Integer. A play beyond
+# them must be excluded here, or writing its aggregates fails and the whole batch is refused (and resent) forever.
+_MAX_PROGRAMME = 64
+_MAX_LESSON = 2**31 - 1
+MAX_PLAY_S = 86_400.0  # no lesson (LESSONCAST_MAX_DURATION is 4 h by default) or single play lasts a day
 
 
 @dataclass(frozen=True)
@@ -143,15 +148,19 @@ def read_play(body: Mapping[str, Any]) -> tuple[Optional[Play], Optional[str]]:
     lesson = body.get("lesson")
     if not isinstance(play_id, str) or not play_id or len(play_id) > 64:
         return None, "play_without_id"
-    if not isinstance(programme, str) or not programme or not isinstance(sha, str) or len(sha) != 64:
+    if not isinstance(programme, str) or not programme or len(programme) > _MAX_PROGRAMME:
         return None, "play_without_lesson"
-    if isinstance(lesson, bool) or not isinstance(lesson, int):
+    if not isinstance(sha, str) or len(sha) != 64:
+        return None, "play_without_lesson"
+    if isinstance(lesson, bool) or not isinstance(lesson, int) or not 1 <= lesson <= _MAX_LESSON:
         return None, "play_without_lesson"
     start, end = _number(body.get("start_position")), _number(body.get("end_position"))
-    if start is None or end is None or start < 0 or end < start:
+    if start is None or end is None or start < 0 or end < start or end > MAX_PLAY_S:
         return None, "play_bad_positions"
     listened = _number(body.get("listened_seconds"))
     listened = round(max(0.0, end - start) if listened is None or listened < 0 else listened, 2)
+    if listened > MAX_PLAY_S:  # a summary sums its plays' seconds, but no play lasts a day
+        return None, "play_bad_positions"
     volume = _number(body.get("volume"))
     audible = body.get("muted") is not True and (volume is None or volume > 0)
     slot_kind = body.get("slot_kind") if body.get("slot_kind") in ("class", "broadcast") else None
@@ -210,6 +219,13 @@ def add_range(segments: Sequence[Segment], start: float, end: float, t: float) -
     a, b = int(round(start * _UNIT)), int(round(end * _UNIT))
     if b <= a:
         return [list(s) for s in segments]
+    if not segments or a >= segments[-1][1]:  # the usual case: a play going on from where it was
+        out = [list(s) for s in segments]
+        if out and out[-1][1] == a and out[-1][2] == t:
+            out[-1][1] = b
+        else:
+            out.append([a, b, t])
+        return out
     out: list[Segment] = []
     cursor = a
     for s_start, s_end, s_t in segments:
@@ -345,12 +361,17 @@ def parse_period(text: str) -> Period:
             return Period(text, "range", a, b)
         if "-Q" in text.upper():
             y, q = text.upper().split("-Q", 1)
-            return quarter(int(y), int(q))
-        if len(text) == 4:
+            if _digits(y, 4) and _digits(q):
+                return quarter(int(y), int(q))
+        elif _digits(text, 4):  # int() alone would take "2_26" or "+226" as the year 226
             return year(int(text))
     except ValueError:
         pass
     raise ValueError(f"period {text!r}: give a year (2026), a quarter (2026-Q4) or days (2026-01-01..2026-06-30)")
+
+
+def _digits(text: str, length: Optional[int] = None) -> bool:
+    return text.isascii() and text.isdigit() and (length is None or len(text) == length)
 
 
 def active_in(joined: Optional[date], left: Optional[date], period: Period) -> bool:

@@ -21,10 +21,10 @@ from server.models import ROLES, ApiToken, User
 # What each role may do. Operators and viewers read; media staff manage lessons; admins do everything.
 PERMISSIONS: dict[str, frozenset[str]] = {
     "admin": frozenset({"read", "lessons.write", "tokens.manage", "devices.manage", "org.write",
-                        "programmes.write"}),
+                        "programmes.write", "attendance.write"}),
     "media": frozenset({"read", "lessons.write", "programmes.write"}),
-    # Operators look after their own township's devices (scoped in the device service).
-    "operator": frozenset({"read", "devices.manage"}),
+    # Operators look after their own township's devices and attendance (scoped in the services).
+    "operator": frozenset({"read", "devices.manage", "attendance.write"}),
     "viewer": frozenset({"read"}),
     # An enrolled device's HTTP token: it may download (when media need a token) and nothing else.
     "device": frozenset({"device"}),

@@ -194,3 +194,14 @@ def find_events_files(root: Path) -> list[Path]:
     found = {p for p in root.rglob("*.events.jsonl") if p.is_file()}
     found |= {p for p in root.rglob("lessoncast-events/*.jsonl") if p.is_file()}
     return sorted(found)
+
+
+def gaps(acked: int, ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The missing (first, last) sequence ranges after ACKED, given the stored (first, last) RANGES beyond it."""
+    missing: list[tuple[int, int]] = []
+    covered = acked
+    for first, last in sorted(ranges):
+        if first > covered + 1:
+            missing.append((covered + 1, first - 1))
+        covered = max(covered, last)
+    return missing

@@ -72,6 +72,9 @@ class DeviceSequence(Base):
     epoch: Mapped[int] = mapped_column(Integer, primary_key=True)
     acked: Mapped[int] = mapped_column(Integer, default=0)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # The highest sequence stored (events or quarantined) in this epoch: while it is at or below the ack, a batch
+    # beyond it needs no look-ups for duplicates or for ranges stored earlier.
+    stored_max: Mapped[int] = mapped_column(Integer, default=0)
     # What ingest did with this epoch's batches: the device's record and the ingest metrics add these up.
     events: Mapped[int] = mapped_column(Integer, default=0)
     duplicates: Mapped[int] = mapped_column(Integer, default=0)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Iterable, Mapping, Optional
 
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -74,14 +75,15 @@ def _lock_sequence(session: Session, device: str, epoch: int, now: datetime) -> 
 
 
 def _insert_events(session: Session, device: str, epoch: int, events: list[Attributed], seqs: dict[str, Event],
-                   now: datetime) -> list[Attributed]:
+                   now: datetime, stored_max: int) -> list[Attributed]:
     """Insert the events not stored yet; return those (the duplicates are left out, so nothing counts twice).
 
     The caller holds the device's sequence row lock, so no other ingest stores this device's events meanwhile and
-    the look-up of what is already stored stays true until the commit.
+    the look-up of what is already stored stays true until the commit. A batch wholly beyond STORED_MAX (the usual
+    case) cannot hold a stored event, so it needs no look-up.
     """
     stored: set[str] = set()
-    ids = [e.event_id for e in events]
+    ids = [e.event_id for e in events] if min(seqs[e.event_id].seq for e in events) <= stored_max else []
     for start in range(0, len(ids), 500):
         stored.update(session.scalars(select(DeviceEvent.event_id).where(
             DeviceEvent.device_uid == device, DeviceEvent.event_id.in_(ids[start:start + 500]))))
@@ -90,14 +92,15 @@ def _insert_events(session: Session, device: str, epoch: int, events: list[Attri
         if e.event_id not in stored and e.event_id not in seen:
             seen.add(e.event_id)
             new.append(e)
-    insert = _insert(session)
-    for start in range(0, len(new), INSERT_CHUNK):
+    if new:
+        # One compiled statement, executed many times (the compiled form is cached): far cheaper than a multi-row
+        # VALUES statement, which SQLAlchemy would compile afresh for every batch.
         rows = [{"device_uid": device, "epoch": epoch, "seq": seqs[e.event_id].seq,
                  "seq_last": seqs[e.event_id].seq_last, "event_id": e.event_id, "type": e.type, "body": e.body,
                  "device_time": seqs[e.event_id].device_time, "received_at": now, "at": e.at, "clock_flag": e.flag}
-                for e in new[start:start + INSERT_CHUNK]]
-        session.execute(insert(DeviceEvent).values(rows)
-                        .on_conflict_do_nothing(index_elements=["device_uid", "event_id"]))
+                for e in new]
+        session.connection().execute(_insert(session)(DeviceEvent.__table__)
+                                     .on_conflict_do_nothing(index_elements=["device_uid", "event_id"]), rows)
     return new
 
 
@@ -108,15 +111,41 @@ def _advance(session: Session, seq_row: DeviceSequence, new_ranges: list[tuple[i
     # transaction as every insert), so it ends at or before the ack. This keeps the walk on the (device, epoch,
     # seq) index instead of scanning a device's whole history on every batch.
     ranges = list(new_ranges)
-    ranges += session.execute(select(DeviceEvent.seq, DeviceEvent.seq_last).where(
-        DeviceEvent.device_uid == device, DeviceEvent.epoch == epoch, DeviceEvent.seq > acked)).all()
-    ranges += session.execute(select(QuarantinedBatch.seq_first, QuarantinedBatch.seq_last).where(
-        QuarantinedBatch.device_uid == device, QuarantinedBatch.epoch == epoch,
-        QuarantinedBatch.seq_first > acked)).all()
+    if seq_row.stored_max > acked:  # something beyond the ack was stored before: look it up
+        ranges += session.execute(select(DeviceEvent.seq, DeviceEvent.seq_last).where(
+            DeviceEvent.device_uid == device, DeviceEvent.epoch == epoch, DeviceEvent.seq > acked)).all()
+        ranges += session.execute(select(QuarantinedBatch.seq_first, QuarantinedBatch.seq_last).where(
+            QuarantinedBatch.device_uid == device, QuarantinedBatch.epoch == epoch,
+            QuarantinedBatch.seq_first > acked)).all()
     end = contiguous_end(acked, ranges)
+    seq_row.stored_max = max([seq_row.stored_max, end] + [last for _first, last in new_ranges])
     if end != acked:
         seq_row.acked, seq_row.updated_at = end, now
     return end
+
+
+def _apply_attendance(session: Session, device: str, facts, new: list[Attributed], lookups: Lookups,
+                      rules: Rules) -> None:
+    """Fold the new events into attendance in a savepoint: if that fails (a bug, or data nothing foresaw), the events
+    are still stored and acked, the failure is counted in the device's record, and a rebuild can retry it."""
+    try:
+        with session.begin_nested():
+            attendance.apply_batch(session, facts, new, lookups, rules)
+    except SQLAlchemyError as exc:
+        if "lock" in str(exc).lower() or "deadlock" in str(exc).lower() or "serializ" in str(exc).lower():
+            raise  # contention: the whole batch is retried (not acked), nothing is lost
+        _attendance_failed(session, device, new, exc)
+    except (ValueError, TypeError, OverflowError, KeyError, ArithmeticError) as exc:
+        _attendance_failed(session, device, new, exc)
+
+
+def _attendance_failed(session: Session, device: str, new: list[Attributed], exc: Exception) -> None:
+    log.exception("attendance could not count %d events of %s (%s); they are stored, and 'lessoncast attendance "
+                  "rebuild' counts them once the cause is fixed", len(new), device, exc)
+    delta = attendance.Delta()
+    for e in new:
+        delta.exclude("attendance_error", e.event_id)
+    attendance.write(session, delta, device, Rules())
 
 
 def _enrolled(session: Session, device: str) -> bool:
@@ -152,14 +181,15 @@ def store_in(session: Session, device: str, epoch: int, first: int, last: int, e
         events = events or []
         facts = lookups.device(session, device)
         attributed = attendance.attribute(events, now, facts, rules)
-        new = _insert_events(session, device, epoch, attributed, {e.event_id: e for e in events}, now)
+        new = _insert_events(session, device, epoch, attributed, {e.event_id: e for e in events}, now,
+                             seq_row.stored_max) if events else []
         inserted, duplicates = len(new), len(events) - len(new)
         seq_row.events += inserted
         seq_row.duplicates += duplicates
         seq_row.clock_flagged += sum(1 for e in new if e.flag is not None)
         if new:
             seq_row.last_event_at = now
-            attendance.apply_batch(session, facts, new, lookups, rules)
+            _apply_attendance(session, device, facts, new, lookups, rules)
         new_ranges = [(e.seq, e.seq_last) for e in events]
     acked = _advance(session, seq_row, new_ranges, now)
     retained.put(session, topics.ack(device), ack_payload(epoch, acked), now)

@@ -74,6 +74,10 @@ class Ingest:
         self._link: Optional[ServerLink] = None
         self._threads: list[threading.Thread] = []
         self._client = self._make_client()
+        from server.attendance import CACHE_TTL_S, Lookups
+
+        # Devices, durations and programme windows for attendance, looked up once per CACHE_TTL_S, not per batch.
+        self.lookups = Lookups(ttl_s=CACHE_TTL_S)
 
     def _make_client(self) -> mqtt.Client:
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv5,
@@ -157,7 +161,8 @@ class Ingest:
 
         if item.kind == "events":
             try:
-                store_batch(self.services, item.device, item.properties, item.payload, item.received_at)
+                store_batch(self.services, item.device, item.properties, item.payload, item.received_at,
+                            self.lookups)
             except SQLAlchemyError:
                 log.exception("events of %s (epoch %s, seq %s) not stored: database error; not acked, the device "
                               "sends them again", item.device, item.properties.get("epoch"),

@@ -50,6 +50,25 @@ def _size(text: str) -> int:
     return int(value)
 
 
+def _fraction(text: str) -> float:
+    """A share above 0 and at most 1, such as 0.9."""
+    value = float(text)
+    if not 0 < value <= 1:
+        raise ValueError(f"expected a share above 0 and at most 1 (0.9 for 90%), got {text!r}")
+    return value
+
+
+def _zone(text: str) -> str:
+    """An IANA time zone name such as Asia/Shanghai."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(str(text))
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"{text!r} is not a time zone name such as Asia/Shanghai or Asia/Urumqi") from None
+    return str(text)
+
+
 def _duration(text: str) -> float:
     """Parse seconds, or a number with ``s``, ``m`` or ``h``."""
     value = str(text).strip().lower()
@@ -103,7 +122,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("attendance_grace_days", 30, "Days after a programme ends in which plays still count (and packs verify).",
             int),
     Setting("attendance_completion", 0.9, "Share of a rendition's duration a radio's member must cover to complete "
-            "the lesson (0 to 1).", float),
+            "the lesson (0 to 1).", _fraction),
     Setting("attendance_class_minutes", 20.0, "Minutes of audible, operator-started playback at a terminal that make a "
             "class session.", float),
     Setting("attendance_checkin_before", 30 * 60.0, "How long before a session starts a check-in still counts for it "
@@ -112,7 +131,8 @@ SETTINGS: tuple[Setting, ...] = (
             "it (seconds, or with m/h).", _duration),
     Setting("attendance_clock_tolerance", 10 * 60.0, "Clock skew tolerated before an event's time counts as "
             "implausible (seconds, or with m/h).", _duration),
-    Setting("county_timezone", "Asia/Shanghai", "Time zone of the county: days, quarters and years of reports."),
+    Setting("county_timezone", "Asia/Shanghai", "Time zone of the county: days, quarters and years of reports.",
+            _zone),
     Setting("secret_key", "", "Flask secret key. Default: generated once and kept in the data directory.", secret=True),
     Setting("log_level", "INFO", "Logging level: DEBUG, INFO, WARNING or ERROR."),
 )

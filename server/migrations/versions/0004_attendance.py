@@ -129,12 +129,24 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('clock_flag', sa.String(length=16), nullable=True))
 
     with op.batch_alter_table('device_sequences', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('stored_max', sa.Integer(), nullable=False, server_default='0'))
         batch_op.add_column(sa.Column('events', sa.Integer(), nullable=False, server_default='0'))
         batch_op.add_column(sa.Column('duplicates', sa.Integer(), nullable=False, server_default='0'))
         batch_op.add_column(sa.Column('quarantined', sa.Integer(), nullable=False, server_default='0'))
         batch_op.add_column(sa.Column('rejected', sa.Integer(), nullable=False, server_default='0'))
         batch_op.add_column(sa.Column('clock_flagged', sa.Integer(), nullable=False, server_default='0'))
         batch_op.add_column(sa.Column('last_event_at', sa.DateTime(), nullable=True))
+    op.execute("""
+        UPDATE device_sequences SET stored_max = (
+          SELECT MAX(m) FROM (
+            SELECT MAX(seq_last) AS m FROM device_events e
+             WHERE e.device_uid = device_sequences.device_uid AND e.epoch = device_sequences.epoch
+            UNION ALL
+            SELECT MAX(seq_last) FROM quarantined_batches q
+             WHERE q.device_uid = device_sequences.device_uid AND q.epoch = device_sequences.epoch
+            UNION ALL
+            SELECT device_sequences.acked) AS stored)
+    """)
 
     with op.batch_alter_table('device_status', schema=None) as batch_op:
         batch_op.add_column(sa.Column('battery', sa.Integer(), nullable=True))
@@ -173,6 +185,7 @@ def downgrade() -> None:
         batch_op.drop_column('quarantined')
         batch_op.drop_column('duplicates')
         batch_op.drop_column('events')
+        batch_op.drop_column('stored_max')
 
     with op.batch_alter_table('device_events', schema=None) as batch_op:
         batch_op.drop_column('clock_flag')

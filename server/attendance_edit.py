@@ -1,0 +1,221 @@
+"""What staff enter about classes: sessions held without a terminal, rosters (CSV), and attendees an operator adds
+or removes. Every change is audited; none is touched by ``lessoncast attendance rebuild``.
+
+Operators act only on their own township's sites; a roster is checked whole before anything is stored.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from datetime import date, datetime, time
+from typing import Any, Optional
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from server.attendance_models import ClassSession, SessionAttendee
+from server.attendance_rules import Rules
+from server.errors import ApiError
+from server.org_models import AuditEntry, Member, Site, Township
+
+# English or Chinese headers, as an Excel sheet from a township office would have them.
+ROSTER_HEADERS = {
+    "session": "session", "会议": "session", "场次": "session",
+    "site": "site", "村": "site", "村（点）代码": "site", "站点": "site",
+    "date": "date", "日期": "date",
+    "time": "time", "时间": "time",
+    "member": "member", "党员编号": "member", "member_no": "member",
+    "title": "title", "课程名称": "title", "主题": "title",
+}
+
+
+def _site(session: Session, code: str, township: Optional[str]) -> Site:
+    site = session.scalar(select(Site).where(Site.code == code))
+    if site is None:
+        raise ApiError(422, "unknown_site", f"There is no site {code!r}. See GET /api/v1/sites.")
+    if township and site.township.code != township:
+        raise ApiError(403, "other_township", f"Site {code} belongs to another township; operators record only "
+                                              f"{township}'s classes.")
+    return site
+
+
+def manual_key(site: str, day: date, at: time) -> str:
+    """The key of a class entered by staff at SITE on DAY at AT (one per site and start time)."""
+    return f"manual:{site}:{day.isoformat()}T{at.strftime('%H:%M')}"
+
+
+def add_session(session: Session, rules: Rules, site_code: str, day: date, at: time, title: str, actor: str,
+                now: datetime, township: Optional[str] = None) -> ClassSession:
+    """A class held at a site without a terminal's record (a DVD, a speaker); it counts as a class."""
+    site = _site(session, site_code, township)
+    key = manual_key(site.code, day, at)
+    row = session.scalar(select(ClassSession).where(ClassSession.key == key))
+    if row is None:
+        started = datetime.combine(day, at, rules.zone)
+        row = ClassSession(key=key, site_id=site.id, source="manual", started_at=started, ended_at=started,
+                           listened_s=0.0, is_class=True, trigger="manual", title=title[:200], created_by=actor,
+                           clock_flagged=0)
+        session.add(row)
+        session.add(AuditEntry(at=now, actor=actor, action="session.add", subject=key, details={"title": title}))
+        session.flush()
+    return row
+
+
+def get_session(session: Session, key: str, township: Optional[str] = None) -> ClassSession:
+    row = session.scalar(select(ClassSession).where(ClassSession.key == key))
+    if row is None:
+        raise ApiError(404, "unknown_session", f"There is no session {key!r}. See GET /api/v1/sessions.")
+    if township:
+        site = session.get(Site, row.site_id)
+        if site.township.code != township:
+            raise ApiError(403, "other_township", f"Session {key} is in another township.")
+    return row
+
+
+def _member(session: Session, member_no: str) -> Member:
+    member = session.scalar(select(Member).where(Member.member_no == member_no))
+    if member is None:
+        raise ApiError(422, "unknown_member", f"There is no member {member_no!r}. Import the members first.")
+    return member
+
+
+def set_attendee(session: Session, key: str, member_no: str, present: bool, actor: str, now: datetime,
+                 township: Optional[str] = None, reason: str = "") -> None:
+    """Add (PRESENT) or remove a member at a session, as an operator; a removal outranks a check-in or roster."""
+    get_session(session, key, township)
+    member = _member(session, member_no)
+    row = session.scalar(select(SessionAttendee).where(SessionAttendee.session_key == key,
+                                                       SessionAttendee.member_id == member.id,
+                                                       SessionAttendee.source == "operator"))
+    if row is None:
+        row = SessionAttendee(session_key=key, member_id=member.id, source="operator")
+        session.add(row)
+    row.removed, row.at, row.actor = not present, now, actor
+    session.add(AuditEntry(at=now, actor=actor, action="attendee.add" if present else "attendee.remove",
+                           subject=key, details={"member": member_no}, note=reason[:500]))
+
+
+def attendees(session: Session, key: str, township: Optional[str] = None) -> list[dict[str, Any]]:
+    """Who attended a session, with every source that says so and whether an operator removed them."""
+    get_session(session, key, township)
+    by_member: dict[str, dict[str, Any]] = {}
+    for no, name, source, removed, at, actor in session.execute(
+            select(Member.member_no, Member.name, SessionAttendee.source, SessionAttendee.removed, SessionAttendee.at,
+                   SessionAttendee.actor).join(Member, Member.id == SessionAttendee.member_id)
+            .where(SessionAttendee.session_key == key).order_by(Member.member_no, SessionAttendee.source)):
+        entry = by_member.setdefault(no, {"member": no, "name": name, "sources": [], "removed": False})
+        if removed:
+            entry["removed"] = True
+            entry["removed_by"] = actor
+        else:
+            entry["sources"].append(source)
+    for entry in by_member.values():
+        entry["present"] = bool(entry["sources"]) and not entry["removed"]
+    return list(by_member.values())
+
+
+@dataclass(frozen=True)
+class RosterResult:
+    sessions: int
+    attendees: int
+    created_sessions: int
+
+
+def import_roster(session: Session, rules: Rules, text: str, actor: str, now: datetime,
+                  township: Optional[str] = None, filename: str = "roster.csv") -> RosterResult:
+    """Store a roster CSV: one member per row, for an existing session (``session``) or a class at ``site`` on
+    ``date`` (``time`` optional, default 09:00), created if needed. All rows are checked before any is stored."""
+    reader = csv.reader(text.splitlines())
+    header = next(reader, None)
+    if not header:
+        raise ApiError(422, "csv_invalid", f"{filename}: empty; the first line names the columns "
+                                           "(session or site,date[,time]; member).")
+    columns = [ROSTER_HEADERS.get(h.strip().lstrip("\ufeff").lower(), ROSTER_HEADERS.get(h.strip().lstrip("\ufeff")))
+               for h in header]
+    unknown = [h for h, c in zip(header, columns) if c is None]
+    if unknown or "member" not in columns or not ({"session"} <= set(columns) or {"site", "date"} <= set(columns)):
+        raise ApiError(422, "csv_invalid", f"{filename}:1: columns must be member plus either session or site and "
+                                           f"date (and optionally time, title); unknown: {', '.join(unknown) or '-'}")
+    errors: list[str] = []
+    planned: list[tuple[Any, str, str]] = []
+    members = dict(session.execute(select(Member.member_no, Member.id)).all())
+    for line, raw in enumerate(reader, 2):
+        if not any(cell.strip() for cell in raw):
+            continue
+        row = {c: (raw[i].strip() if i < len(raw) else "") for i, c in enumerate(columns)}
+        member = row.get("member", "")
+        if member not in members:
+            errors.append(f"{filename}:{line}: member: {member!r} is not a known member number")
+        if row.get("session"):
+            target: Any = row["session"]
+        else:
+            try:
+                day = date.fromisoformat(row.get("date", ""))
+                at = time.fromisoformat(row["time"]) if row.get("time") else time(9, 0)
+            except ValueError:
+                errors.append(f"{filename}:{line}: date/time: {row.get('date')!r} {row.get('time', '')!r} is not "
+                              "YYYY-MM-DD [HH:MM]")
+                continue
+            target = (row.get("site", ""), day, at)
+        planned.append((target, member, row.get("title", "")))
+    if errors:
+        raise ApiError(422, "csv_invalid", f"{len(errors)} problem(s), nothing was stored:\n" + "\n".join(errors[:50]))
+    if not planned:
+        raise ApiError(422, "csv_invalid", f"{filename}: no rows below the header")
+    keys: dict[Any, str] = {}
+    created = 0
+    for target, _member_no, title in planned:
+        if target in keys:
+            continue
+        try:
+            if isinstance(target, str):
+                keys[target] = get_session(session, target, township).key
+            else:
+                existed = session.scalar(select(func.count()).select_from(ClassSession).where(
+                    ClassSession.key == manual_key(target[0], target[1], target[2])))
+                keys[target] = add_session(session, rules, target[0], target[1], target[2], title, actor, now,
+                                           township).key
+                created += 0 if existed else 1
+        except ApiError as exc:
+            raise ApiError(exc.status, exc.code, f"{filename}: {exc.message} Nothing was stored.") from None
+    count = 0
+    for target, member_no, _title in planned:
+        key = keys[target]
+        exists = session.scalar(select(SessionAttendee.id).where(
+            SessionAttendee.session_key == key, SessionAttendee.member_id == members[member_no],
+            SessionAttendee.source == "roster"))
+        if exists is None:
+            session.add(SessionAttendee(session_key=key, member_id=members[member_no], source="roster",
+                                        removed=False, at=now, actor=actor))
+            count += 1
+    session.add(AuditEntry(at=now, actor=actor, action="roster.import", subject=filename,
+                           details={"sessions": len(set(keys.values())), "attendees": count, "created": created}))
+    session.flush()
+    return RosterResult(len(set(keys.values())), count, created)
+
+
+def list_sessions(session: Session, rules: Rules, start: date, end: date, *, township: Optional[str] = None,
+                  site: Optional[str] = None, classes_only: bool = False) -> list[dict[str, Any]]:
+    """Sessions that started between START and END (county days), with their attendee count."""
+    lo = datetime.combine(start, time(), rules.zone)
+    hi = datetime.combine(end, time(23, 59, 59, 999999), rules.zone)
+    query = (select(ClassSession, Site.code, Township.code).join(Site, Site.id == ClassSession.site_id)
+             .join(Township, Township.id == Site.township_id)
+             .where(ClassSession.started_at >= lo, ClassSession.started_at <= hi))
+    if township:
+        query = query.where(Township.code == township)
+    if site:
+        query = query.where(Site.code == site)
+    if classes_only:
+        query = query.where(ClassSession.is_class.is_(True))
+    out = []
+    for row, site_code, town in session.execute(query.order_by(ClassSession.started_at, ClassSession.key)):
+        present = [a for a in attendees(session, row.key) if a["present"]]
+        out.append({"key": row.key, "site": site_code, "township": town, "source": row.source,
+                    "device": row.device_uid, "programme": row.programme, "lesson": row.lesson_id,
+                    "trigger": row.trigger, "slot_kind": row.slot_kind, "is_class": row.is_class,
+                    "started_at": row.started_at.isoformat(), "ended_at": row.ended_at.isoformat(),
+                    "listened_s": row.listened_s, "clock_flagged": row.clock_flagged, "title": row.title,
+                    "attendees": len(present)})
+    return out

@@ -1,0 +1,195 @@
+"""Report tables and their formats: JSON, CSV and XLSX all come from ``tables``, so they cannot disagree.
+
+``tables`` lays a ``server.reports.Report`` (or ``MemberRecord``) out as named tables of typed cells. A format only
+writes cells: numbers stay numbers (a rate is a fraction, formatted as a percentage in XLSX), dates stay dates.
+Headers and sheet names are message ids of the console's translation catalogue (``server.i18n``), Chinese by default.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any, Optional
+
+from server.i18n import _, translator
+from server.reports import MemberRecord, MemberRow, Report, Row
+
+FORMATS = ("json", "csv", "xlsx")
+
+
+@dataclass(frozen=True)
+class Table:
+    """A named table: its key, title (a message id), columns as (key, header message id), and rows of cells."""
+
+    key: str
+    title: str
+    columns: tuple[tuple[str, str], ...]
+    rows: list[tuple[Any, ...]]
+
+
+_AREA = (("level", _("Level")), ("township", _("Township code")), ("code", _("Code")), ("name", _("Name")),
+         ("active", _("Active members")), ("trained", _("Trained members")), ("rate", _("Participation rate")),
+         ("completed_all", _("Completed all mandatory lessons")), ("classes", _("Class sessions")),
+         ("broadcast_days", _("Broadcast days")), ("clock_flagged", _("Records with an implausible clock")))
+_MEMBER = (("member_no", _("Member number")), ("name", _("Name")), ("township", _("Township code")),
+           ("site", _("Site code")), ("site_name", _("Site")), ("branch", _("Party branch")),
+           ("mandatory", _("Mandatory lessons")), ("completed", _("Mandatory lessons completed")),
+           ("classes", _("Classes attended")), ("trained", _("Trained")), ("last_training", _("Last training")),
+           ("clock_flagged", _("Records with an implausible clock")))
+_UNTRAINED = (("member_no", _("Member number")), ("name", _("Name")), ("township", _("Township code")),
+              ("site", _("Site code")), ("site_name", _("Site")), ("branch", _("Party branch")))
+
+
+def _area(row: Row) -> tuple:
+    return (row.level, row.township, row.code, row.name, row.active, row.trained, row.rate, row.completed_all,
+            row.classes, row.broadcast_days, row.clock_flagged)
+
+
+def _member(m: MemberRow) -> tuple:
+    return (m.member_no, m.name, m.township, m.site, m.site_name, m.branch, m.mandatory, m.completed, m.classes,
+            m.trained, m.last_training, m.clock_flagged)
+
+
+def tables(report: Report) -> list[Table]:
+    """Every table of a participation report, in the order of the XLSX sheets."""
+    return [
+        Table("county", _("County"), _AREA, [_area(report.county)]),
+        Table("townships", _("Townships"), _AREA, [_area(r) for r in report.townships]),
+        Table("sites", _("Sites"), _AREA, [_area(r) for r in report.sites]),
+        Table("members", _("Members"), _MEMBER, [_member(m) for m in report.members]),
+        Table("sites_without_class", _("Sites without a class"), _AREA,
+              [_area(r) for r in report.sites_without_class]),
+        Table("untrained", _("Untrained this year"), _UNTRAINED,
+              [(m.member_no, m.name, m.township, m.site, m.site_name, m.branch) for m in report.untrained_this_year]),
+    ]
+
+
+def record_tables(record: MemberRecord) -> list[Table]:
+    """A member's record: lessons completed and classes attended."""
+    lessons = Table("lessons", _("Lessons completed"),
+                    (("programme", _("Programme")), ("lesson", _("Lesson")), ("title", _("Title")),
+                     ("completed_on", _("Completed on")), ("mandatory", _("Mandatory")),
+                     ("clock_flagged", _("Implausible clock"))),
+                    [(x["programme"], x["lesson"], x["title"], date.fromisoformat(x["completed_on"]), x["mandatory"],
+                      x["clock_flagged"]) for x in record.lessons])
+    classes = Table("classes", _("Classes attended"),
+                    (("date", _("Date")), ("site", _("Site code")), ("lesson", _("Lesson")), ("title", _("Title")),
+                     ("recorded_by", _("Recorded by")), ("clock_flagged", _("Implausible clock"))),
+                    [(date.fromisoformat(x["date"]), x["site"], x["lesson"], x["title"], x["recorded_by"],
+                      x["clock_flagged"]) for x in record.classes])
+    return [lessons, classes]
+
+
+def _json_cell(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, (date, datetime)) else value
+
+
+def to_json(report_tables: list[Table], meta: dict[str, Any]) -> bytes:
+    """{"meta": {...}, "<table>": [{column: cell}, ...], ...} as UTF-8 JSON."""
+    out: dict[str, Any] = {"meta": meta}
+    for table in report_tables:
+        keys = [k for k, _h in table.columns]
+        out[table.key] = [{k: _json_cell(v) for k, v in zip(keys, row)} for row in table.rows]
+    return json.dumps(out, ensure_ascii=False, indent=1).encode("utf-8")
+
+
+def _csv_cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    return _json_cell(value)
+
+
+def to_csv(table: Table, language: Optional[str] = None) -> bytes:
+    """One table as CSV with translated headers, UTF-8 with a BOM so Excel on a Chinese Windows opens it right."""
+    gettext = translator(language)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow([gettext(h) for _k, h in table.columns])
+    for row in table.rows:
+        writer.writerow([_csv_cell(v) for v in row])
+    return ("\ufeff" + buffer.getvalue()).encode("utf-8")
+
+
+def to_xlsx(report_tables: list[Table], meta: dict[str, Any], language: Optional[str] = None) -> bytes:
+    """A workbook with a sheet per table (translated names and headers) and a first sheet saying what it is."""
+    from openpyxl import Workbook
+    from openpyxl.styles import Font
+    from openpyxl.utils import get_column_letter
+
+    gettext = translator(language)
+    book = Workbook()
+    about = book.active
+    about.title = gettext(_("About"))[:31]
+    for key, value in meta.items():
+        about.append([gettext(_META.get(key, key)), _json_cell(value)])
+    about.column_dimensions["A"].width = 24
+    about.column_dimensions["B"].width = 40
+    for table in report_tables:
+        sheet = book.create_sheet(_sheet_name(gettext(table.title)))
+        sheet.append([gettext(h) for _k, h in table.columns])
+        for cell in sheet[1]:
+            cell.font = Font(bold=True)
+        rate_col = next((i for i, (k, _h) in enumerate(table.columns, 1) if k == "rate"), None)
+        for row in table.rows:
+            sheet.append([_xlsx_cell(v) for v in row])
+        if rate_col is not None:
+            for cells in sheet.iter_rows(min_row=2, min_col=rate_col, max_col=rate_col):
+                cells[0].number_format = "0.0%"
+        for i, (_k, header) in enumerate(table.columns, 1):
+            sheet.column_dimensions[get_column_letter(i)].width = max(10, min(40, len(gettext(header)) * 2 + 2))
+        sheet.freeze_panes = "A2"
+    buffer = io.BytesIO()
+    book.save(buffer)
+    return buffer.getvalue()
+
+
+def _xlsx_cell(value: Any) -> Any:
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@"):
+        return "'" + value  # a name is never run as a formula
+    return value
+
+
+def _sheet_name(name: str) -> str:
+    for bad in "[]:*?/\\":
+        name = name.replace(bad, " ")
+    return name[:31]
+
+
+_META = {"period": _("Period"), "kind": _("Kind of period"), "from": _("From"), "until": _("Until"),
+         "township": _("Township code"), "generated_at": _("Generated at"), "year": _("Year of the home-visit list"),
+         "member_no": _("Member number"), "name": _("Name"), "site": _("Site code")}
+
+
+def report_meta(report: Report) -> dict[str, Any]:
+    return {"period": report.period.label, "kind": report.period.kind, "from": report.period.start,
+            "until": report.period.end, "township": report.township or "", "generated_at": report.generated_at,
+            "year": report.year_label}
+
+
+def record_meta(record: MemberRecord, period: str) -> dict[str, Any]:
+    return {"member_no": record.member_no, "name": record.name, "site": record.site, "township": record.township,
+            "period": period}
+
+
+def render(report_tables: list[Table], meta: dict[str, Any], fmt: str, *, table: Optional[str] = None,
+           language: Optional[str] = None) -> tuple[bytes, str]:
+    """(bytes, media type) of the tables in FMT; CSV holds one table (TABLE, default the first)."""
+    if fmt == "json":
+        return to_json(report_tables, meta), "application/json"
+    if fmt == "xlsx":
+        return to_xlsx(report_tables, meta, language), \
+            "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+    if fmt == "csv":
+        keys = [t.key for t in report_tables]
+        chosen = table or keys[0]
+        if chosen not in keys:
+            raise ValueError(f"table {chosen!r}: a CSV holds one of {', '.join(keys)}")
+        return to_csv(report_tables[keys.index(chosen)], language), "text/csv; charset=utf-8"
+    raise ValueError(f"format {fmt!r}: use one of {', '.join(FORMATS)}")
+
+

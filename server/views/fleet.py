@@ -1,0 +1,128 @@
+"""The fleet table (every device's last status and when it was last heard from), a device's ingest record
+(stored, duplicate, quarantined and rejected batches, sequence gaps, events attendance could not count) and the
+ingest's metrics."""
+
+from __future__ import annotations
+
+from flask import Blueprint, jsonify, request
+from sqlalchemy import func, select
+
+from server import devices
+from server.attendance_models import AttendanceExclusion
+from server.auth import current_actor, require
+from server.errors import ApiError
+from server.event_batches import gaps
+from server.event_models import DeviceEvent, DeviceSequence, DeviceStatus, QuarantinedBatch
+from server.org_models import Device, Site, Township
+from server.views import app_services
+
+bp = Blueprint("fleet_api", __name__, url_prefix="/api/v1")
+_STATUS = ("battery", "storage_free_mb", "firmware", "agent_version", "manifest_version", "sync_state", "stale",
+           "outbox_depth")
+
+
+def _iso(value):
+    return value.isoformat() if value is not None else None
+
+
+@bp.get("/fleet")
+@require("read")
+def fleet():
+    """Devices with their status: ?township= ?site= ?kind= ?online=0|1 ?stale=1 ?limit= ?offset=."""
+    actor = current_actor()
+    last_events = (select(DeviceSequence.device_uid, func.max(DeviceSequence.last_event_at).label("last_event_at"),
+                          func.sum(DeviceSequence.quarantined + DeviceSequence.rejected).label("refused"))
+                   .group_by(DeviceSequence.device_uid).subquery())
+    query = (select(Device, Site.code, Township.code, DeviceStatus, last_events.c.last_event_at,
+                    last_events.c.refused)
+             .join(Site, Site.id == Device.site_id).join(Township, Township.id == Site.township_id)
+             .outerjoin(DeviceStatus, DeviceStatus.device_uid == Device.uid)
+             .outerjoin(last_events, last_events.c.device_uid == Device.uid))
+    township = actor.township if actor.role == "operator" else request.args.get("township")
+    if township:
+        query = query.where(Township.code == township)
+    if request.args.get("site"):
+        query = query.where(Site.code == request.args["site"])
+    if request.args.get("kind"):
+        query = query.where(Device.kind == request.args["kind"])
+    if request.args.get("online") in ("0", "1"):
+        online = request.args["online"] == "1"
+        query = query.where(DeviceStatus.online.is_(True)) if online else \
+            query.where((DeviceStatus.online.is_(False)) | (DeviceStatus.device_uid.is_(None)))
+    if request.args.get("stale") == "1":
+        query = query.where(DeviceStatus.stale.is_(True))
+    try:
+        limit = min(max(int(request.args.get("limit", 200)), 1), 2000)
+        offset = max(int(request.args.get("offset", 0)), 0)
+    except ValueError:
+        raise ApiError(400, "bad_paging", "limit and offset are whole numbers.") from None
+    with app_services().db.session() as session:
+        total = session.scalar(select(func.count()).select_from(query.subquery()))
+        rows = session.execute(query.order_by(Township.code, Site.code, Device.uid).limit(limit).offset(offset)).all()
+        out = []
+        for device, site, town, status, last_event, refused in rows:
+            seen = [t for t in (status.received_at if status else None, last_event) if t is not None]
+            entry = {"id": device.uid, "name": device.name, "kind": device.kind, "site": site, "township": town,
+                     "state": device.state, "online": bool(status and status.online),
+                     "last_seen": _iso(max(seen)) if seen else None, "refused_batches": int(refused or 0)}
+            entry.update({k: getattr(status, k) if status else None for k in _STATUS})
+            out.append(entry)
+    return jsonify({"total": total, "devices": out})
+
+
+def device_record(session, uid: str) -> dict:
+    """What ingest did with a device's events, per epoch, and what attendance could not count."""
+    epochs = []
+    for seq in session.scalars(select(DeviceSequence).where(DeviceSequence.device_uid == uid)
+                               .order_by(DeviceSequence.epoch)):
+        stored = session.execute(select(DeviceEvent.seq, DeviceEvent.seq_last).where(
+            DeviceEvent.device_uid == uid, DeviceEvent.epoch == seq.epoch, DeviceEvent.seq > seq.acked)).all()
+        stored += session.execute(select(QuarantinedBatch.seq_first, QuarantinedBatch.seq_last).where(
+            QuarantinedBatch.device_uid == uid, QuarantinedBatch.epoch == seq.epoch,
+            QuarantinedBatch.seq_first > seq.acked)).all()
+        epochs.append({"epoch": seq.epoch, "acked": seq.acked, "events": seq.events, "duplicates": seq.duplicates,
+                       "quarantined_batches": seq.quarantined, "rejected_batches": seq.rejected,
+                       "clock_flagged": seq.clock_flagged, "last_event_at": _iso(seq.last_event_at),
+                       "gaps": [{"first": a, "last": b} for a, b in gaps(seq.acked, stored)],
+                       "highest_stored": max([b for _a, b in stored] + [seq.acked])})
+    quarantined = [{"id": q.id, "epoch": q.epoch, "seq_first": q.seq_first, "seq_last": q.seq_last,
+                    "reason": q.reason, "bytes": len(q.payload), "received_at": _iso(q.received_at)}
+                   for q in session.scalars(select(QuarantinedBatch).where(QuarantinedBatch.device_uid == uid)
+                                            .order_by(QuarantinedBatch.id.desc()).limit(50))]
+    excluded = {r.reason: r.events for r in session.scalars(
+        select(AttendanceExclusion).where(AttendanceExclusion.device_uid == uid))}
+    return {"epochs": epochs, "quarantined": quarantined, "not_counted": excluded}
+
+
+@bp.get("/devices/<uid>/record")
+@require("read")
+def record(uid: str):
+    """A device's ingest record: per epoch its ack, counts and sequence gaps; quarantined batches; events that
+    attendance did not count and why."""
+    with app_services().db.session() as session:
+        device = devices.get(session, uid)
+        actor = current_actor()
+        if actor.role == "operator" and device.site.township.code != actor.township:
+            raise ApiError(403, "other_township", f"Device {uid} belongs to another township.")
+        status = session.get(DeviceStatus, uid)
+        return jsonify({"id": uid, **device_record(session, uid),
+                        "status": None if status is None else {
+                            "online": status.online, "received_at": _iso(status.received_at),
+                            **{k: getattr(status, k) for k in _STATUS}}})
+
+
+@bp.get("/ingest/metrics")
+@require("read")
+def metrics():
+    """Totals over all devices: events stored, duplicates dropped, batches quarantined or rejected, clock flags."""
+    with app_services().db.session() as session:
+        row = session.execute(select(func.coalesce(func.sum(DeviceSequence.events), 0),
+                                     func.coalesce(func.sum(DeviceSequence.duplicates), 0),
+                                     func.coalesce(func.sum(DeviceSequence.quarantined), 0),
+                                     func.coalesce(func.sum(DeviceSequence.rejected), 0),
+                                     func.coalesce(func.sum(DeviceSequence.clock_flagged), 0))).one()
+        excluded = dict(session.execute(select(AttendanceExclusion.reason, func.sum(AttendanceExclusion.events))
+                                        .group_by(AttendanceExclusion.reason)).all())
+    names = ("events", "duplicates", "quarantined_batches", "rejected_batches", "clock_flagged")
+    return jsonify({**dict(zip(names, (int(v) for v in row))),
+                    "not_counted": {k: int(v) for k, v in sorted(excluded.items())}})
