@@ -8,12 +8,12 @@ twice, or all at once in a rebuild give the same rows; ``tests/server/test_atten
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import date, datetime
-from typing import Any, Iterable, Optional, Sequence
+from datetime import date, datetime, timezone
+from typing import Any, Iterable, NamedTuple, Optional, Sequence
 
 from sqlalchemy import delete, func, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -109,11 +109,16 @@ class Lookups:
 @dataclass
 class CoverageDelta:
     duration_s: float
-    segments: list = field(default_factory=list)
+    stretches: list = field(default_factory=list)  # [start, end, time]: attendance_rules.envelope makes segments
     first_at: Optional[datetime] = None
     last_at: Optional[datetime] = None
     events: int = 0
     clock_flagged: int = 0
+
+    @property
+    def segments(self) -> list:
+        """The stretches as canonical segments (attendance_rules.envelope)."""
+        return rules_mod.envelope(self.stretches)
 
 
 @dataclass
@@ -132,8 +137,7 @@ class Delta:
         entry[1] = max(entry[1], event_id)
 
 
-@dataclass(frozen=True)
-class Attributed:
+class Attributed(NamedTuple):
     """An event with its attributed time (corrected, or arrival) and clock flag."""
 
     event_id: str
@@ -213,7 +217,7 @@ def _fold_coverage(delta: Delta, device: DeviceFacts, e: Attributed, play, flagg
     if cov is None:
         cov = delta.coverage[key] = CoverageDelta(duration)
     if play.end > play.start:
-        cov.segments = rules_mod.add_range(cov.segments, play.start, play.end, rules_mod.to_epoch(e.at))
+        cov.stretches.append((rules_mod.units(play.start), rules_mod.units(play.end), rules_mod.to_epoch(e.at)))
     cov.first_at = e.at if cov.first_at is None else min(cov.first_at, e.at)
     cov.last_at = e.at if cov.last_at is None else max(cov.last_at, e.at)
     cov.events += 1
@@ -277,7 +281,7 @@ def _write_coverage(session: Session, coverage: dict, rules: Rules) -> None:
     for row in rows:
         cov = coverage[(row.member_id, row.programme, row.lesson_id, row.sha256)]
         fresh = row.events == 0
-        row.segments = rules_mod.merge_segments(row.segments or [], cov.segments)
+        row.segments = rules_mod.envelope([*(row.segments or []), *cov.stretches])
         row.covered_s = rules_mod.covered_seconds(row.segments)
         done = rules_mod.completed_at(row.segments, row.duration_s, rules)
         row.completed_at = None if done is None else rules_mod.from_epoch(done)
@@ -301,16 +305,19 @@ def _write_checkins(session: Session, checkins: list[dict], rules: Rules) -> Non
     rows = [dict(c, member_id=members.get(c["credential"])) for c in checkins]
     session.connection().execute(_insert(session)(Checkin.__table__)
                                  .on_conflict_do_nothing(index_elements=["device_uid", "event_id"]), rows)
-    # A check-in may arrive after the session it belongs to: attach it to every session around it.
-    for row in rows:
-        if row["member_id"] is None:
-            continue
-        t = row["at"]
-        sessions = session.scalars(select(ClassSession.key).where(
-            ClassSession.device_uid == row["device_uid"],
-            ClassSession.started_at <= rules_mod.from_epoch(rules_mod.to_epoch(t) + rules.checkin_before_s),
-            ClassSession.ended_at >= rules_mod.from_epoch(rules_mod.to_epoch(t) - rules.checkin_after_s))).all()
-        _attend(session, [(key, row["member_id"], t) for key in sessions])
+    # A check-in may arrive after the session it belongs to: attach it to every session around it. A batch is one
+    # device's, so one look-up covers all its check-ins.
+    known = [r for r in rows if r["member_id"] is not None]
+    if not known:
+        return
+    times = [rules_mod.to_epoch(r["at"]) for r in known]
+    found = session.execute(select(ClassSession.key, ClassSession.started_at, ClassSession.ended_at).where(
+        ClassSession.device_uid == known[0]["device_uid"],
+        ClassSession.started_at <= rules_mod.from_epoch(max(times) + rules.checkin_before_s + 1),
+        ClassSession.ended_at >= rules_mod.from_epoch(min(times) - rules.checkin_after_s - 1))).all()
+    spans = [(key, rules_mod.to_epoch(a), rules_mod.to_epoch(b)) for key, a, b in found]
+    _attend(session, [(key, r["member_id"], r["at"]) for r, t in zip(known, times) for key, a, b in spans
+                      if rules_mod.checkin_matches(t, a, b, rules)])
 
 
 def _attend(session: Session, entries: list[tuple[str, int, datetime]]) -> None:
@@ -332,6 +339,7 @@ def _write_sessions(session: Session, sessions: dict, rules: Rules) -> None:
     keys = sorted(sessions)
     existing = {s.key: s for s in session.scalars(select(ClassSession).where(ClassSession.key.in_(keys))
                                                    .with_for_update())}
+    spans: list[tuple[str, str, float, float]] = []
     for key in keys:
         uid, site, play_id, facts = sessions[key]
         row = existing.get(key)
@@ -347,13 +355,19 @@ def _write_sessions(session: Session, sessions: dict, rules: Rules) -> None:
         row.listened_s, row.trigger, row.slot_kind = facts.listened_s, facts.trigger, facts.slot_kind
         row.programme, row.lesson_id, row.clock_flagged = facts.programme, facts.lesson, facts.clock_flagged
         row.is_class = rules_mod.is_class(facts, rules)
-        # Its window may have grown: every check-in at this device inside it is an attendee.
-        found = session.execute(select(Checkin.member_id, Checkin.at).where(
-            Checkin.device_uid == uid, Checkin.member_id.is_not(None),
-            Checkin.at >= rules_mod.from_epoch(facts.started - rules.checkin_before_s),
-            Checkin.at <= rules_mod.from_epoch(facts.ended + rules.checkin_after_s))).all()
-        _attend(session, [(key, member, at) for member, at in found])
+        spans.append((key, uid, facts.started, facts.ended))
     session.flush()
+    # Their windows may have grown: every check-in at the device inside one is an attendee (one look-up per batch,
+    # which is one device's).
+    # The look-up is a second wider than the rule, so the rule alone (checkin_matches) decides at the edges.
+    lo = min(a for _k, _u, a, _b in spans) - rules.checkin_before_s - 1
+    hi = max(b for _k, _u, _a, b in spans) + rules.checkin_after_s + 1
+    found = session.execute(select(Checkin.member_id, Checkin.at).where(
+        Checkin.device_uid == spans[0][1], Checkin.member_id.is_not(None),
+        Checkin.at >= rules_mod.from_epoch(lo), Checkin.at <= rules_mod.from_epoch(hi))).all()
+    checks = [(member, at, rules_mod.to_epoch(at)) for member, at in found]
+    _attend(session, [(key, member, at) for key, _u, a, b in spans for member, at, t in checks
+                      if rules_mod.checkin_matches(t, a, b, rules)])
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -395,27 +409,44 @@ def rebuild(services, *, chunk: int = 20_000, progress=None) -> dict[str, int]:
             device = lookups.device(session, uid)
             last = (0, 0)
             while True:
-                rows = session.execute(
-                    select(DeviceEvent.id, DeviceEvent.epoch, DeviceEvent.seq, DeviceEvent.event_id, DeviceEvent.type,
-                           DeviceEvent.body, DeviceEvent.received_at, DeviceEvent.at, DeviceEvent.clock_flag)
-                    .where(DeviceEvent.device_uid == uid, tuple_(DeviceEvent.epoch, DeviceEvent.id) > last)
-                    .order_by(DeviceEvent.epoch, DeviceEvent.id).limit(chunk)).all()
+                rows = _event_rows(session, uid, last, chunk)
                 if not rows:
                     break
-                last = (rows[-1].epoch, rows[-1].id)
+                last = (rows[-1][1], rows[-1][0])
                 attributed = []
-                for r in rows:
-                    at, flag = rules_mod.attributed_time(r.body, r.received_at,
-                                                         device.first_enrolled_at if device else None, rules)
-                    if (at, flag) != (r.at, r.clock_flag):
-                        session.execute(update(DeviceEvent).where(DeviceEvent.id == r.id).values(at=at, clock_flag=flag))
+                enrolled = device.first_enrolled_at if device else None
+                for row_id, _epoch, event_id, kind, body, received_at, stored_at, stored_flag in rows:
+                    at, flag = rules_mod.attributed_time(body, received_at, enrolled, rules)
+                    if (at, flag) != (stored_at, stored_flag):
+                        session.execute(update(DeviceEvent).where(DeviceEvent.id == row_id)
+                                        .values(at=at, clock_flag=flag))
                         flagged_changed += 1
-                    attributed.append(Attributed(r.event_id, r.type, r.body, at, flag))
+                    attributed.append(Attributed(event_id, kind, body, at, flag))
                 apply_batch(session, device, attributed, lookups, rules)
                 done += len(rows)
                 if progress is not None:
                     progress(done, total)
     return {"events": done, "devices": len(uids), "times_changed": flagged_changed}
+
+
+_SQLITE_EVENTS = ("SELECT id, epoch, event_id, type, body, received_at, at, clock_flag FROM device_events "
+                  "WHERE device_uid = ? AND (epoch > ? OR (epoch = ? AND id > ?)) ORDER BY epoch, id LIMIT ?")
+
+
+def _event_rows(session: Session, uid: str, last: tuple[int, int], chunk: int) -> list[tuple]:
+    """The next CHUNK of a device's events after LAST (epoch, id): (id, epoch, event id, type, body, received_at,
+    at, clock flag). On SQLite through the driver: SQLAlchemy's per-value conversions were most of a rebuild."""
+    if session.get_bind().dialect.name != "sqlite":
+        return [tuple(r) for r in session.execute(
+            select(DeviceEvent.id, DeviceEvent.epoch, DeviceEvent.event_id, DeviceEvent.type, DeviceEvent.body,
+                   DeviceEvent.received_at, DeviceEvent.at, DeviceEvent.clock_flag)
+            .where(DeviceEvent.device_uid == uid, tuple_(DeviceEvent.epoch, DeviceEvent.id) > last)
+            .order_by(DeviceEvent.epoch, DeviceEvent.id).limit(chunk))]
+    loads, parse, utc = json.loads, datetime.fromisoformat, timezone.utc
+    return [(i, ep, eid, kind, loads(body), parse(recv).replace(tzinfo=utc),
+             parse(at).replace(tzinfo=utc) if at is not None else None, flag)
+            for i, ep, eid, kind, body, recv, at, flag in session.connection().exec_driver_sql(
+                _SQLITE_EVENTS, (uid, last[0], last[0], last[1], chunk))]
 
 
 def snapshot(session: Session) -> dict[str, list[tuple]]:

@@ -139,6 +139,7 @@ def import_roster(session: Session, rules: Rules, text: str, actor: str, now: da
                                            f"date (and optionally time, title); unknown: {', '.join(unknown) or '-'}")
     errors: list[str] = []
     planned: list[tuple[Any, str, str]] = []
+    lines: dict[Any, int] = {}  # the first line naming each session or class, for the refusal
     members = dict(session.execute(select(Member.member_no, Member.id)).all())
     for line, raw in enumerate(reader, 2):
         if not any(cell.strip() for cell in raw):
@@ -159,6 +160,7 @@ def import_roster(session: Session, rules: Rules, text: str, actor: str, now: da
                 continue
             target = (row.get("site", ""), day, at)
         planned.append((target, member, row.get("title", "")))
+        lines.setdefault(target, line)
     if errors:
         raise ApiError(422, "csv_invalid", f"{len(errors)} problem(s), nothing was stored:\n" + "\n".join(errors[:50]))
     if not planned:
@@ -178,7 +180,8 @@ def import_roster(session: Session, rules: Rules, text: str, actor: str, now: da
                                            township).key
                 created += 0 if existed else 1
         except ApiError as exc:
-            raise ApiError(exc.status, exc.code, f"{filename}: {exc.message} Nothing was stored.") from None
+            raise ApiError(exc.status, exc.code, f"{filename}:{lines[target]}: {exc.message} Nothing was stored.") \
+                from None
     count = 0
     for target, member_no, _title in planned:
         key = keys[target]

@@ -16,10 +16,11 @@ aggregates batch by batch while ``lessoncast attendance rebuild`` folds all even
 
 from __future__ import annotations
 
+import heapq
 import math
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
-from typing import Any, Iterable, Mapping, Optional, Sequence
+from typing import Any, Iterable, Mapping, NamedTuple, Optional, Sequence
 from zoneinfo import ZoneInfo
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -125,8 +126,7 @@ def from_epoch(seconds: float) -> datetime:
 # Plays
 
 
-@dataclass(frozen=True)
-class Play:
+class Play(NamedTuple):
     """One play event, normalised: what was played, which positions, whether it could be heard, and why it played."""
 
     play_id: str
@@ -142,32 +142,36 @@ class Play:
     slot_kind: Optional[str]
 
 
+_NUMBER = (int, float)
+
+
 def read_play(body: Mapping[str, Any]) -> tuple[Optional[Play], Optional[str]]:
     """(the Play in BODY, None), or (None, why it cannot count): a play event missing what attendance needs."""
-    play_id, programme, sha = body.get("play_id"), body.get("programme"), body.get("sha256")
-    lesson = body.get("lesson")
-    if not isinstance(play_id, str) or not play_id or len(play_id) > 64:
+    get = body.get
+    play_id, programme, sha, lesson = get("play_id"), get("programme"), get("sha256"), get("lesson")
+    if type(play_id) is not str or not play_id or len(play_id) > 64:
         return None, "play_without_id"
-    if not isinstance(programme, str) or not programme or len(programme) > _MAX_PROGRAMME:
+    if type(programme) is not str or not programme or len(programme) > _MAX_PROGRAMME:
         return None, "play_without_lesson"
-    if not isinstance(sha, str) or len(sha) != 64:
+    if type(sha) is not str or len(sha) != 64:
         return None, "play_without_lesson"
-    if isinstance(lesson, bool) or not isinstance(lesson, int) or not 1 <= lesson <= _MAX_LESSON:
+    if type(lesson) is not int or not 1 <= lesson <= _MAX_LESSON:
         return None, "play_without_lesson"
-    start, end = _number(body.get("start_position")), _number(body.get("end_position"))
-    if start is None or end is None or start < 0 or end < start or end > MAX_PLAY_S:
-        return None, "play_bad_positions"
-    listened = _number(body.get("listened_seconds"))
-    listened = round(max(0.0, end - start) if listened is None or listened < 0 else listened, 2)
+    start, end = get("start_position"), get("end_position")
+    if type(start) not in _NUMBER or type(end) not in _NUMBER or not 0 <= start <= end <= MAX_PLAY_S:
+        return None, "play_bad_positions"  # (a NaN fails the comparison too)
+    listened = get("listened_seconds")
+    if type(listened) not in _NUMBER or not listened >= 0:
+        listened = end - start
+    listened = round(listened, 2)
     if listened > MAX_PLAY_S:  # a summary sums its plays' seconds, but no play lasts a day
         return None, "play_bad_positions"
-    volume = _number(body.get("volume"))
-    audible = body.get("muted") is not True and (volume is None or volume > 0)
-    slot_kind = body.get("slot_kind") if body.get("slot_kind") in ("class", "broadcast") else None
-    trigger = body.get("trigger") if isinstance(body.get("trigger"), str) else ""
-    phase = body.get("phase") if isinstance(body.get("phase"), str) else ""
-    return Play(play_id, phase, programme, lesson, sha, start, end, listened, audible, trigger[:16],
-                slot_kind), None
+    volume, muted, slot_kind, trigger, phase = get("volume"), get("muted"), get("slot_kind"), get("trigger"), \
+        get("phase")
+    audible = muted is not True and (type(volume) not in _NUMBER or volume > 0)
+    return Play(play_id, phase if type(phase) is str else "", programme, lesson, sha, float(start), float(end),
+                listened, audible, trigger[:16] if type(trigger) is str else "",
+                slot_kind if slot_kind in ("class", "broadcast") else None), None
 
 
 def play_use(kind: str, play: Play) -> str:
@@ -210,55 +214,58 @@ def holder_on(assignments: Sequence[tuple[date, Optional[date], int]], day: date
 Segment = list  # [start_units, end_units, epoch_seconds]
 
 
-def add_range(segments: Sequence[Segment], start: float, end: float, t: float) -> list[Segment]:
-    """SEGMENTS with START..END (seconds) heard at T added: covered stretches keep their earliest time.
+def units(seconds: float) -> int:
+    """A position in the hundredths of a second segments are kept in."""
+    return int(round(seconds * _UNIT))
 
-    Segments are sorted, disjoint, in hundredths of a second; neighbours with the same time are merged, so the list
-    stays as short as the number of sittings that heard something new.
+
+def envelope(stretches: Iterable[Sequence[float]]) -> list[Segment]:
+    """Segments from [start, end, time] stretches (hundredths, epoch seconds) that may overlap: each position
+    covered keeps the earliest time any stretch covering it was heard.
+
+    The result is sorted, disjoint, and merges neighbours with the same time, so it is one canonical form whatever
+    the order or grouping of the stretches; it stays as short as the number of sittings that heard something new.
+    A sweep over the stretch ends with a heap of the open stretches by time: O(n log n).
     """
-    a, b = int(round(start * _UNIT)), int(round(end * _UNIT))
-    if b <= a:
-        return [list(s) for s in segments]
-    if not segments or a >= segments[-1][1]:  # the usual case: a play going on from where it was
+    items = sorted((int(a), int(b), t) for a, b, t in stretches if b > a)
+    if not items:
+        return []
+    bounds = sorted({x for a, b, _t in items for x in (a, b)})
+    out: list[Segment] = []
+    heap: list[tuple[float, int]] = []  # (time, end) of the stretches open at the cursor
+    i = 0
+    for left, right in zip(bounds, bounds[1:]):
+        while i < len(items) and items[i][0] <= left:
+            heapq.heappush(heap, (items[i][2], items[i][1]))
+            i += 1
+        while heap and heap[0][1] <= left:
+            heapq.heappop(heap)
+        if not heap:
+            continue
+        t = heap[0][0]
+        if out and out[-1][1] == left and out[-1][2] == t:
+            out[-1][1] = right
+        else:
+            out.append([left, right, t])
+    return out
+
+
+def add_range(segments: Sequence[Segment], start: float, end: float, t: float) -> list[Segment]:
+    """SEGMENTS with START..END (seconds) heard at T added: covered stretches keep their earliest time."""
+    a, b = units(start), units(end)
+    if b > a and (not segments or a >= segments[-1][1]):  # the usual case: a play going on from where it was
         out = [list(s) for s in segments]
         if out and out[-1][1] == a and out[-1][2] == t:
             out[-1][1] = b
         else:
             out.append([a, b, t])
         return out
-    out: list[Segment] = []
-    cursor = a
-    for s_start, s_end, s_t in segments:
-        if s_end <= a or s_start >= b:
-            out.append([s_start, s_end, s_t])
-            continue
-        if s_start < a:
-            out.append([s_start, a, s_t])
-        if cursor < s_start:
-            out.append([cursor, s_start, t])
-        lo, hi = max(s_start, a), min(s_end, b)
-        out.append([lo, hi, min(s_t, t)])
-        cursor = hi
-        if s_end > b:
-            out.append([b, s_end, s_t])
-    if cursor < b:
-        out.append([cursor, b, t])
-    out.sort()
-    merged: list[Segment] = []
-    for seg in out:
-        if merged and merged[-1][1] == seg[0] and merged[-1][2] == seg[2]:
-            merged[-1][1] = seg[1]
-        else:
-            merged.append(seg)
-    return merged
+    return envelope([*segments, (a, b, t)])
 
 
 def merge_segments(left: Sequence[Segment], right: Sequence[Segment]) -> list[Segment]:
     """The coverage of both: every stretch of RIGHT added to LEFT with its own time."""
-    result = [list(s) for s in left]
-    for s_start, s_end, s_t in right:
-        result = add_range(result, s_start / _UNIT, s_end / _UNIT, s_t)
-    return result
+    return envelope([*left, *right])
 
 
 def covered_seconds(segments: Iterable[Segment]) -> float:

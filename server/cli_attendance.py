@@ -57,7 +57,8 @@ def roster_cmd(csv_file: Path, actor: str) -> None:
     try:
         text = decode_csv(csv_file.read_bytes())
     except OrgImportError as exc:
-        raise click.ClickException(exc.summary(csv_file.name)) from None
+        raise click.ClickException("\n".join([f"{csv_file.name}:{e.line}: {e.message}" for e in exc.errors]
+                                             + [exc.summary(csv_file.name)])) from None
     with api_errors(), services.db.session() as session:
         result = import_roster(session, services.rules, text, actor, services.clock(), filename=csv_file.name)
     click.echo(f"{csv_file}: {result.attendees} attendee(s) in {result.sessions} session(s) "
@@ -116,11 +117,12 @@ def report(programme: Optional[str], period: Optional[str], township: Optional[s
     label = programme or period
     with api_errors(), services.db.session() as session:
         if member_no:
-            record = reports.member_record(session, member_no, label, services.rules)
+            record = reports.member_record(session, member_no, label, services.rules, programme=bool(programme))
             tables, meta = report_export.record_tables(record), report_export.record_meta(record, label)
             stem = f"member-{member_no}-{label}"
         else:
-            result = reports.participation(session, label, services.rules, township=township, now=services.clock())
+            result = reports.participation(session, label, services.rules, township=township, now=services.clock(),
+                                           programme=bool(programme))
             tables, meta = report_export.tables(result), report_export.report_meta(result)
             stem = f"report-{label}" + (f"-{township}" if township else "")
     if fmt == "csv" and table is None and not member_no:

@@ -12,13 +12,18 @@ from server.cli import _initialised, _services
 
 
 @click.command()
-def ingest() -> None:
+@click.option("--client-id", default=None, metavar="ID",
+              help="MQTT client id of this ingest process (default: lessoncast-ingest-HOSTNAME). Keep it the same "
+                   "across restarts, so the broker resumes the process's session and what it queued meanwhile; "
+                   "give each ingest process on one host its own id, so they share the subscription instead of "
+                   "taking over each other's session.")
+def ingest(client_id: str | None) -> None:
     """Run the event ingest in the foreground: store device events and status, and acknowledge them."""
     from server.ingest import Ingest
 
     services = _services()
     logging.basicConfig(level=services.settings.log_level, format="%(asctime)s ingest %(levelname)s %(message)s")
-    Ingest(services).run()
+    Ingest(services, client_id=client_id).run()
 
 
 @click.command("import-events")

@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional
+from typing import Any, Iterable, Mapping, NamedTuple, Optional
 
 from playlists import topics
 from playlists.manifest import canonical_json
@@ -21,14 +21,14 @@ from playlists.manifest import canonical_json
 MAX_SEQ = 2**31 - 1  # the columns are 32-bit integers
 _RANGE = re.compile(r"([0-9]{1,10})-([0-9]{1,10})")
 _DECIMAL = re.compile(r"[0-9]{1,10}")
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
 class EventFileError(ValueError):
     """An events file that cannot be imported; the message names the file, the line and what to do."""
 
 
-@dataclass(frozen=True)
-class Event:
+class Event(NamedTuple):
     """One event as it will be stored: its id, sequence range, type, device clock and every field it came with."""
 
     event_id: str
@@ -76,10 +76,14 @@ def parse_event(raw: object, where: str) -> Event:
     """The Event in RAW, or ValueError naming the field; every field RAW holds is kept as the body."""
     if not isinstance(raw, dict):
         raise ValueError(f"{where}: {type(raw).__name__} given, a JSON object expected")
-    try:
-        event_id = str(uuid.UUID(raw.get("id"))) if isinstance(raw.get("id"), str) else None
-    except ValueError:
-        event_id = None
+    event_id = raw.get("id")
+    if isinstance(event_id, str) and _UUID.fullmatch(event_id):
+        event_id = event_id.lower()
+    else:
+        try:  # the other spellings of a UUID (no hyphens, braces, urn:uuid:), in their canonical form
+            event_id = str(uuid.UUID(event_id)) if isinstance(event_id, str) else None
+        except ValueError:
+            event_id = None
     if event_id is None:
         raise ValueError(f"{where}.id: {raw.get('id')!r} is not a UUID")
     seq = raw.get("seq")

@@ -9,6 +9,7 @@ import queue
 import signal
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Optional
@@ -27,6 +28,10 @@ log = logging.getLogger(__name__)
 
 GROUP = "lessoncast"
 BEAT_S = 5.0
+# Acks go out when the worker has nothing queued, and at least this often while it is busy: with a backlog at the
+# broker (after a restart, or while devices resend) the queue never runs empty, and acks held back until it did would
+# make every device resend what is already stored, which only makes the backlog longer.
+ACK_FLUSH_S = 0.5
 # Long enough to cover an ingest restart or a server reboot; a decommissioned ingest's session (and the messages
 # the broker queued for it) goes away after a day, and the devices send those events again anyway.
 SESSION_EXPIRY_S = 86_400
@@ -141,6 +146,7 @@ class Ingest:
     # the worker thread ----------------------------------------------------------------------------------------
 
     def _work(self) -> None:
+        flushed = time.monotonic()
         while True:
             item = self._queue.get()
             if item is None:
@@ -152,8 +158,9 @@ class Ingest:
             if item.kind != "flush" and item.generation == self._generation:
                 # A PUBACK for a message of an earlier connection would name a packet id the broker reuses.
                 self._client.ack(item.mid, item.qos)
-            if self._queue.empty():
+            if self._queue.empty() or time.monotonic() - flushed >= ACK_FLUSH_S:
                 self._flush()
+                flushed = time.monotonic()
 
     def _handle(self, item: _Message) -> None:
         # Imported here, not at the top: server.ingest imports this module to re-export Ingest.

@@ -89,7 +89,7 @@ def _json_cell(value: Any) -> Any:
 
 def to_json(report_tables: list[Table], meta: dict[str, Any]) -> bytes:
     """{"meta": {...}, "<table>": [{column: cell}, ...], ...} as UTF-8 JSON."""
-    out: dict[str, Any] = {"meta": meta}
+    out: dict[str, Any] = {"meta": {k: _json_cell(v) for k, v in meta.items()}}  # dates as in the tables
     for table in report_tables:
         keys = [k for k, _h in table.columns]
         out[table.key] = [{k: _json_cell(v) for k, v in zip(keys, row)} for row in table.rows]
@@ -101,7 +101,7 @@ def _csv_cell(value: Any) -> Any:
         return ""
     if isinstance(value, bool):
         return "1" if value else "0"
-    return _json_cell(value)
+    return _spreadsheet_text(_json_cell(value))
 
 
 def to_csv(table: Table, language: Optional[str] = None) -> bytes:
@@ -148,10 +148,15 @@ def to_xlsx(report_tables: list[Table], meta: dict[str, Any], language: Optional
     return buffer.getvalue()
 
 
-def _xlsx_cell(value: Any) -> Any:
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@"):
-        return "'" + value  # a name is never run as a formula
+def _spreadsheet_text(value: Any) -> Any:
+    """Text a spreadsheet would run as a formula (=, +, -, @, tab, CR first) gets a leading apostrophe."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
     return value
+
+
+def _xlsx_cell(value: Any) -> Any:
+    return _spreadsheet_text(value)
 
 
 def _sheet_name(name: str) -> str:

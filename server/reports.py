@@ -92,19 +92,29 @@ class Report:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def resolve_period(session: Session, text: str, rules: Rules) -> tuple[Period, Optional[str]]:
-    """A period from '2026', '2026-Q4', 'A..B' or a programme code (returned as the second value)."""
-    try:
-        return parse_period(text), None
-    except ValueError as period_error:
-        window = session.execute(select(Programme.valid_from, Programme.valid_until)
-                                 .where(Programme.code == text, Programme.state != "draft")
-                                 .order_by(Programme.version.desc()).limit(1)).first()
-        if window is None:
-            raise ApiError(422, "unknown_period", f"{period_error}; or the code of a published programme "
-                                                  f"(there is no published programme {text!r}).") from None
-        end = window.valid_until + timedelta(days=rules.grace_days)
-        return Period(text, "programme", window.valid_from, end), text
+def resolve_period(session: Session, text: str, rules: Rules, *,
+                   programme: bool = False) -> tuple[Period, Optional[str]]:
+    """A period from '2026', '2026-Q4', 'A..B' or a programme code (returned as the second value).
+
+    With PROGRAMME, TEXT is a programme code only: a code that reads like a period (the programme '2026-Q4') means
+    the programme, its window plus the grace days, not the calendar quarter.
+    """
+    if not programme:
+        try:
+            return parse_period(text), None
+        except ValueError as period_error:
+            refusal = ApiError(422, "unknown_period", f"{period_error}; or the code of a published programme "
+                                                      f"(there is no published programme {text!r}).")
+    else:
+        refusal = ApiError(422, "unknown_programme", f"There is no published programme {text!r}. "
+                                                     "See GET /api/v1/programmes.")
+    window = session.execute(select(Programme.valid_from, Programme.valid_until)
+                             .where(Programme.code == text, Programme.state != "draft")
+                             .order_by(Programme.version.desc()).limit(1)).first()
+    if window is None:
+        raise refusal
+    end = window.valid_until + timedelta(days=rules.grace_days)
+    return Period(text, "programme", window.valid_from, end), text
 
 
 def _mandatory(session: Session, programme: Optional[str]) -> dict[str, list[tuple[frozenset[int], frozenset[str]]]]:
@@ -214,9 +224,10 @@ def _classes(session: Session, period: Period, rules: Rules, member_ids: set[int
 
 
 def participation(session: Session, period_text: str, rules: Rules, *, township: Optional[str] = None,
-                  now: datetime) -> Report:
-    """Compute the participation report for a period or programme, for the county or one TOWNSHIP."""
-    period, programme = resolve_period(session, period_text, rules)
+                  now: datetime, programme: bool = False) -> Report:
+    """Compute the participation report for a period or programme (PROGRAMME: PERIOD_TEXT is a programme code),
+    for the county or one TOWNSHIP."""
+    period, programme = resolve_period(session, period_text, rules, programme=programme)
     site_q = select(Site.id, Site.code, Site.name, Township.code, Township.name).join(Township)
     if township:
         site_q = site_q.where(Township.code == township)
@@ -266,8 +277,10 @@ def participation(session: Session, period_text: str, rules: Rules, *, township:
         county.add(site)
     site_list = sorted(sites.values(), key=lambda r: (r.township, r.code))
 
-    # The home-visit list: active members with no training in the year the period ends in.
-    this_year = year(period.end.year)
+    # The home-visit list: active members with no training in the year the period ends in (for a programme, the
+    # year its own window ends in, not the grace days after it).
+    last_day = period.end - timedelta(days=rules.grace_days) if programme else period.end
+    this_year = year(last_day.year)
     if period.kind == "year" and not programme:
         untrained = [m for m in member_rows if not m.trained]
     else:
@@ -300,9 +313,10 @@ class MemberRecord:
     classes: list[dict[str, Any]]
 
 
-def member_record(session: Session, member_no: str, period_text: str, rules: Rules) -> MemberRecord:
-    """Lessons completed and classes attended by one member in a period, with dates."""
-    period, programme = resolve_period(session, period_text, rules)
+def member_record(session: Session, member_no: str, period_text: str, rules: Rules, *,
+                  programme: bool = False) -> MemberRecord:
+    """Lessons completed and classes attended by one member in a period (or programme), with dates."""
+    period, programme = resolve_period(session, period_text, rules, programme=programme)
     row = session.execute(select(Member.id, Member.member_no, Member.name, Site.code, Township.code)
                           .join(Site, Site.id == Member.site_id).join(Township)
                           .where(Member.member_no == member_no)).first()

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from datetime import date, time
+from urllib.parse import quote
 
 from flask import Blueprint, Response, jsonify, request
 
@@ -40,22 +41,40 @@ def _send(tables, meta, stem: str, default_table: str | None) -> Response:
                         content_type=media_type if "charset" in media_type else None)
     if fmt != "json":
         name = f"{stem}{'-' + table if fmt == 'csv' and table else ''}.{fmt}"
-        response.headers["Content-Disposition"] = f"attachment; filename=\"{name}\""
+        response.headers["Content-Disposition"] = _attachment(name)
     return response
+
+
+def _attachment(name: str) -> str:
+    """A Content-Disposition for NAME: a programme's code may be Chinese (or hold a quote), and a header is
+    Latin-1, so such a name goes in ``filename*`` (RFC 6266) with an ASCII ``filename`` for old clients."""
+    fallback = "".join(c if " " <= c < "\x7f" and c not in '"\\' else "_" for c in name)
+    if fallback == name:
+        return f'attachment; filename="{name}"'
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
+
+
+def _period_or_programme() -> tuple[str, bool]:
+    """(?period= or ?programme=, whether it is a programme code): a programme may be coded like a period."""
+    period, programme = request.args.get("period"), request.args.get("programme")
+    if period and programme:
+        raise ApiError(400, "period_or_programme", "Give ?period= or ?programme=, not both.")
+    if not period and not programme:
+        raise ApiError(400, "period_required", "Add ?period=2026-Q4 (or 2026, 2026-01-01..2026-06-30, or a "
+                                               "programme code), or ?programme=<programme code>.")
+    return (period or programme), bool(programme)
 
 
 @bp.get("/reports/participation")
 @require("read")
 def participation():
     """?period=2026-Q4|2026|A..B|<programme code> [&township=] [&format=json|csv|xlsx] [&table=] [&lang=]."""
-    period = request.args.get("period") or request.args.get("programme")
-    if not period:
-        raise ApiError(400, "period_required", "Add ?period=2026-Q4 (or 2026, 2026-01-01..2026-06-30, or a "
-                                               "programme code).")
+    period, programme = _period_or_programme()
     services = app_services()
     township = _scope(request.args.get("township"))
     with services.db.session() as session:
-        result = reports.participation(session, period, services.rules, township=township, now=services.clock())
+        result = reports.participation(session, period, services.rules, township=township, now=services.clock(),
+                                       programme=programme)
     return _send(report_export.tables(result), report_export.report_meta(result),
                  f"report-{period}" + (f"-{township}" if township else ""), "sites")
 
@@ -63,11 +82,14 @@ def participation():
 @bp.get("/members/<member_no>/record")
 @require("read")
 def member_record(member_no: str):
-    """One member's lessons completed and classes attended in ?period= (default: this year)."""
+    """One member's lessons completed and classes attended in ?period= or ?programme= (default: this year)."""
     services = app_services()
-    period = request.args.get("period") or str(services.rules.local_day(services.clock()).year)
+    if request.args.get("period") or request.args.get("programme"):
+        period, programme = _period_or_programme()
+    else:
+        period, programme = str(services.rules.local_day(services.clock()).year), False
     with services.db.session() as session:
-        record = reports.member_record(session, member_no, period, services.rules)
+        record = reports.member_record(session, member_no, period, services.rules, programme=programme)
         township = _scope()
         if township and record.township != township:
             raise ApiError(403, "other_township", f"Member {member_no} belongs to another township.")
@@ -155,7 +177,7 @@ def import_roster():
     try:
         text = decode_csv(data)
     except OrgImportError as exc:
-        raise ApiError(422, "csv_invalid", exc.summary(name)) from None
+        raise ApiError(422, "csv_invalid", exc.summary(name), rows=[e.to_dict() for e in exc.errors]) from None
     services = app_services()
     with services.db.session() as session:
         result = attendance_edit.import_roster(session, services.rules, text, current_actor().name,
