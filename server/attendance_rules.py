@@ -48,7 +48,7 @@ class Rules:
 
     @property
     def zone(self) -> ZoneInfo:
-        return ZoneInfo(self.timezone)
+        return ZoneInfo(self.timezone)  # ZoneInfo caches its instances: this is a dictionary look-up
 
     def local_day(self, at: datetime) -> date:
         """The county's calendar day of the instant AT."""
@@ -75,12 +75,17 @@ def _number(value: object) -> Optional[float]:
     return float(value)
 
 
-def corrected_time(body: Mapping[str, Any]) -> Optional[datetime]:
+_UNSET: Any = object()
+
+
+def corrected_time(body: Mapping[str, Any], raw: Optional[datetime] = _UNSET) -> Optional[datetime]:
     """The device clock plus the device's last server offset; the raw clock when it never learnt an offset.
 
-    None when the event carries no readable device time. Offsets beyond ±100 years are refused as nonsense.
+    None when the event carries no readable device time. Offsets beyond ±100 years are refused as nonsense. RAW is
+    the device time already read from BODY (``server.event_batches.Event.device_time``), to save reading it again.
     """
-    raw = _parse_instant(body.get("device_time"))
+    if raw is _UNSET:
+        raw = _parse_instant(body.get("device_time"))
     if raw is None:
         return None
     offset = _number(body.get("clock_offset"))
@@ -95,14 +100,14 @@ def corrected_time(body: Mapping[str, Any]) -> Optional[datetime]:
 
 
 def attributed_time(body: Mapping[str, Any], received_at: datetime, enrolled_at: Optional[datetime],
-                    rules: Rules) -> tuple[datetime, Optional[str]]:
+                    rules: Rules, raw: Optional[datetime] = _UNSET) -> tuple[datetime, Optional[str]]:
     """(when the event counts, flag): the corrected time, or the arrival time with a flag saying why not.
 
     Flags: ``no_time`` (no readable device time), ``before_enrolment`` (earlier than the device's first enrolment:
     a clock reset to 1970, say) and ``future`` (later than its arrival at the server). ``clock_tolerance_s`` absorbs
     ordinary skew either way.
     """
-    corrected = corrected_time(body)
+    corrected = corrected_time(body, raw)
     tolerance = timedelta(seconds=rules.clock_tolerance_s)
     if corrected is None:
         return received_at, "no_time"

@@ -270,6 +270,20 @@ def _child_env(settings) -> dict[str, str]:
     return env
 
 
+def _ingest_children(settings, env: dict[str, str]) -> list:
+    """The ingest processes ``lessoncast run`` supervises; with several, each has its own stable client id."""
+    import socket
+
+    from server.supervisor import Child
+
+    count = settings.ingest_processes
+    if count == 1:
+        return [Child("ingest", [sys.executable, "-m", "lessoncast", "ingest"], env)]
+    host = socket.gethostname()
+    return [Child(f"ingest-{n}", [sys.executable, "-m", "lessoncast", "ingest", "--client-id",
+                                  f"lessoncast-ingest-{host}-{n}"], env) for n in range(1, count + 1)]
+
+
 def _web_argv(settings) -> list[str]:
     return [sys.executable, "-m", "gunicorn", "--worker-class", "gthread",
             "--workers", str(settings.web_workers), "--threads", str(settings.web_threads),
@@ -335,7 +349,7 @@ def run() -> None:
         conf = write_config(services)
         children.append(Child("broker", [executable, "-c", str(conf)], env))
     children.append(Child("worker", [sys.executable, "-m", "lessoncast", "worker"], env))
-    children.append(Child("ingest", [sys.executable, "-m", "lessoncast", "ingest"], env))
+    children += _ingest_children(settings, env)
     children.append(Child("web", _web_argv(settings), env))
 
     def ready() -> None:

@@ -37,6 +37,7 @@ class Event(NamedTuple):
     type: str
     device_time: Optional[datetime]
     body: dict[str, Any]
+    text: Optional[str] = None  # the event's JSON exactly as the device sent it, when it came in a batch
 
 
 def _is_int(value: object) -> bool:
@@ -61,6 +62,80 @@ def strict_json(data: bytes, what: str) -> Any:
         raise ValueError(f"{what}: not UTF-8 JSON ({exc})") from None
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"batch: {name} is not a JSON number")
+
+
+_DECODE = json.JSONDecoder(parse_constant=_no_constant).raw_decode
+_SPACE = re.compile(r"[ \t\n\r]*").match
+
+
+def split_batch(payload: bytes) -> tuple[dict[str, Any], Optional[list[tuple[Any, str]]]]:
+    """A batch's top-level object, and its "events" as (value, the JSON text it was read from) pairs.
+
+    The events are decoded one by one with the standard library's decoder, so each keeps the exact text the device
+    sent: it is stored as is, without encoding it again. Duplicate top-level keys, NaN and Infinity are refused;
+    anything else wrong is a ValueError saying where.
+    """
+    try:
+        text = bytes(payload).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"batch: not UTF-8 JSON ({exc})") from None
+    top: dict[str, Any] = {}
+    events: Optional[list[tuple[Any, str]]] = None
+
+    def expect(i: int, chars: str) -> str:
+        c = text[i:i + 1]
+        if not c or c not in chars:
+            raise ValueError(f"batch: not JSON: {' or '.join(repr(x) for x in chars)} expected at character {i}")
+        return c
+
+    try:
+        i = _SPACE(text, 0).end()
+        expect(i, "{")
+        i = _SPACE(text, i + 1).end()
+        if text[i:i + 1] == "}":
+            i += 1
+        else:
+            while True:
+                expect(i, '"')
+                key, i = _DECODE(text, i)
+                i = _SPACE(text, i).end()
+                expect(i, ":")
+                i = _SPACE(text, i + 1).end()
+                if key in top:
+                    raise ValueError(f"batch: key {key!r} appears twice")
+                if key == "events" and text[i:i + 1] == "[":
+                    events, i = [], _SPACE(text, i + 1).end()
+                    if text[i:i + 1] == "]":
+                        i += 1
+                    else:
+                        while True:
+                            start = i
+                            value, i = _DECODE(text, i)
+                            events.append((value, text[start:i]))
+                            i = _SPACE(text, i).end()
+                            if expect(i, ",]") == "]":
+                                i += 1
+                                break
+                            i = _SPACE(text, i + 1).end()
+                    top[key] = [v for v, _t in events]
+                else:
+                    top[key], i = _DECODE(text, i)
+                i = _SPACE(text, i).end()
+                if expect(i, ",}") == "}":
+                    i += 1
+                    break
+                i = _SPACE(text, i + 1).end()
+        if _SPACE(text, i).end() != len(text):
+            raise ValueError(f"batch: not JSON: extra data at character {i}")
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"batch: not JSON ({exc})") from None
+    except RecursionError:
+        raise ValueError("batch: not JSON (nested too deeply)") from None
+    return top, events
+
+
 def _device_time(value: object) -> Optional[datetime]:
     # Stored for attendance to correct the clock; an unreadable device clock does not make the event worthless.
     if not isinstance(value, str):
@@ -72,8 +147,9 @@ def _device_time(value: object) -> Optional[datetime]:
     return parsed if parsed.utcoffset() is not None else None
 
 
-def parse_event(raw: object, where: str) -> Event:
-    """The Event in RAW, or ValueError naming the field; every field RAW holds is kept as the body."""
+def parse_event(raw: object, where: str, text: Optional[str] = None) -> Event:
+    """The Event in RAW, or ValueError naming the field; every field RAW holds is kept as the body (and TEXT, the
+    JSON it was read from, is kept to be stored as it came)."""
     if not isinstance(raw, dict):
         raise ValueError(f"{where}: {type(raw).__name__} given, a JSON object expected")
     event_id = raw.get("id")
@@ -95,7 +171,7 @@ def parse_event(raw: object, where: str) -> Event:
     kind = raw.get("type")
     if not isinstance(kind, str) or not 1 <= len(kind) <= 32:
         raise ValueError(f"{where}.type: {kind!r} is not a type name of 1 to 32 characters")
-    return Event(event_id, seq, seq_last, kind, _device_time(raw.get("device_time")), raw)
+    return Event(event_id, seq, seq_last, kind, _device_time(raw.get("device_time")), raw, text)
 
 
 def batch_range(properties: Mapping[str, str]) -> tuple[int, int, int]:
@@ -114,9 +190,7 @@ def parse_batch(device: str, properties: Mapping[str, str], payload: bytes, epoc
     """The events of a batch from DEVICE, or ValueError saying why the batch must be quarantined."""
     if properties.get("device") != device:
         raise ValueError(f"user property device {properties.get('device')!r} is not the topic's device {device!r}")
-    body = strict_json(payload, "batch")
-    if not isinstance(body, dict):
-        raise ValueError(f"batch: {type(body).__name__} given, a JSON object expected")
+    body, texts = split_batch(payload)
     if body.get("device") != device:
         raise ValueError(f"batch.device: {body.get('device')!r} is not the topic's device {device!r}")
     if body.get("epoch") != epoch or not _is_int(body.get("epoch")):
@@ -124,7 +198,7 @@ def parse_batch(device: str, properties: Mapping[str, str], payload: bytes, epoc
     raw_events = body.get("events")
     if not isinstance(raw_events, list) or not raw_events:
         raise ValueError("batch.events: not a non-empty list")
-    events = [parse_event(raw, f"batch.events[{n}]") for n, raw in enumerate(raw_events)]
+    events = [parse_event(raw, f"batch.events[{n}]", text) for n, (raw, text) in enumerate(texts or [])]
     for n, event in enumerate(events):
         if event.seq < first or event.seq_last > last:
             raise ValueError(f"batch.events[{n}]: seq {event.seq}-{event.seq_last} is outside the batch's "

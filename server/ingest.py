@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Mapping, Optional
@@ -40,9 +40,9 @@ log = logging.getLogger(__name__)
 
 INSERT_CHUNK = 200  # rows per INSERT: well under SQLite's bound-parameter limit
 # The parsing and the MQTT loop live in their own modules; the CLI and the tests reach them through this one.
-__all__ = ["Event", "EventFileError", "ImportResult", "Ingest", "Stored", "ack_payload", "acks_for_devices",
+__all__ = ["Event", "EventFileError", "ImportResult", "Incoming", "Ingest", "Stored", "ack_payload", "acks_for_devices",
            "batch_range", "contiguous_end", "find_events_files", "import_events_file", "parse_batch",
-           "read_events_file", "store_batch", "store_in", "store_status"]
+           "read_events_file", "store_batch", "store_batches", "store_in", "store_status"]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -75,36 +75,25 @@ def _lock_sequence(session: Session, device: str, epoch: int, now: datetime) -> 
                            .with_for_update().execution_options(populate_existing=True)).one()
 
 
-def _insert_events(session: Session, device: str, epoch: int, events: list[Attributed], seqs: dict[str, Event],
-                   now: datetime, stored_max: int) -> list[Attributed]:
-    """Insert the events not stored yet; return those (the duplicates are left out, so nothing counts twice).
-
-    The caller holds the device's sequence row lock, so no other ingest stores this device's events meanwhile and
-    the look-up of what is already stored stays true until the commit. A batch wholly beyond STORED_MAX (the usual
-    case) cannot hold a stored event, so it needs no look-up.
-    """
+def _stored_ids(session: Session, device: str, ids: list[str]) -> set[str]:
+    """Which of IDS the device already has stored. The caller holds the device's sequence row lock, so no other
+    ingest stores this device's events meanwhile and the answer stays true until the commit."""
     stored: set[str] = set()
-    ids = [e.event_id for e in events] if min(seqs[e.event_id].seq for e in events) <= stored_max else []
     for start in range(0, len(ids), 500):
         stored.update(session.scalars(select(DeviceEvent.event_id).where(
             DeviceEvent.device_uid == device, DeviceEvent.event_id.in_(ids[start:start + 500]))))
-    new, seen = [], set()
-    for e in events:
-        if e.event_id not in stored and e.event_id not in seen:
-            seen.add(e.event_id)
-            new.append(e)
-    if new:
-        rows = [(device, epoch, seqs[e.event_id].seq, seqs[e.event_id].seq_last, e.event_id, e.type, e.body,
-                 seqs[e.event_id].device_time, now, e.at, e.flag) for e in new]
-        if session.get_bind().dialect.name == "sqlite":
-            _insert_sqlite(session, rows)
-        else:
-            # One compiled statement, executed many times (its compiled form is cached).
-            session.connection().execute(
-                _insert(session)(DeviceEvent.__table__).on_conflict_do_nothing(index_elements=["device_uid",
-                                                                                               "event_id"]),
-                [dict(zip(_EVENT_COLUMNS, row)) for row in rows])
-    return new
+    return stored
+
+
+def _insert_rows(session: Session, rows: list) -> None:
+    if not rows:
+        return
+    if session.get_bind().dialect.name == "sqlite":
+        session.connection().exec_driver_sql(_SQLITE_INSERT, rows)
+    else:  # one compiled statement, executed many times (its compiled form is cached)
+        session.connection().execute(
+            _insert(session)(DeviceEvent.__table__).on_conflict_do_nothing(index_elements=["device_uid", "event_id"]),
+            rows)
 
 
 _EVENT_COLUMNS = ("device_uid", "epoch", "seq", "seq_last", "event_id", "type", "body", "device_time",
@@ -120,13 +109,17 @@ def _sqlite_time(value: Optional[datetime]) -> Optional[str]:
     return value.astimezone(timezone.utc).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
-def _insert_sqlite(session: Session, rows: list[tuple]) -> None:
-    """The events' insert on SQLite through the driver: SQLAlchemy's per-value conversions were most of the cost
-    of storing a batch. Values are converted exactly as the model's column types would (a test reads them back)."""
-    dumps = json.dumps
-    session.connection().exec_driver_sql(_SQLITE_INSERT, [
-        (d, ep, sq, sl, eid, kind, dumps(body), _sqlite_time(dt), _sqlite_time(recv), _sqlite_time(at), flag)
-        for d, ep, sq, sl, eid, kind, body, dt, recv, at, flag in rows])
+def _rows(device: str, epoch: int, events: list[Event], attributed: list[Attributed], now: datetime,
+          for_sqlite: bool) -> list:
+    """The device_events rows of a batch, ready before the transaction: tuples converted exactly as the model's column
+    types would (SQLite, written through the driver: SQLAlchemy's per-value conversions were most of the cost of
+    storing a batch), or dicts for SQLAlchemy (PostgreSQL)."""
+    if not for_sqlite:
+        return [dict(zip(_EVENT_COLUMNS, (device, epoch, e.seq, e.seq_last, e.event_id, e.type, e.body, e.device_time,
+                                          now, a.at, a.flag))) for e, a in zip(events, attributed)]
+    dumps, received = json.dumps, _sqlite_time(now)
+    return [(device, epoch, e.seq, e.seq_last, e.event_id, e.type, e.text if e.text is not None else dumps(e.body),
+             _sqlite_time(e.device_time), received, _sqlite_time(a.at), a.flag) for e, a in zip(events, attributed)]
 
 
 def _advance(session: Session, seq_row: DeviceSequence, new_ranges: list[tuple[int, int]], now: datetime) -> int:
@@ -149,18 +142,21 @@ def _advance(session: Session, seq_row: DeviceSequence, new_ranges: list[tuple[i
     return end
 
 
-def _apply_attendance(session: Session, device: str, facts, new: list[Attributed], lookups: Lookups,
-                      rules: Rules) -> None:
-    """Fold the new events into attendance in a savepoint: if that fails (a bug, or data nothing foresaw), the events
-    are still stored and acked, the failure is counted in the device's record, and a rebuild can retry it."""
+def _apply_attendance(session: Session, device: str, new: list[Attributed], delta, fold_error, rules: Rules) -> None:
+    """Write the batch's attendance in a savepoint: if that fails (a bug, or data nothing foresaw), the events are
+    still stored and acked, the failure is counted in the device's record, and a rebuild can retry it."""
+    if fold_error is not None:
+        return _attendance_failed(session, device, new, fold_error)
+    if delta is None:
+        return
     try:
         with session.begin_nested():
-            attendance.apply_batch(session, facts, new, lookups, rules)
+            attendance.write(session, delta, device, rules)
     except SQLAlchemyError as exc:
         if "lock" in str(exc).lower() or "deadlock" in str(exc).lower() or "serializ" in str(exc).lower():
             raise  # contention: the whole batch is retried (not acked), nothing is lost
         _attendance_failed(session, device, new, exc)
-    except (ValueError, TypeError, OverflowError, KeyError, ArithmeticError) as exc:
+    except _FOLD_ERRORS as exc:
         _attendance_failed(session, device, new, exc)
 
 
@@ -177,18 +173,55 @@ def _enrolled(session: Session, device: str) -> bool:
     return session.scalar(select(Device.state).where(Device.uid == device)) == "enrolled"
 
 
-def store_in(session: Session, device: str, epoch: int, first: int, last: int, events: Optional[list[Event]],
-             payload: bytes, reason: Optional[str], now: datetime, rules: Optional[Rules] = None,
-             lookups: Optional[Lookups] = None) -> Stored:
-    """Store one batch in SESSION (quarantined when REASON is given), advance the ack and set its retained row.
+@dataclass
+class Prepared:
+    """A batch made ready outside the transaction: parsed events with their attributed times, their rows, and what
+    they add to attendance (assuming none is a duplicate, the usual case; ``commit`` re-folds if some are)."""
 
-    The batch's new events are folded into the attendance aggregates in the same transaction (``server.attendance``).
-    """
-    rules = rules or Rules()
-    lookups = lookups or Lookups()
+    device: str
+    epoch: int
+    first: int
+    last: int
+    events: Optional[list[Event]]
+    payload: bytes
+    reason: Optional[str]
+    received_at: datetime
+    facts: Optional[attendance.DeviceFacts] = None
+    attributed: list = field(default_factory=list)
+    rows: list = field(default_factory=list)
+    delta: Optional[attendance.Delta] = None
+    fold_error: Optional[Exception] = None
+
+
+_FOLD_ERRORS = (ValueError, TypeError, OverflowError, KeyError, ArithmeticError)
+
+
+def prepare(session: Session, device: str, epoch: int, first: int, last: int, events: Optional[list[Event]],
+            payload: bytes, reason: Optional[str], now: datetime, rules: Rules, lookups: Lookups) -> Prepared:
+    """Everything about a batch that needs no lock: attribution, rows, the attendance fold (SESSION only reads).
+
+    Done before the write transaction, so several ingest processes parse and fold in parallel and hold SQLite's
+    write lock (or PostgreSQL's row locks) only to write."""
+    p = Prepared(device, epoch, first, last, events, payload, reason, now)
+    if reason is not None or not events:
+        return p
+    p.facts = lookups.device(session, device)
+    p.attributed = attendance.attribute(events, now, p.facts, rules)
+    p.rows = _rows(device, epoch, events, p.attributed, now, session.get_bind().dialect.name == "sqlite")
+    try:
+        p.delta = attendance.fold_batch(session, p.facts, p.attributed, lookups, rules)
+    except _FOLD_ERRORS as exc:
+        p.fold_error = exc
+    return p
+
+
+def commit(session: Session, p: Prepared, rules: Rules, lookups: Lookups) -> Stored:
+    """Store a prepared batch in SESSION (quarantined when it has a reason), fold its new events into attendance,
+    advance the ack and set its retained row."""
+    device, epoch, first, last, now = p.device, p.epoch, p.first, p.last, p.received_at
     seq_row = _lock_sequence(session, device, epoch, now)
-    rejected = False
-    if reason is None and events and not _enrolled(session, device):
+    reason, rejected = p.reason, False
+    if reason is None and p.events and not _enrolled(session, device):
         reason, rejected = f"device {device} is not enrolled (revoked or unknown)", True
     inserted = duplicates = 0
     if reason is not None:
@@ -197,28 +230,64 @@ def store_in(session: Session, device: str, epoch: int, first: int, last: int, e
         else:
             seq_row.quarantined += 1
         session.add(QuarantinedBatch(device_uid=device, epoch=epoch, seq_first=first, seq_last=last,
-                                     payload=bytes(payload), reason=reason, received_at=now))
+                                     payload=bytes(p.payload), reason=reason, received_at=now))
         session.flush()
         log.error("QUARANTINED events of %s, epoch %d, seq %d-%d (%d bytes): %s. The range counts as stored; "
-                  "the raw batch is kept in quarantined_batches.", device, epoch, first, last, len(payload), reason)
+                  "the raw batch is kept in quarantined_batches.", device, epoch, first, last, len(p.payload), reason)
         new_ranges = [(first, last)]
     else:
-        events = events or []
-        facts = lookups.device(session, device)
-        attributed = attendance.attribute(events, now, facts, rules)
-        new = _insert_events(session, device, epoch, attributed, {e.event_id: e for e in events}, now,
-                             seq_row.stored_max) if events else []
+        events = p.events or []
+        keep = _new_indexes(session, device, events, seq_row.stored_max)
+        new = [p.attributed[i] for i in keep]
+        rows, delta, fold_error = p.rows, p.delta, p.fold_error
+        if len(keep) != len(events):  # some were stored before: count only the others, never one twice
+            rows = [p.rows[i] for i in keep]
+            delta, fold_error = None, None
+            try:
+                delta = attendance.fold_batch(session, p.facts, new, lookups, rules)
+            except _FOLD_ERRORS as exc:
+                fold_error = exc
+        _insert_rows(session, rows)
         inserted, duplicates = len(new), len(events) - len(new)
         seq_row.events += inserted
         seq_row.duplicates += duplicates
         seq_row.clock_flagged += sum(1 for e in new if e.flag is not None)
         if new:
             seq_row.last_event_at = now
-            _apply_attendance(session, device, facts, new, lookups, rules)
+            _apply_attendance(session, device, new, delta, fold_error, rules)
         new_ranges = [(e.seq, e.seq_last) for e in events]
+    before = seq_row.acked
     acked = _advance(session, seq_row, new_ranges, now)
-    retained.put(session, topics.ack(device), ack_payload(epoch, acked), now)
+    # A batch that moves nothing (a resend of what is stored) means the device has not seen its ack: the broker's
+    # copy was lost (a crash before it saved) or is an older one. Publish the ack again.
+    retained.put(session, topics.ack(device), ack_payload(epoch, acked), now,
+                 again=acked == before and last <= acked)
     return Stored(epoch, acked, inserted, duplicates, reason is not None)
+
+
+def _new_indexes(session: Session, device: str, events: list[Event], stored_max: int) -> list[int]:
+    """Indexes of the events not stored yet (nor repeated earlier in the batch). A batch wholly beyond STORED_MAX
+    (the usual case) cannot hold a stored event, so it needs no look-up."""
+    if not events:
+        return []
+    stored = _stored_ids(session, device, [e.event_id for e in events]) \
+        if min(e.seq for e in events) <= stored_max else set()
+    keep, seen = [], set()
+    for i, e in enumerate(events):
+        if e.event_id not in stored and e.event_id not in seen:
+            seen.add(e.event_id)
+            keep.append(i)
+    return keep
+
+
+def store_in(session: Session, device: str, epoch: int, first: int, last: int, events: Optional[list[Event]],
+             payload: bytes, reason: Optional[str], now: datetime, rules: Optional[Rules] = None,
+             lookups: Optional[Lookups] = None) -> Stored:
+    """Prepare and store one batch in SESSION (see ``prepare`` and ``commit``)."""
+    rules = rules or Rules()
+    lookups = lookups or Lookups()
+    return commit(session, prepare(session, device, epoch, first, last, events, payload, reason, now, rules,
+                                   lookups), rules, lookups)
 
 
 def store_batch(services, device: str, properties: Mapping[str, str], payload: bytes, now: datetime,
@@ -228,22 +297,56 @@ def store_batch(services, device: str, properties: Mapping[str, str], payload: b
     An unreadable or inconsistent batch is quarantined when its user properties give its epoch and range; without
     them nothing could acknowledge it, so it is dropped with an error (the device sends it again).
     """
-    try:
-        epoch, first, last = batch_range(properties)
-    except ValueError as exc:
-        log.error("DROPPED a batch on %s (%d bytes): %s; nothing can acknowledge it",
-                  topics.events(device), len(payload), exc)
+    stored = store_batches(services, [Incoming(device, properties, payload, now)], lookups)[0]
+    if stored is None:
         return None
-    reason, events = None, None
-    try:
-        events = parse_batch(device, properties, payload, epoch, first, last)
-    except ValueError as exc:
-        reason = str(exc)
-    with services.db.session() as session:
-        stored = store_in(session, device, epoch, first, last, events, payload, reason, now, services.rules, lookups)
-    log.debug("%s epoch %d seq %d-%d: %d new, %d again; ack %d", device, epoch, first, last, stored.inserted,
-              stored.duplicates, stored.acked)
+    log.debug("%s epoch %d: %d new, %d again; ack %d", device, stored.epoch, stored.inserted, stored.duplicates,
+              stored.acked)
     return stored.epoch, stored.acked
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """One events batch as it came from the broker: the topic's device, user properties, payload, arrival time."""
+
+    device: str
+    properties: Mapping[str, str]
+    payload: bytes
+    received_at: datetime
+
+
+def store_batches(services, batches: list[Incoming], lookups: Optional[Lookups] = None) -> list[Optional[Stored]]:
+    """Store several batches in one transaction (one commit for all: group commit); their results, in order.
+
+    Batches are stored in (device, epoch) order, so two ingest processes on PostgreSQL lock devices' sequence rows
+    in the same order. If the transaction fails, the caller stores them one by one (``store_batch``), so one
+    batch's trouble never holds the others back. A batch without its range properties is dropped (None).
+    """
+    parsed = []
+    for n, b in enumerate(batches):
+        try:
+            epoch, first, last = batch_range(b.properties)
+        except ValueError as exc:
+            log.error("DROPPED a batch on %s (%d bytes): %s; nothing can acknowledge it",
+                      topics.events(b.device), len(b.payload), exc)
+            continue
+        reason, events = None, None
+        try:
+            events = parse_batch(b.device, b.properties, b.payload, epoch, first, last)
+        except ValueError as exc:
+            reason = str(exc)
+        parsed.append((b.device, epoch, first, n, last, events, reason, b))
+    results: list[Optional[Stored]] = [None] * len(batches)
+    rules, lookups = services.rules, lookups or Lookups()
+    with services.db.sessions() as read:  # the work that needs no lock, before the write transaction
+        ready = [(key, prepare(read, device, epoch, first, last, events, b.payload, reason, b.received_at, rules,
+                               lookups))
+                 for key, (device, epoch, first, _n, last, events, reason, b) in
+                 sorted(((p[:4], p) for p in parsed), key=lambda kp: kp[0])]
+    with services.db.session() as session:
+        for key, p in ready:
+            results[key[3]] = commit(session, p, rules, lookups)
+    return results
 
 
 def store_status(services, device: str, payload: bytes, now: datetime, retained_copy: bool = False) -> bool:

@@ -9,7 +9,6 @@ import queue
 import signal
 import socket
 import threading
-import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Optional
@@ -28,10 +27,12 @@ log = logging.getLogger(__name__)
 
 GROUP = "lessoncast"
 BEAT_S = 5.0
-# Acks go out when the worker has nothing queued, and at least this often while it is busy: with a backlog at the
-# broker (after a restart, or while devices resend) the queue never runs empty, and acks held back until it did would
-# make every device resend what is already stored, which only makes the backlog longer.
+# The flusher thread sends acks as soon as a commit made some, and looks at least this often: acks must never wait
+# for the queue to run empty (with a backlog it never does, and devices would resend what is already stored).
 ACK_FLUSH_S = 0.5
+# Group commit: at most this many batches, or this many payload bytes, in one transaction.
+GROUP_BATCHES = 50
+GROUP_BYTES = 2 * 1024 * 1024
 # Long enough to cover an ingest restart or a server reboot; a decommissioned ingest's session (and the messages
 # the broker queued for it) goes away after a day, and the devices send those events again anyway.
 SESSION_EXPIRY_S = 86_400
@@ -78,6 +79,7 @@ class Ingest:
         self._pending_subs: set[int] = set()
         self._link: Optional[ServerLink] = None
         self._threads: list[threading.Thread] = []
+        self._wake_flusher = threading.Event()
         self._client = self._make_client()
         from server.attendance import CACHE_TTL_S, Lookups
 
@@ -146,43 +148,81 @@ class Ingest:
     # the worker thread ----------------------------------------------------------------------------------------
 
     def _work(self) -> None:
-        flushed = time.monotonic()
+        carry: Optional[_Message] = None
         while True:
-            item = self._queue.get()
+            item = carry if carry is not None else self._queue.get()
+            carry = None
             if item is None:
                 return
+            group = [item]
+            if item.kind == "events":
+                # Group commit: the events batches waiting now are stored in one transaction.
+                size = len(item.payload)
+                while size < GROUP_BYTES and len(group) < GROUP_BATCHES:
+                    try:
+                        nxt = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if nxt is None or nxt.kind != "events":
+                        carry = nxt
+                        if nxt is None:
+                            self._queue.put(None)
+                            carry = None
+                        break
+                    group.append(nxt)
+                    size += len(nxt.payload)
             try:
-                self._handle(item)
+                self._handle(group)
             except Exception:  # logged with its traceback; the device sends unacked events again
-                log.exception("ingest could not handle a %s message of %s", item.kind, item.device)
-            if item.kind != "flush" and item.generation == self._generation:
-                # A PUBACK for a message of an earlier connection would name a packet id the broker reuses.
-                self._client.ack(item.mid, item.qos)
-            if self._queue.empty() or time.monotonic() - flushed >= ACK_FLUSH_S:
-                self._flush()
-                flushed = time.monotonic()
+                log.exception("ingest could not handle %d %s message(s) of %s", len(group), item.kind, item.device)
+            for done in group:
+                if done.kind != "flush" and done.generation == self._generation:
+                    # A PUBACK for a message of an earlier connection would name a packet id the broker reuses.
+                    self._client.ack(done.mid, done.qos)
+            self._wake_flusher.set()
 
-    def _handle(self, item: _Message) -> None:
+    def _handle(self, group: list[_Message]) -> None:
         # Imported here, not at the top: server.ingest imports this module to re-export Ingest.
-        from server.ingest import store_batch, store_status
+        from server.ingest import Incoming, store_batch, store_batches, store_status
 
+        item = group[0]
         if item.kind == "events":
             try:
-                store_batch(self.services, item.device, item.properties, item.payload, item.received_at,
-                            self.lookups)
-            except SQLAlchemyError:
-                log.exception("events of %s (epoch %s, seq %s) not stored: database error; not acked, the device "
-                              "sends them again", item.device, item.properties.get("epoch"),
-                              item.properties.get("seq"))
+                store_batches(self.services, [Incoming(m.device, m.properties, m.payload, m.received_at)
+                                              for m in group], self.lookups)
+                return
+            except SQLAlchemyError as exc:
+                if len(group) > 1:
+                    log.warning("storing %d batches together failed (%s); storing them one by one", len(group),
+                                exc)
+            for m in group:
+                try:
+                    store_batch(self.services, m.device, m.properties, m.payload, m.received_at, self.lookups)
+                except SQLAlchemyError:
+                    log.exception("events of %s (epoch %s, seq %s) not stored: database error; not acked, the "
+                                  "device sends them again", m.device, m.properties.get("epoch"),
+                                  m.properties.get("seq"))
         elif item.kind == "status":
             store_status(self.services, item.device, item.payload, item.received_at, retained_copy=item.retained)
+
+    def _flusher(self) -> None:
+        """Send the acks (retained messages) the worker's commits made, in their own thread: the worker goes on
+        storing while the broker acknowledges them. At least every ACK_FLUSH_S while there is work."""
+        while True:
+            self._wake_flusher.wait(ACK_FLUSH_S)
+            if not self._wake_flusher.is_set():
+                continue
+            self._wake_flusher.clear()
+            self._flush()  # once more when stopping, for the worker's last commits
+            if self._stop.is_set():
+                return
 
     def _flush(self) -> None:
         try:
             if self._link is None:
                 self._link = ServerLink(self.address, "ingest-acks").connect()
             retained.flush(self.services, self._link)
-        except (BrokerUnavailable, RuntimeError, ValueError, OSError) as exc:
+        except (BrokerUnavailable, RuntimeError, ValueError, OSError, SQLAlchemyError) as exc:
             log.warning("acks wait for the broker (%s); sent on reconnect or by the worker", exc)
             self._close_link()
 
@@ -212,6 +252,7 @@ class Ingest:
                                    properties=props)
         self._client.loop_start()
         self._threads = [threading.Thread(target=self._work, name="ingest-store", daemon=True),
+                         threading.Thread(target=self._flusher, name="ingest-acks", daemon=True),
                          threading.Thread(target=self._beat, name="ingest-beat", daemon=True)]
         for thread in self._threads:
             thread.start()
@@ -226,6 +267,7 @@ class Ingest:
             except queue.Empty:
                 break
         self._queue.put(None)
+        self._wake_flusher.set()
         for thread in self._threads:
             thread.join(timeout)
         self._client.disconnect()

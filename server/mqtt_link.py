@@ -11,6 +11,7 @@ import secrets
 import socket
 import ssl
 import threading
+import time
 from dataclasses import dataclass
 from typing import Optional
 from urllib.parse import unquote, urlsplit
@@ -96,6 +97,19 @@ class ServerLink:
         info.wait_for_publish(self.timeout)
         if not info.is_published():
             raise BrokerUnavailable(f"the MQTT broker did not acknowledge {topic} within {self.timeout:.0f} s")
+
+    def publish_many(self, messages: list[tuple[str, bytes]], *, retain: bool = False) -> None:
+        """Publish (topic, payload) MESSAGES at QoS 1, all in flight at once; return once the broker acknowledged
+        every one (raises BrokerUnavailable otherwise, and then some may have arrived: callers send them again)."""
+        if not self._client.is_connected():
+            raise BrokerUnavailable(f"not connected to the MQTT broker at {self.address.host}:{self.address.port}")
+        infos = [self._client.publish(topic, payload, qos=1, retain=retain) for topic, payload in messages]
+        deadline = time.monotonic() + self.timeout
+        for info in infos:
+            info.wait_for_publish(max(0.01, deadline - time.monotonic()))
+            if not info.is_published():
+                raise BrokerUnavailable(f"the MQTT broker did not acknowledge {len(infos)} messages within "
+                                        f"{self.timeout:.0f} s")
 
     def close(self) -> None:
         """Disconnect and stop the network thread."""

@@ -18,13 +18,14 @@ from server.org_models import RetainedMessage
 log = logging.getLogger(__name__)
 
 
-def put(session: Session, topic: str, payload: bytes, now: datetime) -> bool:
-    """Set the retained message of TOPIC; True if it changed (and so must be sent)."""
+def put(session: Session, topic: str, payload: bytes, now: datetime, *, again: bool = False) -> bool:
+    """Set the retained message of TOPIC; True if it changed (and so must be sent). AGAIN sends it even unchanged
+    (the broker may have lost or reordered its copy)."""
     row = session.get(RetainedMessage, topic)
     if row is None:
         session.add(RetainedMessage(topic=topic, payload=payload, version=1, sent_version=0, updated_at=now))
         return True
-    if row.payload == payload:
+    if row.payload == payload and not (again and row.sent_version >= row.version):
         return False
     row.payload, row.version, row.updated_at = payload, row.version + 1, now
     return True
@@ -41,6 +42,19 @@ def pending(session: Session) -> int:
                                .where(RetainedMessage.sent_version < RetainedMessage.version)).all())
 
 
+FLUSH_CHUNK = 500
+
+
+def _send_and_mark(session: Session, link, rows) -> None:
+    """Publish ROWS all at once (one round trip, not one per ack), then mark the versions sent; a row that changed
+    meanwhile keeps its newer version unsent, so the next pass sends that too."""
+    link.publish_many([(topic, payload) for topic, payload, _v in rows], retain=True)
+    for topic, _payload, version in rows:
+        session.execute(update(RetainedMessage)
+                        .where(RetainedMessage.topic == topic, RetainedMessage.version == version)
+                        .values(sent_version=version))
+
+
 def flush(services, link=None) -> int:
     """Send every retained message the broker lacks; return how many were sent. Raises BrokerUnavailable."""
     from server.mqtt_link import BrokerAddress, ServerLink
@@ -52,21 +66,23 @@ def flush(services, link=None) -> int:
     try:
         while True:
             with services.db.session() as session:
-                rows = session.execute(
-                    select(RetainedMessage.topic, RetainedMessage.payload, RetainedMessage.version)
-                    .where(RetainedMessage.sent_version < RetainedMessage.version)
-                    .order_by(RetainedMessage.topic)).all()
-            if not rows:
-                return sent
-            for topic, payload, version in rows:
-                link.publish(topic, payload, retain=True)
-                sent += 1
+                # On PostgreSQL whoever flushes holds the rows it sends until they are marked (others skip them), so
+                # two processes never publish one topic's versions out of order. SQLite keeps no lock over the
+                # network round trip (it would stall every writer); there an ack retained out of order is put right
+                # by the next batch of that device, which always re-publishes its ack (server.ingest.store_in).
+                locking = session.get_bind().dialect.name == "postgresql"
+                query = (select(RetainedMessage.topic, RetainedMessage.payload, RetainedMessage.version)
+                         .where(RetainedMessage.sent_version < RetainedMessage.version)
+                         .order_by(RetainedMessage.topic).limit(FLUSH_CHUNK))
+                rows = session.execute(query.with_for_update(skip_locked=True) if locking else query).all()
+                if not rows:
+                    return sent
+                if locking:
+                    _send_and_mark(session, link, rows)
+            if not locking:
                 with services.db.session() as session:
-                    # Only mark the version we sent. If the row changed meanwhile, the loop sends it again,
-                    # so the broker's last retained copy is always the newest.
-                    session.execute(update(RetainedMessage)
-                                    .where(RetainedMessage.topic == topic, RetainedMessage.version == version)
-                                    .values(sent_version=version))
+                    _send_and_mark(session, link, rows)
+            sent += len(rows)
     finally:
         if own is not None:
             own.close()

@@ -50,6 +50,14 @@ def _size(text: str) -> int:
     return int(value)
 
 
+def _positive_int(text: str) -> int:
+    """A whole number of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise ValueError(f"expected a whole number of at least 1, got {text!r}")
+    return value
+
+
 def _fraction(text: str) -> float:
     """A share above 0 and at most 1, such as 0.9."""
     value = float(text)
@@ -102,6 +110,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("web_workers", 2, "gunicorn worker processes.", int),
     Setting("web_threads", 8, "Threads per gunicorn worker (gthread), so a slow village download holds one thread.",
             int),
+    Setting("ingest_processes", 2, "Event ingest processes lessoncast run starts; they share the devices' events "
+            "(two use both cores of a small server).", _positive_int),
     Setting("job_workers", 2, "Parallel transcoding jobs (renditions of a source run side by side).", int),
     Setting("job_lease", 120.0, "Seconds a running job's lease lasts; the worker renews it while the job runs.",
             _duration),

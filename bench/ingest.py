@@ -1,0 +1,284 @@
+"""Benchmark: sustained event ingest through a real Mosquitto into the real database, against a bare SQLite insert.
+
+In one run:
+
+1. An instance with SQLite (the default database) and radios enrolled with their own broker credentials, each
+   assigned to a member, with a published programme, so every play is folded into attendance as it is stored.
+   lessoncast's generated Mosquitto and one ``lessoncast ingest`` process are started.
+2. The radios publish batches of 200 play events (the agent's batch size) as fast as the acks allow, each keeping
+   up to --window batches unacked, for a warm-up and then --seconds measured seconds. The rate counts only events
+   the server acknowledged (committed) inside the measured window.
+3. After the acks catch up, the database is checked against what was sent: ``lost`` (sent, never stored) and
+   ``duplicated`` (stored twice, or counted twice by the device counters) must both be 0.
+4. The reference: the same rows, read back from that database, inserted with ``executemany`` into a table with the
+   same columns and the same unique index, in a new SQLite file in the same folder (same disk), with the same
+   pragmas, one transaction per 200 rows as a store that acknowledges per batch must. For comparison the rate of
+   one transaction for all rows is printed too (not a durable ingest's shape).
+
+    .venv/bin/python bench/ingest.py                    # 60 s measured
+    .venv/bin/python bench/ingest.py --seconds 20 --devices 20
+
+Prints a table, then one line of JSON: events_per_s, bare_rows_per_s, ratio, lost, duplicated (and more).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import signal
+import sqlite3
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import paho.mqtt.client as mqtt  # noqa: E402
+from paho.mqtt.packettypes import PacketTypes  # noqa: E402
+from paho.mqtt.properties import Properties  # noqa: E402
+from sqlalchemy import func, select  # noqa: E402
+
+from playlists import topics  # noqa: E402
+from server import devices  # noqa: E402
+from server.event_models import DeviceEvent, DeviceSequence  # noqa: E402
+from server.models import Lesson, Rendition  # noqa: E402
+from server.org_models import Device, DeviceAssignment, Member, Programme, ProgrammeItem, Site  # noqa: E402
+from tests.conftest import free_port, make_services  # noqa: E402
+from tests.e2e.fleet_sim import MosquittoProcess, lessoncast_env, start_ingest  # noqa: E402
+
+BATCH = 200
+SHA = "5" * 64
+EVENT = ('{"type":"play","phase":"progress","play_id":"%s","programme":"2026-Q4","lesson":%d,"sha256":"' + SHA
+         + '","start_position":%.2f,"end_position":%.2f,"listened_seconds":%.2f,"volume":70,"muted":false,'
+         '"trigger":"key","started_at":"%s","device_time":"%s","time":"%s","clock_offset":0.0,"id":"%s",'
+         '"seq":%d,"epoch":1}')
+
+
+def setup(services, count: int, lesson_id_box: list) -> list[dict]:
+    """COUNT radios enrolled (own broker credentials), each held by a member, and a published programme."""
+    logging.getLogger("server.retained").disabled = True  # configs wait for the broker; that is expected here
+    from server.instance import initialise
+
+    initialise(services)
+    from server import org as org_mod
+
+    org_mod.import_sites(services, "township_code,township_name,site_code,site_name\nqs,青山镇,qs-01,东村\n"
+                         .encode(), "bench")
+    with services.db.session() as session:
+        codes = [devices.add(services, session, kind="radio", name=f"bench {n}", site_code="qs-01",
+                             actor="bench").code for n in range(count)]
+    answers = [devices.enrol(services, code) for code in codes]
+    now = datetime.now(timezone.utc)
+    with services.db.session() as session:
+        site = session.scalar(select(Site.id).where(Site.code == "qs-01"))
+        for n, answer in enumerate(answers):
+            member = Member(member_no=f"B{n:05d}", name=f"党员{n}", site_id=site, branch="", updated_at=now, flags=[])
+            session.add(member)
+            session.flush()
+            device = session.scalar(select(Device).where(Device.uid == answer["device"]))
+            session.add(DeviceAssignment(device_id=device.id, member_id=member.id, from_date=date(2026, 1, 1)))
+        lesson = Lesson(title="基准课", language="cmn", state="ready", created_at=now, updated_at=now)
+        session.add(lesson)
+        session.flush()
+        session.add(Rendition(lesson_id=lesson.id, profile="radio-opus", state="ready", extension="opus", sha256=SHA,
+                              size_bytes=1, duration_s=3600.0, updated_at=now))
+        programme = Programme(code="2026-Q4", version=1, title="基准", valid_from=date(2026, 1, 1),
+                              valid_until=date(2027, 12, 31), slots=[], state="published", created_at=now,
+                              published_at=now, published_by="bench")
+        session.add(programme)
+        session.flush()
+        session.add(ProgrammeItem(programme_id=programme.id, position=0, lesson_id=lesson.id, mandatory=True,
+                                  groups=[], variant_lesson_ids=[]))
+        lesson_id_box.append(lesson.id)
+    return answers
+
+
+class Radio:
+    """One radio: its MQTT session, the next sequence to send, and the highest ack it saw."""
+
+    def __init__(self, uid: str, password: str, port: int, lesson: int):
+        self.uid, self.lesson = uid, lesson
+        self.next_seq, self.acked = 1, 0
+        self.ack_event = threading.Event()
+        self.ids: list[str] = []
+        self.position = 0.0
+        self.play_id = str(uuid.uuid4())
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=uid, protocol=mqtt.MQTTv5)
+        client.username_pw_set(uid, password)
+        client.on_connect = lambda c, *_a: c.subscribe(topics.ack(uid), qos=1)
+        client.on_message = self._on_ack
+        self.client = client
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 3600
+        client.connect("127.0.0.1", port, keepalive=30, clean_start=False, properties=props)
+        client.loop_start()
+
+    def _on_ack(self, _client, _userdata, msg) -> None:
+        ack = json.loads(msg.payload)
+        if ack.get("epoch") == 1 and ack["seq"] > self.acked:
+            self.acked = ack["seq"]
+            self.ack_event.set()
+
+    def publish_batch(self) -> None:
+        now = datetime.now(timezone.utc).isoformat()
+        first = self.next_seq
+        events = []
+        for seq in range(first, first + BATCH):
+            event_id = str(uuid.uuid4())
+            self.ids.append(event_id)
+            start = self.position
+            self.position = start + 30.0 if start < 3500 else 0.0
+            if self.position == 0.0:
+                self.play_id = str(uuid.uuid4())
+            events.append(EVENT % (self.play_id, self.lesson, start, start + 30.0, 30.0, now, now, now, event_id,
+                                   seq))
+        self.next_seq = first + BATCH
+        payload = ('{"device":"%s","epoch":1,"events":[%s]}' % (self.uid, ",".join(events))).encode()
+        props = Properties(PacketTypes.PUBLISH)
+        props.UserProperty = [("device", self.uid), ("epoch", "1"), ("seq", f"{first}-{first + BATCH - 1}")]
+        self.client.publish(topics.events(self.uid), payload, qos=1, properties=props)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def drive(radios: list[Radio], window: int, warmup: float, seconds: float) -> tuple[float, int]:
+    """Publish while each radio has fewer than WINDOW batches unacked; return (events/s acked in the measured
+    window, events sent)."""
+    stop_at = time.monotonic() + warmup + seconds
+    measured: dict[str, float] = {}
+
+    def acked_total() -> int:
+        return sum(r.acked for r in radios)
+
+    def sampler() -> None:
+        time.sleep(warmup)
+        measured["a0"], measured["t0"] = acked_total(), time.monotonic()
+        time.sleep(seconds)
+        measured["a1"], measured["t1"] = acked_total(), time.monotonic()
+
+    thread = threading.Thread(target=sampler, daemon=True)
+    thread.start()
+    while time.monotonic() < stop_at:
+        busy = True
+        for radio in radios:
+            if (radio.next_seq - 1) - radio.acked < window * BATCH:
+                radio.publish_batch()
+                busy = False
+        if busy:
+            time.sleep(0.002)
+    thread.join()
+    rate = (measured["a1"] - measured["a0"]) / (measured["t1"] - measured["t0"])
+    return rate, sum(r.next_seq - 1 for r in radios)
+
+
+def bare(rows: list[tuple], path: Path, per_transaction: int) -> float:
+    """Rows per second of executemany into a table like device_events (same unique index), PER_TRANSACTION rows
+    per commit, WAL and synchronous=NORMAL as lessoncast's SQLite."""
+    if path.exists():
+        path.unlink()
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute("CREATE TABLE device_events (id INTEGER PRIMARY KEY, device_uid VARCHAR(64) NOT NULL, epoch INTEGER "
+               "NOT NULL, seq INTEGER NOT NULL, seq_last INTEGER NOT NULL, event_id VARCHAR(36) NOT NULL, type "
+               "VARCHAR(32) NOT NULL, body JSON NOT NULL, device_time DATETIME, received_at DATETIME NOT NULL, at "
+               "DATETIME, clock_flag VARCHAR(16), CONSTRAINT uq UNIQUE (device_uid, event_id))")
+    db.execute("CREATE INDEX ix_seq ON device_events (device_uid, epoch, seq)")
+    sql = ("INSERT INTO device_events (device_uid, epoch, seq, seq_last, event_id, type, body, device_time, "
+           "received_at, at, clock_flag) VALUES (?,?,?,?,?,?,?,?,?,?,?)")
+    began = time.perf_counter()
+    for start in range(0, len(rows), per_transaction):
+        db.execute("BEGIN")
+        db.executemany(sql, rows[start:start + per_transaction])
+        db.execute("COMMIT")
+    elapsed = time.perf_counter() - began
+    db.close()
+    return len(rows) / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=60.0, help="measured seconds (after the warm-up)")
+    parser.add_argument("--warmup", type=float, default=5.0)
+    parser.add_argument("--devices", type=int, default=40)
+    parser.add_argument("--window", type=int, default=4, help="batches each radio keeps unacked")
+    parser.add_argument("--ingests", type=int, default=1, help="ingest processes sharing the subscription")
+    parser.add_argument("--keep", type=Path, default=None, help="keep the instance here")
+    args = parser.parse_args()
+    root = args.keep or Path(tempfile.mkdtemp(prefix="lc-bench-ingest-"))
+    shutil.rmtree(root / "data", ignore_errors=True)
+    services = make_services(root / "data", port=free_port(), mqtt_port=free_port(), mqtt_server_port=free_port())
+    lesson: list[int] = []
+    answers = setup(services, args.devices, lesson)
+    broker = MosquittoProcess(services).start()
+    from tests.e2e.stack import stop
+
+    logs = [root / f"ingest-{n}.log" for n in range(args.ingests)]
+    ingests = [start_ingest(lessoncast_env(services), f"bench-ingest-{n}", log) for n, log in enumerate(logs)]
+    radios: list[Radio] = []
+    try:
+        deadline = time.monotonic() + 30
+        for log in logs:
+            while "ingest connected" not in log.read_text(errors="replace"):
+                if time.monotonic() > deadline:
+                    raise SystemExit("ingest did not connect:\n" + log.read_text()[-2000:])
+                time.sleep(0.1)
+        radios = [Radio(a["device"], a["mqtt"]["password"], services.settings.mqtt_port, lesson[0]) for a in answers]
+        time.sleep(1.0)
+        rate, sent = drive(radios, args.window, args.warmup, args.seconds)
+        deadline = time.monotonic() + 120
+        while any(r.acked < r.next_seq - 1 for r in radios) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        for radio in radios:
+            radio.close()
+        for proc in ingests:
+            stop(proc, signal.SIGTERM)
+        broker.stop()
+
+    sent_ids = {i for r in radios for i in r.ids}
+    with services.db.session() as session:
+        stored = session.scalar(select(func.count()).select_from(DeviceEvent))
+        distinct = session.scalar(select(func.count(func.distinct(DeviceEvent.event_id))))
+        counted = session.scalar(select(func.coalesce(func.sum(DeviceSequence.events), 0)))
+    services.db.dispose()
+    db_path = services.data / "lessoncast.db"
+    with sqlite3.connect(db_path) as db:
+        rows = db.execute("SELECT device_uid, epoch, seq, seq_last, event_id, type, body, device_time, received_at, "
+                          "at, clock_flag FROM device_events ORDER BY id").fetchall()
+        stored_ids = {r[4] for r in rows}
+    lost = len(sent_ids - stored_ids)
+    duplicated = (stored - distinct) + (counted - stored)
+    bare_path = db_path.parent / "bare.db"
+    bare_rate = bare(rows, bare_path, BATCH)
+    bare_one = bare(rows, bare_path, len(rows))
+    bare_path.unlink()
+    for suffix in ("-wal", "-shm"):
+        Path(str(bare_path) + suffix).unlink(missing_ok=True)
+    if args.keep is None:
+        shutil.rmtree(root, ignore_errors=True)
+    ratio = rate / bare_rate
+    print(f"{'':<46}{'rows/s':>12}")
+    print(f"{f'lessoncast ingest x{args.ingests} (MQTT -> SQLite, acked)':<46}{rate:>12,.0f}")
+    print(f"{'bare executemany, a transaction per 200 rows':<46}{bare_rate:>12,.0f}")
+    print(f"{'bare executemany, one transaction (reference)':<46}{bare_one:>12,.0f}")
+    print(f"ratio {ratio:.2f} (target >= 0.5); sent {len(sent_ids):,}, stored {stored:,}, lost {lost}, "
+          f"duplicated {duplicated}")
+    print(json.dumps({"events_per_s": round(rate), "bare_rows_per_s": round(bare_rate), "ratio": round(ratio, 3),
+                      "lost": lost, "duplicated": duplicated, "seconds": args.seconds, "devices": args.devices, "ingests": args.ingests,
+                      "batch": BATCH, "sent": len(sent_ids), "stored": stored,
+                      "bare_one_transaction_rows_per_s": round(bare_one), "cpus": os.cpu_count()}))
+
+
+if __name__ == "__main__":
+    main()
