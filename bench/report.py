@@ -102,23 +102,28 @@ def build(path: Path, args, total: int) -> object:
     for _id, no, site in c.members:
         members_by_site.setdefault(site, []).append(no)
     # Every terminal reports its whole calendar (classes with check-ins, daily broadcasts) at any size; a larger
-    # total only reports the plays in finer steps.
+    # total only reports the plays in finer steps. The radios send the rest, so the total is exact.
     per_terminal = max(calendar_events(args), total // 10 // len(c.terminals))
-    per_radio = (total - per_terminal * len(c.terminals)) // len(c.radios)
-    extra = total - per_terminal * len(c.terminals) - per_radio * len(c.radios)
+    terminal_raw = [(uid, terminal_events(c, site, members_by_site[site], rng, per_terminal))
+                    for uid, site in c.terminals]
+    radio_total = total - sum(len(raw) for _uid, raw in terminal_raw)
+    if radio_total < len(c.radios):
+        raise SystemExit(f"{total:,} events are too few for this county's calendar; give at least "
+                         f"{total - radio_total + len(c.radios):,}")
+    per_radio, extra = divmod(radio_total, len(c.radios))
     lookups = attendance.Lookups(ttl_s=3600)
     started, done = time.perf_counter(), 0
+    for uid, raw in terminal_raw:
+        ad.store(services, uid, raw, RECEIVED, batch=1000, lookups=lookups)
+        done += len(raw)
     for n, (uid, _member) in enumerate(c.radios):
         raw = radio_events(c, rng, per_radio + (1 if n < extra else 0))
         ad.store(services, uid, raw, RECEIVED, batch=1000, lookups=lookups)
         done += len(raw)
-        if n % 200 == 0:
+        if n % 500 == 0:
             print(f"  {path.name}: {done:,} of {total:,} events stored "
                   f"({done / (time.perf_counter() - started):,.0f}/s)", file=sys.stderr)
-    for uid, site in c.terminals:
-        raw = terminal_events(c, site, members_by_site[site], rng, per_terminal)
-        ad.store(services, uid, raw, RECEIVED, batch=1000, lookups=lookups)
-        done += len(raw)
+    assert done == total, (done, total)
     marker.write_text(json.dumps({"events": done}))
     print(f"  {path.name}: {done:,} events stored in {time.perf_counter() - started:.0f} s", file=sys.stderr)
     return services

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import heapq
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Any, Iterable, Mapping, NamedTuple, Optional, Sequence
 from zoneinfo import ZoneInfo
+
+from server.event_batches import parse_instant
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 # A play's positions are whole hundredths of a second on the wire; coverage compares in those units, so adding the
@@ -60,13 +62,8 @@ class Rules:
 
 
 def _parse_instant(value: object) -> Optional[datetime]:
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed.astimezone(timezone.utc) if parsed.utcoffset() is not None else None
+    parsed = parse_instant(value)
+    return None if parsed is None else parsed.astimezone(timezone.utc)
 
 
 def _number(value: object) -> Optional[float]:
@@ -394,24 +391,3 @@ def active_in(joined: Optional[date], left: Optional[date], period: Period) -> b
 def rate(trained: int, active: int) -> Optional[float]:
     """Participation as a fraction rounded to 4 places; None for no active members (not 0%, not 100%)."""
     return None if active == 0 else round(trained / active, 4)
-
-
-@dataclass
-class Tally:
-    """Counts that roll up from members to sites, townships and the county."""
-
-    active: int = 0
-    trained: int = 0
-    completed_all: int = 0
-    completions: int = 0
-    classes_attended: int = 0
-    clock_flagged: int = 0
-    extra: dict[str, int] = field(default_factory=dict)
-
-    def add(self, other: "Tally") -> None:
-        self.active += other.active
-        self.trained += other.trained
-        self.completed_all += other.completed_all
-        self.completions += other.completions
-        self.classes_attended += other.classes_attended
-        self.clock_flagged += other.clock_flagged

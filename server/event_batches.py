@@ -11,7 +11,7 @@ import json
 import re
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Mapping, NamedTuple, Optional
 
@@ -44,6 +44,15 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _is_text(value: str) -> bool:
+    """Whether VALUE can be stored as text: a JSON escape such as \\ud800 decodes to a lone surrogate, which cannot."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def strict_json(data: bytes, what: str) -> Any:
     """The JSON value in DATA; duplicate keys, NaN and Infinity are refused (ValueError naming WHAT)."""
 
@@ -66,7 +75,17 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"batch: {name} is not a JSON number")
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"batch: {text} is too large for a number")
+    return value
+
+
 _DECODE = json.JSONDecoder(parse_constant=_no_constant).raw_decode
+# Only a payload with a three-digit exponent can hold a number too large for a float: it is decoded checking each.
+_DECODE_CHECKED = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite).raw_decode
+_BIG_EXPONENT = re.compile(r"[eE][+-]?[0-9]{3}")
 _SPACE = re.compile(r"[ \t\n\r]*").match
 
 
@@ -83,6 +102,7 @@ def split_batch(payload: bytes) -> tuple[dict[str, Any], Optional[list[tuple[Any
         raise ValueError(f"batch: not UTF-8 JSON ({exc})") from None
     top: dict[str, Any] = {}
     events: Optional[list[tuple[Any, str]]] = None
+    decode = _DECODE_CHECKED if _BIG_EXPONENT.search(text) else _DECODE
 
     def expect(i: int, chars: str) -> str:
         c = text[i:i + 1]
@@ -99,7 +119,7 @@ def split_batch(payload: bytes) -> tuple[dict[str, Any], Optional[list[tuple[Any
         else:
             while True:
                 expect(i, '"')
-                key, i = _DECODE(text, i)
+                key, i = decode(text, i)
                 i = _SPACE(text, i).end()
                 expect(i, ":")
                 i = _SPACE(text, i + 1).end()
@@ -112,7 +132,7 @@ def split_batch(payload: bytes) -> tuple[dict[str, Any], Optional[list[tuple[Any
                     else:
                         while True:
                             start = i
-                            value, i = _DECODE(text, i)
+                            value, i = decode(text, i)
                             events.append((value, text[start:i]))
                             i = _SPACE(text, i).end()
                             if expect(i, ",]") == "]":
@@ -121,7 +141,7 @@ def split_batch(payload: bytes) -> tuple[dict[str, Any], Optional[list[tuple[Any
                             i = _SPACE(text, i + 1).end()
                     top[key] = [v for v, _t in events]
                 else:
-                    top[key], i = _DECODE(text, i)
+                    top[key], i = decode(text, i)
                 i = _SPACE(text, i).end()
                 if expect(i, ",}") == "}":
                     i += 1
@@ -133,18 +153,31 @@ def split_batch(payload: bytes) -> tuple[dict[str, Any], Optional[list[tuple[Any
         raise ValueError(f"batch: not JSON ({exc})") from None
     except RecursionError:
         raise ValueError("batch: not JSON (nested too deeply)") from None
+    except ValueError as exc:  # the decoder's own, such as an integer too long to convert: still the batch's fault
+        if str(exc).startswith("batch"):
+            raise
+        raise ValueError(f"batch: not JSON ({exc})") from None
     return top, events
 
 
-def _device_time(value: object) -> Optional[datetime]:
-    # Stored for attendance to correct the clock; an unreadable device clock does not make the event worthless.
+def parse_instant(value: object) -> Optional[datetime]:
+    """The time in VALUE, an ISO 8601 string with a UTC offset; None for anything else.
+
+    An event's device time is stored for attendance to correct the clock; an unreadable one does not make the
+    event worthless."""
     if not isinstance(value, str):
         return None
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
         return None
-    return parsed if parsed.utcoffset() is not None else None
+    if parsed.utcoffset() is None:
+        return None
+    try:  # within a day of year 1 or 9999 a time with an offset may have no UTC instant (no column can hold it)
+        parsed.astimezone(timezone.utc)
+    except OverflowError:
+        return None
+    return parsed
 
 
 def parse_event(raw: object, where: str, text: Optional[str] = None) -> Event:
@@ -169,9 +202,9 @@ def parse_event(raw: object, where: str, text: Optional[str] = None) -> Event:
     if not _is_int(seq_last) or not seq <= seq_last <= MAX_SEQ:
         raise ValueError(f"{where}.seq_last: {seq_last!r} is not an integer from seq ({seq}) to {MAX_SEQ}")
     kind = raw.get("type")
-    if not isinstance(kind, str) or not 1 <= len(kind) <= 32:
+    if not isinstance(kind, str) or not 1 <= len(kind) <= 32 or not _is_text(kind):
         raise ValueError(f"{where}.type: {kind!r} is not a type name of 1 to 32 characters")
-    return Event(event_id, seq, seq_last, kind, _device_time(raw.get("device_time")), raw, text)
+    return Event(event_id, seq, seq_last, kind, parse_instant(raw.get("device_time")), raw, text)
 
 
 def batch_range(properties: Mapping[str, str]) -> tuple[int, int, int]:

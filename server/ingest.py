@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 INSERT_CHUNK = 200  # rows per INSERT: well under SQLite's bound-parameter limit
 # The parsing and the MQTT loop live in their own modules; the CLI and the tests reach them through this one.
-__all__ = ["Event", "EventFileError", "ImportResult", "Incoming", "Ingest", "Stored", "ack_payload", "acks_for_devices",
+__all__ = ["Event", "EventFileError", "ImportResult", "Incoming", "Ingest", "Stored", "quarantine_batch", "ack_payload", "acks_for_devices",
            "batch_range", "contiguous_end", "find_events_files", "import_events_file", "parse_batch",
            "read_events_file", "store_batch", "store_batches", "store_in", "store_status"]
 
@@ -303,6 +303,18 @@ def store_batch(services, device: str, properties: Mapping[str, str], payload: b
     log.debug("%s epoch %d: %d new, %d again; ack %d", device, stored.epoch, stored.inserted, stored.duplicates,
               stored.acked)
     return stored.epoch, stored.acked
+
+
+def quarantine_batch(services, device: str, properties: Mapping[str, str], payload: bytes, now: datetime,
+                     reason: str) -> Optional[Stored]:
+    """Quarantine a batch that could not be stored (the database refused it, or a bug tripped over it): its range
+    counts as stored, so the device is not stuck resending it. None when it names no range (then it is dropped)."""
+    try:
+        epoch, first, last = batch_range(properties)
+    except ValueError:
+        return None
+    with services.db.session() as session:
+        return store_in(session, device, epoch, first, last, None, payload, reason, now, services.rules)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from playlists import topics
 from server import retained
@@ -183,7 +183,7 @@ class Ingest:
 
     def _handle(self, group: list[_Message]) -> None:
         # Imported here, not at the top: server.ingest imports this module to re-export Ingest.
-        from server.ingest import Incoming, store_batch, store_batches, store_status
+        from server.ingest import Incoming, quarantine_batch, store_batch, store_batches, store_status
 
         item = group[0]
         if item.kind == "events":
@@ -195,13 +195,23 @@ class Ingest:
                 if len(group) > 1:
                     log.warning("storing %d batches together failed (%s); storing them one by one", len(group),
                                 exc)
+            except Exception as exc:  # a bug one batch trips over must not hold back the batches grouped with it
+                log.warning("storing %d batch(es) failed (%r); storing them one by one", len(group), exc)
             for m in group:
                 try:
                     store_batch(self.services, m.device, m.properties, m.payload, m.received_at, self.lookups)
-                except SQLAlchemyError:
-                    log.exception("events of %s (epoch %s, seq %s) not stored: database error; not acked, the "
-                                  "device sends them again", m.device, m.properties.get("epoch"),
-                                  m.properties.get("seq"))
+                except OperationalError:
+                    log.exception("events of %s (epoch %s, seq %s) not stored: the database is unavailable or "
+                                  "busy; not acked, the device sends them again", m.device,
+                                  m.properties.get("epoch"), m.properties.get("seq"))
+                except Exception as exc:  # this batch cannot be stored: a poison batch must not block the device
+                    log.exception("events of %s (epoch %s, seq %s) cannot be stored; quarantining the batch",
+                                  m.device, m.properties.get("epoch"), m.properties.get("seq"))
+                    try:
+                        quarantine_batch(self.services, m.device, m.properties, m.payload, m.received_at,
+                                         f"could not be stored: {exc!r}"[:1000])
+                    except SQLAlchemyError:
+                        log.exception("quarantining it failed too; not acked, the device sends it again")
         elif item.kind == "status":
             store_status(self.services, item.device, item.payload, item.received_at, retained_copy=item.retained)
 

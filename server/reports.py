@@ -148,28 +148,33 @@ def _member_groups(session: Session) -> tuple[dict[int, set[str]], dict[int, set
     return by_member, by_site
 
 
-def _training(session: Session, period: Period, programme: Optional[str], rules: Rules, member_ids: set[int],
-              sites: dict[int, Any]):
+class _Facts:
+    """What the aggregates say, read once per report however many periods it looks at (the report's period and the
+    year of the home-visit list): completions, mandatory items, group memberships and class attendance."""
+
+    def __init__(self, session: Session, rules: Rules, start: date, end: date):
+        self.rules = rules
+        self.mandatory = _mandatory(session, None)
+        self.by_member, self.by_site = _member_groups(session)
+        zone = rules.zone
+        self.completions: dict[int, list[tuple[str, int, date, int]]] = defaultdict(list)
+        for member, code, lesson, done, flagged in session.execute(
+                select(LessonCoverage.member_id, LessonCoverage.programme, LessonCoverage.lesson_id,
+                       func.min(LessonCoverage.completed_at), func.max(LessonCoverage.clock_flagged))
+                .where(LessonCoverage.completed_at.is_not(None))
+                .group_by(LessonCoverage.member_id, LessonCoverage.programme, LessonCoverage.lesson_id)):
+            self.completions[member].append((code, lesson, done.astimezone(zone).date(), flagged))
+        self.classes = _classes(session, Period("", "range", start, end), rules)
+
+
+def _training(facts: _Facts, period: Period, programme: Optional[str], member_sites: dict[int, int]):
     """Per member: (mandatory items meant for them, completed, classes attended, last day, flagged)."""
-    mandatory = _mandatory(session, programme)
-    by_member, by_site = _member_groups(session)
-    zone = rules.zone
-    completions: dict[int, dict[tuple[str, int], tuple[date, int]]] = defaultdict(dict)
-    query = select(LessonCoverage.member_id, LessonCoverage.programme, LessonCoverage.lesson_id,
-                   func.min(LessonCoverage.completed_at), func.max(LessonCoverage.clock_flagged)) \
-        .where(LessonCoverage.completed_at.is_not(None))
-    if programme:
-        query = query.where(LessonCoverage.programme == programme)
-    for member, code, lesson, done, flagged in session.execute(
-            query.group_by(LessonCoverage.member_id, LessonCoverage.programme, LessonCoverage.lesson_id)):
-        day = done.astimezone(zone).date()
-        if member in member_ids and (programme or period.contains(day)):
-            completions[member][(code, lesson)] = (day, flagged)
-    classes = _classes(session, period, rules, member_ids)
+    mandatory = {programme: facts.mandatory.get(programme, [])} if programme else facts.mandatory
     result = {}
-    for member_id, site_id in member_ids_sites(member_ids, sites):
-        groups = by_member.get(member_id, set()) | by_site.get(site_id, set())
-        done = completions.get(member_id, {})
+    for member_id in sorted(member_sites):
+        groups = facts.by_member.get(member_id, set()) | facts.by_site.get(member_sites[member_id], set())
+        done = {(code, lesson): (day, flagged) for code, lesson, day, flagged in facts.completions.get(member_id, ())
+                if (code == programme if programme else period.contains(day))}
         meant = completed = flagged = 0
         last: Optional[date] = None
         for code, items in mandatory.items():
@@ -183,16 +188,12 @@ def _training(session: Session, period: Period, programme: Optional[str], rules:
                     day = min(h[0] for h in hits)
                     last = day if last is None else max(last, day)
                     flagged += 1 if any(h[1] for h in hits) else 0
-        attended = classes.get(member_id, [])
+        attended = [c for c in facts.classes.get(member_id, ()) if period.contains(c[0])]
         for day, was_flagged, _key in attended:
             last = day if last is None else max(last, day)
             flagged += 1 if was_flagged else 0
         result[member_id] = (meant, completed, len(attended), last, flagged)
     return result
-
-
-def member_ids_sites(member_ids: set[int], sites: dict[int, Any]):
-    return [(m, sites[m]) for m in sorted(member_ids)]
 
 
 def _session_filter(period: Period, rules: Rules):
@@ -202,7 +203,8 @@ def _session_filter(period: Period, rules: Rules):
     return (ClassSession.started_at >= start) & (ClassSession.started_at < end)
 
 
-def _classes(session: Session, period: Period, rules: Rules, member_ids: set[int]) -> dict[int, list]:
+def _classes(session: Session, period: Period, rules: Rules,
+             member_ids: Optional[set[int]] = None) -> dict[int, list]:
     """Per member: (day, clock flagged, session key) of each class session attended in the period."""
     rows = session.execute(
         select(SessionAttendee.member_id, SessionAttendee.session_key, SessionAttendee.removed,
@@ -218,7 +220,7 @@ def _classes(session: Session, period: Period, rules: Rules, member_ids: set[int
             present[(member, key)] = (started.astimezone(rules.zone).date(), flagged > 0)
     out: dict[int, list] = defaultdict(list)
     for (member, key), (day, flagged) in sorted(present.items()):
-        if (member, key) not in removed and member in member_ids:
+        if (member, key) not in removed and (member_ids is None or member in member_ids):
             out[member].append((day, flagged, key))
     return out
 
@@ -237,17 +239,21 @@ def participation(session: Session, period_text: str, rules: Rules, *, township:
     site_info = {r[0]: r for r in site_rows}
     towns = {r[3]: r[4] for r in site_rows}
 
-    def members_of(p: Period):
-        found = {}
-        for mid, no, name, site_id, branch, joined, left in session.execute(
-                select(Member.id, Member.member_no, Member.name, Member.site_id, Member.branch, Member.joined_on,
-                       Member.left_on).where(Member.site_id.in_(list(site_info)))):
-            if active_in(joined, left, p):
-                found[mid] = (no, name, site_id, branch)
-        return found
+    everyone = session.execute(select(Member.id, Member.member_no, Member.name, Member.site_id, Member.branch,
+                                      Member.joined_on, Member.left_on)
+                               .where(Member.site_id.in_(list(site_info)))).all()
 
+    def members_of(p: Period):
+        return {mid: (no, name, site_id, branch) for mid, no, name, site_id, branch, joined, left in everyone
+                if active_in(joined, left, p)}
+
+    # The home-visit list is for the year the period ends in (for a programme, the year its own window ends in,
+    # not the grace days after it); both periods are read from the aggregates in one go.
+    last_day = period.end - timedelta(days=rules.grace_days) if programme else period.end
+    this_year = year(last_day.year)
+    facts = _Facts(session, rules, min(period.start, this_year.start), max(period.end, this_year.end))
     members = members_of(period)
-    trained = _training(session, period, programme, rules, set(members), {m: v[2] for m, v in members.items()})
+    trained = _training(facts, period, programme, {m: v[2] for m, v in members.items()})
     sites = {sid: Row("site", code, name, tcode) for sid, code, name, tcode, _ in site_rows}
     member_rows = []
     for mid, (no, name, site_id, branch) in sorted(members.items(), key=lambda m: m[1][0]):
@@ -277,16 +283,12 @@ def participation(session: Session, period_text: str, rules: Rules, *, township:
         county.add(site)
     site_list = sorted(sites.values(), key=lambda r: (r.township, r.code))
 
-    # The home-visit list: active members with no training in the year the period ends in (for a programme, the
-    # year its own window ends in, not the grace days after it).
-    last_day = period.end - timedelta(days=rules.grace_days) if programme else period.end
-    this_year = year(last_day.year)
+    # The home-visit list: active members with no training in that year.
     if period.kind == "year" and not programme:
         untrained = [m for m in member_rows if not m.trained]
     else:
         year_members = members_of(this_year)
-        year_training = _training(session, this_year, None, rules, set(year_members),
-                                  {m: v[2] for m, v in year_members.items()})
+        year_training = _training(facts, this_year, None, {m: v[2] for m, v in year_members.items()})
         untrained = []
         for mid, (no, name, site_id, branch) in sorted(year_members.items(), key=lambda m: m[1][0]):
             meant, completed, classes, last, flagged = year_training[mid]

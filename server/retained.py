@@ -69,7 +69,7 @@ def flush(services, link=None) -> int:
                 # On PostgreSQL whoever flushes holds the rows it sends until they are marked (others skip them), so
                 # two processes never publish one topic's versions out of order. SQLite keeps no lock over the
                 # network round trip (it would stall every writer); there an ack retained out of order is put right
-                # by the next batch of that device, which always re-publishes its ack (server.ingest.store_in).
+                # by the device's next batch, or by its resend, which re-publishes the ack (server.ingest.commit).
                 locking = session.get_bind().dialect.name == "postgresql"
                 query = (select(RetainedMessage.topic, RetainedMessage.payload, RetainedMessage.version)
                          .where(RetainedMessage.sent_version < RetainedMessage.version)

@@ -9,6 +9,7 @@ snapshotted, rebuilt from the raw events, and compared row for row.
 
 from __future__ import annotations
 
+import multiprocessing
 import random
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -85,11 +86,24 @@ def _deliver(services, uid: str, raw: list[dict], rng: random.Random, lookups) -
         ad.store(services, uid, batch, RECEIVED, batch=len(batch), lookups=lookups)
 
 
+def _deliver_share(settings, county, members_by_site, plan) -> None:
+    """Generate and deliver the events of PLAN's devices, as one ingest process would (run in a child process)."""
+    from server.services import Services
+
+    services = Services(settings)
+    lookups = attendance.Lookups(ttl_s=3600)
+    for n, (uid, kind, site, count) in plan:
+        rng = random.Random(20261122 + n)
+        raw = _terminal_events(county, uid, members_by_site[site], rng, count) if kind == "terminal" \
+            else _radio_events(county, rng, count)
+        _deliver(services, uid, raw, rng, lookups)
+    services.db.dispose()
+
+
 def test_rebuild_equals_incremental_on_a_million_events(services):
     from server.instance import initialise
 
     initialise(services)
-    rng = random.Random(20261122)
     county = ad.build_county(services, townships=2, sites_per_township=4, members_per_site=12, radios_per_site=8,
                              lessons=6, durations=(600.0, 900.0, 1500.0))
     members_by_site: dict[int, list[str]] = {}
@@ -99,11 +113,18 @@ def test_rebuild_equals_incremental_on_a_million_events(services):
               [(uid, "terminal", site) for uid, site in county.terminals]
     per_device = TOTAL // len(devices)
     counts = [per_device + (1 if n < TOTAL - per_device * len(devices) else 0) for n in range(len(devices))]
-    lookups = attendance.Lookups(ttl_s=3600)
-    for (uid, kind, site), count in zip(devices, counts):
-        raw = _terminal_events(county, uid, members_by_site[site], rng, count) if kind == "terminal" \
-            else _radio_events(county, rng, count)
-        _deliver(services, uid, raw, rng, lookups)
+    plan = [(n, (uid, kind, site, count)) for n, ((uid, kind, site), count) in enumerate(zip(devices, counts))]
+    # Two processes deliver half the devices each, as two ingest processes share a county's devices (and the
+    # test uses both cores); each device's events come from its own seed, so the data set is the same every run.
+    services.db.dispose()
+    context = multiprocessing.get_context("fork")
+    child = context.Process(target=_deliver_share, args=(services.settings, county, members_by_site, plan[1::2]))
+    child.start()
+    try:
+        _deliver_share(services.settings, county, members_by_site, plan[0::2])
+    finally:
+        child.join()
+    assert child.exitcode == 0, "the second delivering process failed"
 
     with services.db.session() as session:
         assert session.scalar(select(func.count()).select_from(DeviceEvent)) == TOTAL

@@ -1,0 +1,689 @@
+"""Ingest's fast paths, checked against the real thing: the hand-written SQLite rows, the batch splitter, group commit,
+ack re-publishing, attendance failures, the retained-message flush, the MQTT loop, fleet columns and the ingest
+settings.
+
+The storage tests use a real (temporary) SQLite database through the ``services`` fixture; the MQTT tests a real
+Mosquitto through ``broker``. What they guard: rows written through the driver read back exactly as SQLAlchemy would
+have written them, each event's original JSON text is what is stored, one device's bad batch never holds another
+device's batch back, and a device that missed its ack gets it again.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select, text, update
+
+from playlists import topics
+from server import attendance, devices, ingest as ingest_mod, retained, settings as settings_mod
+from server.attendance_models import AttendanceExclusion, LessonCoverage
+from server.broker import SERVER_USER, server_password
+from server.cli import _ingest_children
+from server.event_batches import parse_batch, split_batch
+from server.event_models import DeviceEvent, DeviceSequence, DeviceStatus, QuarantinedBatch
+from server.ingest import Incoming, Ingest, fleet_columns, store_batch, store_batches, store_status
+from server.mqtt_link import BrokerAddress, ServerLink
+from server.org_models import RetainedMessage
+from tests import attendance_data as county_data
+from tests.mqtt_client import MqttProbe
+
+UTC = timezone.utc
+BEIJING = timezone(timedelta(hours=8))
+T_ENROL = datetime(2026, 9, 1, tzinfo=UTC)
+T0 = datetime(2026, 10, 3, 12, 0, 0, tzinfo=UTC)
+
+
+# --- helpers --------------------------------------------------------------------------------------------------------
+
+
+def _props(device: str, first: int, last: int, epoch: int | None = 1) -> dict[str, str]:
+    props = {"device": device, "seq": f"{first}-{last}"}
+    if epoch is not None:
+        props["epoch"] = str(epoch)
+    return props
+
+
+def _event(seq: int, **extra) -> dict:
+    return {"id": str(uuid.uuid4()), "seq": seq, "type": "note", **extra}
+
+
+def _batch(device: str, events: list[dict], epoch: int = 1) -> bytes:
+    return json.dumps({"device": device, "epoch": epoch, "events": events}).encode()
+
+
+def _incoming(device: str, events: list[dict], at: datetime = T0) -> Incoming:
+    first, last = events[0]["seq"], max(e.get("seq_last", e["seq"]) for e in events)
+    return Incoming(device, _props(device, first, last), _batch(device, events), at)
+
+
+def _count(services, model, **where) -> int:
+    with services.db.session() as session:
+        return session.scalar(select(func.count()).select_from(model).filter_by(**where))
+
+
+def _sequence(services, device: str, epoch: int = 1) -> DeviceSequence:
+    with services.db.session() as session:
+        return session.get(DeviceSequence, (device, epoch))
+
+
+def _ack_row(services, device: str) -> RetainedMessage:
+    with services.db.session() as session:
+        return session.get(RetainedMessage, topics.ack(device))
+
+
+def _mark_sent(services, device: str) -> None:
+    """What a successful flush does to the device's ack row: the broker has its current version."""
+    with services.db.session() as session:
+        session.execute(update(RetainedMessage).where(RetainedMessage.topic == topics.ack(device))
+                        .values(sent_version=RetainedMessage.version))
+
+
+@pytest.fixture
+def radios(services, enrolled):
+    """enrol(n) -> n enrolled radios' uids, enrolled at T_ENROL (so events of October are not before enrolment)."""
+
+    def enrol(n: int = 1) -> list[str]:
+        services.clock = lambda: T_ENROL
+        return [enrolled("radio", name=f"radio {i}")["device"] for i in range(n)]
+
+    return enrol
+
+
+# --- 1. raw storage round trip ----------------------------------------------------------------------------------
+
+
+def test_stored_rows_keep_the_sent_text_and_compare_like_sqlalchemy_rows(services, radios):
+    (device,) = radios(1)
+    ids = [str(uuid.uuid4()) for _ in range(3)]
+    # Hand-written JSON: odd spacing, raw non-ASCII, escapes, a number spelt 2.50; what is stored is this text.
+    texts = [
+        '{ "id" : "%s",\n\t"seq":1 , "type":"play", "note":"王大爷的收音机 – ünïcode", '
+        '"device_time":"2026-10-03T19:22:30.123456+08:00", "nested": {"a": [1, 2.50, true, null, "\\""]} }' % ids[0],
+        '{"id":"%s","seq":2,"type":"checkin","msg":"\\u4e2d\\u6587 \\ud83d\\ude00",'
+        '"device_time":"2026-10-03T11:22:31Z"}' % ids[1],
+        '{"seq":3,"type":"error","id":"%s",   "empty":{} ,"list":[ ]}' % ids[2].upper(),
+    ]
+    payload = ('\r\n{\n  "device" : "%s" ,\r\n "epoch":1,\t"events" : [ %s ,\n %s,%s ] \n}\n'
+               % (device, *texts)).encode("utf-8")
+    assert store_batch(services, device, _props(device, 1, 3), payload, T0) == (1, 3)
+
+    with services.db.session() as session:
+        rows = session.scalars(select(DeviceEvent).order_by(DeviceEvent.seq)).all()
+        assert [r.body for r in rows] == [json.loads(t) for t in texts]
+        assert rows[0].body["nested"]["a"][1] == 2.5 and rows[1].body["msg"] == "中文 😀"
+        assert [r.event_id for r in rows] == [ids[0], ids[1], ids[2].lower()]
+        assert [r.type for r in rows] == ["play", "checkin", "error"]
+        assert rows[0].device_time == datetime(2026, 10, 3, 11, 22, 30, 123456, tzinfo=UTC)
+        assert rows[1].device_time == datetime(2026, 10, 3, 11, 22, 31, tzinfo=UTC)
+        assert rows[2].device_time is None
+        assert all(r.received_at == T0 and r.received_at.tzinfo is not None for r in rows)
+        assert [(r.at, r.clock_flag) for r in rows] == [(rows[0].device_time, None), (rows[1].device_time, None),
+                                                        (T0, "no_time")]
+
+        raw = session.execute(text("SELECT body, received_at, device_time, at FROM device_events ORDER BY seq")).all()
+        assert [r[0] for r in raw] == texts, "each event's JSON is stored exactly as the device sent it"
+        # The driver rows' times are spelt exactly as SQLAlchemy spells them (its insert of the sequence row).
+        written_by_sqlalchemy = session.execute(text("SELECT updated_at FROM device_sequences")).scalar_one()
+        assert raw[0][1] == written_by_sqlalchemy == "2026-10-03 12:00:00.000000"
+        assert raw[0][2] == "2026-10-03 11:22:30.123456" and raw[1][2] == "2026-10-03 11:22:31.000000"
+
+        # Compared and sorted in SQL against aware datetimes (any offset) and against rows SQLAlchemy wrote.
+        def seqs(*where):
+            return session.scalars(select(DeviceEvent.seq).where(*where).order_by(DeviceEvent.seq)).all()
+
+        assert seqs(DeviceEvent.received_at >= T0.astimezone(BEIJING)) == [1, 2, 3]
+        assert seqs(DeviceEvent.received_at > T0) == []
+        assert seqs(DeviceEvent.received_at == T0) == [1, 2, 3]
+        assert seqs(DeviceEvent.device_time == datetime(2026, 10, 3, 19, 22, 30, 123456, tzinfo=BEIJING)) == [1]
+        assert seqs(DeviceEvent.device_time > datetime(2026, 10, 3, 11, 22, 30, 123456, tzinfo=UTC)) == [2]
+        assert seqs(DeviceEvent.at < T0) == [1, 2]
+        session.add(DeviceEvent(device_uid=device, epoch=2, seq=1, seq_last=1, event_id=str(uuid.uuid4()),
+                                type="note", body={}, device_time=datetime(2026, 10, 3, 11, 22, 30, 500000, tzinfo=UTC),
+                                received_at=T0 - timedelta(microseconds=1), at=T0, clock_flag=None))
+        session.flush()
+        by_device_time = session.execute(select(DeviceEvent.epoch, DeviceEvent.seq)
+                                         .where(DeviceEvent.device_time.is_not(None))
+                                         .order_by(DeviceEvent.device_time)).all()
+        assert by_device_time == [(1, 1), (2, 1), (1, 2)]
+        assert session.scalars(select(DeviceEvent.epoch).order_by(DeviceEvent.received_at, DeviceEvent.id)).all() \
+            == [2, 1, 1, 1]
+        assert seqs(DeviceEvent.received_at >= T0, DeviceEvent.epoch == 2) == []
+
+    # And straight from the file, with the sqlite3 module: the same bytes.
+    path = Path(services.settings.db_url.removeprefix("sqlite:///"))
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT body FROM device_events WHERE seq = 1 AND epoch = 1").fetchone()[0] == texts[0]
+
+
+# --- 2. the batch splitter against hostile payloads --------------------------------------------------------------
+
+DEV = "r-hostile"
+EV1 = '{"id":"0f8fad5b-d9cb-469f-a165-70867728950e","seq":1,"type":"play"}'
+EV2 = '{"id":"7c9e6679-7425-40de-944b-e07fc1f90ae7","seq":2,"type":"play","x":[1,{"y":"z"}]}'
+
+
+def _doc(events: str = f"[{EV1},{EV2}]", before: str = "", after: str = "") -> bytes:
+    return f'{{{before}"device":"{DEV}","epoch":1,"events":{events}{after}}}'.encode()
+
+
+DEEP = "[" * 5000 + "]" * 5000
+HOSTILE = [
+    # (what, payload, None when it parses or the start of parse_batch's ValueError)
+    ("whitespace and newlines everywhere", f' \r\n\t{{ \n"device" :\t"{DEV}" ,\r\n "epoch" : 1 , "events" :\n[ \n'
+     f'{EV1} ,\n\t{EV2}\n] \n}} \n\t'.encode(), None),
+    ("unicode escapes in keys and values",
+     b'{"dev\\u0069ce":"r-\\u0068ostile","epoch":1,"\\u0065vents":[{"id":"0f8fad5b-d9cb-469f-a165-70867728950e",'
+     b'"seq":1,"type":"pl\\u0061y","n":"\\u4e2d\\ud83d\\ude00"}]}', None),
+    ("raw non-ASCII", _doc('[{"id":"0f8fad5b-d9cb-469f-a165-70867728950e","seq":1,"type":"播放"}]'), None),
+    ("an empty object inside", _doc(after=',"extra":{}'), None),
+    ("duplicate top-level key", _doc(after=f',"device":"{DEV}"'), "batch: key 'device' appears twice"),
+    ("duplicate key spelt with an escape", _doc(after=f',"dev\\u0069ce":"{DEV}"'), "batch: key 'device' appears twice"),
+    ("duplicate events", _doc(after=f',"events":[{EV1}]'), "batch: key 'events' appears twice"),
+    ("NaN inside an event", _doc('[{"id":"x","seq":1,"v":NaN}]'), "batch: NaN is not a JSON number"),
+    ("Infinity inside an event", _doc('[{"seq":1,"v":[Infinity]}]'), "batch: Infinity is not a JSON number"),
+    ("-Infinity inside an event", _doc('[{"seq":1,"v":-Infinity}]'), "batch: -Infinity is not a JSON number"),
+    ("NaN outside the events", _doc(after=',"x":NaN'), "batch: NaN is not a JSON number"),
+    ("trailing garbage", _doc() + b" x", "batch: not JSON: extra data"),
+    ("two documents", _doc() + _doc(), "batch: not JSON: extra data"),
+    ("trailing comma in the events", _doc(f"[{EV1},]"), "batch: not JSON"),
+    ("trailing comma in the object", _doc(after=","), "batch: not JSON"),
+    ("a key without a value", f'{{"device":"{DEV}","epoch"}}'.encode(), "batch: not JSON"),
+    ("a key that is not a string", b'{1: 2}', "batch: not JSON"),
+    ("unterminated", _doc()[:-1], "batch: not JSON"),
+    ("unterminated events", _doc(f"[{EV1}"), "batch: not JSON"),
+    ("a list", b"[]", "batch: not JSON"),
+    ("a string", b'"batch"', "batch: not JSON"),
+    ("a number", b"42", "batch: not JSON"),
+    ("null", b"null", "batch: not JSON"),
+    ("nothing", b"", "batch: not JSON"),
+    ("only whitespace", b" \n ", "batch: not JSON"),
+    ("a byte order mark", "\ufeff".encode() + _doc(), "batch: not JSON"),
+    ("deeply nested inside an event", _doc(f'[{{"seq":1,"x":{DEEP}}}]'), "batch: not JSON (nested too deeply)"),
+    ("deeply nested events", _doc(f"[{DEEP}]"), "batch: not JSON (nested too deeply)"),
+    ("deeply nested elsewhere", _doc(after=f',"x":{DEEP}'), "batch: not JSON (nested too deeply)"),
+    ("invalid UTF-8", b"\xff\xfe{}", "batch: not UTF-8 JSON"),
+    ("a truncated UTF-8 sequence in a string", _doc(after=',"x":"Q"').replace(b'"Q"', b'"\xc3"'),
+     "batch: not UTF-8 JSON"),
+    ("an encoded surrogate", _doc().replace(b"r-hostile", b"r-\xed\xa0\x80"), "batch: not UTF-8 JSON"),
+    ("an overlong encoding", _doc().replace(b"r-hostile", b"r-\xc0\xaf"), "batch: not UTF-8 JSON"),
+    ("a number too long to convert", _doc(f'[{{"seq":1,"n":{"9" * 5000}}}]'), "batch: not JSON"),
+    ("an empty events list", _doc("[]"), "batch.events: not a non-empty list"),
+    ("an empty events list with spaces", _doc("[ \n ]"), "batch.events: not a non-empty list"),
+    ("events an object", _doc("{}"), "batch.events: not a non-empty list"),
+    ("events a string", _doc('"[]"'), "batch.events: not a non-empty list"),
+    ("events null", _doc("null"), "batch.events: not a non-empty list"),
+    ("no events", f'{{"device":"{DEV}","epoch":1}}'.encode(), "batch.events: not a non-empty list"),
+    ("an event that is not an object", _doc(f"[{EV1},1]"), "batch.events[1]: int given"),
+    ("an event beyond the range", _doc(f'[{EV1.replace(":1,", ":9,")}]'), "batch.events[0]: seq 9-9 is outside"),
+    ("another device's batch", _doc().replace(b"r-hostile", b"r-other"), "batch.device"),
+    ("an epoch spelt as a string", _doc().replace(b'"epoch":1', b'"epoch":"1"'), "batch.epoch"),
+    ("an epoch spelt as true", _doc().replace(b'"epoch":1', b'"epoch":true'), "batch.epoch"),
+]
+
+
+@pytest.mark.parametrize("what, payload, error", HOSTILE, ids=[row[0] for row in HOSTILE])
+def test_hostile_batches_parse_or_fail_with_a_batch_error(what, payload, error):
+    try:
+        events = parse_batch(DEV, _props(DEV, 1, 5), payload, 1, 1, 5)
+    except ValueError as exc:
+        assert error is not None, f"{what}: refused ({exc})"
+        assert str(exc).startswith("batch"), f"{what}: {exc}"
+        assert str(exc).startswith(error), f"{what}: {exc}"
+        return
+    assert error is None, f"{what}: parsed, {error!r} expected"
+    # Each event keeps the exact text it was read from, and that text is the event.
+    top, texts = split_batch(payload)
+    assert [t for _v, t in texts] == [e.text for e in events]
+    for event in events:
+        assert event.text in payload.decode() and json.loads(event.text) == event.body
+    assert top["events"] == [e.body for e in events]
+
+
+def test_split_batch_keeps_each_events_text_and_decodes_escapes():
+    top, events = split_batch(HOSTILE[1][1])
+    assert top["device"] == "r-hostile" and events[0][0]["type"] == "play" and events[0][0]["n"] == "中😀"
+    assert events[0][1].startswith('{"id"') and "\\ud83d\\ude00" in events[0][1]
+    top, events = split_batch(_doc("[]"))
+    assert events == [] and top["events"] == []
+    top, events = split_batch(_doc("{}"))
+    assert events is None and top["events"] == {}
+
+
+def test_a_bad_batch_is_quarantined_beside_a_good_batch_of_another_device(services, radios):
+    bad_device, good_device = radios(2)
+    bad = f'{{"device":"{bad_device}","device":"{bad_device}","epoch":1,"events":[{EV1}]}}'.encode()
+    good = [_event(1), _event(2)]
+    results = store_batches(services, [Incoming(bad_device, _props(bad_device, 1, 4), bad, T0),
+                                       _incoming(good_device, good)])
+    assert (results[0].acked, results[0].quarantined, results[0].inserted) == (4, True, 0)
+    assert (results[1].acked, results[1].quarantined, results[1].inserted) == (2, False, 2)
+    with services.db.session() as session:
+        quarantined = session.scalars(select(QuarantinedBatch)).one()
+        assert (quarantined.device_uid, quarantined.seq_first, quarantined.seq_last) == (bad_device, 1, 4)
+        assert quarantined.payload == bad and quarantined.reason.startswith("batch: key 'device' appears twice")
+        assert session.scalars(select(DeviceEvent.device_uid).distinct()).all() == [good_device]
+        assert session.get(RetainedMessage, topics.ack(bad_device)).payload == b'{"epoch":1,"seq":4}'
+        assert session.get(RetainedMessage, topics.ack(good_device)).payload == b'{"epoch":1,"seq":2}'
+    assert _sequence(services, bad_device).quarantined == 1
+
+
+def test_an_impossible_device_clock_does_not_block_the_batch(services, radios):
+    # A device time within a day of year 1 or 9999 has no UTC instant: it counts as no device time.
+    (device,) = radios(1)
+    events = [_event(1, device_time="0001-01-01T00:00:00+01:00"), _event(2, device_time="9999-12-31T23:59:59-01:00"),
+              _event(3, device_time="2026-10-03T11:00:00Z")]
+    assert store_batch(services, device, _props(device, 1, 3), _batch(device, events), T0) == (1, 3)
+    with services.db.session() as session:
+        rows = session.execute(select(DeviceEvent.device_time, DeviceEvent.at, DeviceEvent.clock_flag)
+                               .order_by(DeviceEvent.seq)).all()
+    assert rows == [(None, T0, "no_time"), (None, T0, "no_time"),
+                    (datetime(2026, 10, 3, 11, tzinfo=UTC), datetime(2026, 10, 3, 11, tzinfo=UTC), None)]
+
+
+def test_an_event_type_that_is_not_text_is_quarantined(services, radios):
+    # A lone surrogate escape decodes to a str that no database column can hold.
+    (device,) = radios(1)
+    payload = ('{"device":"%s","epoch":1,"events":[{"id":"%s","seq":1,"type":"\\ud800"}]}'
+               % (device, uuid.uuid4())).encode()
+    assert store_batch(services, device, _props(device, 1, 1), payload, T0) == (1, 1)
+    with services.db.session() as session:
+        assert "type" in session.scalars(select(QuarantinedBatch.reason)).one()
+    assert _count(services, DeviceEvent) == 0
+
+
+# --- 3. group commit ---------------------------------------------------------------------------------------------
+
+
+def test_store_batches_stores_a_group_and_answers_in_input_order(services, radios):
+    first, second, revoked = radios(3)
+    devices.revoke(services, revoked, "test", "lost at sea")
+    later_of_first = [_event(3), _event(4)]
+    batches = [
+        _incoming(first, later_of_first),                        # stored after the one below: the group is sorted
+        _incoming(second, [_event(1), _event(2), _event(3)]),
+        _incoming(revoked, [_event(1)]),
+        _incoming(first, [_event(1), _event(2)]),
+        Incoming(second, {"device": second, "seq": "4-4"}, _batch(second, [_event(4)]), T0),  # no epoch
+        Incoming(second, {"device": second, "epoch": "1"}, _batch(second, [_event(5)]), T0),  # no range
+    ]
+    results = store_batches(services, batches)
+    assert len(results) == len(batches)
+    summary = [None if r is None else (r.epoch, r.acked, r.inserted, r.duplicates, r.quarantined) for r in results]
+    assert summary == [(1, 4, 2, 0, False), (1, 3, 3, 0, False), (1, 1, 0, 0, True), (1, 2, 2, 0, False), None, None]
+
+    rejected = _sequence(services, revoked)
+    assert (rejected.rejected, rejected.quarantined, rejected.events, rejected.acked) == (1, 0, 0, 1)
+    assert (_sequence(services, first).events, _sequence(services, second).events) == (4, 3)
+    assert _count(services, DeviceEvent, device_uid=first) == 4
+    assert _count(services, DeviceEvent, device_uid=second) == 3, "the batches without a range are stored nowhere"
+    assert _count(services, DeviceEvent, device_uid=revoked) == 0
+    with services.db.session() as session:
+        assert "not enrolled" in session.scalars(select(QuarantinedBatch.reason)).one()
+        acks = {row.topic: row.payload for row in session.scalars(select(RetainedMessage)
+                                                                   .where(RetainedMessage.topic.like("%/ack")))}
+    assert acks == {topics.ack(first): b'{"epoch":1,"seq":4}', topics.ack(second): b'{"epoch":1,"seq":3}',
+                    topics.ack(revoked): b'{"epoch":1,"seq":1}'}
+
+    # Sent again together, nothing is stored twice and every answer says so.
+    again = store_batches(services, batches[:4])
+    assert [(r.acked, r.inserted, r.duplicates) for r in again] == [(4, 0, 2), (3, 0, 3), (1, 0, 0), (4, 0, 2)]
+    assert _count(services, DeviceEvent) == 7 and _sequence(services, revoked).rejected == 2
+
+
+def test_a_batch_without_its_range_properties_is_dropped(services, radios):
+    (device,) = radios(1)
+    assert store_batch(services, device, {"device": device, "seq": "1-1"}, _batch(device, [_event(1)]), T0) is None
+    assert store_batch(services, device, {"device": device, "epoch": "1", "seq": "2-1"},
+                       _batch(device, [_event(1)]), T0) is None
+    assert store_batches(services, []) == []
+    assert _count(services, DeviceEvent) == 0 and _count(services, QuarantinedBatch) == 0
+    assert _sequence(services, device) is None and _ack_row(services, device) is None
+
+
+# --- 4. re-publishing an ack -------------------------------------------------------------------------------------
+
+
+def test_a_pure_resend_publishes_the_ack_again_but_a_batch_beyond_a_gap_does_not(services, radios):
+    (device,) = radios(1)
+    events = [_event(seq) for seq in range(1, 7)]
+
+    def send(*seqs):
+        return store_batch(services, device, _props(device, seqs[0], seqs[-1]),
+                           _batch(device, [events[s - 1] for s in seqs]), T0)
+
+    def versions():
+        row = _ack_row(services, device)
+        return row.version, row.sent_version, row.payload
+
+    assert send(1, 2, 3) == (1, 3)
+    version = versions()[0]
+    _mark_sent(services, device)
+    assert versions() == (version, version, b'{"epoch":1,"seq":3}')
+
+    assert send(1, 2, 3) == (1, 3), "a pure duplicate"
+    assert versions() == (version + 1, version, b'{"epoch":1,"seq":3}'), "unsent again: the broker sends it anew"
+    assert send(2, 3) == (1, 3), "again, before the flush"
+    assert versions() == (version + 1, version, b'{"epoch":1,"seq":3}'), "already pending: no new version"
+    assert _count(services, DeviceEvent) == 3 and _sequence(services, device).duplicates == 5
+
+    _mark_sent(services, device)
+    assert send(5, 6) == (1, 3), "beyond the gap at 4: stored, not acked"
+    assert versions() == (version + 1, version + 1, b'{"epoch":1,"seq":3}'), "no re-publish for a batch that waits"
+    assert send(5, 6) == (1, 3), "a resend beyond the gap"
+    assert versions() == (version + 1, version + 1, b'{"epoch":1,"seq":3}')
+
+    assert send(4) == (1, 6), "the gap filled"
+    assert versions() == (version + 2, version + 1, b'{"epoch":1,"seq":6}')
+    _mark_sent(services, device)
+    assert send(5, 6) == (1, 6), "now a pure duplicate"
+    assert versions() == (version + 3, version + 2, b'{"epoch":1,"seq":6}')
+    assert _count(services, DeviceEvent) == 6
+
+
+# --- 5. attendance failures --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_county(services):
+    return county_data.build_county(services, townships=1, sites_per_township=1, members_per_site=2,
+                                    radios_per_site=1, lessons=1, durations=(600.0,))
+
+
+def _coverage(services) -> list[tuple[int, float]]:
+    with services.db.session() as session:
+        return session.execute(select(LessonCoverage.member_id, LessonCoverage.covered_s)).all()
+
+
+def _exclusions(services) -> dict[str, int]:
+    with services.db.session() as session:
+        return dict(session.execute(select(AttendanceExclusion.reason, AttendanceExclusion.events)).all())
+
+
+def _plays(county, first_seq: int, at: datetime, start: float, end: float) -> list[dict]:
+    lesson, sha, _duration = county.lessons[0]
+    return county_data.numbered([county_data.play(at, county.programme, lesson, sha, start, end)], first_seq) + \
+        county_data.numbered([county_data.play(at + timedelta(minutes=1), county.programme, lesson, sha, end,
+                                               end + 30)], first_seq + 1)
+
+
+@pytest.mark.parametrize("broken", ["fold_batch", "write"])
+def test_an_attendance_failure_keeps_the_events_and_the_ack(services, small_county, monkeypatch, broken):
+    device, member = small_county.radios[0]
+    at = datetime(2026, 10, 2, 9, 0, tzinfo=UTC)
+    real_write = attendance.write
+
+    def write_then_fail(session, delta, device_uid, rules):
+        real_write(session, delta, device_uid, rules)  # written, then rolled back with the savepoint
+        if delta.coverage:
+            raise ValueError("unforeseen data")
+
+    def fold_fails(*_args, **_kw):
+        raise ValueError("unforeseen data")
+
+    monkeypatch.setattr(attendance, broken, fold_fails if broken == "fold_batch" else write_then_fail)
+    bad = _plays(small_county, 1, at, 0.0, 120.0)
+    assert store_batch(services, device, _props(device, 1, 2), _batch(device, bad), at + timedelta(hours=1)) == (1, 2)
+    assert _count(services, DeviceEvent, device_uid=device) == 2, "the events are stored"
+    assert _exclusions(services) == {"attendance_error": 2}
+    assert _coverage(services) == [], "nothing half-written"
+    assert _ack_row(services, device).payload == b'{"epoch":1,"seq":2}'
+
+    monkeypatch.undo()
+    good = _plays(small_county, 3, at + timedelta(hours=2), 200.0, 300.0)
+    assert store_batch(services, device, _props(device, 3, 4), _batch(device, good), at + timedelta(hours=3)) == (1, 4)
+    assert _coverage(services) == [(member, 130.0)]
+    assert _exclusions(services) == {"attendance_error": 2}
+    assert _sequence(services, device).events == 4
+
+
+# --- 6. retained.flush against a real broker ---------------------------------------------------------------------
+
+
+def _server_probe(services, name: str) -> MqttProbe:
+    return MqttProbe(services.settings.mqtt_server_port, SERVER_USER, server_password(services), name).connect()
+
+
+def test_flush_publishes_every_pending_row_and_keeps_a_changed_one_unsent(broker, monkeypatch):
+    services = broker
+    retained.flush(services)  # what enrolment and initialisation left pending
+    names = [f"r-flush-{n:03d}" for n in range(12)]
+    with services.db.session() as session:
+        for n, name in enumerate(names):
+            retained.put(session, topics.ack(name), json.dumps({"epoch": 1, "seq": n}).encode(), T0)
+        assert retained.pending(session) == 12
+
+    calls: list[list[str]] = []
+    real_publish_many = ServerLink.publish_many
+    changed = topics.ack(names[5])
+
+    def publish_then_change_one(self, messages, *, retain=False):
+        calls.append([topic for topic, _payload in messages])
+        real_publish_many(self, messages, retain=retain)
+        if len(calls) == 1:  # a new ack is committed while the broker acknowledges the old one
+            with services.db.session() as session:
+                retained.put(session, changed, b'{"epoch":1,"seq":99}', T0)
+
+    monkeypatch.setattr(ServerLink, "publish_many", publish_then_change_one)
+    link = ServerLink(BrokerAddress.from_services(services), "test-flush").connect()
+    try:
+        with services.db.session() as session:  # the first pass alone: the changed row stays unsent
+            rows = session.execute(select(RetainedMessage.topic, RetainedMessage.payload, RetainedMessage.version)
+                                   .where(RetainedMessage.sent_version < RetainedMessage.version)
+                                   .order_by(RetainedMessage.topic)).all()
+        with services.db.session() as session:
+            retained._send_and_mark(session, link, rows)
+        assert calls == [sorted(topics.ack(n) for n in names)], "all in one publish_many"
+        with services.db.session() as session:
+            pending = session.scalars(select(RetainedMessage.topic)
+                                      .where(RetainedMessage.sent_version < RetainedMessage.version)).all()
+        assert pending == [changed]
+        assert retained.flush(services, link) == 1, "the next flush sends the newer version"
+        assert calls[1:] == [[changed]]
+        assert retained.flush(services, link) == 0
+    finally:
+        link.close()
+
+    late = _server_probe(services, "late-reader")
+    try:
+        for name in names:
+            late.subscribe(topics.ack(name))
+        for n, name in enumerate(names):
+            expected = b'{"epoch":1,"seq":99}' if topics.ack(name) == changed else \
+                json.dumps({"epoch": 1, "seq": n}).encode()
+            message = late.wait_for_payload(topics.ack(name), lambda p, e=expected: p == e)
+            assert message.retain, "the broker kept it for devices that connect later"
+    finally:
+        late.close()
+    with services.db.session() as session:
+        assert retained.pending(session) == 0
+
+
+# --- 7. the MQTT loop, with a backlog ----------------------------------------------------------------------------
+
+
+def test_a_backlog_from_three_devices_is_stored_once_in_groups_and_fully_acked(broker, enrolled, monkeypatch):
+    services = broker
+    services.clock = lambda: T_ENROL
+    answers = [enrolled("radio", name=f"backlog {n}") for n in range(3)]
+    services.clock = lambda: T0
+    group_sizes: list[int] = []
+    real_store_batches = ingest_mod.store_batches
+
+    def counting_store_batches(svc, batches, lookups=None):
+        group_sizes.append(len(batches))
+        return real_store_batches(svc, batches, lookups)
+
+    monkeypatch.setattr(ingest_mod, "store_batches", counting_store_batches)
+
+    probes = []
+    try:
+        for answer in answers:
+            mqtt = answer["mqtt"]
+            probe = MqttProbe(services.settings.mqtt_port, mqtt["username"], mqtt["password"],
+                              client_id=mqtt["username"]).connect()
+            assert probe.accepted
+            probe.subscribe(topics.ack(answer["device"]))
+            probes.append(probe)
+        # A session that exists but is away: the broker keeps the batches for it, and they arrive as one backlog.
+        away = Ingest(services, client_id="lessoncast-ingest-paths").start()
+        assert away.subscribed.wait(10)
+        away.stop()
+
+        sent: dict[str, list[dict]] = {a["device"]: [] for a in answers}
+        order = []
+        for k in range(10):
+            for n, answer in enumerate(answers):
+                batch_no = 9 - k if n == 2 else k  # the third device's batches arrive newest first
+                order.append((n, batch_no))
+        for n, batch_no in order:
+            device = answers[n]["device"]
+            events = [_event(2 * batch_no + 1), _event(2 * batch_no + 2)]
+            sent[device] += events
+            info = probes[n].client.publish(topics.events(device), _batch(device, events), qos=1,
+                                            properties=_mqtt_props(device, 2 * batch_no + 1, 2 * batch_no + 2))
+            info.wait_for_publish(5)
+            assert info.is_published()
+
+        back = Ingest(services, client_id="lessoncast-ingest-paths").start()
+        try:
+            for probe, answer in zip(probes, answers):
+                probe.wait_for_payload(topics.ack(answer["device"]), lambda p: json.loads(p) == {"epoch": 1, "seq": 20},
+                                       timeout=20)
+        finally:
+            back.stop()
+    finally:
+        for probe in probes:
+            probe.close()
+
+    with services.db.session() as session:
+        stored = session.execute(select(DeviceEvent.device_uid, DeviceEvent.event_id)).all()
+    assert len(stored) == 60 and len(set(stored)) == 60
+    assert {(d, e) for d, e in stored} == {(d, e["id"]) for d, events in sent.items() for e in events}
+    for device in sent:
+        row = _sequence(services, device)
+        assert (row.acked, row.events, row.duplicates) == (20, 20, 0)
+    assert sum(group_sizes) == 30, group_sizes
+    assert max(group_sizes) > 1, f"the backlog was stored in groups: {group_sizes}"
+
+
+def _mqtt_props(device: str, first: int, last: int):
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    props = Properties(PacketTypes.PUBLISH)
+    props.UserProperty = list(_props(device, first, last).items())
+    return props
+
+
+def test_one_batch_that_cannot_be_stored_does_not_hold_back_its_group(services, radios, monkeypatch):
+    from server.ingest_loop import _Message
+
+    good, poisoned = radios(2)
+    real_attribute = attendance.attribute
+
+    def attribute(events, received_at, facts, rules):
+        if facts is not None and facts.uid == poisoned:
+            raise OverflowError("date value out of range")
+        return real_attribute(events, received_at, facts, rules)
+
+    monkeypatch.setattr(attendance, "attribute", attribute)
+    loop = Ingest(services, client_id="lessoncast-ingest-unit")
+    group = [_Message("events", d, _props(d, 1, 1), _batch(d, [_event(1)]), mid, 1, 0, T0)
+             for mid, d in enumerate([poisoned, good], 1)]
+    loop._handle(group)
+    assert _count(services, DeviceEvent, device_uid=good) == 1
+    assert _count(services, DeviceEvent, device_uid=poisoned) == 0
+    assert _sequence(services, good).acked == 1
+    # The batch nothing could store is quarantined with the reason and acked, so the device is not stuck resending.
+    assert _count(services, QuarantinedBatch, device_uid=poisoned) == 1
+    assert _sequence(services, poisoned).acked == 1 and _sequence(services, poisoned).quarantined == 1
+    with services.db.session() as session:
+        reason = session.scalar(select(QuarantinedBatch.reason).where(QuarantinedBatch.device_uid == poisoned))
+    assert "could not be stored" in reason and "date value out of range" in reason
+
+
+# --- 8. fleet columns and last wills ------------------------------------------------------------------------------
+
+
+def test_fleet_columns_leave_wrong_types_empty():
+    hostile = {"battery": "80", "storage_free_mb": 10**30, "queue": True, "manifest_version": 2**31,
+               "firmware": 12, "agent_version": "v" * 100, "sync": ["idle"], "stale": "yes"}
+    assert fleet_columns(hostile) == {"battery": None, "storage_free_mb": None, "firmware": None,
+                                      "agent_version": "v" * 32, "manifest_version": None, "sync_state": None,
+                                      "stale": None, "outbox_depth": None}
+    assert fleet_columns({"battery": 79.9, "storage_free_mb": -(2**31) + 1, "queue": float("nan"),
+                          "manifest_version": float("inf"), "stale": False, "firmware": "",
+                          "sync": "同步中"}) == {
+        "battery": 79, "storage_free_mb": -(2**31) + 1, "firmware": "", "agent_version": None,
+        "manifest_version": None, "sync_state": "同步中", "stale": False, "outbox_depth": None}
+    assert fleet_columns({"queue": False, "battery": None, "stale": 1, "manifest_version": -(2**31)}) == {
+        "battery": None, "storage_free_mb": None, "firmware": None, "agent_version": None,
+        "manifest_version": None, "sync_state": None, "stale": None, "outbox_depth": None}
+    assert set(fleet_columns({})) == {"battery", "storage_free_mb", "firmware", "agent_version", "manifest_version",
+                                      "sync_state", "stale", "outbox_depth"}
+
+
+def test_store_status_survives_hostile_bodies_and_a_last_will_keeps_the_fleet(services, radios):
+    (device,) = radios(1)
+
+    def status():
+        with services.db.session() as session:
+            return session.get(DeviceStatus, device)
+
+    hostile = b'{"online": true, "battery": "full", "queue": 1e308, "storage_free_mb": 12345678901234567890}'
+    assert store_status(services, device, hostile, T0)
+    row = status()
+    assert row.online and (row.battery, row.outbox_depth, row.storage_free_mb) == (None, None, None)
+
+    for refused in [b'{"online": "yes"}', b'{"online": true, "battery": NaN}', b'[1]', b'{"a":1,"a":2}', b"\xff",
+                    b"", b"[" * 5000 + b"]" * 5000]:
+        assert not store_status(services, device, refused, T0), refused[:20]
+    assert not store_status(services, "r-nobody00000", b'{"online": true}', T0)
+
+    later = T0 + timedelta(minutes=5)
+    full = {"online": True, "battery": 80, "storage_free_mb": 512, "queue": 3, "firmware": "fw-1.2",
+            "agent_version": "0.9", "manifest_version": 7, "sync": "idle", "stale": False}
+    assert store_status(services, device, json.dumps(full).encode(), later)
+    assert store_status(services, device, b'{"online": false}', later + timedelta(minutes=5))
+    row = status()
+    assert not row.online and row.body == {**full, "online": False} and row.received_at == later
+    assert (row.battery, row.storage_free_mb, row.outbox_depth, row.firmware, row.agent_version,
+            row.manifest_version, row.sync_state, row.stale) == (80, 512, 3, "fw-1.2", "0.9", 7, "idle", False)
+    # The broker's retained copy, seen by a new ingest, never overwrites what the server has.
+    assert not store_status(services, device, b'{"online": true, "battery": 5}', later, retained_copy=True)
+    assert status().battery == 80 and not status().online
+
+
+# --- 9. settings and the ingest children ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["0", "x", "-1", "1.5", "two"])
+def test_ingest_processes_must_be_a_positive_whole_number(tmp_path, value):
+    env_name = settings_mod.BY_NAME["ingest_processes"].env
+    assert env_name == "LESSONCAST_INGEST_PROCESSES"
+    with pytest.raises(settings_mod.SettingsError) as refused:
+        settings_mod.load(environ={"LESSONCAST_DATA_DIR": str(tmp_path), env_name: value})
+    assert env_name in str(refused.value) and repr(value) in str(refused.value)
+
+
+def test_ingest_children_have_stable_distinct_client_ids(tmp_path):
+    def children(count: int):
+        settings = settings_mod.load(environ={"LESSONCAST_DATA_DIR": str(tmp_path),
+                                              "LESSONCAST_INGEST_PROCESSES": str(count)})
+        return _ingest_children(settings, {"X": "1"})
+
+    (single,) = children(1)
+    assert single.name == "ingest" and single.argv[-3:] == ["-m", "lessoncast", "ingest"]
+    assert "--client-id" not in single.argv and single.env == {"X": "1"}
+
+    pair = children(2)
+    assert [c.name for c in pair] == ["ingest-1", "ingest-2"]
+    ids = [c.argv[c.argv.index("--client-id") + 1] for c in pair]
+    assert len(set(ids)) == 2 and all(i.startswith("lessoncast-ingest-") for i in ids)
+    assert [c.argv[c.argv.index("--client-id") + 1] for c in children(2)] == ids, "the same ids after a restart"
+    assert [c.argv[c.argv.index("--client-id") + 1] for c in children(3)][:2] == ids
