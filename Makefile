@@ -21,6 +21,8 @@ test: deps
 bench: deps
 	$(VENV)/bin/python bench/transcode.py
 	$(VENV)/bin/python bench/agent_footprint.py
+	$(VENV)/bin/python bench/ingest.py --ingests 2 --devices 60
+	$(VENV)/bin/python bench/report.py
 
 deps: system-deps $(STAMP)
 

@@ -12,12 +12,15 @@ Definitions (docs/OPERATIONS.md, "Attendance"):
 
 from __future__ import annotations
 
+import gc
+import threading
 from collections import defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, timedelta, timezone
 from typing import Any, Optional
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import String, func, or_, select, type_coerce
 from sqlalchemy.orm import Session
 
 from server.attendance_models import BroadcastDay, ClassSession, LessonCoverage, SessionAttendee
@@ -158,12 +161,17 @@ class _Facts:
         self.by_member, self.by_site = _member_groups(session)
         zone = rules.zone
         self.completions: dict[int, list[tuple[str, int, date, int]]] = defaultdict(list)
+        # The one part of a report that grows with what members heard (up to members x lessons rows): the time is
+        # read as the database gives it, without SQLAlchemy's per-value conversion.
         for member, code, lesson, done, flagged in session.execute(
                 select(LessonCoverage.member_id, LessonCoverage.programme, LessonCoverage.lesson_id,
-                       func.min(LessonCoverage.completed_at), func.max(LessonCoverage.clock_flagged))
+                       type_coerce(func.min(LessonCoverage.completed_at), String),
+                       func.max(LessonCoverage.clock_flagged))
                 .where(LessonCoverage.completed_at.is_not(None))
                 .group_by(LessonCoverage.member_id, LessonCoverage.programme, LessonCoverage.lesson_id)):
-            self.completions[member].append((code, lesson, done.astimezone(zone).date(), flagged))
+            when = datetime.fromisoformat(done) if isinstance(done, str) else done
+            self.completions[member].append((code, lesson, when.replace(tzinfo=timezone.utc).astimezone(zone).date(),
+                                             flagged))
         self.classes = _classes(session, Period("", "range", start, end), rules)
 
 
@@ -225,8 +233,41 @@ def _classes(session: Session, period: Period, rules: Rules,
     return out
 
 
+_gc_lock = threading.Lock()
+_gc_holders = 0
+_gc_was_enabled = True
+
+
+@contextmanager
+def _without_cycle_collection():
+    """Pause Python's cycle collector while a report is built: it allocates tens of thousands of short-lived,
+    acyclic objects, and the collector's passes over everything alive were a quarter of a large report's time.
+    Reference counting still frees them; the collector resumes when the last report in the process ends."""
+    global _gc_holders, _gc_was_enabled
+    with _gc_lock:
+        if _gc_holders == 0:
+            _gc_was_enabled = gc.isenabled()
+            gc.disable()
+        _gc_holders += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_holders -= 1
+            if _gc_holders == 0 and _gc_was_enabled:
+                gc.enable()
+
+
 def participation(session: Session, period_text: str, rules: Rules, *, township: Optional[str] = None,
                   now: datetime, programme: bool = False) -> Report:
+    """Compute the participation report for a period or programme (PROGRAMME: PERIOD_TEXT is a programme code),
+    for the county or one TOWNSHIP."""
+    with _without_cycle_collection():
+        return _participation(session, period_text, rules, township=township, now=now, programme=programme)
+
+
+def _participation(session: Session, period_text: str, rules: Rules, *, township: Optional[str] = None,
+                   now: datetime, programme: bool = False) -> Report:
     """Compute the participation report for a period or programme (PROGRAMME: PERIOD_TEXT is a programme code),
     for the county or one TOWNSHIP."""
     period, programme = resolve_period(session, period_text, rules, programme=programme)
