@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 SYSTEM_DEPS := ffmpeg:ffmpeg ffprobe:ffmpeg mosquitto:mosquitto
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test deps system-deps clean bench
+.PHONY: run test deps system-deps clean bench translations
 .DEFAULT_GOAL := run
 
 run: deps
@@ -49,6 +49,12 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -e '.[dev]'
 	@touch $(STAMP)
+
+# After changing a translatable text: refresh the zh_CN catalogue, translate the new entries, then run this again.
+translations: deps
+	$(VENV)/bin/pybabel extract -F babel.cfg -k _ -k _l -o $(VENV)/messages.pot --no-location --omit-header .
+	$(VENV)/bin/pybabel update -i $(VENV)/messages.pot -d server/translations -l zh_CN --no-fuzzy-matching
+	$(VENV)/bin/pybabel compile -d server/translations
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache
