@@ -12,7 +12,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timezone
 from typing import Any, Iterable, NamedTuple, Optional, Sequence
 
 from sqlalchemy import delete, func, or_, select, tuple_, update
@@ -199,12 +199,11 @@ def fold(delta: Delta, device: DeviceFacts, events: Sequence[Attributed], durati
 
 def _fold_coverage(delta: Delta, device: DeviceFacts, e: Attributed, play, flagged: int,
                    durations: dict[str, Optional[float]], windows: dict[str, Window], rules: Rules) -> None:
-    # The busiest function of ingest (radios send most events): the rules are inlined as plain comparisons.
     window = windows.get(play.programme)
     if window is None:
         return delta.exclude("unknown_programme", e.event_id)
-    day = e.at.astimezone(rules.zone).date()
-    if not window.valid_from <= day <= window.valid_until + timedelta(days=rules.grace_days):
+    day = rules.local_day(e.at)
+    if not rules_mod.in_window(day, window, rules):
         return delta.exclude("outside_window", e.event_id)
     duration = durations.get(play.sha256)
     if not duration:
@@ -225,7 +224,7 @@ def _fold_coverage(delta: Delta, device: DeviceFacts, e: Attributed, play, flagg
         if at > cov.last_at:
             cov.last_at = at
     if play.end > play.start:
-        cov.stretches.append((int(round(play.start * 100)), int(round(play.end * 100)), rules_mod.to_epoch(at)))
+        cov.stretches.append((rules_mod.units(play.start), rules_mod.units(play.end), rules_mod.to_epoch(at)))
     cov.events += 1
     cov.clock_flagged += flagged
 

@@ -254,15 +254,7 @@ def envelope(stretches: Iterable[Sequence[float]]) -> list[Segment]:
 
 def add_range(segments: Sequence[Segment], start: float, end: float, t: float) -> list[Segment]:
     """SEGMENTS with START..END (seconds) heard at T added: covered stretches keep their earliest time."""
-    a, b = units(start), units(end)
-    if b > a and (not segments or a >= segments[-1][1]):  # the usual case: a play going on from where it was
-        out = [list(s) for s in segments]
-        if out and out[-1][1] == a and out[-1][2] == t:
-            out[-1][1] = b
-        else:
-            out.append([a, b, t])
-        return out
-    return envelope([*segments, (a, b, t)])
+    return envelope([*segments, (units(start), units(end), t)])
 
 
 def merge_segments(left: Sequence[Segment], right: Sequence[Segment]) -> list[Segment]:
