@@ -25,6 +25,30 @@ class SlowTransfer(DownloadError):
     """The transfer ran below the minimum rate: a failed attempt even though some bytes arrived."""
 
 
+DRAIN_LIMIT = 64 * 1024  # an error answer's body is read and thrown away up to this size; a longer one closes the link
+
+
+def give_back(response, *, drain: int = 0) -> None:
+    """Return RESPONSE's connection to the pool only when none of the answer is left unread on it.
+
+    A pooled connection that still holds the rest of an answer (a 404's JSON body, bytes past a signed length) makes
+    the next request on it read that leftover as its status line (``BadStatusLine('{"error":...')``). Up to DRAIN
+    bytes are read and thrown away; when more is left (or DRAIN is 0), the connection is closed instead of reused.
+    """
+    try:
+        read = 0
+        while not response.closed and read <= drain:
+            chunk = response.read(min(8192, drain + 1 - read)) if drain else b""
+            if not chunk:
+                break
+            read += len(chunk)
+    except (urllib3.exceptions.HTTPError, OSError):
+        pass
+    if not response.closed:
+        response.close()  # the rest of the answer would poison the next request on this connection
+    response.release_conn()
+
+
 @dataclass(frozen=True)
 class FetchLimits:
     """Timeouts and the slowest acceptable transfer."""
@@ -127,7 +151,7 @@ class HttpFetcher:
             if have < length:
                 raise DownloadError(f"connection closed at {have} of {length} bytes")
         finally:
-            response.release_conn()
+            give_back(response, drain=DRAIN_LIMIT if response.status >= 400 else 0)
 
 
 class TufFetcher(FetcherInterface):
@@ -148,7 +172,7 @@ class TufFetcher(FetcherInterface):
             raise tuf_exceptions.DownloadError(f"{url}: {exc}") from exc
         self.on_date(response.headers.get("Date"))
         if response.status >= 400:
-            response.release_conn()
+            give_back(response, drain=DRAIN_LIMIT)
             raise tuf_exceptions.DownloadHTTPError(f"HTTP {response.status} for {url}", response.status)
         return self._chunks(response)
 
@@ -161,4 +185,4 @@ class TufFetcher(FetcherInterface):
         except urllib3.exceptions.HTTPError as exc:
             raise tuf_exceptions.DownloadError(str(exc)) from exc
         finally:
-            response.release_conn()
+            give_back(response)  # ngclient may stop early (a body past its length limit): never reuse the rest

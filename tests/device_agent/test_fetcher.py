@@ -228,3 +228,67 @@ def test_each_download_reports_the_date_header(server, partial):
     HttpFetcher(on_date=seen.append, **NO_WAIT).download(server.url, partial, len(BODY))
 
     assert seen == [SERVER_DATE]
+
+
+
+# -- a keep-alive server: a refused request must not poison the next one on the same pooled connection -----------
+
+TIMESTAMP = b'{"signed":{"_type":"timestamp","version":7}}'
+
+
+@pytest.fixture(scope="module")
+def keepalive_server(tmp_path_factory):
+    """gunicorn (gthread, HTTP/1.1 keep-alive, as `lessoncast run` serves) with an app that answers the next
+    N.root.json with a 404 whose JSON body follows its headers a moment later, as a busy server sends it."""
+    import subprocess
+    import sys
+    import urllib.request
+
+    from tests.conftest import free_port
+
+    port = free_port()
+    app_dir = Path(__file__).parent
+    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-k", "gthread", "--threads", "4", "-w", "1",
+                             "--keep-alive", "30", "-b", f"127.0.0.1:{port}", "keepalive_app:app"],
+                            cwd=app_dir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}/tuf/metadata/"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(url + "timestamp.json", timeout=2).read()
+            break
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise AssertionError(f"gunicorn did not start: {proc.stderr.read().decode(errors='replace')}")
+            time.sleep(0.1)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def test_a_404_then_a_200_on_one_kept_alive_connection_succeeds_every_time(keepalive_server):
+    from tuf.api import exceptions as tuf_exceptions
+
+    from device_agent.fetcher import TufFetcher
+
+    fetcher = TufFetcher(on_date=lambda _d: None)
+    failures = []
+    for _ in range(200):
+        with pytest.raises(tuf_exceptions.DownloadHTTPError):
+            fetcher.fetch(keepalive_server + "2.root.json")  # python-tuf asks for the next root: none yet
+        try:
+            assert fetcher.download_bytes(keepalive_server + "timestamp.json", 16_384) == TIMESTAMP
+        except tuf_exceptions.DownloadError as exc:
+            failures.append(repr(exc))
+
+    assert failures == [], f"{len(failures)} of 200 failed, e.g. {failures[:1]}"
+
+
+def test_a_media_error_answer_does_not_poison_the_next_download(keepalive_server, tmp_path):
+    fetcher = HttpFetcher(limits=FetchLimits(attempts=1, backoff=0), **NO_WAIT)
+    for n in range(50):
+        with pytest.raises(DownloadError, match="HTTP 404"):
+            fetcher.download(keepalive_server + "7.root.json", tmp_path / f"missing-{n}", 10)
+        fetcher.download(keepalive_server + "timestamp.json", tmp_path / f"ts-{n}", len(TIMESTAMP))
+        assert (tmp_path / f"ts-{n}").read_bytes() == TIMESTAMP
