@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import queue
+import random
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
@@ -45,14 +46,37 @@ class AgentOptions:
     status_every_s: Optional[float] = None  # default: the config's report_interval
     outbox_capacity: int = 100_000
     quota_bytes: Optional[int] = None
+    retry_first_s: float = 30.0  # a sync the network broke is tried again after about this long, then 2x, 4x...
+    retry_cap_s: float = 1800.0
     link: LinkOptions = field(default_factory=LinkOptions)
+
+
+@dataclass
+class Backoff:
+    """Waits before retrying a sync the network broke: FIRST_S, doubling up to CAP_S, each drawn from the upper half
+    of its step so that a county's devices do not all come back in the same second after an outage."""
+
+    first_s: float
+    cap_s: float
+    rng: random.Random = field(default_factory=random.Random)
+    failures: int = 0
+
+    def next_delay(self) -> float:
+        """Seconds to wait after one more failure."""
+        step = min(self.cap_s, self.first_s * 2 ** min(self.failures, 32))
+        self.failures += 1
+        return step / 2 + self.rng.random() * step / 2
+
+    def reset(self) -> None:
+        """A sync got through: the next failure waits FIRST_S again."""
+        self.failures = 0
 
 
 class Agent:
     """Everything one device does, over its store and hardware."""
 
     def __init__(self, store: AgentStore, hw, options: AgentOptions = AgentOptions(),
-                 reboot: Callable[[], None] = lambda: None):
+                 reboot: Callable[[], None] = lambda: None, rng: Optional[random.Random] = None):
         self.store = store
         self.hw = hw
         self.options = options
@@ -76,7 +100,11 @@ class Agent:
         self.sync_state, self.sync_reason, self.stale = "idle", "", False
         self._sync_thread: Optional[threading.Thread] = None
         self._sync_wanted: Optional[bool] = None  # None: no sync wanted; else whether to force it
+        self._sync_forced = False  # whether the running sync ignores the download window
         self._last_sync = -1e18
+        self._retry = Backoff(options.retry_first_s, options.retry_cap_s, rng or random.Random())
+        self._retry_at: Optional[float] = None  # device-clock monotonic time of the next retry, if one is due
+        self._retry_force = False
         self._sent_upto: dict[int, int] = {}
         self._last_ack_progress = 0.0
         self._last_status: Optional[dict] = None
@@ -164,7 +192,10 @@ class Agent:
         if self.player.playing is not None:
             return f"▶ {self.player.playing['item']['title']}"
         if self.manifest is None:
-            return "等待节目 waiting for the first programme" if self.sync_state != "error" else "同步失败 sync failed"
+            if self.sync_state != "error":
+                return "等待节目 waiting for the first programme"
+            reason = self.sync_reason if len(self.sync_reason) <= 120 else self.sync_reason[:119] + "…"
+            return f"同步失败 sync failed: {reason}"
         mark = " (过期 stale)" if self.stale else ""
         return f"■ {len(self.manifest.items)} 课 lessons, v{self.manifest.version}{mark}"
 
@@ -289,10 +320,11 @@ class Agent:
         if self._sync_thread is not None or not self.config.get("channel"):
             return
         due = now - self._last_sync >= self.options.sync_every_s
-        if self._sync_wanted is None and not due:
+        retry = self._retry_at is not None and now >= self._retry_at
+        if self._sync_wanted is None and not due and not retry:
             return
-        force = bool(self._sync_wanted)
-        self._sync_wanted = None
+        force = bool(self._sync_wanted) or (retry and self._retry_force)
+        self._sync_wanted, self._retry_at, self._sync_forced = None, None, force
         self._last_sync = now
         self.sync_state = "checking"
         config = dict(self.config)
@@ -316,10 +348,26 @@ class Agent:
         if result.switched:
             self.manifest = self._load_manifest()
             log.info("now playing manifest v%s", self.manifest.version if self.manifest else None)
+        self._log_and_retry(result)
         if result.state == "error" and result.reason != self._reported_sync_error:
             # Once per distinct problem: a boat retrying every few hours must not fill its outbox with the same error.
             self.outbox.record(events.error(self.time, "sync_failed", result.reason))
         self._reported_sync_error = result.reason if result.state == "error" else None
+
+    def _log_and_retry(self, result: SyncResult) -> None:
+        """The journal line for a failed sync, and a retry soon when the network was to blame."""
+        if result.state != "error":
+            self._retry.reset()
+            return
+        if result.transient:
+            delay = self._retry.next_delay()
+            # A broken link heals in real time, so a simulated clock running faster than real time waits as long.
+            self._retry_at = self.hw.clock.monotonic() + delay * self._speed()
+            self._retry_force = self._sync_forced
+            log.warning("sync failed: %s; trying again in %.0f s", result.reason, delay)
+            return
+        self._retry.reset()
+        log.warning("sync %s: %s", "refused" if result.problem == "refused" else "failed", result.reason)
 
     # -- delivery ----------------------------------------------------------------------------------------------------------
     def deliver(self) -> None:

@@ -8,7 +8,6 @@ present; anything that fails leaves the last verified programme playing.
 from __future__ import annotations
 
 import json
-import logging
 import os
 from dataclasses import dataclass, field
 from datetime import datetime, time as dtime
@@ -16,12 +15,11 @@ from typing import Optional
 from zoneinfo import ZoneInfo
 
 from playlists.manifest import ManifestError, media_of, parse_manifest
-from playlists.trust import TrustError, fetch_manifest, open_updater, verify_media
+from playlists.trust import FetchError, TrustError, fetch_manifest, open_updater, verify_media
 
 from device_agent.fetcher import DownloadError, HttpFetcher, TufFetcher
 from device_agent.store import AgentStore, write_atomic
 
-log = logging.getLogger(__name__)
 RESERVE_BYTES = 64 * 1024 * 1024  # keep this much free for the outbox, logs and the OS
 USAGE_FILE = "data_usage.json"
 
@@ -37,6 +35,17 @@ class SyncResult:
     reason: str = ""
     stale: bool = False
     missing: list[str] = field(default_factory=list)
+    # Why an "error": "network" (nothing answered, or not in full: try again soon), "refused" (something failed
+    # verification: an attack or a broken server, never retried in a hurry) or "limit" (storage, data budget).
+    problem: str = ""
+
+    @property
+    def transient(self) -> bool:
+        """Whether trying again in a minute may well succeed."""
+        return self.problem == "network"
+
+
+NETWORK = "network: "  # how a network failure's sync_reason starts, so staff never read it as an attack
 
 
 def in_window(window: Optional[list | tuple], local_now: datetime) -> bool:
@@ -102,13 +111,14 @@ class Syncer:
             manifest = parse_manifest(data)
             if manifest.channel != channel:
                 raise TrustError(f"the signed manifest is for {manifest.channel}, not this device's {channel}")
+        except FetchError as exc:
+            return SyncResult("error", reason=NETWORK + str(exc), stale=stale, problem="network")
         except (TrustError, ManifestError) as exc:
             stale = stale or "ExpiredMetadataError" in str(exc)
-            log.warning("sync refused: %s", exc)
-            return SyncResult("error", reason=str(exc), stale=stale)
-        except Exception as exc:  # network down, server unreachable: keep playing, try later
-            log.warning("sync failed: %s: %s", type(exc).__name__, exc)
-            return SyncResult("error", reason=f"{type(exc).__name__}: {exc}", stale=stale)
+            return SyncResult("error", reason=str(exc), stale=stale, problem="refused")
+        except Exception as exc:  # network down, server unreachable: keep playing, try again soon
+            return SyncResult("error", reason=f"{NETWORK}{type(exc).__name__}: {exc}", stale=stale,
+                              problem="network")
         stale = False
         current = self.store.current_manifest()
         if current == data:
@@ -118,7 +128,7 @@ class Syncer:
         need = sum(item.length for item in missing.values())
         problem = self._room_for(need, files, config, now)
         if problem:
-            return SyncResult("error", manifest.version, reason=problem, missing=sorted(missing))
+            return SyncResult("error", manifest.version, reason=problem, missing=sorted(missing), problem="limit")
         base = creds.get("media_base_url") or config.get("media_base_url")
         before = self.fetcher.bytes_received
         try:
@@ -127,8 +137,10 @@ class Syncer:
         except (DownloadError, TrustError) as exc:
             got = self.fetcher.bytes_received - before
             self._add_usage(now.strftime("%Y-%m"), got)
-            return SyncResult("error", manifest.version, downloaded_bytes=got, reason=str(exc),
-                              missing=sorted(missing))
+            network = isinstance(exc, (DownloadError, FetchError))  # a file that arrived but does not match: refused
+            return SyncResult("error", manifest.version, downloaded_bytes=got,
+                              reason=(NETWORK if network else "") + str(exc), missing=sorted(missing),
+                              problem="network" if network else "refused")
         got = self.fetcher.bytes_received - before
         self._add_usage(now.strftime("%Y-%m"), got)
         write_atomic(self.store.manifest_path, data)  # the switch: every file of it is present and verified

@@ -50,6 +50,11 @@ class TrustError(Exception):
     """Something about keys, signed metadata or verified content is wrong; the message says what and what to do."""
 
 
+class FetchError(TrustError):
+    """Signed metadata or a target could not be fetched (no answer, an HTTP error, too slow): nothing was found false,
+    nothing was accepted, and trying again soon is the fix. A body longer than allowed is not this: it is refused."""
+
+
 @dataclass(frozen=True)
 class Expiries:
     """How long each online role's metadata stays valid after it is signed, in days."""
@@ -591,6 +596,11 @@ def _tuf_errors(what: str) -> Iterator[None]:
     try:
         yield
     except (tuf_exceptions.RepositoryError, tuf_exceptions.DownloadError) as error:
+        # A body longer than allowed (endless data) is an attack, not a flaky link: it is refused like a bad signature.
+        if isinstance(error, tuf_exceptions.DownloadError) and not isinstance(
+                error, tuf_exceptions.DownloadLengthMismatchError):
+            raise FetchError(f"{what} could not be fetched ({_describe(error)}): nothing from this update was "
+                             "accepted; keep playing the last verified programme and try again soon") from error
         raise TrustError(f"{what} failed verification ({_describe(error)}): nothing from this update was "
                          "accepted; keep playing the last verified programme and retry, or report the county "
                          "server if it persists") from error

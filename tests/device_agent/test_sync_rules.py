@@ -150,3 +150,17 @@ def test_outside_the_download_window_a_sync_is_deferred_and_reports_stale_metada
     result = syncer(store).run(config)  # 11:00 in Shanghai, and the server is unreachable
 
     assert (result.state, result.reason, result.stale) == ("deferred", "outside the download window", True)
+
+
+def test_an_unreachable_server_is_a_network_failure_not_a_refusal(store, tmp_path):
+    from playlists.trust import init_keys
+
+    init_keys(tmp_path / "keys", tmp_path / "repo", "a passphrase", now=T0)
+    store.root_path.write_bytes((tmp_path / "repo" / "metadata" / "root.json").read_bytes())
+    config = {"channel": "radio-cmn", "download_window": None}
+
+    result = syncer(store).run(config)  # the metadata URL is a port nobody listens on
+
+    assert result.state == "error" and result.problem == "network" and result.transient
+    assert result.reason.startswith("network: ")
+    assert "could not be fetched" in result.reason and "failed verification" not in result.reason

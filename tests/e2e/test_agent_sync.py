@@ -73,7 +73,7 @@ def test_download_resumes_across_cut_connections(broker, org, ready_lesson, live
     assert proxy.bytes_to_client <= size + 64 * 1024 * proxy.cuts, (proxy.bytes_to_client, size, proxy.cuts)
 
 
-def test_tampering_is_refused_and_the_old_programme_keeps_playing(county, tmp_path):
+def test_tampering_is_refused_and_the_old_programme_keeps_playing(county, tmp_path, caplog):
     services, base, (l1, l2, l3, l4) = county
     store = add_and_enrol(services, base, tmp_path / "radio")
     publish_lessons(services, [l1])
@@ -89,6 +89,8 @@ def test_tampering_is_refused_and_the_old_programme_keeps_playing(county, tmp_pa
         served.write_bytes(original[:100] + bytes([original[100] ^ 1]) + original[101:])
         publish_lessons(services, [l1, l2])
         poll(lambda: "does not match" in agent.sync_reason, 30, "the corrupt media to be refused")
+        assert any(r.getMessage().startswith("sync refused: ") and "does not match" in r.getMessage()
+                   for r in caplog.records), "the journal names the refused file and why"
         assert _manifest_version(store) == v1 and agent.status()["manifest_version"] == v1
         assert not (store.media_dir / f"{sha}.{ext}").exists(), "the bad copy was thrown away"
         served.write_bytes(original)
