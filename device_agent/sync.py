@@ -66,6 +66,31 @@ def metadata_expiry(store: AgentStore) -> Optional[datetime]:
         return None
 
 
+@dataclass(frozen=True)
+class Urls:
+    """Where a device fetches TUF metadata, manifests and media."""
+
+    metadata: str
+    targets: str
+    media_base: str
+
+
+def enrolled_urls(creds: dict) -> Urls:
+    """The URLs from the enrolment answer; a repository or media URL in the retained config never replaces them.
+
+    Enrolment is the one exchange the device trusts for where things are: it brought the root of trust and the broker
+    address. A config message is signed by nobody. TUF would still refuse forged content from a host it named, but
+    whoever can write that message (the server, a compromised or impersonated broker, anyone on a plaintext MQTT
+    link) could send every device to a host of their choosing, to withhold updates, feed it false Date headers,
+    collect its HTTP token, or make it fetch addresses on its own network. A device follows a move by enrolling again,
+    as it does for a new broker address.
+    """
+    metadata = creds["metadata_url"]
+    # An enrolment answer from before media_base_url existed: media live on the same server as the repository.
+    media = creds.get("media_base_url") or metadata.removesuffix("tuf/metadata/")
+    return Urls(metadata, creds["targets_url"], media)
+
+
 class Syncer:
     """One device's sync, with its store, hardware storage, trusted time and HTTP fetchers."""
 
@@ -91,10 +116,10 @@ class Syncer:
     # -- the sync ----------------------------------------------------------------------------------------------
     def run(self, config: dict, *, force: bool = False) -> SyncResult:
         """Sync the channel in CONFIG; FORCE ignores the download window (a resync command, a first sync)."""
-        creds = self.store.credentials()
+        urls = enrolled_urls(self.store.credentials())
         # Learn the server's time first: after weeks at sea the device clock may have drifted, and the metadata
         # expiry must be judged against true time.
-        self.fetcher.server_date(creds["metadata_url"] + "timestamp.json")
+        self.fetcher.server_date(urls.metadata + "timestamp.json")
         now = self.time.now()
         zone = ZoneInfo(config.get("timezone") or "Asia/Shanghai")
         expiry = metadata_expiry(self.store)
@@ -104,8 +129,8 @@ class Syncer:
         channel = config["channel"]
         target = f"channels/{channel}/manifest.json"
         try:
-            updater = open_updater(self.store.metadata_dir, self.store.trusted_root(), creds["metadata_url"],
-                                   creds["targets_url"], reference_time=now,
+            updater = open_updater(self.store.metadata_dir, self.store.trusted_root(), urls.metadata, urls.targets,
+                                   reference_time=now,
                                    fetcher=TufFetcher(on_date=self.time.observe_date_header))
             data = fetch_manifest(updater, target, self.store.partial_dir / "manifests")
             manifest = parse_manifest(data)
@@ -129,11 +154,10 @@ class Syncer:
         problem = self._room_for(need, files, config, now)
         if problem:
             return SyncResult("error", manifest.version, reason=problem, missing=sorted(missing), problem="limit")
-        base = creds.get("media_base_url") or config.get("media_base_url")
         before = self.fetcher.bytes_received
         try:
             for sha, item in sorted(missing.items(), key=lambda kv: kv[1].length):
-                self._download(updater, base, item)
+                self._download(updater, urls.media_base, item)
         except (DownloadError, TrustError) as exc:
             got = self.fetcher.bytes_received - before
             self._add_usage(now.strftime("%Y-%m"), got)

@@ -164,3 +164,54 @@ def test_an_unreachable_server_is_a_network_failure_not_a_refusal(store, tmp_pat
     assert result.state == "error" and result.problem == "network" and result.transient
     assert result.reason.startswith("network: ")
     assert "could not be fetched" in result.reason and "failed verification" not in result.reason
+
+
+def test_a_url_in_the_config_never_redirects_the_device(store, tmp_path):
+    """A retained config naming another repository and media host (signed by nobody) moves nothing: the device keeps
+    fetching from the URLs of its enrolment, and the other host never hears from it."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from device_agent.sync import enrolled_urls
+    from playlists.trust import init_keys
+
+    seen: list[str] = []
+
+    class Elsewhere(BaseHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+        def do_HEAD(self) -> None:
+            seen.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+
+        do_GET = do_HEAD
+
+    other = ThreadingHTTPServer(("127.0.0.1", 0), Elsewhere)
+    threading.Thread(target=other.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        init_keys(tmp_path / "keys", tmp_path / "repo", "a passphrase", now=T0)
+        store.root_path.write_bytes((tmp_path / "repo" / "metadata" / "root.json").read_bytes())
+        elsewhere = f"http://127.0.0.1:{other.server_port}/"
+        config = {"channel": "radio-cmn", "download_window": None,
+                  "repository_url": elsewhere + "tuf/", "media_base_url": elsewhere}
+
+        result = syncer(store).run(config)
+    finally:
+        other.shutdown()
+        other.server_close()
+
+    assert seen == []
+    assert result.problem == "network"  # it tried its enrolment's server, which is down
+    creds = store.credentials()
+    assert enrolled_urls(creds).metadata == creds["metadata_url"]
+
+
+def test_an_old_enrolment_without_a_media_url_uses_the_repository_server():
+    from device_agent.sync import enrolled_urls
+
+    urls = enrolled_urls({"metadata_url": "https://lessons.example.cn/tuf/metadata/",
+                          "targets_url": "https://lessons.example.cn/tuf/targets/"})
+
+    assert urls.media_base == "https://lessons.example.cn/"
