@@ -85,7 +85,7 @@ class Agent:
         self.creds = store.credentials()
         self.device = self.creds["device"]
         self.config: dict[str, Any] = store.read_json(CONFIG_FILE) or dict(self.creds.get("config") or {})
-        self.time = TimeKeeper(hw.clock, store)
+        self.time = TimeKeeper(hw.clock, store, signed_expiry=metadata_expiry(store))
         self.outbox = Outbox(store.outbox_path, capacity=options.outbox_capacity)
         epoch = int(self.config.get("sequence_epoch", 1))
         if epoch > self.outbox.epoch:

@@ -8,6 +8,7 @@ import urllib.request
 from typing import Any
 
 from device_agent.store import AgentStore
+from device_agent.timekeeping import record_enrolment_time
 
 
 class EnrolError(Exception):
@@ -22,6 +23,7 @@ def enrol(store: AgentStore, server: str, code: str, timeout: float = 30.0) -> d
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             answer = json.loads(response.read())
+            date_header = response.headers.get("Date")
     except urllib.error.HTTPError as exc:
         try:
             message = json.loads(exc.read())["error"]["message"]
@@ -37,4 +39,5 @@ def enrol(store: AgentStore, server: str, code: str, timeout: float = 30.0) -> d
     store.write_json("root.json", answer["root"], private=True)
     store.write_json("credentials.json", {k: v for k, v in answer.items() if k != "root"}, private=True)
     store.write_json("config.json", answer.get("config") or {})
+    record_enrolment_time(store, date_header)
     return answer

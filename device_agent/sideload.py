@@ -46,6 +46,7 @@ def import_pack(store: AgentStore, pack: Path, *, clock=None) -> dict[str, Any]:
             raise SideloadError(f"the pack is for channel {verified.channel}, this device is on {config['channel']}; "
                                 "make a pack for this device's channel")
         manifest = parse_manifest(verified.manifest_bytes)
+        time.observe_signed(issued_at=manifest.issued_at)
         for target, path in verified.media.items():
             dest = store.media_file(target)
             if not dest.exists():

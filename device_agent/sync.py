@@ -8,11 +8,14 @@ present; anything that fails leaves the last verified programme playing.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass, field
-from datetime import datetime, time as dtime
+from datetime import datetime, time as dtime, timedelta
 from typing import Optional
 from zoneinfo import ZoneInfo
+
+from tuf.api import exceptions as tuf_exceptions
 
 from playlists.manifest import ManifestError, media_of, parse_manifest
 from playlists.trust import FetchError, TrustError, fetch_manifest, open_updater, verify_media
@@ -20,6 +23,7 @@ from playlists.trust import FetchError, TrustError, fetch_manifest, open_updater
 from device_agent.fetcher import DownloadError, HttpFetcher, TufFetcher
 from device_agent.store import AgentStore, write_atomic
 
+log = logging.getLogger(__name__)
 RESERVE_BYTES = 64 * 1024 * 1024  # keep this much free for the outbox, logs and the OS
 USAGE_FILE = "data_usage.json"
 
@@ -129,13 +133,11 @@ class Syncer:
         channel = config["channel"]
         target = f"channels/{channel}/manifest.json"
         try:
-            updater = open_updater(self.store.metadata_dir, self.store.trusted_root(), urls.metadata, urls.targets,
-                                   reference_time=now,
-                                   fetcher=TufFetcher(on_date=self.time.observe_date_header))
-            data = fetch_manifest(updater, target, self.store.partial_dir / "manifests")
+            updater, data, now = self._refresh(urls, target, now)
             manifest = parse_manifest(data)
             if manifest.channel != channel:
                 raise TrustError(f"the signed manifest is for {manifest.channel}, not this device's {channel}")
+            self.time.observe_signed(issued_at=manifest.issued_at, expires=metadata_expiry(self.store))
         except FetchError as exc:
             return SyncResult("error", reason=NETWORK + str(exc), stale=stale, problem="network")
         except (TrustError, ManifestError) as exc:
@@ -170,6 +172,27 @@ class Syncer:
         write_atomic(self.store.manifest_path, data)  # the switch: every file of it is present and verified
         self.prune(manifest)
         return SyncResult("idle", manifest.version, switched=True, downloaded_bytes=got)
+
+    def _refresh(self, urls: Urls, target: str, now: datetime):
+        """Refresh trusted metadata and fetch the manifest at reference time NOW; return (updater, bytes, time used).
+
+        If the metadata looks expired only by a time a Date header set, and verifies by the device's own time, the
+        Date was wrong (a hostile or broken mirror): it is refuted and the sync goes on by the device's own time.
+        """
+        try:
+            return (*self._refresh_at(urls, target, now), now)
+        except TrustError as exc:
+            own = self.time.authentic()
+            if not isinstance(exc.__cause__, tuf_exceptions.ExpiredMetadataError) or own > now - timedelta(minutes=1):
+                raise
+            updater, data = self._refresh_at(urls, target, own)  # raises if it does not verify by our own time either
+            self.time.refute(now, own)
+            return updater, data, own
+
+    def _refresh_at(self, urls: Urls, target: str, reference: datetime):
+        updater = open_updater(self.store.metadata_dir, self.store.trusted_root(), urls.metadata, urls.targets,
+                               reference_time=reference, fetcher=TufFetcher(on_date=self.time.observe_date_header))
+        return updater, fetch_manifest(updater, target, self.store.partial_dir / "manifests")
 
     def _room_for(self, need: int, files, config: dict, now: datetime) -> str:
         budget_mb = config.get("data_budget_mb")

@@ -14,7 +14,7 @@ import pytest
 
 from device_agent.fetcher import DownloadError, FetchLimits, HttpFetcher
 from device_agent.store import AgentStore
-from device_agent.timekeeping import TimeKeeper
+from device_agent.timekeeping import TimeKeeper, record_enrolment_time
 from firmware_stub.sim import SimClock
 from tests.conftest import free_port
 
@@ -200,6 +200,7 @@ def test_a_link_slower_than_the_minimum_rate_is_given_up(server, partial):
 def test_server_date_teaches_the_device_the_time(server, tmp_path):
     store = AgentStore(tmp_path / "agent")
     store.ensure()
+    record_enrolment_time(store, "Sun, 22 Nov 2026 01:00:00 GMT")  # enrolled this morning
     clock = SimClock(datetime(1970, 1, 1, tzinfo=timezone.utc))  # a radio whose RTC lost its battery
     time_keeper = TimeKeeper(clock, store)
     seen: list[str | None] = []
