@@ -19,7 +19,7 @@ from sqlalchemy import delete, func, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from server import attendance_rules as rules_mod
+from server import cards, attendance_rules as rules_mod
 from server.attendance_models import (AttendanceExclusion, BroadcastDay, Checkin, ClassSession, LessonCoverage,
                                       SessionAttendee)
 from server.attendance_rules import Rules, SessionFacts, Window
@@ -167,9 +167,13 @@ def fold(delta: Delta, device: DeviceFacts, events: Sequence[Attributed], durati
             if not isinstance(credential, str) or not credential.strip():
                 delta.exclude("checkin_without_credential", e.event_id)
                 continue
+            # A card's token is kept only as its keyed digest (server/cards.py); a QR code carries a member number.
+            credential = credential.strip()[:128]
+            if method == "card":
+                credential = cards.digest(rules.card_key, credential)
             delta.checkins.append({"device_uid": device.uid, "event_id": e.event_id, "site_id": device.site_id,
                                    "at": e.at, "method": str(method or "")[:16],
-                                   "credential": credential.strip()[:128], "clock_flagged": e.flag is not None})
+                                   "credential": credential, "clock_flagged": e.flag is not None})
             continue
         if e.type != "play":
             continue
@@ -298,7 +302,9 @@ def _write_coverage(session: Session, coverage: dict, rules: Rules) -> None:
 
 
 def _write_checkins(session: Session, checkins: list[dict], rules: Rules) -> None:
-    credentials = {c["credential"] for c in checkins}
+    # A credential is a member number or a card (stored cards are digests; a QR code may hold a card's token too).
+    digests = {c["credential"]: cards.digest(rules.card_key, c["credential"]) for c in checkins}
+    credentials = set(digests) | set(digests.values())
     members: dict[str, int] = {}
     for start in range(0, len(credentials), 500):
         chunk = sorted(credentials)[start:start + 500]
@@ -307,7 +313,8 @@ def _write_checkins(session: Session, checkins: list[dict], rules: Rules) -> Non
             members.setdefault(no, mid)
             if card:
                 members[card] = mid
-    rows = [dict(c, member_id=members.get(c["credential"])) for c in checkins]
+    rows = [dict(c, member_id=members.get(c["credential"], members.get(digests[c["credential"]])))
+            for c in checkins]
     session.connection().execute(_insert(session)(Checkin.__table__)
                                  .on_conflict_do_nothing(index_elements=["device_uid", "event_id"]), rows)
     # A check-in may arrive after the session it belongs to: attach it to every session around it. A batch is one

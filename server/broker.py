@@ -65,7 +65,8 @@ def share_group(services: Services) -> str:
     """
     from server.instance import secret_key
 
-    digest = hmac.new(secret_key(services.data).encode(), b"lessoncast mqtt share group", hashlib.sha256)
+    secret = services.settings.secret_key or secret_key(services.data)
+    digest = hmac.new(secret.encode(), b"lessoncast mqtt share group", hashlib.sha256)
     return "lessoncast-" + digest.hexdigest()[:24]
 
 

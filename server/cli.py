@@ -250,7 +250,8 @@ def db_upgrade(revision: str) -> None:
     """Migrate the database up."""
     from server import migrate
 
-    migrate.upgrade(_services().settings.db_url, revision)
+    services = _services()
+    migrate.upgrade(services.settings.db_url, revision, card_key=services.card_key)
     click.echo("Database migrated.")
 
 

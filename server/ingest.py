@@ -27,7 +27,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from playlists import topics
-from server import attendance, retained
+from server import attendance, cards, retained
 from server.attendance import Attributed, Lookups
 from server.attendance_rules import Rules
 from server.event_batches import (Event, EventFileError, ack_payload, batch_range, contiguous_end,
@@ -196,6 +196,22 @@ class Prepared:
 _FOLD_ERRORS = (ValueError, TypeError, OverflowError, KeyError, ArithmeticError)
 
 
+def _without_card_tokens(events: list[Event], key: bytes) -> list[Event]:
+    """EVENTS with each card check-in's token replaced by its keyed digest (server/cards.py), stored as such.
+
+    The event's exact text is given up for those events only: it would keep the token. Nothing depends on the
+    text being the device's: duplicates are recognised by (device, event id), and attendance is folded from the
+    body, which holds the digest that matches the member's stored card."""
+    out = events
+    for i, e in enumerate(events):
+        if e.type == "checkin":
+            body = cards.redact_checkin(e.body, key)
+            if body is not e.body:
+                out = out if out is not events else list(events)
+                out[i] = e._replace(body=body, text=None)
+    return out
+
+
 def prepare(session: Session, device: str, epoch: int, first: int, last: int, events: Optional[list[Event]],
             payload: bytes, reason: Optional[str], now: datetime, rules: Rules, lookups: Lookups) -> Prepared:
     """Everything about a batch that needs no lock: attribution, rows, the attendance fold (SESSION only reads).
@@ -206,6 +222,7 @@ def prepare(session: Session, device: str, epoch: int, first: int, last: int, ev
     if reason is not None or not events:
         return p
     p.facts = lookups.device(session, device)
+    events = p.events = _without_card_tokens(events, rules.card_key)
     p.attributed = attendance.attribute(events, now, p.facts, rules)
     p.rows = _rows(device, epoch, events, p.attributed, now, session.get_bind().dialect.name == "sqlite")
     try:

@@ -48,7 +48,7 @@ def initialise(services: Services, admin_username: str = "admin") -> InitResult:
     for sub in ("media", "sources", "uploads", "work", "broker"):
         (data / sub).mkdir(parents=True, exist_ok=True)
     secret_key(data)
-    migrate.upgrade(services.settings.db_url)
+    migrate.upgrade(services.settings.db_url, card_key=services.card_key)
     root_passphrase, root_key = None, None
     if not trust_service.initialised(services):
         root_passphrase = trust_service.create_keys(services)
