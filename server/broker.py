@@ -245,26 +245,27 @@ def reload(services: Services) -> bool:
     return True
 
 
-def _sync_gate(services: Services) -> set[str] | None:
-    """Bring the running broker's subscription gate up to the database; the devices it gates (None: not running)."""
+def apply_auth(services: Services) -> None:
+    """Bring the broker's subscription gate, password file and ACL up to the database and reload the broker if it
+    is ours. A device the broker drops has its session (and what it subscribed to) discarded."""
     if services.settings.mqtt_url or _running_pid(services) is None:
-        write_gate(services)
-        return None
+        write_gate(services)  # read by the broker when it starts
+        write_auth(services)
+        if not reload(services) and not services.settings.mqtt_url:
+            log.info("no running broker to reload; it reads the new files when it starts")
+        return
     broker = services.data / "broker"
     # One admin at a time: the device listener takes the username as client id.
     with exclusive(broker / "gate.lock"):
         try:
             with broker_gate.GateAdmin.for_services(services) as admin:
-                return broker_gate.sync(admin, {u: c for u, c, _ in _enrolled(services)})
+                gated, dropped = broker_gate.sync(admin, {u: c for u, c, _ in _enrolled(services)})
+                write_auth(services, gated)
+                reload(services)
+                # Only now, out of the password file, may a dropped device be unknown to the gate.
+                broker_gate.forget(admin, dropped)
         except broker_gate.GateUnavailable as exc:
             # Fail closed: devices the gate has not taken stay out of the password file until a later change.
             log.error("%s; devices enrolled since the broker started cannot connect until it answers", exc)
-            return broker_gate.file_clients(broker / "gate.json")
-
-
-def apply_auth(services: Services) -> None:
-    """Bring the broker's subscription gate, password file and ACL up to the database and reload the broker if it
-    is ours. A device the broker drops has its session (and what it subscribed to) discarded."""
-    write_auth(services, _sync_gate(services))
-    if not reload(services) and not services.settings.mqtt_url:
-        log.info("no running broker to reload; it reads the new files when it starts")
+            write_auth(services, broker_gate.file_clients(broker / "gate.json"))
+            reload(services)

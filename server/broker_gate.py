@@ -235,9 +235,12 @@ def expire_session(admin: GateAdmin, uid: str, timeout: float = 10.0) -> None:
         client.loop_stop()
 
 
-def sync(admin: GateAdmin, devices: Mapping[str, Optional[str]]) -> set[str]:
-    """Make the plugin know exactly DEVICES (uid -> channel), expiring the sessions of devices it drops; return the
-    uids it now gates (only those may go into the password file)."""
+def sync(admin: GateAdmin, devices: Mapping[str, Optional[str]]) -> tuple[set[str], list[str]]:
+    """Make the plugin know DEVICES (uid -> channel), and expire the sessions of the devices it should drop; return
+    the uids it now gates (only those may go into the password file) and the dropped ones.
+
+    A dropped device keeps its plugin client, with the one-off password that refuses it, until `forget`: the caller
+    first takes it out of the password file, since a device the plugin does not know falls through to that file."""
     listed = admin.run([{"command": "listClients", "verbose": True}, {"command": "listRoles"}])
     errors = _check(listed)
     if errors:
@@ -267,20 +270,28 @@ def sync(admin: GateAdmin, devices: Mapping[str, Optional[str]]) -> set[str]:
         problems += errors
         if not errors or uid in known:
             gated.add(uid)  # a device whose move failed keeps its old notify, and still the gate
+    dropped = []
     for uid in sorted(set(known) - set(devices)):
         try:
             expire_session(admin, uid)
+            dropped.append(uid)
         except GateUnavailable as exc:
             problems.append(str(exc))  # kept in the plugin: the next sync tries again
-            continue
-        problems += _check(admin.run([{"command": "deleteClient", "username": uid},
-                                      {"command": "deleteRole", "rolename": device_role(uid)}]))
     unused = {r for r in roles if r.startswith(channel_role(""))} - {channel_role(c) for c in channels}
     problems += _check(admin.run([{"command": "deleteRole", "rolename": r} for r in sorted(unused)]))
     if problems:
         log.error("the broker's subscription gate did not take every change (tried again at the next change): %s",
                   "; ".join(problems))
-    return gated
+    return gated, dropped
+
+
+def forget(admin: GateAdmin, uids: list[str]) -> None:
+    """Delete dropped devices (already out of the password file) from the plugin."""
+    problems = _check(admin.run([c for uid in uids for c in (
+        {"command": "deleteClient", "username": uid}, {"command": "deleteRole", "rolename": device_role(uid)})]))
+    if problems:
+        log.error("the broker's subscription gate kept dropped devices (tried again at the next change): %s",
+                  "; ".join(problems))
 
 
 def write_file(path: Path, document: dict) -> None:
