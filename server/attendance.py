@@ -167,13 +167,9 @@ def fold(delta: Delta, device: DeviceFacts, events: Sequence[Attributed], durati
             if not isinstance(credential, str) or not credential.strip():
                 delta.exclude("checkin_without_credential", e.event_id)
                 continue
-            # A card's token is kept only as its keyed digest (server/cards.py); a QR code carries a member number.
-            credential = credential.strip()[:128]
-            if method == "card":
-                credential = cards.digest(rules.card_key, credential)
             delta.checkins.append({"device_uid": device.uid, "event_id": e.event_id, "site_id": device.site_id,
                                    "at": e.at, "method": str(method or "")[:16],
-                                   "credential": credential, "clock_flagged": e.flag is not None})
+                                   "credential": credential.strip()[:128], "clock_flagged": e.flag is not None})
             continue
         if e.type != "play":
             continue
@@ -302,19 +298,26 @@ def _write_coverage(session: Session, coverage: dict, rules: Rules) -> None:
 
 
 def _write_checkins(session: Session, checkins: list[dict], rules: Rules) -> None:
-    # A credential is a member number or a card (stored cards are digests; a QR code may hold a card's token too).
+    # A credential is a member number (kept as it is: no secret) or a card's token, of which only the keyed digest
+    # is stored and compared (server/cards.py); ingest has already replaced tokens in the stored events.
     digests = {c["credential"]: cards.digest(rules.card_key, c["credential"]) for c in checkins}
     credentials = set(digests) | set(digests.values())
-    members: dict[str, int] = {}
+    numbers: dict[str, int] = {}
+    owners: dict[str, int] = {}
     for start in range(0, len(credentials), 500):
         chunk = sorted(credentials)[start:start + 500]
         for mid, no, card in session.execute(select(Member.id, Member.member_no, Member.card_token).where(
                 or_(Member.member_no.in_(chunk), Member.card_token.in_(chunk)))):
-            members.setdefault(no, mid)
+            numbers[no] = mid
             if card:
-                members[card] = mid
-    rows = [dict(c, member_id=members.get(c["credential"], members.get(digests[c["credential"]])))
-            for c in checkins]
+                owners[card] = mid
+    rows = []
+    for c in checkins:
+        plain = c["credential"]
+        if plain in numbers:
+            rows.append(dict(c, member_id=numbers[plain]))
+        else:
+            rows.append(dict(c, credential=digests[plain], member_id=owners.get(digests[plain])))
     session.connection().execute(_insert(session)(Checkin.__table__)
                                  .on_conflict_do_nothing(index_elements=["device_uid", "event_id"]), rows)
     # A check-in may arrive after the session it belongs to: attach it to every session around it. A batch is one

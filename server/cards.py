@@ -33,10 +33,18 @@ def derive_key(secret: str) -> bytes:
     return hmac.new(secret.encode("utf-8"), b"lessoncast card tokens v1", hashlib.sha256).digest()
 
 
-def redact_checkin(body: dict, key: bytes) -> dict:
-    """A card check-in event's body with its credential replaced by the digest (others unchanged, same object)."""
+def credential_of(body: dict) -> str | None:
+    """The credential a check-in event's body carries, as attendance reads it, or None."""
     credential = body.get("credential")
-    if body.get("method") != "card" or not isinstance(credential, str) or not credential.strip() \
-            or is_digest(credential.strip()):
+    if not isinstance(credential, str) or not credential.strip():
+        return None
+    return credential.strip()[:128]
+
+
+def redact_checkin(body: dict, key: bytes, member_numbers: set[str]) -> dict:
+    """A check-in event's body with its credential replaced by the digest, unless it is one of MEMBER_NUMBERS (a
+    QR code or card printed with the member number, which is no secret); otherwise the same object."""
+    credential = credential_of(body)
+    if credential is None or credential in member_numbers or is_digest(credential):
         return body
-    return {**body, "credential": digest(key, credential[:128])}
+    return {**body, "credential": digest(key, credential)}

@@ -196,19 +196,25 @@ class Prepared:
 _FOLD_ERRORS = (ValueError, TypeError, OverflowError, KeyError, ArithmeticError)
 
 
-def _without_card_tokens(events: list[Event], key: bytes) -> list[Event]:
-    """EVENTS with each card check-in's token replaced by its keyed digest (server/cards.py), stored as such.
+def _without_card_tokens(session: Session, events: list[Event], key: bytes) -> list[Event]:
+    """EVENTS with each check-in's card token replaced by its keyed digest (server/cards.py), stored as such; a
+    member number stays.
 
     The event's exact text is given up for those events only: it would keep the token. Nothing depends on the
     text being the device's: duplicates are recognised by (device, event id), and attendance is folded from the
-    body, which holds the digest that matches the member's stored card."""
-    out = events
-    for i, e in enumerate(events):
-        if e.type == "checkin":
-            body = cards.redact_checkin(e.body, key)
-            if body is not e.body:
-                out = out if out is not events else list(events)
-                out[i] = e._replace(body=body, text=None)
+    body, whose digest matches the member's stored card."""
+    checkins = [i for i, e in enumerate(events) if e.type == "checkin" and cards.credential_of(e.body)]
+    if not checkins:
+        return events
+    from server.org_models import Member
+
+    given = {cards.credential_of(events[i].body) for i in checkins}
+    numbers = set(session.scalars(select(Member.member_no).where(Member.member_no.in_(sorted(given)))))
+    out = list(events)
+    for i in checkins:
+        body = cards.redact_checkin(events[i].body, key, numbers)
+        if body is not events[i].body:
+            out[i] = events[i]._replace(body=body, text=None)
     return out
 
 
@@ -222,7 +228,7 @@ def prepare(session: Session, device: str, epoch: int, first: int, last: int, ev
     if reason is not None or not events:
         return p
     p.facts = lookups.device(session, device)
-    events = p.events = _without_card_tokens(events, rules.card_key)
+    events = p.events = _without_card_tokens(session, events, rules.card_key)
     p.attributed = attendance.attribute(events, now, p.facts, rules)
     p.rows = _rows(device, epoch, events, p.attributed, now, session.get_bind().dialect.name == "sqlite")
     try:

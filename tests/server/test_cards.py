@@ -26,6 +26,8 @@ def test_a_card_check_in_matches_its_member_and_no_token_is_stored(services):
         member = session.scalar(select(Member).where(Member.member_no == "M00000001"))
         assert checkin.member_id == member.id
         assert checkin.credential == cards.digest(services.card_key, "CARD-0001") == member.card_token
+        by_number = session.scalar(select(Checkin).where(Checkin.credential == "M00010001"))
+        assert by_number is not None and by_number.member_id is not None, "a member number is no secret: kept"
         attendees = session.scalars(select(SessionAttendee.member_id)
                                     .where(SessionAttendee.session_key == c.class_key)).all()
         assert member.id in attendees

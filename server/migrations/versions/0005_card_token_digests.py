@@ -1,6 +1,6 @@
 """card token digests
 
-Members' card tokens, card check-ins and the stored check-in events keep only the keyed digest of a card's token
+Members' card tokens, check-ins and the stored check-in events keep only the keyed digest of a card's token
 (server/cards.py: HMAC-SHA256 under a key derived from the instance secret), so the database no longer holds the
 tokens and a check-in still matches its member. The key comes from the instance, so this runs through
 `lessoncast db upgrade` or `lessoncast init`/`run`; a database with plaintext cards refuses to upgrade without it.
@@ -38,11 +38,18 @@ def _key(plaintext_rows: int) -> bytes:
 
 def upgrade() -> None:
     bind = op.get_bind()
+    numbers = set(bind.scalars(sa.text("SELECT member_no FROM members")))
     members = bind.execute(sa.text("SELECT id, card_token FROM members WHERE card_token IS NOT NULL "
                                    "AND card_token NOT LIKE :p"), {"p": _LIKE_DIGEST}).all()
-    checkins = bind.execute(sa.text("SELECT id, credential FROM checkins WHERE method = 'card' "
-                                    "AND credential NOT LIKE :p"), {"p": _LIKE_DIGEST}).all()
-    events = bind.execute(sa.text("SELECT id, body FROM device_events WHERE type = 'checkin'")).all()
+    # A check-in's credential is a member number (no secret: kept) or a card's token (hashed), whatever the method.
+    checkins = [(i, c) for i, c in bind.execute(sa.text("SELECT id, credential FROM checkins WHERE credential <> '' "
+                                                        "AND credential NOT LIKE :p"), {"p": _LIKE_DIGEST})
+                if c not in numbers]
+    events = []
+    for row_id, body in bind.execute(sa.text("SELECT id, body FROM device_events WHERE type = 'checkin'")):
+        value = json.loads(body) if isinstance(body, str) else body
+        if isinstance(value, dict):
+            events.append((row_id, value))
     key = _key(len(members) + len(checkins) + len(events))
     for row_id, token in members:
         bind.execute(sa.text("UPDATE members SET card_token = :t WHERE id = :i"),
@@ -50,9 +57,8 @@ def upgrade() -> None:
     for row_id, credential in checkins:
         bind.execute(sa.text("UPDATE checkins SET credential = :c WHERE id = :i"),
                      {"c": cards.digest(key, credential), "i": row_id})
-    for row_id, body in events:
-        value = json.loads(body) if isinstance(body, str) else body
-        redacted = cards.redact_checkin(value, key) if isinstance(value, dict) else value
+    for row_id, value in events:
+        redacted = cards.redact_checkin(value, key, numbers)
         if redacted is not value:
             bind.execute(sa.text("UPDATE device_events SET body = :b WHERE id = :i")
                          .bindparams(sa.bindparam("b", type_=sa.JSON)), {"b": redacted, "i": row_id})
