@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 
 import click
 
@@ -71,3 +72,8 @@ def main() -> None:
 
     Settings come from LESSONCAST_* environment variables or the instance config file; see 'lessoncast config'.
     """
+    if click.get_current_context().invoked_subcommand != "agent":
+        # The server's data holds members' names, secrets and keys: every file a server process (and the broker,
+        # web server and workers it starts) creates is its owner's only - the database and its -wal/-shm, the job
+        # queue, logs, broker persistence. The device agent keeps its own rules.
+        os.umask(0o077)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Mapping, Optional
 
-from flask import Flask
+from flask import Flask, Response, request
 
 from server import errors, settings as settings_mod
 from server.instance import secret_key
@@ -36,7 +36,33 @@ def create_app(overrides: Optional[Mapping[str, Any]] = None, services: Optional
         app.register_blueprint(blueprint)
     errors.register(app)
     app.teardown_request(discard_unclaimed)
+    app.after_request(security_headers)
     return app
+
+
+# The console is server-rendered and loads only its own scripts, styles and fonts (DESIGN: nothing from outside the
+# machine). htmx keeps working with it when its meta config sets includeIndicatorStyles false (its one injected
+# <style>); ECharts draws on canvas and sets styles through the DOM, which style-src does not restrict.
+CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+                           "font-src 'self'; connect-src 'self'; media-src 'self'; object-src 'none'; "
+                           "base-uri 'self'; form-action 'self'; frame-ancestors 'none'")
+# Member names, cards, attendance and device holders: never kept by a browser or a proxy.
+PERSONAL_DATA = ("/api/v1/members", "/api/v1/reports", "/api/v1/sessions", "/api/v1/devices", "/api/v1/fleet")
+
+
+def security_headers(response: Response) -> Response:
+    """Add the headers every answer carries; member, report and device data are never stored by a cache."""
+    headers = response.headers
+    headers.setdefault("X-Content-Type-Options", "nosniff")
+    headers.setdefault("Referrer-Policy", "same-origin")
+    headers.setdefault("X-Frame-Options", "DENY")
+    headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+    path = request.path
+    if path.startswith(PERSONAL_DATA):
+        headers["Cache-Control"] = "no-store"
+    elif path.startswith("/api/") and "Cache-Control" not in headers:
+        headers["Cache-Control"] = "no-store"  # an API answer is for the caller, now; media and TUF say otherwise
+    return response
 
 
 def _babel(app: Flask) -> None:

@@ -19,7 +19,7 @@ from sqlalchemy import delete, func, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from server import attendance_rules as rules_mod
+from server import cards, attendance_rules as rules_mod
 from server.attendance_models import (AttendanceExclusion, BroadcastDay, Checkin, ClassSession, LessonCoverage,
                                       SessionAttendee)
 from server.attendance_rules import Rules, SessionFacts, Window
@@ -298,16 +298,26 @@ def _write_coverage(session: Session, coverage: dict, rules: Rules) -> None:
 
 
 def _write_checkins(session: Session, checkins: list[dict], rules: Rules) -> None:
-    credentials = {c["credential"] for c in checkins}
-    members: dict[str, int] = {}
+    # A credential is a member number (kept as it is: no secret) or a card's token, of which only the keyed digest
+    # is stored and compared (server/cards.py); ingest has already replaced tokens in the stored events.
+    digests = {c["credential"]: cards.digest(rules.card_key, c["credential"]) for c in checkins}
+    credentials = set(digests) | set(digests.values())
+    numbers: dict[str, int] = {}
+    owners: dict[str, int] = {}
     for start in range(0, len(credentials), 500):
         chunk = sorted(credentials)[start:start + 500]
         for mid, no, card in session.execute(select(Member.id, Member.member_no, Member.card_token).where(
                 or_(Member.member_no.in_(chunk), Member.card_token.in_(chunk)))):
-            members.setdefault(no, mid)
+            numbers[no] = mid
             if card:
-                members[card] = mid
-    rows = [dict(c, member_id=members.get(c["credential"])) for c in checkins]
+                owners[card] = mid
+    rows = []
+    for c in checkins:
+        plain = c["credential"]
+        if plain in numbers:
+            rows.append(dict(c, member_id=numbers[plain]))
+        else:
+            rows.append(dict(c, credential=digests[plain], member_id=owners.get(digests[plain])))
     session.connection().execute(_insert(session)(Checkin.__table__)
                                  .on_conflict_do_nothing(index_elements=["device_uid", "event_id"]), rows)
     # A check-in may arrive after the session it belongs to: attach it to every session around it. A batch is one

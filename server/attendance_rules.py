@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from typing import Any, Iterable, Mapping, NamedTuple, Optional, Sequence
 from zoneinfo import ZoneInfo
@@ -47,6 +47,8 @@ class Rules:
     checkin_after_s: float = 30 * 60.0
     clock_tolerance_s: float = 10 * 60.0
     timezone: str = "Asia/Shanghai"
+    # The key card tokens are hashed with (server/cards.py), so a check-in matches the stored digest.
+    card_key: bytes = field(default=b"", repr=False)
 
     @property
     def zone(self) -> ZoneInfo:

@@ -1,13 +1,16 @@
 """The Mosquitto that lessoncast runs: its generated config, password file, ACL and server account.
 
 The password file and ACL are written from the database (devices keep their Mosquitto password hash), atomically,
-and the running broker is told to reload them with SIGHUP, which keeps every connected client connected.
+and the running broker is told to reload them with SIGHUP, which keeps every connected client connected. The device
+listener's subscriptions are checked by a second mechanism, the dynamic-security plugin (`server/broker_gate.py`),
+because Mosquitto 2.0's acl_file grants every SUBSCRIBE.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import logging
 import os
 import pwd
@@ -19,6 +22,7 @@ from typing import Iterable
 
 from playlists import topics
 
+from server import broker_gate
 from server.file_lock import exclusive
 from server.instance import write_private
 from server.services import Services
@@ -45,10 +49,40 @@ def server_password(services: Services) -> str:
     return path.read_text().strip()
 
 
+def gate_admin_password(services: Services) -> str:
+    """The password of the subscription gate's admin account on the device listener, created on first use."""
+    path = services.data / "broker" / "gate-admin.secret"
+    if not path.exists():
+        write_private(path, secrets.token_urlsafe(32))
+    return path.read_text().strip()
+
+
+def share_group(services: Services) -> str:
+    """Ingest's shared-subscription group: derived from the instance secret, so no device can name it.
+
+    The device listener refuses every `$share` filter already; a group nobody outside the instance knows also keeps
+    a session that subscribed before that refusal existed (persisted by the broker) out of ingest's group.
+    """
+    from server.instance import secret_key
+
+    secret = services.settings.secret_key or secret_key(services.data)
+    digest = hmac.new(secret.encode(), b"lessoncast mqtt share group", hashlib.sha256)
+    return "lessoncast-" + digest.hexdigest()[:24]
+
+
 def _listener_auth(broker: Path, passwd: str, acl: str) -> str:
     return ("allow_anonymous false\n"
             f"password_file {broker / passwd}\n"
             f"acl_file {broker / acl}\n")
+
+
+def _gate_plugin(broker: Path, gate_file: str) -> str:
+    plugin = broker_gate.plugin_path()
+    if plugin is None:
+        raise RuntimeError(f"Mosquitto's dynamic-security plugin ({broker_gate.PLUGIN_NAME}) is missing: it comes "
+                           "with Debian's mosquitto package (apt install mosquitto); lessoncast needs it to refuse "
+                           "devices' subscriptions outside their own topics.")
+    return f"plugin {plugin}\nplugin_opt_config_file {broker / gate_file}\n"
 
 
 def write_config(services: Services) -> Path:
@@ -62,6 +96,8 @@ def write_config(services: Services) -> Path:
     s = services.settings
     broker = services.data / "broker"
     (broker / "persistence").mkdir(parents=True, exist_ok=True)
+    # The broker about to start reads the gate's file once; the password file then holds exactly its devices.
+    write_gate(services)
     write_auth(services)
     device_listener = _listener_auth(broker, "passwd", "acl") + (
         # Devices connect with username = client id, so one device's credentials cannot take another's session.
@@ -86,7 +122,8 @@ def write_config(services: Services) -> Path:
         "connection_messages true\n"
         "\n# devices\n"
         f"listener {s.mqtt_port} {s.mqtt_host}\n"
-        "protocol mqtt\n" + device_listener +
+        # The acl_file grants every SUBSCRIBE; the plugin refuses what is not the device's own (broker_gate.py).
+        "protocol mqtt\n" + device_listener + _gate_plugin(broker, "gate.json") +
         "\n# lessoncast's own processes\n"
         f"listener {s.mqtt_server_port} {s.mqtt_server_host}\n"
         "protocol mqtt\n" + _listener_auth(broker, "server.passwd", "server.acl")
@@ -100,7 +137,7 @@ def write_config(services: Services) -> Path:
                  "protocol mqtt\n"
                  f"certfile {s.mqtt_tls_cert}\n"
                  f"keyfile {s.mqtt_tls_key}\n"
-                 "tls_version tlsv1.2\n" + device_listener)
+                 "tls_version tlsv1.2\n" + device_listener + _gate_plugin(broker, "gate-tls.json"))
     conf = broker / "mosquitto.conf"
     conf.write_text(text, encoding="utf-8")
     return conf
@@ -150,41 +187,85 @@ def _replace_private(path: Path, text: str) -> None:
     os.replace(tmp, path)  # the broker never reads half a file
 
 
-def write_auth(services: Services) -> None:
-    """Rewrite the password file and ACL from the database (enrolled devices only; revoked ones vanish)."""
+def _enrolled(services: Services) -> list:
     from sqlalchemy import select
 
     from server.org_models import Device
 
-    broker = services.data / "broker"
     with services.db.session() as session:
-        rows = session.execute(select(Device.uid, Device.channel, Device.mqtt_password_hash)
+        return session.execute(select(Device.uid, Device.channel, Device.mqtt_password_hash)
                                .where(Device.state == "enrolled")).all()
+
+
+def write_gate(services: Services) -> None:
+    """Write the subscription gate's files from the database, for a broker about to start (it reads them once)."""
+    broker = services.data / "broker"
+    admin_hash = password_line(broker_gate.ADMIN_USER, gate_admin_password(services)).split(":", 1)[1]
+    with exclusive(broker / "auth.lock"):
+        broker_gate.write_file(broker / "gate.json",
+                               broker_gate.config({u: c for u, c, _ in _enrolled(services)}, admin_hash))
+        broker_gate.write_file(broker / "gate-tls.json", broker_gate.listener_only_config())
+
+
+def write_auth(services: Services, gated: set[str] | None = None) -> None:
+    """Rewrite the password file and ACL from the database (enrolled devices only; revoked ones vanish).
+
+    GATED is the set of devices the running broker's subscription gate knows; only they go into the password file.
+    None means the broker is not running: it will read the gate file, so its devices are the gated ones.
+    """
+    broker = services.data / "broker"
+    rows = _enrolled(services)
     # Several web processes may enrol devices at once: one writer at a time, and each writes the whole file.
     with exclusive(broker / "auth.lock"):
+        if gated is None:
+            gated = broker_gate.file_clients(broker / "gate.json")
         server_line = password_line(SERVER_USER, server_password(services))
         _replace_private(broker / "server.passwd", server_line + "\n")
         _replace_private(broker / "server.acl", f"user {SERVER_USER}\ntopic readwrite lc/#\ntopic read $SYS/#\n")
-        _replace_private(broker / "passwd", passwd_text([(u, h) for u, _, h in rows if h]))
+        _replace_private(broker / "passwd", passwd_text([(u, h) for u, _, h in rows if h and u in gated]))
         _replace_private(broker / "acl", acl_text([(u, c) for u, c, _ in rows]))
 
 
-def reload(services: Services) -> bool:
-    """Send SIGHUP to the broker lessoncast runs, so it rereads passwords and ACL; False if none is running."""
+def _running_pid(services: Services) -> int | None:
     pid_file = services.data / "broker" / "mosquitto.pid"
     try:
         pid = int(pid_file.read_text().strip())
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except (OSError, ValueError):
+        return None
+    return pid if b"mosquitto" in cmdline else None  # else a stale pid file whose number is another process's
+
+
+def reload(services: Services) -> bool:
+    """Send SIGHUP to the broker lessoncast runs, so it rereads passwords and ACL; False if none is running."""
+    pid = _running_pid(services)
+    if pid is None:
         return False
-    if b"mosquitto" not in cmdline:
-        return False  # a stale pid file whose number now belongs to another process
     os.kill(pid, signal.SIGHUP)
     return True
 
 
 def apply_auth(services: Services) -> None:
-    """Rewrite the broker's password file and ACL from the database and reload the broker if it is ours."""
-    write_auth(services)
-    if not reload(services) and not services.settings.mqtt_url:
-        log.info("no running broker to reload; it reads the new files when it starts")
+    """Bring the broker's subscription gate, password file and ACL up to the database and reload the broker if it
+    is ours. A device the broker drops has its session (and what it subscribed to) discarded."""
+    if services.settings.mqtt_url or _running_pid(services) is None:
+        write_gate(services)  # read by the broker when it starts
+        write_auth(services)
+        if not reload(services) and not services.settings.mqtt_url:
+            log.info("no running broker to reload; it reads the new files when it starts")
+        return
+    broker = services.data / "broker"
+    # One admin at a time: the device listener takes the username as client id.
+    with exclusive(broker / "gate.lock"):
+        try:
+            with broker_gate.GateAdmin.for_services(services) as admin:
+                gated, dropped = broker_gate.sync(admin, {u: c for u, c, _ in _enrolled(services)})
+                write_auth(services, gated)
+                reload(services)
+                # Only now, out of the password file, may a dropped device be unknown to the gate.
+                broker_gate.forget(admin, dropped)
+        except broker_gate.GateUnavailable as exc:
+            # Fail closed: devices the gate has not taken stay out of the password file until a later change.
+            log.error("%s; devices enrolled since the broker started cannot connect until it answers", exc)
+            write_auth(services, broker_gate.file_clients(broker / "gate.json"))
+            reload(services)

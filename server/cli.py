@@ -24,22 +24,45 @@ def _services():
         raise click.ClickException(str(exc)) from None
 
 
+SECRETS_FILE = "one-time-secrets.txt"
+
+
 def _initialised(services) -> None:
     from server.instance import initialise
 
     result = initialise(services)
+    secrets: list[str] = []
     if result.admin_password:
-        click.secho("First admin account created. Its password is shown only this once:", fg="yellow", err=True)
-        click.secho(f"    user: admin    password: {result.admin_password}", fg="yellow", bold=True, err=True)
+        secrets += ["First admin account created. Its password is shown only this once:",
+                    f"    user: admin    password: {result.admin_password}"]
+    if result.root_key and result.root_passphrase:
+        secrets += [f"The passphrase of the root key {result.root_key} (shown only this once):",
+                    f"    passphrase: {result.root_passphrase}"]
+    if secrets:
+        _tell_secrets(services, secrets)
     if result.root_key:
         click.secho("The county's signing keys were created. The root key signs only key changes and belongs OFFLINE:",
                     fg="yellow", err=True)
         click.secho(f"    root key: {result.root_key}", fg="yellow", bold=True, err=True)
-        if result.root_passphrase:
-            click.secho(f"    passphrase (shown only this once): {result.root_passphrase}", fg="yellow", bold=True,
-                        err=True)
         click.secho("    Copy it (and its passphrase) to a USB stick kept in the office safe, then delete it here. "
                     "You need it again only for 'lessoncast keys rotate-root'.", fg="yellow", err=True)
+
+
+def _tell_secrets(services, lines: list[str]) -> None:
+    """Show one-time secrets on the terminal only. Without one (a service, output sent to a log file) they go to a
+    file only this account can read, and the output says where: a log file must never hold them."""
+    if sys.stderr.isatty():
+        for line in lines:
+            click.secho(line, fg="yellow", bold=line.startswith("    "), err=True)
+        return
+    from server.instance import write_private
+
+    path = services.data / SECRETS_FILE
+    before = path.read_text(encoding="utf-8") if path.exists() else ""
+    write_private(path, before + "\n".join(lines) + "\n")
+    click.secho(f"One-time secrets (the first admin's password, the root key's passphrase) were written to {path}, "
+                "readable only by this account: read them, keep them safe, then delete the file.", fg="yellow",
+                err=True)
 
 
 @click.command()
@@ -250,7 +273,8 @@ def db_upgrade(revision: str) -> None:
     """Migrate the database up."""
     from server import migrate
 
-    migrate.upgrade(_services().settings.db_url, revision)
+    services = _services()
+    migrate.upgrade(services.settings.db_url, revision, card_key=services.card_key)
     click.echo("Database migrated.")
 
 

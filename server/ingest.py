@@ -27,7 +27,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from playlists import topics
-from server import attendance, retained
+from server import attendance, cards, retained
 from server.attendance import Attributed, Lookups
 from server.attendance_rules import Rules
 from server.event_batches import (Event, EventFileError, ack_payload, batch_range, contiguous_end,
@@ -196,6 +196,28 @@ class Prepared:
 _FOLD_ERRORS = (ValueError, TypeError, OverflowError, KeyError, ArithmeticError)
 
 
+def _without_card_tokens(session: Session, events: list[Event], key: bytes) -> list[Event]:
+    """EVENTS with each check-in's card token replaced by its keyed digest (server/cards.py), stored as such; a
+    member number stays.
+
+    The event's exact text is given up for those events only: it would keep the token. Nothing depends on the
+    text being the device's: duplicates are recognised by (device, event id), and attendance is folded from the
+    body, whose digest matches the member's stored card."""
+    checkins = [i for i, e in enumerate(events) if e.type == "checkin" and cards.credential_of(e.body)]
+    if not checkins:
+        return events
+    from server.org_models import Member
+
+    given = {cards.credential_of(events[i].body) for i in checkins}
+    numbers = set(session.scalars(select(Member.member_no).where(Member.member_no.in_(sorted(given)))))
+    out = list(events)
+    for i in checkins:
+        body = cards.redact_checkin(events[i].body, key, numbers)
+        if body is not events[i].body:
+            out[i] = events[i]._replace(body=body, text=None)
+    return out
+
+
 def prepare(session: Session, device: str, epoch: int, first: int, last: int, events: Optional[list[Event]],
             payload: bytes, reason: Optional[str], now: datetime, rules: Rules, lookups: Lookups) -> Prepared:
     """Everything about a batch that needs no lock: attribution, rows, the attendance fold (SESSION only reads).
@@ -206,6 +228,7 @@ def prepare(session: Session, device: str, epoch: int, first: int, last: int, ev
     if reason is not None or not events:
         return p
     p.facts = lookups.device(session, device)
+    events = p.events = _without_card_tokens(session, events, rules.card_key)
     p.attributed = attendance.attribute(events, now, p.facts, rules)
     p.rows = _rows(device, epoch, events, p.attributed, now, session.get_bind().dialect.name == "sqlite")
     try:

@@ -21,11 +21,11 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from playlists import topics
 from server import retained
+from server.broker import share_group
 from server.mqtt_link import BrokerAddress, BrokerUnavailable, ServerLink
 
 log = logging.getLogger(__name__)
 
-GROUP = "lessoncast"
 BEAT_S = 5.0
 # The flusher thread sends acks as soon as a commit made some, and looks at least this often: acks must never wait
 # for the queue to run empty (with a backlog it never does, and devices would resend what is already stored).
@@ -63,12 +63,13 @@ class Ingest:
     it returns (or the session expires and the devices send those events again).
     """
 
-    def __init__(self, services, *, client_id: Optional[str] = None, group: str = GROUP,
+    def __init__(self, services, *, client_id: Optional[str] = None, group: Optional[str] = None,
                  session_expiry_s: int = SESSION_EXPIRY_S, beat_s: float = BEAT_S):
         self.services = services
         self.address = BrokerAddress.from_services(services)
         # Stable across restarts, so the broker resumes this process's session (and what it queued meanwhile).
         self.client_id = client_id or f"lessoncast-ingest-{socket.gethostname()}"
+        group = group or share_group(services)
         self.filters = [topics.shared(group, topics.all_events()), topics.shared(group, topics.all_status())]
         self.session_expiry_s = session_expiry_s
         self.beat_s = beat_s

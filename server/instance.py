@@ -42,13 +42,33 @@ class InitResult:
     root_key: Optional[Path] = None
 
 
+def make_private(services: Services) -> None:
+    """Make the data directory 0700 and the database, job queue and log files in it 0600, also when an older
+    version (or another umask) created them open to everyone."""
+    from sqlalchemy.engine import make_url
+
+    data = services.data
+    data.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(data, 0o700)
+    files = [p for p in data.iterdir() if p.is_file() and (p.name.startswith(("lessoncast.db", "queue.db"))
+                                                           or p.suffix == ".log" or p.name == "secret_key")]
+    url = make_url(services.settings.db_url)
+    if url.get_backend_name() == "sqlite" and url.database:
+        db = Path(url.database)
+        files += [p for p in db.parent.glob(db.name + "*") if p.is_file()]  # a database kept elsewhere
+    for path in files:
+        os.chmod(path, 0o600)
+
+
 def initialise(services: Services, admin_username: str = "admin") -> InitResult:
     """Create the data directory, migrate the database, and create the first admin if there is no account."""
     data = services.data
+    make_private(services)
     for sub in ("media", "sources", "uploads", "work", "broker"):
         (data / sub).mkdir(parents=True, exist_ok=True)
     secret_key(data)
-    migrate.upgrade(services.settings.db_url)
+    migrate.upgrade(services.settings.db_url, card_key=services.card_key)
+    make_private(services)  # the database file the migration may just have created
     root_passphrase, root_key = None, None
     if not trust_service.initialised(services):
         root_passphrase = trust_service.create_keys(services)

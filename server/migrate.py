@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 from alembic import command
 from alembic.config import Config
@@ -10,17 +11,19 @@ from alembic.config import Config
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 
-def alembic_config(url: str) -> Config:
-    """An Alembic config pointing at lessoncast's migrations and the given database URL."""
+def alembic_config(url: str, card_key: Optional[bytes] = None) -> Config:
+    """An Alembic config pointing at lessoncast's migrations and the given database URL (and the instance's card
+    key, which the migration that hashes card tokens needs)."""
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    cfg.attributes["card_key"] = card_key
     return cfg
 
 
-def upgrade(url: str, revision: str = "head") -> None:
+def upgrade(url: str, revision: str = "head", card_key: Optional[bytes] = None) -> None:
     """Migrate the database at URL up to REVISION (the newest by default)."""
-    command.upgrade(alembic_config(url), revision)
+    command.upgrade(alembic_config(url, card_key), revision)
 
 
 def downgrade(url: str, revision: str) -> None:

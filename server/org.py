@@ -7,11 +7,13 @@ changes nothing.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, Mapping, Optional
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
+from server import cards
 from server.errors import ApiError
 from server.org_csv import (BRANCH_LIMIT, BRANCH_PREFIX, MANAGED_MEMBER_KINDS, FieldError, ImportResult,
                             MemberContext, MemberRow, Table, check_card, check_code, check_date, check_flags,
@@ -177,16 +179,36 @@ def import_members(services: Services, data: bytes, actor: str, source: str = ""
         org = _Org(session)
         members = {m.member_no: m for m in session.scalars(select(Member))}
         known = MemberContext(frozenset(org.sites), {k: g.kind for k, g in org.groups.items()},
-                              {m.card_token: no for no, m in members.items() if m.card_token})
+                              _CardOwners(services.card_key,
+                                          {m.card_token: no for no, m in members.items() if m.card_token}))
         rows = check_members(table, known)
         return _write_members(services, session, org, members, rows)
 
     return _import(services, data, "members", actor, source, write)
 
 
+class _CardOwners(Mapping[str, str]):
+    """Whose card each token is, looked up by the token a file gives, over the stored digests."""
+
+    def __init__(self, key: bytes, owners: dict[str, str]):
+        self.key, self.owners = key, owners
+
+    def __getitem__(self, token: str) -> str:
+        return self.owners[cards.digest(self.key, token)]
+
+    def __iter__(self):
+        return iter(self.owners)
+
+    def __len__(self) -> int:
+        return len(self.owners)
+
+
 def _write_members(services: Services, session: Session, org: _Org, members: dict[str, Member],
                    rows: list[MemberRow]) -> ImportResult:
     now = services.clock()
+    # Cards are stored as keyed digests (server/cards.py), never as the token the file gives.
+    rows = [dataclasses.replace(r, card_token=cards.digest(services.card_key, r.card_token)) if r.card_token else r
+            for r in rows]
     # Cards can move between members of one file; clear the moving ones first so no flush sees a card twice.
     for row in rows:
         member = members.get(row.member_no)
@@ -378,6 +400,7 @@ def _member_json(session: Session, member: Member, include_card: bool) -> dict[s
             "left": member.left_on.isoformat() if member.left_on else None, "flags": list(member.flags),
             "groups": list(keys), "updated_at": member.updated_at.isoformat()}
     if include_card:
+        # Only the card's digest is stored: it tells staff which card is registered without giving its token away.
         body["card_token"] = member.card_token
     return body
 
@@ -468,7 +491,7 @@ def _member_changes(org: _Org, member: Member, changes: Mapping[str, Any]) -> tu
             raise FieldError("site", f"no site with code {code!r}; see GET /api/v1/sites")
         values["site_id"] = org.sites[code].id
     if "card_token" in changes:
-        values["card_token"] = check_card(_text(changes, "card_token"))
+        values["card_token"] = check_card(_text(changes, "card_token"))  # hashed by the caller, once checked
     for name, attribute in (("joined", "joined_on"), ("left", "left_on")):
         if name in changes:
             values[attribute] = check_date(_text(changes, name), name)
@@ -496,10 +519,12 @@ def update_member(services: Services, member_id: str, changes: Mapping[str, Any]
         except FieldError as exc:
             raise _api_field(exc) from None
         card = values.get("card_token")
-        if card and session.scalar(select(Member.member_no).where(Member.card_token == card,
-                                                                  Member.id != member.id)):
-            raise ApiError(409, "card_taken", f"card {card!r} belongs to another member; give them another "
-                                              "card first", field="card_token")
+        if card:
+            values["card_token"] = cards.digest(services.card_key, card)
+            if session.scalar(select(Member.member_no).where(Member.card_token == values["card_token"],
+                                                             Member.id != member.id)):
+                raise ApiError(409, "card_taken", f"card {card!r} belongs to another member; give them another "
+                                                  "card first", field="card_token")
         changed = _assign(member, **values)
         session.flush()
         changed = _sync_member_groups(org, member, keys, _member_links(session, [member.id]).get(member.id, {})) \

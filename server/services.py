@@ -67,7 +67,15 @@ class Services:
         return Rules(completion_threshold=s.attendance_completion, grace_days=s.attendance_grace_days,
                      class_min_s=s.attendance_class_minutes * 60.0, checkin_before_s=s.attendance_checkin_before,
                      checkin_after_s=s.attendance_checkin_after, clock_tolerance_s=s.attendance_clock_tolerance,
-                     timezone=s.county_timezone)
+                     timezone=s.county_timezone, card_key=self.card_key)
+
+    @cached_property
+    def card_key(self) -> bytes:
+        """The key members' card tokens are hashed with (server/cards.py), derived from the instance secret."""
+        from server.cards import derive_key
+        from server.instance import secret_key
+
+        return derive_key(self.settings.secret_key or secret_key(self.data))
 
     @cached_property
     def limits(self) -> Limits:

@@ -36,6 +36,7 @@ class MqttProbe:
         if self.username is not None:
             self.client.username_pw_set(self.username, self.password)
         self.reason = None
+        self.session_present = False
         self.disconnected = threading.Event()
         self._connack = threading.Event()
         self._subacks: dict[int, list] = {}
@@ -45,8 +46,9 @@ class MqttProbe:
         self.client.on_disconnect = lambda *_a: self.disconnected.set()
         self.client.on_subscribe = self._on_subscribe
 
-    def _on_connect(self, _c, _u, _flags, reason_code, _props):
+    def _on_connect(self, _c, _u, flags, reason_code, _props):
         self.reason = reason_code
+        self.session_present = bool(flags.session_present)
         self._connack.set()
 
     def _on_subscribe(self, _c, _u, mid, reason_codes, _props):

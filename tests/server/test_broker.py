@@ -1,6 +1,7 @@
 """The broker lessoncast configures, tested with a real Mosquitto and real enrolled device credentials.
 
-Mosquitto grants a subscription to any filter and filters per message, so these tests check what arrives.
+The device listener refuses foreign filters at SUBSCRIBE (tests/server/test_broker_gate.py); what a device may
+subscribe to is still filtered per message, so these tests check what arrives.
 """
 
 import time
@@ -72,9 +73,13 @@ def test_device_reads_only_its_own_topics(broker, enrolled):
     b = enrolled("radio", name="乙", language="bo")
     assert a["channel"] != b["channel"]
     spy = _device(broker, a)
-    spy.subscribe("#")
-    spy.subscribe(f"lc/v1/devices/{b['device']}/#")
-    spy.subscribe("lc/v1/channels/+/notify")
+    for own in (topics.config(a["device"]), topics.cmd(a["device"]), topics.ack(a["device"]),
+                topics.notify(a["channel"])):
+        spy.subscribe(own)
+    # Refused at SUBSCRIBE, or (another channel's notify, which the gate grants every device) dropped on delivery.
+    for foreign in ("#", f"lc/v1/devices/{b['device']}/#", topics.config(b["device"]), "lc/v1/channels/+/notify",
+                    topics.notify(b["channel"])):
+        spy.subscribe(foreign)
     _server_publish(broker, [
         (topics.config(b["device"]), b"secret config"), (topics.ack(b["device"]), b"b ack"),
         (topics.notify(b["channel"]), b"b notify"), (topics.notify(a["channel"]), b"a notify"),
@@ -213,15 +218,21 @@ def test_devices_connect_over_the_tls_listener(tmp_path):
         client.tls_set(ca_certs=str(cert), cert_reqs=ssl.CERT_REQUIRED)
         result = {}
         client.on_connect = lambda _c, _u, _f, rc, _p: result.setdefault("rc", rc)
+        client.on_subscribe = lambda _c, _u, mid, rcs, _p: result.setdefault(mid, rcs)
         client.connect("127.0.0.1", services.settings.mqtt_tls_port)
         client.loop_start()
         wait_for(lambda: "rc" in result, 10, "CONNACK over TLS")
         assert not result["rc"].is_failure
+        # The TLS listener has the same subscription gate as the plain one.
+        own = client.subscribe(topics.config(answer["device"]), qos=1)[1]
+        share = client.subscribe("$share/lessoncast/lc/v1/devices/+/events", qos=1)[1]
+        wait_for(lambda: own in result and share in result, 10, "SUBACKs over TLS")
+        assert not result[own][0].is_failure and result[share][0].value == 135
         client.disconnect()
         client.loop_stop()
     finally:
         proc.terminate()
-        proc.wait(timeout=10)
+        assert proc.wait(timeout=10) == 0, "the broker (with the plugin on two listeners) stops cleanly"
         services.db.dispose()
 
 

@@ -71,6 +71,13 @@ def member(services, member_no):
         return session.scalar(select(Member).where(Member.member_no == member_no))
 
 
+def card(services, token: str) -> str:
+    """How card TOKEN is stored: its keyed digest (server/cards.py)."""
+    from server import cards
+
+    return cards.digest(services.card_key, token)
+
+
 def test_sites_import_creates_townships_sites_and_hierarchy_groups(fixed_clock):
     services = fixed_clock
     result = org.import_sites(services, SITES.encode(), "staff")
@@ -125,7 +132,7 @@ def test_site_moving_to_another_township_moves_its_group_link(loaded):
 
 def test_members_import_flags_dates_branch_and_groups(loaded):
     zhang, wang = member(loaded, "M001"), member(loaded, "M003")
-    assert zhang.flags == ["at_sea", "over70"] and zhang.card_token == "CARD-1"
+    assert zhang.flags == ["at_sea", "over70"] and zhang.card_token == card(loaded, "CARD-1")
     assert zhang.joined_on == date(1980, 7, 1) and member(loaded, "M002").joined_on == date(2001, 5, 4)
     assert (wang.joined_on, wang.left_on, wang.flags) == (date(2010, 3, 9), date(2024, 1, 2), ["migrant", "over70"])
     assert group_members(loaded, "branch:qs:青山村党支部") == ["M001", "M002"]
@@ -149,7 +156,8 @@ def test_members_reimport_replaces_branch_and_special_links(loaded):
 def test_cards_may_swap_between_members_of_one_file(loaded):
     swapped = MEMBERS.replace("CARD-1", "CARD-X").replace("CARD-3", "CARD-1").replace("CARD-X", "CARD-3")
     assert org.import_members(loaded, swapped.encode(), "test").updated == 2
-    assert (member(loaded, "M001").card_token, member(loaded, "M003").card_token) == ("CARD-3", "CARD-1")
+    assert (member(loaded, "M001").card_token, member(loaded, "M003").card_token) == (card(loaded, "CARD-3"),
+                                                                                      card(loaded, "CARD-1"))
 
 
 def test_file_with_only_a_header_imports_nothing(loaded):

@@ -15,9 +15,9 @@ from server.errors import ApiError
 from tests.mqtt_client import MqttProbe
 
 
-def _device(services, answer):
+def _device(services, answer, **kw):
     m = answer["mqtt"]
-    return MqttProbe(services.settings.mqtt_port, m["username"], m["password"], m["username"]).connect()
+    return MqttProbe(services.settings.mqtt_port, m["username"], m["password"], m["username"], **kw).connect()
 
 
 @pytest.fixture
@@ -50,14 +50,18 @@ def test_publish_tells_each_device_only_its_own_channel(broker, enrolled, quarte
     assert by_channel[radio["channel"]]["download_bytes_per_device"] > 0
 
     early = _device(broker, radio)  # connected before the publish
-    early.subscribe("#")
+    early.subscribe(topics.config(radio["device"]))
+    early.subscribe(topics.notify(radio["channel"]))
+    early.subscribe(topics.notify(terminal["channel"]))  # refused: not its channel
     result = publish.publish(broker, pid, "test")
     assert result["delivered"] and result["tuf"]["targets"] >= 2
     versions = {c["id"]: c["version"] for c in result["channels"]}
     assert versions[radio["channel"]] == 2, "v1 was the empty manifest signed when the radio enrolled"
     early.wait_for_payload(topics.notify(radio["channel"]), lambda p: json.loads(p)["manifest_version"] == 2)
     late = _device(broker, terminal)  # connects after the publish: retained messages wait for it
-    late.subscribe("#")
+    late.subscribe(topics.config(terminal["device"]))
+    late.subscribe(topics.notify(terminal["channel"]))
+    late.subscribe(topics.notify(radio["channel"]))  # refused: not its channel
     late.wait_for(topics.notify(terminal["channel"]))
     late.wait_for(topics.config(terminal["device"]))
     time.sleep(0.5)
@@ -172,8 +176,10 @@ def test_moving_a_device_rewrites_the_acl_and_it_follows_its_new_channel(broker,
     radio = enrolled("radio", name="渔民老李", site="qs-01")
     publish.publish(broker, pid, "test")
     old_channel = radio["channel"]
-    probe = _device(broker, radio)
-    probe.subscribe("lc/v1/channels/+/notify")
+    # Like the agent, a persistent session: the broker disconnects a device whose channel changes, and the probe
+    # reconnects to it.
+    probe = _device(broker, radio, clean_start=False, session_expiry=3600)
+    probe.subscribe(topics.notify(old_channel))
     probe.subscribe(topics.config(radio["device"]))
     probe.wait_for(topics.notify(old_channel))
 
@@ -191,14 +197,15 @@ def test_moving_a_device_rewrites_the_acl_and_it_follows_its_new_channel(broker,
     while new_channel not in config_channel() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert new_channel in config_channel()
+    probe.close()
     fresh = _device(broker, radio | {"mqtt": radio["mqtt"]})
-    fresh.subscribe("lc/v1/channels/+/notify")
+    fresh.subscribe(topics.notify(new_channel))
+    fresh.subscribe(topics.notify(old_channel))  # refused now
     notify = json.loads(fresh.wait_for(topics.notify(new_channel)).payload)
     assert notify["manifest_version"] >= 1
     time.sleep(0.3)
     assert topics.notify(old_channel) not in fresh.topics(), "the old channel is no longer readable"
     fresh.close()
-    probe.close()
 
 
 def test_a_device_enrolled_after_the_publish_gets_a_signed_manifest_at_once(broker, enrolled, quarter):

@@ -31,7 +31,7 @@ import pytest
 from openpyxl import load_workbook
 from sqlalchemy import select
 
-from server import attendance, attendance_edit, report_export, reports
+from server import cards, attendance, attendance_edit, report_export, reports
 from server.attendance_models import AttendanceExclusion
 from server.errors import ApiError
 from server.i18n import TRANSLATIONS_DIR, translator
@@ -105,7 +105,7 @@ def make_county(services) -> SimpleNamespace:
     """The county of the module docstring, its events stored through ingest (also used by test_attendance_api)."""
     c = build_county(services, townships=2, sites_per_township=2, members_per_site=3, radios_per_site=1,
                      lessons=2, durations=(1500.0, 600.0))
-    set_member(services, "M00000001", card_token="CARD-0001")
+    set_member(services, "M00000001", card_token=cards.digest(services.card_key, "CARD-0001"))  # as stored
     a, b = c.lessons
     dev = Devices(services)
     # t00-s00: the radio's holder completes both lessons; a 25-minute class with a card check-in.
