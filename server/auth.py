@@ -17,15 +17,24 @@ from sqlalchemy.orm import Session
 
 from server.errors import ApiError
 from server.models import ROLES, ApiToken, User
+from server.scope import COUNTY, Scope
 
-# What each role may do. Operators and viewers read; media staff manage lessons; admins do everything.
+# What each role may do. Reading is split by what the data is, so each role reads only what its work needs:
+# - read.lessons: lessons, programmes, the publish preview, channels and their manifests (no personal data);
+# - read.org: townships, sites and groups (the county's structure, which programmes target);
+# - read.devices: devices, their status and ingest record, the fleet table and ingest metrics;
+# - read.people: members (names, branches, sites);
+# - read.attendance: participation reports, member records, class sessions and their attendees.
+# Media staff make and publish lessons: no member, attendance or device data. The viewer role is the organisation
+# department, which reads reports and records. Operators read and manage their own township only; services narrow
+# every read and write to ``Actor.scope`` (server/scope.py).
+_READ_ALL = frozenset({"read.lessons", "read.org", "read.devices", "read.people", "read.attendance"})
 PERMISSIONS: dict[str, frozenset[str]] = {
-    "admin": frozenset({"read", "lessons.write", "tokens.manage", "devices.manage", "org.write",
-                        "programmes.write", "attendance.write"}),
-    "media": frozenset({"read", "lessons.write", "programmes.write"}),
-    # Operators look after their own township's devices and attendance (scoped in the services).
-    "operator": frozenset({"read", "devices.manage", "attendance.write"}),
-    "viewer": frozenset({"read"}),
+    "admin": _READ_ALL | {"lessons.write", "tokens.manage", "devices.manage", "org.write", "programmes.write",
+                          "attendance.write"},
+    "media": frozenset({"read.lessons", "read.org", "lessons.write", "programmes.write"}),
+    "operator": _READ_ALL | {"devices.manage", "attendance.write"},
+    "viewer": _READ_ALL,
     # An enrolled device's HTTP token: it may download (when media need a token) and nothing else.
     "device": frozenset({"device"}),
 }
@@ -43,6 +52,11 @@ class Actor:
     def may(self, permission: str) -> bool:
         """Whether this actor's role grants the permission."""
         return permission in PERMISSIONS.get(self.role, frozenset())
+
+    @property
+    def scope(self) -> Scope:
+        """What this actor may see and change: an operator's township, or the whole county."""
+        return Scope(self.township) if self.role == "operator" else COUNTY
 
 
 def _digest(token: str) -> str:
