@@ -97,7 +97,7 @@ def test_token_expiry_rules():
 def test_a_negative_expiry_is_refused_by_the_command(instance):
     _services, env = instance
     result = _create(env, "--role", "media", "--name", "x", "--expires-in", "-3")
-    assert result.exit_code == 2 and "--expires-in" in result.output
+    assert result.exit_code == 2 and "'--expires-in': -3 is not in the range x>=0" in result.output
 
 
 # ---------------------------------------------------------------------------------------------------------------
