@@ -37,8 +37,8 @@ def county(services):
 
 
 @pytest.fixture
-def operator(token):
-    """Authorization headers of an operator of township t00."""
+def operator(token, county):
+    """Authorization headers of an operator of township t00 (which the county must have: tokens name real ones)."""
     return {"Authorization": f"Bearer {token('operator', township='t00')}"}
 
 
