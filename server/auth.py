@@ -98,10 +98,10 @@ def create_token(session: Session, *, name: str, role: str, township: Optional[s
 def refuse_expired(row: ApiToken, now: datetime) -> None:
     """A 401 ApiError when the token's expiry has passed, saying how to get a new one."""
     if row.expires_at is not None and row.expires_at <= now:
-        scope = f" --township {row.township}" if row.township else ""
+        township = f" --township {row.township}" if row.township else ""
         raise ApiError(401, "token_expired",
                        f"The API token '{row.name}' expired on {row.expires_at:%Y-%m-%d %H:%M} UTC. Ask an admin "
-                       f"for a new one ('lessoncast token create --role {row.role}{scope} --name NAME').")
+                       f"for a new one ('lessoncast token create --role {row.role}{township} --name NAME').")
 
 
 def find_token(session: Session, token: str) -> Optional[ApiToken]:

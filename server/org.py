@@ -25,8 +25,8 @@ from server.services import Services
 # What callers use: the database side defined here, and the CSV reading they reach through this module.
 __all__ = ["DEFAULT_SITE", "DEFAULT_TOWNSHIP", "IMPORT_KINDS", "ImportResult", "MEMBER_FIELDS", "MEMBER_PAGE_LIMIT",
            "OrgImportError", "branch_key", "create_group", "decode_csv", "default_site", "detect_kind",
-           "find_township", "import_file", "import_groups", "import_members", "import_sites", "list_groups", "list_members",
-           "list_sites", "list_townships", "update_member", "update_site"]
+           "find_township", "import_file", "import_groups", "import_members", "import_sites", "list_groups",
+           "list_members", "list_sites", "list_townships", "update_member", "update_site"]
 
 DEFAULT_TOWNSHIP = ("county", "县直属")
 DEFAULT_SITE = ("county", "县直属站点")
