@@ -1,7 +1,8 @@
 """What staff enter about classes: sessions held without a terminal, rosters (CSV), and attendees an operator adds
 or removes. Every change is audited; none is touched by ``lessoncast attendance rebuild``.
 
-Operators act only on their own township's sites; a roster is checked whole before anything is stored.
+Operators act only on their own township (server/scope.py): the session's site and every member they add or remove
+must be in it. A roster is checked whole before anything is stored.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from server.attendance_models import ClassSession, SessionAttendee
 from server.attendance_rules import Rules
 from server.errors import ApiError
 from server.org_models import AuditEntry, Member, Site, Township
+from server.scope import COUNTY, Scope
 
 # English or Chinese headers, as an Excel sheet from a township office would have them.
 ROSTER_HEADERS = {
@@ -30,14 +32,11 @@ ROSTER_HEADERS = {
 }
 
 
-def _site(session: Session, code: str, township: Optional[str]) -> Site:
+def _site(session: Session, code: str, scope: Scope) -> Site:
     site = session.scalar(select(Site).where(Site.code == code))
     if site is None:
         raise ApiError(422, "unknown_site", f"There is no site {code!r}. See GET /api/v1/sites.")
-    if township and site.township.code != township:
-        raise ApiError(403, "other_township", f"Site {code} belongs to another township; operators record only "
-                                              f"{township}'s classes.")
-    return site
+    return scope.check_site(site)
 
 
 def manual_key(site: str, day: date, at: time) -> str:
@@ -46,9 +45,9 @@ def manual_key(site: str, day: date, at: time) -> str:
 
 
 def add_session(session: Session, rules: Rules, site_code: str, day: date, at: time, title: str, actor: str,
-                now: datetime, township: Optional[str] = None) -> ClassSession:
-    """A class held at a site without a terminal's record (a DVD, a speaker); it counts as a class."""
-    site = _site(session, site_code, township)
+                now: datetime, scope: Scope = COUNTY) -> ClassSession:
+    """A class held at a site (in SCOPE) without a terminal's record (a DVD, a speaker); it counts as a class."""
+    site = _site(session, site_code, scope)
     key = manual_key(site.code, day, at)
     row = session.scalar(select(ClassSession).where(ClassSession.key == key))
     if row is None:
@@ -62,29 +61,28 @@ def add_session(session: Session, rules: Rules, site_code: str, day: date, at: t
     return row
 
 
-def get_session(session: Session, key: str, township: Optional[str] = None) -> ClassSession:
+def get_session(session: Session, key: str, scope: Scope = COUNTY) -> ClassSession:
+    """The class session KEY, or a 404 ApiError (403 when it was held outside SCOPE)."""
     row = session.scalar(select(ClassSession).where(ClassSession.key == key))
     if row is None:
         raise ApiError(404, "unknown_session", f"There is no session {key!r}. See GET /api/v1/sessions.")
-    if township:
-        site = session.get(Site, row.site_id)
-        if site.township.code != township:
-            raise ApiError(403, "other_township", f"Session {key} is in another township.")
+    scope.check_site_id(session, row.site_id, f"Session {key}")
     return row
 
 
-def _member(session: Session, member_no: str) -> Member:
+def _member(session: Session, member_no: str, scope: Scope) -> Member:
     member = session.scalar(select(Member).where(Member.member_no == member_no))
     if member is None:
         raise ApiError(422, "unknown_member", f"There is no member {member_no!r}. Import the members first.")
-    return member
+    return scope.check_member(session, member)
 
 
 def set_attendee(session: Session, key: str, member_no: str, present: bool, actor: str, now: datetime,
-                 township: Optional[str] = None, reason: str = "") -> None:
-    """Add (PRESENT) or remove a member at a session, as an operator; a removal outranks a check-in or roster."""
-    get_session(session, key, township)
-    member = _member(session, member_no)
+                 scope: Scope = COUNTY, reason: str = "") -> None:
+    """Add (PRESENT) or remove a member at a session, as an operator; a removal outranks a check-in or roster.
+    The session and the member must both be in SCOPE: either way the member's township's report changes."""
+    get_session(session, key, scope)
+    member = _member(session, member_no, scope)
     row = session.scalar(select(SessionAttendee).where(SessionAttendee.session_key == key,
                                                        SessionAttendee.member_id == member.id,
                                                        SessionAttendee.source == "operator"))
@@ -96,9 +94,10 @@ def set_attendee(session: Session, key: str, member_no: str, present: bool, acto
                            subject=key, details={"member": member_no}, note=reason[:500]))
 
 
-def attendees(session: Session, key: str, township: Optional[str] = None) -> list[dict[str, Any]]:
-    """Who attended a session, with every source that says so and whether an operator removed them."""
-    get_session(session, key, township)
+def attendees(session: Session, key: str, scope: Scope = COUNTY) -> list[dict[str, Any]]:
+    """Who attended a session (held in SCOPE), with every source that says so and whether an operator removed
+    them."""
+    get_session(session, key, scope)
     by_member: dict[str, dict[str, Any]] = {}
     for no, name, source, removed, at, actor in session.execute(
             select(Member.member_no, Member.name, SessionAttendee.source, SessionAttendee.removed, SessionAttendee.at,
@@ -123,9 +122,10 @@ class RosterResult:
 
 
 def import_roster(session: Session, rules: Rules, text: str, actor: str, now: datetime,
-                  township: Optional[str] = None, filename: str = "roster.csv") -> RosterResult:
+                  scope: Scope = COUNTY, filename: str = "roster.csv") -> RosterResult:
     """Store a roster CSV: one member per row, for an existing session (``session``) or a class at ``site`` on
-    ``date`` (``time`` optional, default 09:00), created if needed. All rows are checked before any is stored."""
+    ``date`` (``time`` optional, default 09:00), created if needed. All rows are checked before any is stored;
+    every session, site and member must be in SCOPE (else a 403 naming the lines, and nothing is stored)."""
     reader = csv.reader(text.splitlines())
     header = next(reader, None)
     if not header:
@@ -140,7 +140,13 @@ def import_roster(session: Session, rules: Rules, text: str, actor: str, now: da
     errors: list[str] = []
     planned: list[tuple[Any, str, str]] = []
     lines: dict[Any, int] = {}  # the first line naming each session or class, for the refusal
-    members = dict(session.execute(select(Member.member_no, Member.id)).all())
+    towns: dict[str, str] = {}
+    members: dict[str, int] = {}
+    for no, member_id, town in session.execute(select(Member.member_no, Member.id, Township.code)
+                                               .join(Site, Site.id == Member.site_id)
+                                               .join(Township, Township.id == Site.township_id)):
+        members[no], towns[no] = member_id, town
+    foreign: list[str] = []
     for line, raw in enumerate(reader, 2):
         if not any(cell.strip() for cell in raw):
             continue
@@ -148,6 +154,8 @@ def import_roster(session: Session, rules: Rules, text: str, actor: str, now: da
         member = row.get("member", "")
         if member not in members:
             errors.append(f"{filename}:{line}: member: {member!r} is not a known member number")
+        elif not scope.covers(towns[member]):
+            foreign.append(f"{filename}:{line}: {scope.refuse(f'Member {member}').message}")
         if row.get("session"):
             target: Any = row["session"]
         else:
@@ -163,6 +171,9 @@ def import_roster(session: Session, rules: Rules, text: str, actor: str, now: da
         lines.setdefault(target, line)
     if errors:
         raise ApiError(422, "csv_invalid", f"{len(errors)} problem(s), nothing was stored:\n" + "\n".join(errors[:50]))
+    if foreign:
+        raise ApiError(403, "other_township", f"{len(foreign)} member(s) of another township, nothing was "
+                                              "stored:\n" + "\n".join(foreign[:50]))
     if not planned:
         raise ApiError(422, "csv_invalid", f"{filename}: no rows below the header")
     keys: dict[Any, str] = {}
@@ -172,12 +183,12 @@ def import_roster(session: Session, rules: Rules, text: str, actor: str, now: da
             continue
         try:
             if isinstance(target, str):
-                keys[target] = get_session(session, target, township).key
+                keys[target] = get_session(session, target, scope).key
             else:
                 existed = session.scalar(select(func.count()).select_from(ClassSession).where(
                     ClassSession.key == manual_key(target[0], target[1], target[2])))
                 keys[target] = add_session(session, rules, target[0], target[1], target[2], title, actor, now,
-                                           township).key
+                                           scope).key
                 created += 0 if existed else 1
         except ApiError as exc:
             raise ApiError(exc.status, exc.code, f"{filename}:{lines[target]}: {exc.message} Nothing was stored.") \

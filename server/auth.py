@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import wraps
 from typing import Callable, Optional
 
@@ -17,15 +17,24 @@ from sqlalchemy.orm import Session
 
 from server.errors import ApiError
 from server.models import ROLES, ApiToken, User
+from server.scope import COUNTY, Scope
 
-# What each role may do. Operators and viewers read; media staff manage lessons; admins do everything.
+# What each role may do. Reading is split by what the data is, so each role reads only what its work needs:
+# - read.lessons: lessons, programmes, the publish preview, channels and their manifests (no personal data);
+# - read.org: townships, sites and groups (the county's structure, which programmes target);
+# - read.devices: devices, their status and ingest record, the fleet table and ingest metrics;
+# - read.people: members (names, branches, sites);
+# - read.attendance: participation reports, member records, class sessions and their attendees.
+# Media staff make and publish lessons: no member, attendance or device data. The viewer role is the organisation
+# department, which reads reports and records. Operators read and manage their own township only; services narrow
+# every read and write to ``Actor.scope`` (server/scope.py).
+_READ_ALL = frozenset({"read.lessons", "read.org", "read.devices", "read.people", "read.attendance"})
 PERMISSIONS: dict[str, frozenset[str]] = {
-    "admin": frozenset({"read", "lessons.write", "tokens.manage", "devices.manage", "org.write",
-                        "programmes.write", "attendance.write"}),
-    "media": frozenset({"read", "lessons.write", "programmes.write"}),
-    # Operators look after their own township's devices and attendance (scoped in the services).
-    "operator": frozenset({"read", "devices.manage", "attendance.write"}),
-    "viewer": frozenset({"read"}),
+    "admin": _READ_ALL | {"lessons.write", "tokens.manage", "devices.manage", "org.write", "programmes.write",
+                          "attendance.write"},
+    "media": frozenset({"read.lessons", "read.org", "lessons.write", "programmes.write"}),
+    "operator": _READ_ALL | {"devices.manage", "attendance.write"},
+    "viewer": _READ_ALL,
     # An enrolled device's HTTP token: it may download (when media need a token) and nothing else.
     "device": frozenset({"device"}),
 }
@@ -44,20 +53,55 @@ class Actor:
         """Whether this actor's role grants the permission."""
         return permission in PERMISSIONS.get(self.role, frozenset())
 
+    @property
+    def scope(self) -> Scope:
+        """What this actor may see and change: an operator's township, or the whole county."""
+        return Scope(self.township) if self.role == "operator" else COUNTY
+
 
 def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def create_token(session: Session, *, name: str, role: str, township: Optional[str], now: datetime) -> str:
-    """Create an API token and return it; only its hash is kept, so it can be shown once."""
+def token_expiry(role: str, days: Optional[int], operator_days: int, now: datetime) -> Optional[datetime]:
+    """When a new token expires: DAYS from NOW when given, else OPERATOR_DAYS for an operator token; None (never)
+    for 0 days or another role's token."""
+    if days is None:
+        days = operator_days if role == "operator" else 0
+    if days < 0:
+        raise ValueError(f"a token cannot expire {days} days from now; give 1 or more days, or 0 for never")
+    return now + timedelta(days=days) if days else None
+
+
+def create_token(session: Session, *, name: str, role: str, township: Optional[str], now: datetime,
+                 expires_at: Optional[datetime] = None) -> str:
+    """Create an API token and return it; only its hash is kept, so it can be shown once. An operator token's
+    township is given by code (qs) or name (青山镇) and stored as the code; an unknown township is refused."""
+    from server.org import find_township
+
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}; choose one of {', '.join(ROLES)}")
     if role == "operator" and not township:
         raise ValueError("an operator token needs --township: operators see one township")
+    if role != "operator" and township:
+        raise ValueError(f"only operator tokens have a township; a {role} token covers the whole county")
+    if township:
+        township = find_township(session, township).code
+    if expires_at is not None and expires_at <= now:
+        raise ValueError(f"the expiry {expires_at:%Y-%m-%d %H:%M} UTC is not in the future")
     token = "lc_" + secrets.token_urlsafe(32)
-    session.add(ApiToken(name=name, role=role, township=township, token_sha256=_digest(token), created_at=now))
+    session.add(ApiToken(name=name, role=role, township=township, token_sha256=_digest(token), created_at=now,
+                         expires_at=expires_at))
     return token
+
+
+def refuse_expired(row: ApiToken, now: datetime) -> None:
+    """A 401 ApiError when the token's expiry has passed, saying how to get a new one."""
+    if row.expires_at is not None and row.expires_at <= now:
+        township = f" --township {row.township}" if row.township else ""
+        raise ApiError(401, "token_expired",
+                       f"The API token '{row.name}' expired on {row.expires_at:%Y-%m-%d %H:%M} UTC. Ask an admin "
+                       f"for a new one ('lessoncast token create --role {row.role}{township} --name NAME').")
 
 
 def find_token(session: Session, token: str) -> Optional[ApiToken]:
@@ -104,6 +148,7 @@ def current_actor() -> Actor:
         row = find_token(session, token.strip())
         if row is None:
             raise ApiError(401, "bad_token", "The API token is unknown or revoked. Ask an admin for a new one.")
+        refuse_expired(row, services.clock())
         row.last_used_at = services.clock()
         g.actor = Actor(row.id, row.name, row.role, row.township)
     return g.actor

@@ -92,19 +92,26 @@ def token() -> None:
 @click.option("--role", required=True, type=click.Choice(["admin", "media", "operator", "viewer"]),
               help="What the token may do: admin; media (lessons, programmes, publish); operator; viewer.")
 @click.option("--name", required=True, help="Who or what uses the token, e.g. 'county-media-pc'.")
-@click.option("--township", default=None, help="The township an operator token covers (operators only).")
-def token_create(role: str, name: str, township: str | None) -> None:
+@click.option("--township", default=None,
+              help="The township an operator token covers, by code (qs) or name (青山镇); operators only.")
+@click.option("--expires-in", "expires_in", type=click.IntRange(min=0), default=None, metavar="DAYS",
+              help="Days until the token stops working (0: never). Default: LESSONCAST_OPERATOR_TOKEN_DAYS for "
+                   "operator tokens, never for the other roles.")
+def token_create(role: str, name: str, township: str | None, expires_in: int | None) -> None:
     """Create a token; it is printed once, as the last line."""
-    from server.auth import create_token
+    from server.auth import create_token, token_expiry
 
     services = _services()
     _initialised(services)
+    now = services.clock()
     try:
+        expires_at = token_expiry(role, expires_in, services.settings.operator_token_days, now)
         with services.db.session() as session:
-            value = create_token(session, name=name, role=role, township=township, now=services.clock())
+            value = create_token(session, name=name, role=role, township=township, now=now, expires_at=expires_at)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
-    click.echo(f"Token for {name} ({role}); keep it secret, it is not shown again:", err=True)
+    until = f"until {expires_at:%Y-%m-%d %H:%M} UTC" if expires_at else "with no expiry"
+    click.echo(f"Token for {name} ({role}), valid {until}; keep it secret, it is not shown again:", err=True)
     click.echo(value)
 
 
@@ -118,9 +125,12 @@ def token_list() -> None:
     services = _services()
     with services.db.session() as session:
         for t in session.scalars(select(ApiToken).order_by(ApiToken.id)):
-            state = "revoked" if t.revoked_at else "active"
+            expired = t.expires_at is not None and t.expires_at <= services.clock()
+            state = "revoked" if t.revoked_at else "expired" if expired else "active"
             used = t.last_used_at.isoformat(timespec="seconds") if t.last_used_at else "never"
-            click.echo(f"{t.id:>4}  {t.name:<24} {t.role:<9} {t.township or '-':<12} {state:<8} last used {used}")
+            until = t.expires_at.isoformat(timespec="seconds") if t.expires_at else "never"
+            click.echo(f"{t.id:>4}  {t.name:<24} {t.role:<9} {t.township or '-':<12} {state:<8} "
+                       f"expires {until}  last used {used}")
 
 
 @token.command("revoke")

@@ -23,6 +23,7 @@ from playlists.payloads import DeviceConfig, encode
 from server import retained
 from server.errors import ApiError
 from server.org_models import DEVICE_KINDS, AuditEntry, Device, DeviceAssignment, Group, GroupLink, Member, Site
+from server.scope import COUNTY, Scope
 
 # Enrolment codes are typed by a technician from paper: no 0/O, 1/I/L, 2/Z, 5/S, 8/B.
 CODE_ALPHABET = "ACDEFGHJKMNPQRTUVWXY34679"
@@ -59,16 +60,27 @@ def _issue_code(services, device: Device) -> str:
     return code
 
 
-def _site(session: Session, code: Optional[str]) -> Site:
+def _site(session: Session, code: Optional[str], scope: Scope) -> Site:
     from server.org import default_site
 
     if not code:
+        if not scope.is_county:  # the default is the county's own site, which no operator manages
+            raise ApiError(422, "site_required", f"site: give the code of the {scope.township} site the device "
+                                                 "serves; operators add devices to their own township's sites.",
+                           field="site")
         return default_site(session)
     site = session.scalar(select(Site).where(Site.code == code))
     if site is None:
         raise ApiError(422, "unknown_site", f"There is no site with code '{code}'. Import the sites first "
                                             "('lessoncast org import sites.csv') or leave the site empty.")
-    return site
+    return scope.check_site(site)
+
+
+def _group(session: Session, key: str, scope: Scope) -> Group:
+    group = session.scalar(select(Group).where(Group.key == key))
+    if group is None:
+        raise ApiError(422, "unknown_group", f"There is no group '{key}'.", field="groups")
+    return scope.check_group(session, group)
 
 
 @dataclass(frozen=True)
@@ -96,13 +108,14 @@ def validate_new(kind: str, name: str, language: str, uid: Optional[str]) -> Non
 
 def add(services, session: Session, *, kind: str, name: str, site_code: Optional[str] = None,
         language: str = "cmn", groups: Iterable[str] = (), member_no: Optional[str] = None,
-        uid: Optional[str] = None, actor: str) -> NewDevice:
-    """Add a device in the session (the caller commits) and return it with its enrolment code."""
+        uid: Optional[str] = None, actor: str, scope: Scope = COUNTY) -> NewDevice:
+    """Add a device in the session (the caller commits) and return it with its enrolment code; its site, groups
+    and holder must be in SCOPE."""
     validate_new(kind, name, language, uid)
+    site = _site(session, site_code, scope)
     uid = uid or new_uid(kind)
     if session.scalar(select(Device.id).where(Device.uid == uid)) is not None:
         raise ApiError(409, "device_exists", f"A device with id '{uid}' already exists.")
-    site = _site(session, site_code)
     now = services.clock()
     device = Device(uid=uid, name=name.strip(), kind=kind, site=site, language=language, state="pending",
                     settings=dict(DEFAULT_DEVICE_SETTINGS), created_at=now)
@@ -110,23 +123,20 @@ def add(services, session: Session, *, kind: str, name: str, site_code: Optional
     session.add(device)
     session.flush()
     for key in groups:
-        group = session.scalar(select(Group).where(Group.key == key))
-        if group is None:
-            raise ApiError(422, "unknown_group", f"There is no group '{key}'.")
-        session.add(GroupLink(group_id=group.id, device_id=device.id))
+        session.add(GroupLink(group_id=_group(session, key, scope).id, device_id=device.id))
     if member_no:
         if kind != "radio":
             raise ApiError(422, "not_a_radio", "Only radios are assigned to a member; terminals serve a site.")
-        assign(services, session, device, member_no, now.date())
+        assign(services, session, device, member_no, now.date(), scope)
     session.add(AuditEntry(at=now, actor=actor, action="device.add", subject=uid,
                            details={"kind": kind, "site": site.code}))
     return NewDevice(uid, device.name, kind, site.code, code)
 
 
-def reissue_code(services, uid: str, actor: str) -> str:
+def reissue_code(services, uid: str, actor: str, scope: Scope = COUNTY) -> str:
     """Give a device a new enrolment code (a lost paper slip, or a replaced SD card); it must enrol again."""
     with services.db.session() as session:
-        device = get(session, uid)
+        device = get(session, uid, scope)
         if device.state == "revoked":
             raise ApiError(409, "device_revoked", f"Device '{uid}' is revoked; add a new device instead.")
         code = _issue_code(services, device)
@@ -134,19 +144,22 @@ def reissue_code(services, uid: str, actor: str) -> str:
     return code
 
 
-def get(session: Session, uid: str) -> Device:
-    """The device with this id, or a 404 ApiError."""
+def get(session: Session, uid: str, scope: Scope = COUNTY) -> Device:
+    """The device with this id, or a 404 ApiError (403 when it stands outside SCOPE)."""
     device = session.scalar(select(Device).where(Device.uid == uid))
     if device is None:
         raise ApiError(404, "no_such_device", f"There is no device '{uid}'.")
-    return device
+    return scope.check_device(device)
 
 
-def assign(services, session: Session, device: Device, member_no: str, from_date: date) -> None:
-    """Hand a radio to a member from FROM_DATE, closing the previous holder's assignment the day before."""
+def assign(services, session: Session, device: Device, member_no: str, from_date: date,
+           scope: Scope = COUNTY) -> None:
+    """Hand a radio to a member (in SCOPE) from FROM_DATE, closing the previous holder's assignment the day before."""
     member = session.scalar(select(Member).where(Member.member_no == member_no))
     if member is None:
-        raise ApiError(422, "unknown_member", f"There is no member '{member_no}'. Import the members first.")
+        raise ApiError(422, "unknown_member", f"There is no member '{member_no}'. Import the members first.",
+                       field="member")
+    scope.check_member(session, member)
     for held in device.assignments:
         if held.until_date is None or held.until_date >= from_date:
             if held.from_date >= from_date:
@@ -267,13 +280,13 @@ def _channel_published(services, channel: str) -> bool:
         return row is not None and row.manifest is not None
 
 
-def revoke(services, uid: str, actor: str, reason: str = "") -> None:
+def revoke(services, uid: str, actor: str, reason: str = "", scope: Scope = COUNTY) -> None:
     """Revoke a device: its broker account and HTTP token stop working at once; its retained config says so."""
     from server import broker
 
     now = services.clock()
     with services.db.session() as session:
-        device = get(session, uid)
+        device = get(session, uid, scope)
         if device.state == "revoked":
             return
         device.state, device.revoked_at = "revoked", now
@@ -307,8 +320,9 @@ def device_json(device: Device) -> dict[str, Any]:
 DEVICE_CSV_COLUMNS = ("kind", "name", "site", "language", "groups", "member", "id")
 
 
-def import_csv(services, text: str, actor: str) -> list[NewDevice]:
-    """Add every device of a CSV in one transaction; any bad row refuses the whole file, naming its line."""
+def import_csv(services, text: str, actor: str, scope: Scope = COUNTY) -> list[NewDevice]:
+    """Add every device of a CSV in one transaction; any bad row refuses the whole file, naming its line. A row
+    outside SCOPE makes the refusal a 403."""
     import csv as csv_mod
 
     reader = csv_mod.DictReader(text.splitlines())
@@ -317,7 +331,7 @@ def import_csv(services, text: str, actor: str) -> list[NewDevice]:
     if not header or unknown or not {"kind", "name"} <= set(header):
         raise ApiError(422, "csv_invalid", f"line 1: columns must be among {', '.join(DEVICE_CSV_COLUMNS)} "
                                            f"with at least kind and name (found {', '.join(header) or 'none'}).")
-    added, errors = [], []
+    added, errors, foreign = [], [], False
     with services.db.session() as session:
         for line, row in enumerate(reader, 2):
             row = {k.strip(): (v or "").strip() for k, v in row.items() if k}
@@ -329,51 +343,52 @@ def import_csv(services, text: str, actor: str) -> list[NewDevice]:
                 added.append(add(services, session, kind=row.get("kind", ""), name=row.get("name", ""),
                                  site_code=row.get("site") or None, language=row.get("language") or "cmn",
                                  groups=[g for g in row.get("groups", "").replace("；", ";").split(";") if g],
-                                 member_no=row.get("member") or None, uid=row.get("id") or None, actor=actor))
+                                 member_no=row.get("member") or None, uid=row.get("id") or None, actor=actor,
+                                 scope=scope))
             except ApiError as exc:
                 errors.append(f"line {line}: {exc.message}")
+                foreign = foreign or exc.code == "other_township"
         if errors:
             session.rollback()
-            raise ApiError(422, "csv_invalid", f"{len(errors)} rows have problems; no device was added. "
-                                               + " ".join(errors), rows=errors)
+            status, code = (403, "other_township") if foreign else (422, "csv_invalid")
+            raise ApiError(status, code, f"{len(errors)} rows have problems; no device was added. "
+                                         + " ".join(errors), rows=errors)
     return added
 
 
 EDITABLE_SETTINGS = {"timezone", "volume", "report_interval", "download_window", "data_budget_mb"}
 
 
-def update(services, uid: str, changes: dict[str, Any], actor: str) -> bool:
+def update(services, uid: str, changes: dict[str, Any], actor: str, scope: Scope = COUNTY) -> bool:
     """Change a device's site, language, groups, radio holder or settings; True when its config must be re-sent.
 
-    Returns whether the change can move it to another channel (the caller then refreshes the channels)."""
+    The device, its new site, groups and holder must all be in SCOPE. Returns whether the change can move it to
+    another channel (the caller then refreshes the channels)."""
     unknown = sorted(set(changes) - {"name", "site", "language", "groups", "member", "member_from", "settings"})
     if unknown:
         raise ApiError(422, "unknown_field", f"{unknown[0]}: not a device field that can change.", field=unknown[0])
     now = services.clock()
     with services.db.session() as session:
-        device = get(session, uid)
+        device = get(session, uid, scope)
         if device.state == "revoked":
             raise ApiError(409, "device_revoked", f"Device '{uid}' is revoked and cannot change.")
         if "name" in changes:
             validate_new(device.kind, str(changes["name"]), device.language, None)
             device.name = str(changes["name"]).strip()
         if "site" in changes:
-            device.site = _site(session, changes["site"])
+            device.site = _site(session, changes["site"], scope)
         if "language" in changes:
             validate_new(device.kind, device.name, str(changes["language"]), None)
             device.language = str(changes["language"])
         if "groups" in changes:
             session.query(GroupLink).filter(GroupLink.device_id == device.id).delete()
             for key in changes["groups"] or []:
-                group = session.scalar(select(Group).where(Group.key == key))
-                if group is None:
-                    raise ApiError(422, "unknown_group", f"There is no group '{key}'.", field="groups")
-                session.add(GroupLink(group_id=group.id, device_id=device.id))
+                session.add(GroupLink(group_id=_group(session, key, scope).id, device_id=device.id))
         if "member" in changes:
             if device.kind != "radio":
                 raise ApiError(422, "not_a_radio", "Only radios are assigned to a member.", field="member")
             day = date.fromisoformat(changes["member_from"]) if changes.get("member_from") else now.date()
-            assign(services, session, device, str(changes["member"]), day)
+            assign(services, session, device, str(changes["member"]), day, scope)
         if "settings" in changes:
             extra = sorted(set(changes["settings"]) - EDITABLE_SETTINGS)
             if extra:
@@ -395,7 +410,8 @@ def update(services, uid: str, changes: dict[str, Any], actor: str) -> bool:
 COMMAND_TYPES = ("resync", "play-now", "stop", "set-volume", "reboot")
 
 
-def send_command(services, uid: str, body: dict[str, Any], actor: str, expiry_s: int = 86400) -> dict[str, Any]:
+def send_command(services, uid: str, body: dict[str, Any], actor: str, expiry_s: int = 86400,
+                 scope: Scope = COUNTY) -> dict[str, Any]:
     """Send a command to an enrolled device (QoS 1, MQTT 5 message expiry); return the command with its id.
 
     The device reports the outcome as a "command" event carrying the same id.
@@ -414,7 +430,7 @@ def send_command(services, uid: str, body: dict[str, Any], actor: str, expiry_s:
                        field="programme")
     now = services.clock()
     with services.db.session() as session:
-        device = get(session, uid)
+        device = get(session, uid, scope)
         if device.state != "enrolled":
             raise ApiError(409, "not_enrolled", f"Device '{uid}' is {device.state}; only enrolled devices take commands.")
         command = {k: v for k, v in body.items() if k in ("type", "volume", "programme", "position")}

@@ -122,11 +122,14 @@ class ApiToken(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(100))
     role: Mapped[str] = mapped_column(String(16))
+    # An operator token's township code (see server/scope.py).
     township: Mapped[Optional[str]] = mapped_column(String(100))
     token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_used_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
     revoked_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    # None: never expires. Operator tokens get a default lifetime (LESSONCAST_OPERATOR_TOKEN_DAYS).
+    expires_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
 
 
 class Upload(Base):

@@ -21,13 +21,14 @@ from server.org_csv import (BRANCH_LIMIT, BRANCH_PREFIX, MANAGED_MEMBER_KINDS, F
                             check_name, check_sites, decode_csv, read_table, split_keys)
 from server.org_csv import IMPORT_KINDS, OrgImportError, detect_kind
 from server.org_models import AuditEntry, Group, GroupLink, Member, Site, Township
+from server.scope import COUNTY, Scope
 from server.services import Services
 
 # What callers use: the database side defined here, and the CSV reading they reach through this module.
 __all__ = ["DEFAULT_SITE", "DEFAULT_TOWNSHIP", "IMPORT_KINDS", "ImportResult", "MEMBER_FIELDS", "MEMBER_PAGE_LIMIT",
            "OrgImportError", "branch_key", "create_group", "decode_csv", "default_site", "detect_kind",
-           "import_file", "import_groups", "import_members", "import_sites", "list_groups", "list_members",
-           "list_sites", "list_townships", "update_member", "update_site"]
+           "find_township", "import_file", "import_groups", "import_members", "import_sites", "list_groups",
+           "list_members", "list_sites", "list_townships", "update_member", "update_site"]
 
 DEFAULT_TOWNSHIP = ("county", "县直属")
 DEFAULT_SITE = ("county", "县直属站点")
@@ -345,6 +346,23 @@ def _township_of(org: _Org, code: str, status: int = 422) -> Township:
     return township
 
 
+def find_township(session: Session, code_or_name: str) -> Township:
+    """The township with this code, or else with this name (青山镇); ValueError naming the choices when there is
+    none, or when two townships share the name."""
+    text = code_or_name.strip()
+    township = session.scalar(select(Township).where(Township.code == text))
+    if township is not None:
+        return township
+    named = session.scalars(select(Township).where(Township.name == text)).all()
+    if len(named) == 1:
+        return named[0]
+    known = ", ".join(f"{t.code} ({t.name})" for t in session.scalars(select(Township).order_by(Township.code)))
+    if named:
+        raise ValueError(f"{len(named)} townships are named {text!r}; give the code of one: {known}")
+    raise ValueError(f"there is no township {text!r}; give the code or the name of one of: {known or 'none yet'} "
+                     "(import the sites first: 'lessoncast org import sites.csv')")
+
+
 def list_townships(services: Services) -> list[dict[str, Any]]:
     """Every township with its number of sites, by code."""
     with services.db.session() as session:
@@ -407,11 +425,13 @@ def _member_json(session: Session, member: Member, include_card: bool) -> dict[s
 
 def list_members(services: Services, site: Optional[str] = None, township: Optional[str] = None,
                  q: Optional[str] = None, limit: int = 50, offset: int = 0,
-                 include_card: bool = False) -> dict[str, Any]:
-    """A page of members by member id, filtered by site, township and a search of name or id, with the total."""
+                 include_card: bool = False, scope: Scope = COUNTY) -> dict[str, Any]:
+    """A page of members by member id, filtered by site, township and a search of name or id, with the total;
+    only SCOPE's members (an operator asking for another township is refused)."""
     if not 1 <= limit <= MEMBER_PAGE_LIMIT or offset < 0:
         raise ApiError(422, "field_invalid", f"limit is 1-{MEMBER_PAGE_LIMIT} and offset 0 or more",
                        field="limit" if not 1 <= limit <= MEMBER_PAGE_LIMIT else "offset")
+    township = scope.township_filter(township)
     with services.db.session() as session:
         query = select(Member).join(Site, Site.id == Member.site_id).join(Township, Township.id == Site.township_id)
         if site:
@@ -428,19 +448,23 @@ def list_members(services: Services, site: Optional[str] = None, township: Optio
     return {"members": items, "total": total, "limit": limit, "offset": offset}
 
 
-def update_site(services: Services, code: str, changes: Mapping[str, Any], actor: str) -> dict[str, Any]:
-    """Rename a site or move it to another township (its groups follow); 404 when there is no such site."""
+def update_site(services: Services, code: str, changes: Mapping[str, Any], actor: str,
+                scope: Scope = COUNTY) -> dict[str, Any]:
+    """Rename a site or move it to another township (its groups follow); 404 when there is no such site. The
+    site and the township it moves to must be in SCOPE."""
     _only(changes, ("name", "township"))
     with services.db.session() as session:
         org = _Org(session)
         site = org.sites.get(code)
         if site is None:
             raise ApiError(404, "site_not_found", f"no site with code {code!r}; see GET /api/v1/sites")
+        scope.check_site(site)
         try:
             name = check_name(_text(changes, "name"), "name") if "name" in changes else site.name
         except FieldError as exc:
             raise _api_field(exc) from None
         township = _township_of(org, _text(changes, "township")) if "township" in changes else site.township
+        scope.check_township(township)
         before = {"name": site.name, "township": site.township.code}
         _, _, changed = org.site(code, name, township)
         session.flush()
@@ -451,8 +475,8 @@ def update_site(services: Services, code: str, changes: Mapping[str, Any], actor
         return _site_json(site, session.scalar(select(func.count(Member.id)).where(Member.site_id == site.id)))
 
 
-def create_group(services: Services, fields: Mapping[str, Any], actor: str) -> dict[str, Any]:
-    """Create a group (key, name, kind, optional township); 409 when the key is taken."""
+def create_group(services: Services, fields: Mapping[str, Any], actor: str, scope: Scope = COUNTY) -> dict[str, Any]:
+    """Create a group (key, name, kind, optional township, which must be in SCOPE); 409 when the key is taken."""
     _only(fields, ("key", "name", "kind", "township"))
     for name in ("key", "name", "kind"):
         if name not in fields:
@@ -468,6 +492,10 @@ def create_group(services: Services, fields: Mapping[str, Any], actor: str) -> d
         if key in org.groups:
             raise ApiError(409, "group_exists", f"group {key!r} already exists; pick another key")
         township = _township_of(org, _text(fields, "township")) if fields.get("township") else None
+        if not scope.is_county and township is None:
+            raise scope.refuse("A county-wide group")
+        if township is not None:
+            scope.check_township(township)
         group, _, _ = org.group(key, name, kind, township.id if township else None)
         _audit(session, services, actor, "org.group.create", key, {"name": name, "kind": kind})
         return {"key": group.key, "name": group.name, "kind": group.kind,
@@ -506,18 +534,24 @@ def _member_changes(org: _Org, member: Member, changes: Mapping[str, Any]) -> tu
 
 
 def update_member(services: Services, member_id: str, changes: Mapping[str, Any], actor: str,
-                  include_card: bool = True) -> dict[str, Any]:
-    """Change a member's fields and branch or special groups; 404 when unknown, 422 naming a bad field."""
+                  include_card: bool = True, scope: Scope = COUNTY) -> dict[str, Any]:
+    """Change a member's fields and branch or special groups; 404 when unknown, 422 naming a bad field. The member,
+    their new site and their groups must be in SCOPE."""
     _only(changes, MEMBER_FIELDS)
     with services.db.session() as session:
         org = _Org(session)
         member = session.scalar(select(Member).where(Member.member_no == member_id))
         if member is None:
             raise ApiError(404, "member_not_found", f"no member {member_id!r}; see GET /api/v1/members")
+        scope.check_member(session, member)
         try:
             values, keys = _member_changes(org, member, changes)
         except FieldError as exc:
             raise _api_field(exc) from None
+        if "site_id" in values:
+            scope.check_site(session.get(Site, values["site_id"]))
+        for key in keys or ():
+            scope.check_group(session, org.groups[key])
         card = values.get("card_token")
         if card:
             values["card_token"] = cards.digest(services.card_key, card)

@@ -28,6 +28,7 @@ from server.attendance_rules import Period, Rules, active_in, parse_period, rate
 from server.errors import ApiError
 from server.models import Lesson
 from server.org_models import Group, GroupLink, Member, Programme, ProgrammeItem, Site, Township
+from server.scope import COUNTY, Scope
 
 
 @dataclass
@@ -357,14 +358,17 @@ class MemberRecord:
 
 
 def member_record(session: Session, member_no: str, period_text: str, rules: Rules, *,
-                  programme: bool = False) -> MemberRecord:
-    """Lessons completed and classes attended by one member in a period (or programme), with dates."""
+                  programme: bool = False, scope: Scope = COUNTY) -> MemberRecord:
+    """Lessons completed and classes attended by one member (in SCOPE, else 403) in a period (or programme), with
+    dates."""
     period, programme = resolve_period(session, period_text, rules, programme=programme)
     row = session.execute(select(Member.id, Member.member_no, Member.name, Site.code, Township.code)
                           .join(Site, Site.id == Member.site_id).join(Township)
                           .where(Member.member_no == member_no)).first()
     if row is None:
         raise ApiError(404, "unknown_member", f"There is no member {member_no!r}.")
+    if not scope.covers(row[4]):
+        raise scope.refuse(f"Member {member_no}")
     mandatory = _mandatory(session, programme)
     required = {(code, lesson) for code, items in mandatory.items() for lessons, _ in items for lesson in lessons}
     titles = dict(session.execute(select(Lesson.id, Lesson.title)).all())

@@ -58,6 +58,14 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _days(text: str) -> int:
+    """A whole number of days, 0 or more (0: no limit)."""
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"expected a whole number of days, 0 or more (0: never), got {text!r}")
+    return value
+
+
 def _fraction(text: str) -> float:
     """A share above 0 and at most 1, such as 0.9."""
     value = float(text)
@@ -126,6 +134,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("media_require_token", False, "Require a device or staff token to download media.", _bool),
     Setting("media_base_url", "", "Base URL devices download media from (a CDN or static server). Default: this server."),
     Setting("enrol_code_days", 30.0, "Days a device's one-time enrolment code stays valid.", float),
+    Setting("operator_token_days", 180, "Days a new operator API token stays valid unless 'lessoncast token create "
+            "--expires-in' says otherwise (0: never expires). Other roles' tokens never expire by default.",
+            _days),
     Setting("root_passphrase", "", "Passphrase of the offline TUF root key (for automation; prefer the file).",
             secret=True),
     Setting("root_passphrase_file", "", "File holding the root key passphrase."),

@@ -17,10 +17,10 @@ from server.views import app_services, json_body
 bp = Blueprint("attendance_api", __name__, url_prefix="/api/v1")
 
 
-def _scope(requested: str | None = None) -> str | None:
-    """The township the actor may see: an operator's own, whatever they ask for; staff choose."""
-    actor = current_actor()
-    return actor.township if actor.role == "operator" else requested
+def _township() -> str | None:
+    """The township a listing or report covers: ?township= for staff; an operator's own (asking for another is
+    refused)."""
+    return current_actor().scope.township_filter(request.args.get("township"))
 
 
 def _language() -> str:
@@ -66,12 +66,12 @@ def _period_or_programme() -> tuple[str, bool]:
 
 
 @bp.get("/reports/participation")
-@require("read")
+@require("read.attendance")
 def participation():
     """?period=2026-Q4|2026|A..B|<programme code> [&township=] [&format=json|csv|xlsx] [&table=] [&lang=]."""
     period, programme = _period_or_programme()
     services = app_services()
-    township = _scope(request.args.get("township"))
+    township = _township()
     with services.db.session() as session:
         result = reports.participation(session, period, services.rules, township=township, now=services.clock(),
                                        programme=programme)
@@ -80,7 +80,7 @@ def participation():
 
 
 @bp.get("/members/<member_no>/record")
-@require("read")
+@require("read.attendance")
 def member_record(member_no: str):
     """One member's lessons completed and classes attended in ?period= or ?programme= (default: this year)."""
     services = app_services()
@@ -89,16 +89,14 @@ def member_record(member_no: str):
     else:
         period, programme = str(services.rules.local_day(services.clock()).year), False
     with services.db.session() as session:
-        record = reports.member_record(session, member_no, period, services.rules, programme=programme)
-        township = _scope()
-        if township and record.township != township:
-            raise ApiError(403, "other_township", f"Member {member_no} belongs to another township.")
+        record = reports.member_record(session, member_no, period, services.rules, programme=programme,
+                                       scope=current_actor().scope)
     return _send(report_export.record_tables(record), report_export.record_meta(record, period),
                  f"member-{member_no}-{period}", "lessons")
 
 
 @bp.get("/sessions")
-@require("read")
+@require("read.attendance")
 def list_sessions():
     """Class sessions of ?period= at ?site= or ?township=, with attendee counts (?classes_only=1)."""
     services = app_services()
@@ -108,7 +106,7 @@ def list_sessions():
     with services.db.session() as session:
         p, _programme = reports.resolve_period(session, period, services.rules)
         rows = attendance_edit.list_sessions(session, services.rules, p.start, p.end,
-                                             township=_scope(request.args.get("township")),
+                                             township=_township(),
                                              site=request.args.get("site"),
                                              classes_only=request.args.get("classes_only") in ("1", "true"))
     return jsonify({"period": p.label, "sessions": rows})
@@ -128,17 +126,18 @@ def add_session():
     actor = current_actor()
     with services.db.session() as session:
         row = attendance_edit.add_session(session, services.rules, str(body.get("site", "")), day, at,
-                                          str(body.get("title", "")), actor.name, services.clock(), _scope())
+                                          str(body.get("title", "")), actor.name, services.clock(), actor.scope)
         key = row.key
     return jsonify({"key": key}), 201
 
 
 @bp.get("/sessions/<path:key>/attendees")
-@require("read")
+@require("read.attendance")
 def session_attendees(key: str):
     """Who attended, by source (checkin, roster, operator), and who an operator removed."""
     with app_services().db.session() as session:
-        return jsonify({"session": key, "attendees": attendance_edit.attendees(session, key, _scope())})
+        return jsonify({"session": key, "attendees": attendance_edit.attendees(session, key,
+                                                                                current_actor().scope)})
 
 
 def _set(key: str, member_no: str, present: bool):
@@ -146,7 +145,7 @@ def _set(key: str, member_no: str, present: bool):
     body = request.get_json(silent=True) or {}
     with services.db.session() as session:
         attendance_edit.set_attendee(session, key, member_no, present, current_actor().name, services.clock(),
-                                     _scope(), str(body.get("reason", "")))
+                                     current_actor().scope, str(body.get("reason", "")))
     with services.db.session() as session:
         return jsonify({"session": key, "attendees": attendance_edit.attendees(session, key)})
 
@@ -181,6 +180,6 @@ def import_roster():
     services = app_services()
     with services.db.session() as session:
         result = attendance_edit.import_roster(session, services.rules, text, current_actor().name,
-                                               services.clock(), _scope(), name)
+                                               services.clock(), current_actor().scope, name)
     return jsonify({"sessions": result.sessions, "attendees": result.attendees,
                     "created_sessions": result.created_sessions}), 201

@@ -15,22 +15,6 @@ bp = Blueprint("devices_api", __name__, url_prefix="/api/v1")
 
 
 
-
-def _in_scope(device: Device) -> None:
-    actor = current_actor()
-    if actor.role == "operator" and device.site.township.code != actor.township:
-        raise ApiError(403, "other_township",
-                       f"Device {device.uid} belongs to another township; operators manage only {actor.township}.")
-
-
-def _checked(uid: str):
-    """The app's services, after checking that device UID exists and is in the actor's township."""
-    services = app_services()
-    with services.db.session() as session:
-        _in_scope(devices.get(session, uid))
-    return services
-
-
 @bp.post("/enrol")
 def enrol():
     """Exchange a one-time enrolment code for MQTT credentials, an HTTP token, the TUF root and the URLs."""
@@ -42,14 +26,14 @@ def enrol():
 
 
 @bp.get("/devices")
-@require("read")
+@require("read.devices")
 def list_devices():
     """Devices, filtered by site, township, kind or state; operators see their township only."""
     actor = current_actor()
     limit = min(int(request.args.get("limit", 100)), 1000)
     offset = int(request.args.get("offset", 0))
     query = select(Device).join(Site).join(Township)
-    township = actor.township if actor.role == "operator" else request.args.get("township")
+    township = actor.scope.township_filter(request.args.get("township"))
     if township:
         query = query.where(Township.code == township)
     for arg, column in (("site", Site.code), ("kind", Device.kind), ("state", Device.state)):
@@ -72,9 +56,8 @@ def add_device():
         new = devices.add(services, session, kind=str(body.get("kind", "")), name=str(body.get("name", "")),
                           site_code=body.get("site"), language=str(body.get("language", "cmn")),
                           groups=body.get("groups") or (), member_no=body.get("member"), uid=body.get("id"),
-                          actor=actor.name)
+                          actor=actor.name, scope=actor.scope)
         device = devices.get(session, new.uid)
-        _in_scope(device)
         answer = devices.device_json(device) | {"enrol_code": new.code}
     return jsonify(answer), 201
 
@@ -91,19 +74,17 @@ def import_devices():
         text = decode_csv(data)
     except OrgImportError as exc:
         raise ApiError(422, "csv_invalid", exc.summary("devices.csv")) from None
-    added = devices.import_csv(app_services(), text, current_actor().name)
+    added = devices.import_csv(app_services(), text, current_actor().name, scope=current_actor().scope)
     return jsonify({"added": [{"id": d.uid, "kind": d.kind, "name": d.name, "site": d.site, "enrol_code": d.code}
                               for d in added]}), 201
 
 
 @bp.get("/devices/<uid>")
-@require("read")
+@require("read.devices")
 def show_device(uid: str):
     """One device."""
     with app_services().db.session() as session:
-        device = devices.get(session, uid)
-        _in_scope(device)
-        return jsonify(devices.device_json(device))
+        return jsonify(devices.device_json(devices.get(session, uid, current_actor().scope)))
 
 
 @bp.patch("/devices/<uid>")
@@ -113,8 +94,8 @@ def edit_device(uid: str):
     from server import publish
     from server.trust_service import initialised
 
-    services = _checked(uid)
-    moves = devices.update(services, uid, json_body(), current_actor().name)
+    services = app_services()
+    moves = devices.update(services, uid, json_body(), current_actor().name, scope=current_actor().scope)
     if moves and initialised(services):
         publish.publish(services, None, current_actor().name)
     else:
@@ -129,19 +110,19 @@ def edit_device(uid: str):
 @require("devices.manage")
 def command(uid: str):
     """Send resync, play-now, stop, set-volume or reboot; it expires after 24 hours if the device is offline."""
-    services = _checked(uid)
-    return jsonify(devices.send_command(services, uid, json_body(), current_actor().name)), 202
+    actor = current_actor()
+    return jsonify(devices.send_command(app_services(), uid, json_body(), actor.name, scope=actor.scope)), 202
 
 
 @bp.get("/devices/<uid>/status")
-@require("read")
+@require("read.devices")
 def device_status(uid: str):
     """The device's last reported status (battery, storage, programme, sync, stale, queue) and when it arrived."""
     from server.event_models import DeviceStatus
 
     services = app_services()
     with services.db.session() as session:
-        _in_scope(devices.get(session, uid))
+        devices.get(session, uid, current_actor().scope)
         row = session.get(DeviceStatus, uid)
         if row is None:
             return jsonify({"id": uid, "online": False, "status": None, "received_at": None})
@@ -153,16 +134,16 @@ def device_status(uid: str):
 @require("devices.manage")
 def new_code(uid: str):
     """Issue a new one-time enrolment code (the device enrols again with it)."""
-    services = _checked(uid)
-    return jsonify({"id": uid, "enrol_code": devices.reissue_code(services, uid, current_actor().name)})
+    actor = current_actor()
+    return jsonify({"id": uid, "enrol_code": devices.reissue_code(app_services(), uid, actor.name, actor.scope)})
 
 
 @bp.post("/devices/<uid>/revoke")
 @require("devices.manage")
 def revoke(uid: str):
     """Revoke a device: the broker and every device endpoint refuse its credentials from now on."""
-    services = _checked(uid)
+    services, actor = app_services(), current_actor()
     body = request.get_json(silent=True) or {}
-    devices.revoke(services, uid, current_actor().name, str(body.get("reason", "")))
+    devices.revoke(services, uid, actor.name, str(body.get("reason", "")), actor.scope)
     with services.db.session() as session:
         return jsonify(devices.device_json(devices.get(session, uid)))

@@ -26,7 +26,7 @@ def _iso(value):
 
 
 @bp.get("/fleet")
-@require("read")
+@require("read.devices")
 def fleet():
     """Devices with their status: ?township= ?site= ?kind= ?online=0|1 ?stale=1 ?limit= ?offset=."""
     actor = current_actor()
@@ -38,7 +38,7 @@ def fleet():
              .join(Site, Site.id == Device.site_id).join(Township, Township.id == Site.township_id)
              .outerjoin(DeviceStatus, DeviceStatus.device_uid == Device.uid)
              .outerjoin(last_events, last_events.c.device_uid == Device.uid))
-    township = actor.township if actor.role == "operator" else request.args.get("township")
+    township = actor.scope.township_filter(request.args.get("township"))
     if township:
         query = query.where(Township.code == township)
     if request.args.get("site"):
@@ -95,15 +95,12 @@ def device_record(session, uid: str) -> dict:
 
 
 @bp.get("/devices/<uid>/record")
-@require("read")
+@require("read.devices")
 def record(uid: str):
     """A device's ingest record: per epoch its ack, counts and sequence gaps; quarantined batches; events that
     attendance did not count and why."""
     with app_services().db.session() as session:
-        device = devices.get(session, uid)
-        actor = current_actor()
-        if actor.role == "operator" and device.site.township.code != actor.township:
-            raise ApiError(403, "other_township", f"Device {uid} belongs to another township.")
+        devices.get(session, uid, current_actor().scope)
         status = session.get(DeviceStatus, uid)
         return jsonify({"id": uid, **device_record(session, uid),
                         "status": None if status is None else {
@@ -112,17 +109,24 @@ def record(uid: str):
 
 
 @bp.get("/ingest/metrics")
-@require("read")
+@require("read.devices")
 def metrics():
-    """Totals over all devices: events stored, duplicates dropped, batches quarantined or rejected, clock flags."""
+    """Totals over all devices (an operator's: their township's): events stored, duplicates dropped, batches
+    quarantined or rejected, clock flags."""
+    totals = select(func.coalesce(func.sum(DeviceSequence.events), 0),
+                    func.coalesce(func.sum(DeviceSequence.duplicates), 0),
+                    func.coalesce(func.sum(DeviceSequence.quarantined), 0),
+                    func.coalesce(func.sum(DeviceSequence.rejected), 0),
+                    func.coalesce(func.sum(DeviceSequence.clock_flagged), 0))
+    excluded = select(AttendanceExclusion.reason, func.sum(AttendanceExclusion.events))
+    township = current_actor().scope.township_filter(None)
+    if township:
+        uids = select(Device.uid).join(Site).join(Township).where(Township.code == township)
+        totals = totals.where(DeviceSequence.device_uid.in_(uids))
+        excluded = excluded.where(AttendanceExclusion.device_uid.in_(uids))
     with app_services().db.session() as session:
-        row = session.execute(select(func.coalesce(func.sum(DeviceSequence.events), 0),
-                                     func.coalesce(func.sum(DeviceSequence.duplicates), 0),
-                                     func.coalesce(func.sum(DeviceSequence.quarantined), 0),
-                                     func.coalesce(func.sum(DeviceSequence.rejected), 0),
-                                     func.coalesce(func.sum(DeviceSequence.clock_flagged), 0))).one()
-        excluded = dict(session.execute(select(AttendanceExclusion.reason, func.sum(AttendanceExclusion.events))
-                                        .group_by(AttendanceExclusion.reason)).all())
+        row = session.execute(totals).one()
+        excluded = dict(session.execute(excluded.group_by(AttendanceExclusion.reason)).all())
     names = ("events", "duplicates", "quarantined_batches", "rejected_batches", "clock_flagged")
     return jsonify({**dict(zip(names, (int(v) for v in row))),
                     "not_counted": {k: int(v) for k, v in sorted(excluded.items())}})

@@ -40,7 +40,7 @@ def create():
 
 
 @bp.get("")
-@require("read")
+@require("read.lessons")
 def index():
     """List lessons, newest first, 50 a page (?page=N)."""
     services = _services()
@@ -53,7 +53,7 @@ def index():
 
 
 @bp.get("/<int:lesson_id>")
-@require("read")
+@require("read.lessons")
 def show(lesson_id: int):
     """One lesson with each rendition's state, progress, sha256 and URL."""
     services = _services()

@@ -35,28 +35,28 @@ def _csv_upload() -> tuple[bytes, str]:
 
 
 @bp.get("/townships")
-@require("read")
+@require("read.org")
 def townships():
     """Every township with its number of sites."""
     return jsonify({"townships": org.list_townships(app_services())})
 
 
 @bp.get("/sites")
-@require("read")
+@require("read.org")
 def sites():
     """Every site, or one township's (?township=CODE)."""
     return jsonify({"sites": org.list_sites(app_services(), request.args.get("township") or None)})
 
 
 @bp.get("/groups")
-@require("read")
+@require("read.org")
 def groups():
     """Every group, or one kind's (?kind=township|village|branch|special)."""
     return jsonify({"groups": org.list_groups(app_services(), request.args.get("kind") or None)})
 
 
 @bp.get("/members")
-@require("read")
+@require("read.people")
 def members():
     """A page of members (?site=&township=&q=&limit=&offset=) with the total; card tokens only for editors."""
     args = request.args
@@ -66,7 +66,7 @@ def members():
         raise ApiError(422, "field_invalid", "limit and offset are whole numbers", field="limit") from None
     page = org.list_members(app_services(), site=args.get("site") or None, township=args.get("township") or None,
                             q=args.get("q") or None, limit=limit, offset=offset,
-                            include_card=current_actor().may("org.write"))
+                            include_card=current_actor().may("org.write"), scope=current_actor().scope)
     return jsonify(page)
 
 
@@ -94,18 +94,21 @@ def import_csv():
 @require("org.write")
 def create_group():
     """Create a group from JSON {key, name, kind, township}; 201."""
-    return jsonify(org.create_group(app_services(), json_body(), current_actor().name)), 201
+    actor = current_actor()
+    return jsonify(org.create_group(app_services(), json_body(), actor.name, actor.scope)), 201
 
 
 @bp.patch("/sites/<code>")
 @require("org.write")
 def update_site(code: str):
     """Rename a site or move it to another township (JSON {name, township})."""
-    return jsonify(org.update_site(app_services(), code, json_body(), current_actor().name))
+    actor = current_actor()
+    return jsonify(org.update_site(app_services(), code, json_body(), actor.name, actor.scope))
 
 
 @bp.patch("/members/<member_id>")
 @require("org.write")
 def update_member(member_id: str):
     """Change a member (JSON with any of name, branch, site, card_token, joined, left, flags, groups)."""
-    return jsonify(org.update_member(app_services(), member_id, json_body(), current_actor().name))
+    actor = current_actor()
+    return jsonify(org.update_member(app_services(), member_id, json_body(), actor.name, scope=actor.scope))

@@ -24,7 +24,7 @@ def _show(ref):
 
 
 @bp.get("/programmes")
-@require("read")
+@require("read.lessons")
 def list_programmes():
     """Every programme version, newest first."""
     with app_services().db.session() as session:
@@ -40,7 +40,7 @@ def create():
 
 
 @bp.get("/programmes/<ref>")
-@require("read")
+@require("read.lessons")
 def show(ref: str):
     """One programme by id, or by code (its newest version)."""
     return jsonify(_show(ref))
@@ -62,7 +62,7 @@ def new_version(ref: str):
 
 
 @bp.get("/programmes/<ref>/preview")
-@require("read")
+@require("read.lessons")
 def preview(ref: str):
     """What publishing would do: devices affected, items added and removed, bytes each device downloads."""
     return jsonify(publish.preview(app_services(), ref))
@@ -76,7 +76,7 @@ def do_publish(ref: str):
 
 
 @bp.get("/channels")
-@require("read")
+@require("read.lessons")
 def channels():
     """Every channel with its audience and manifest version."""
     with app_services().db.session() as session:
@@ -95,14 +95,14 @@ def _manifest(channel: str) -> bytes:
 
 
 @bp.get("/channels/<channel>/manifest.json")
-@require("read")
+@require("read.lessons")
 def manifest(channel: str):
     """The channel's current manifest (devices fetch the signed copy from /tuf/targets/)."""
     return Response(_manifest(channel), mimetype="application/json")
 
 
 @bp.get("/channels/<channel>/playlist.m3u8")
-@require("read")
+@require("read.lessons")
 def m3u8(channel: str):
     """The channel as an M3U8 playlist for plain players."""
     services = app_services()

@@ -37,8 +37,8 @@ def county(services):
 
 
 @pytest.fixture
-def operator(token):
-    """Authorization headers of an operator of township t00."""
+def operator(token, county):
+    """Authorization headers of an operator of township t00 (which the county must have: tokens name real ones)."""
     return {"Authorization": f"Bearer {token('operator', township='t00')}"}
 
 
@@ -151,12 +151,17 @@ def test_reports_need_a_token(client, county):
 
 
 def test_an_operator_sees_and_edits_only_their_township(services, client, auth, operator, county):
-    own = client.get(f"{REPORT}?period=2026-Q4&township=t01", headers=operator)
+    own = client.get(f"{REPORT}?period=2026-Q4", headers=operator)
     assert own.status_code == 200
     body = own.get_json()
     assert list(site_numbers(body)) == ["t00-s00", "t00-s01"] and body["meta"]["township"] == "t00"
     assert {m["township"] for m in body["members"] + body["untrained"]} == {"t00"}
     assert body["county"][0]["active"] == 6
+    # Asking for another township is refused, not silently answered with their own.
+    other = client.get(f"{REPORT}?period=2026-Q4&township=t01", headers=operator)
+    assert other.status_code == 403 and other.get_json()["error"]["code"] == "other_township"
+    same = client.get(f"{REPORT}?period=2026-Q4&township=t00", headers=operator).get_json()
+    assert (same["sites"], same["members"]) == (body["sites"], body["members"])
     xlsx = client.get(f"{REPORT}?period=2026-Q4&format=xlsx", headers=operator)
     assert xlsx.headers["Content-Disposition"] == 'attachment; filename="report-2026-Q4-t00.xlsx"'
     sessions = client.get("/api/v1/sessions?period=2026-Q4", headers=operator).get_json()["sessions"]
@@ -276,7 +281,7 @@ def test_a_roster_with_one_bad_row_stores_nothing(services, client, auth, operat
     assert "week47.csv:3" in message and "M0001000X" in message and "nothing was stored" in message
     assert "week47.csv:2" not in message and "week47.csv:4" not in message
     # A site of another township on line 3: the session line 2 made is not kept either.
-    other_town = "member,site,date\nM00000002,t00-s01,2026-11-21\nM01000002,t01-s00,2026-11-21\n"
+    other_town = "member,site,date\nM00000002,t00-s01,2026-11-21\nM00000000,t01-s00,2026-11-21\n"
     forbidden = _roster(client, operator, other_town.encode(), "week47.csv")
     assert forbidden.status_code == 403
     assert forbidden.get_json()["error"]["message"].startswith("week47.csv:3: Site t01-s00 belongs to another")
@@ -339,8 +344,10 @@ def test_fleet_filters_and_operator_scope(services, client, auth, operator, coun
     assert [d["id"] for d in fleet("?limit=2&offset=1").get_json()["devices"]] == [
         every["devices"][1]["id"], every["devices"][2]["id"]]
     assert fleet("?limit=many").status_code == 400
-    scoped = fleet("?township=t01", operator).get_json()
+    scoped = fleet("", operator).get_json()
     assert scoped["total"] == 4 and {d["township"] for d in scoped["devices"]} == {"t00"}
+    other = fleet("?township=t01", operator)
+    assert other.status_code == 403 and other.get_json()["error"]["code"] == "other_township"
 
 
 def test_device_record_shows_gaps_quarantine_and_what_did_not_count(services, client, auth, operator, county):

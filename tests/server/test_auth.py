@@ -20,7 +20,7 @@ def test_unknown_token_is_refused(client):
     assert response.status_code == 401 and response.get_json()["error"]["code"] == "bad_token"
 
 
-def test_viewer_and_operator_cannot_upload(client, auth):
+def test_viewer_and_operator_cannot_upload(org, client, auth):
     for role in ("viewer", "operator"):
         response = _upload(client, auth(role))
         assert response.status_code == 403, role

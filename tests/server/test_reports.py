@@ -36,6 +36,7 @@ from server.attendance_models import AttendanceExclusion
 from server.errors import ApiError
 from server.i18n import TRANSLATIONS_DIR, translator
 from server.org_models import Device, DeviceAssignment, Member
+from server.scope import Scope
 from tests.attendance_data import build_county, checkin, numbered, play, store
 
 CST = ZoneInfo("Asia/Shanghai")
@@ -329,9 +330,9 @@ def test_member_record_lists_lessons_and_classes_with_dates(services, county):
 def test_an_operator_removal_outranks_the_check_in(services, county):
     now = services.clock()
     with services.db.session() as session:
-        attendance_edit.set_attendee(session, county.class_key, "M00000001", False, "op-t00", now, "t00",
+        attendance_edit.set_attendee(session, county.class_key, "M00000001", False, "op-t00", now, Scope("t00"),
                                      "left after five minutes")
-        attendance_edit.set_attendee(session, county.class_key, "M00000002", True, "op-t00", now, "t00")
+        attendance_edit.set_attendee(session, county.class_key, "M00000002", True, "op-t00", now, Scope("t00"))
     assert record(services, "M00000001").classes == []
     assert [c["recorded_by"] for c in record(services, "M00000002").classes] == ["operator"]
     rep = report(services)
@@ -349,7 +350,7 @@ def test_an_operator_removal_outranks_the_check_in(services, county):
     assert member(report(services), "M00000001").classes == 0
     # Another township's operator may not touch this class.
     with services.db.session() as session, pytest.raises(ApiError) as caught:
-        attendance_edit.set_attendee(session, county.class_key, "M00000001", True, "op-t01", now, "t01")
+        attendance_edit.set_attendee(session, county.class_key, "M00000001", True, "op-t01", now, Scope("t01"))
     assert caught.value.status == 403
 
 
