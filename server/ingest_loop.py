@@ -21,6 +21,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from playlists import topics
 from server import retained
+from server.beats import Beater, clock_from_monotonic
 from server.ingest_queue import DeviceQueues, Limits
 from server.mqtt_link import BrokerAddress, BrokerUnavailable, ServerLink
 
@@ -88,6 +89,8 @@ class Ingest:
         self._shed_logged: dict[str, float] = {}
         self.busy_since: Optional[float] = None  # monotonic time the store thread started on what it holds
         self.stored_at: Optional[float] = None  # monotonic time of its last finished group
+        self.in_hand = 0  # messages the store thread is working on
+        self._beater = Beater(services, "ingest", self.beat_state, beat_s)
         self._generation = 0
         self._pending_subs: set[int] = set()
         self._link: Optional[ServerLink] = None
@@ -184,6 +187,7 @@ class Ingest:
             if not taken:  # closed
                 return
             self.busy_since = self.busy_since or time.monotonic()
+            self.in_hand = len(taken)
             # Group commit: the events batches taken (one per device in turn) are stored in one transaction.
             events = [m for m in taken if m.kind == "events"]
             groups = ([events] if events else []) + [[m] for m in taken if m.kind != "events"]
@@ -198,6 +202,7 @@ class Ingest:
                         # A PUBACK for a message of an earlier connection would name a packet id the broker reuses.
                         self._client.ack(done.mid, done.qos)
             self.stored_at = time.monotonic()
+            self.in_hand = 0
             if not self._queue.held:
                 self.busy_since = None
             self._wake_flusher.set()
@@ -262,16 +267,15 @@ class Ingest:
             link, self._link = self._link, None
             link.close()
 
-    def _beat(self) -> None:
-        from server.worker import beat
-
-        while True:
-            try:
-                beat(self.services, "ingest")
-            except Exception:  # logged; the next beat tries again
-                log.exception("ingest heartbeat failed; trying again in %.0f s", self.beat_s)
-            if self._stop.wait(self.beat_s):
-                return
+    def beat_state(self) -> dict:
+        """What the heartbeat says about this process: idle or busy, batches waiting (and in hand), messages shed,
+        and when the store thread last finished a group (so /healthz tells busy from stalled)."""
+        now = time.monotonic()
+        waiting = self._queue.held + self.in_hand
+        return {"state": "busy" if waiting or self.busy_since is not None else "idle", "waiting": waiting,
+                "shed": self._queue.shed_total,
+                "busy_since": clock_from_monotonic(self.services, self.busy_since, now),
+                "stored_at": clock_from_monotonic(self.services, self.stored_at, now)}
 
     # lifecycle --------------------------------------------------------------------------------------------------
 
@@ -284,10 +288,10 @@ class Ingest:
                                    properties=props)
         self._client.loop_start()
         self._threads = [threading.Thread(target=self._work, name="ingest-store", daemon=True),
-                         threading.Thread(target=self._flusher, name="ingest-acks", daemon=True),
-                         threading.Thread(target=self._beat, name="ingest-beat", daemon=True)]
+                         threading.Thread(target=self._flusher, name="ingest-acks", daemon=True)]
         for thread in self._threads:
             thread.start()
+        self._beater.start()
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -298,6 +302,7 @@ class Ingest:
         self._wake_flusher.set()
         for thread in self._threads:
             thread.join(timeout)
+        self._beater.stop()
         self._client.disconnect()
         self._client.loop_stop()
         self._close_link()
