@@ -190,7 +190,7 @@ class Ingest:
         shed = self._queue.put(_Message(parsed.kind, parsed.id, props, bytes(msg.payload), msg.mid, msg.qos,
                                         self._generation, self.services.clock(), bool(msg.retain)))
         for message in shed:
-            # Not stored, and not acknowledged to the device: it sends them again (PROTOCOL §5.5). The broker's
+            # Not stored, and not acknowledged to the device: it sends them again (PROTOCOL §5.4). The broker's
             # PUBACK only frees the message; keeping it would fill the broker's queue for ingest instead.
             if message.generation == self._generation:
                 client.ack(message.mid, message.qos)

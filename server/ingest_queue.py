@@ -8,7 +8,7 @@ batch from each device in turn, from devices within their allowance.
 
 A message that does not fit (its device's backlog is full, or ingest holds too many bytes and its device holds the
 most) is *shed*: the broker gets its PUBACK, and nothing is stored or acknowledged to the device. A device keeps its
-events until the server's ack covers them and sends unacked ones again (docs/PROTOCOL.md §5.5), so shedding slows
+events until the server's ack covers them and sends unacked ones again (docs/PROTOCOL.md §5.4), so shedding slows
 the flooding device down and loses nothing. An agent keeps at most a few batches unacked, so a well-behaved device,
 even one back after weeks offline with 10,000 events, never reaches its backlog and is never shed.
 
