@@ -116,6 +116,9 @@ def write_config(services: Services) -> Path:
         # Boats are out of range for weeks. A device subscribes to a handful of topics (config, cmd, ack and
         # notify are retained or few), so 10,000 queued messages outlast months offline; counted, not sized.
         "max_queued_messages 10000\n"
+        # Ingest quarantines a batch over ingest_max_batch_bytes (its range is acked, an operator can read it); far
+        # larger messages are refused here, so they never take an ingest process's memory.
+        f"message_size_limit {max(4 * s.ingest_max_batch_bytes, 1024 * 1024)}\n"
         "persistent_client_expiration 120d\n"
         "log_dest stderr\n"
         "log_type error\nlog_type warning\nlog_type notice\n"

@@ -219,8 +219,9 @@ def batch_range(properties: Mapping[str, str]) -> tuple[int, int, int]:
 
 
 def parse_batch(device: str, properties: Mapping[str, str], payload: bytes, epoch: int, first: int,
-                last: int) -> list[Event]:
-    """The events of a batch from DEVICE, or ValueError saying why the batch must be quarantined."""
+                last: int, max_event_bytes: Optional[int] = None) -> list[Event]:
+    """The events of a batch from DEVICE, or ValueError saying why the batch must be quarantined (an event over
+    MAX_EVENT_BYTES is one reason)."""
     if properties.get("device") != device:
         raise ValueError(f"user property device {properties.get('device')!r} is not the topic's device {device!r}")
     body, texts = split_batch(payload)
@@ -231,6 +232,12 @@ def parse_batch(device: str, properties: Mapping[str, str], payload: bytes, epoc
     raw_events = body.get("events")
     if not isinstance(raw_events, list) or not raw_events:
         raise ValueError("batch.events: not a non-empty list")
+    if max_event_bytes is not None:
+        for n, (_raw, text) in enumerate(texts or []):
+            # A character is at most 4 bytes in UTF-8: only a long text needs encoding to be measured.
+            if len(text) * 4 > max_event_bytes and len(text.encode("utf-8")) > max_event_bytes:
+                raise ValueError(f"batch.events[{n}]: {len(text.encode('utf-8')):,} bytes is over the "
+                                 f"{max_event_bytes:,}-byte limit of an event (LESSONCAST_INGEST_MAX_EVENT_BYTES)")
     events = [parse_event(raw, f"batch.events[{n}]", text) for n, (raw, text) in enumerate(texts or [])]
     for n, event in enumerate(events):
         if event.seq < first or event.seq_last > last:

@@ -1,17 +1,19 @@
-"""Health of the stack: is the database reachable, are a worker and an ingest alive, does the broker answer."""
+"""Health of the stack: is the database reachable, are a worker and an ingest alive (and busy, idle or stalled),
+does the broker answer."""
 
 from __future__ import annotations
 
 import socket
-from typing import Any
+from datetime import datetime
+from typing import Any, Optional
 from urllib.parse import urlparse
 
 from sqlalchemy import select, text
 
+from server.beats import SILENCE_S, STALL_S, read_file_beats
 from server.models import ProcessBeat
 from server.services import Services
 
-WORKER_SILENCE_S = 30.0
 
 
 def check_database(services: Services) -> dict[str, Any]:
@@ -24,9 +26,44 @@ def check_database(services: Services) -> dict[str, Any]:
         return {"up": False, "error": f"{type(exc).__name__}: {exc}"}
 
 
+def _from_files(services: Services, name: str) -> Optional[dict[str, Any]]:
+    """NAME's health from the beat files of its processes on this host; None when none beat recently."""
+    now = services.clock()
+
+    def age(value) -> Optional[float]:
+        if value is None:
+            return None
+        moment = value if isinstance(value, datetime) else datetime.fromisoformat(value)
+        return (now - moment).total_seconds()
+
+    beats = [b for b in read_file_beats(services, name) if age(b["seen_at"]) <= SILENCE_S]
+    if not beats:
+        return None
+    part: dict[str, Any] = {"up": True, "last_seen": beats[0]["seen_at"].isoformat(), "processes": len(beats),
+                            "state": "busy" if any(b.get("state") == "busy" for b in beats) else "idle"}
+    if any("waiting" in b for b in beats):
+        part["waiting"] = sum(b.get("waiting", 0) for b in beats)
+        part["shed"] = sum(b.get("shed", 0) for b in beats)
+    # Stalled: work waits and the process finished none for STALL_S (since it last finished some, or since it
+    # became busy). Busy processes that make progress are up.
+    stalled = []
+    for b in beats:
+        progress = [a for a in (age(b.get("stored_at")), age(b.get("busy_since"))) if a is not None]
+        if b.get("waiting") and progress and min(progress) > STALL_S:
+            stalled.append(min(progress))
+    if stalled and len(stalled) == len(beats):
+        part.update(up=False, state="stalled",
+                    error=f"{part['waiting']} waiting and nothing finished for {min(stalled):.0f} s; see the "
+                          f"{name} log (is the database locked or down?)")
+    return part
+
+
 def _check_beat(services: Services, name: str) -> dict[str, Any]:
-    """Whether the process NAME ("worker", "ingest") has sent a heartbeat recently."""
-    try:
+    """Whether the process NAME ("worker", "ingest") has sent a heartbeat recently, and whether it is busy."""
+    from_files = _from_files(services, name)
+    if from_files is not None:
+        return from_files
+    try:  # a process on another host (PostgreSQL deployments) beats only in the database
         with services.db.session() as session:
             seen = session.scalar(select(ProcessBeat.seen_at).where(ProcessBeat.name == name))
     except Exception as exc:
@@ -34,7 +71,7 @@ def _check_beat(services: Services, name: str) -> dict[str, Any]:
     if seen is None:
         return {"up": False, "error": f"no {name} has ever started; run 'lessoncast run' or 'lessoncast {name}'"}
     age = (services.clock() - seen).total_seconds()
-    if age > WORKER_SILENCE_S:
+    if age > SILENCE_S:
         return {"up": False, "error": f"last {name} heartbeat {age:.0f} s ago", "last_seen": seen.isoformat()}
     return {"up": True, "last_seen": seen.isoformat()}
 

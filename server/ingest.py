@@ -30,7 +30,7 @@ from playlists import topics
 from server import attendance, cards, retained
 from server.attendance import Attributed, Lookups
 from server.attendance_rules import Rules
-from server.event_batches import (Event, EventFileError, ack_payload, batch_range, contiguous_end,
+from server.event_batches import (MAX_SEQ, Event, EventFileError, ack_payload, batch_range, contiguous_end,
                                   find_events_files, parse_batch, read_events_file, strict_json)
 from server.event_models import DeviceEvent, DeviceSequence, DeviceStatus, QuarantinedBatch
 from server.ingest_loop import Ingest
@@ -39,6 +39,7 @@ from server.org_models import Device
 log = logging.getLogger(__name__)
 
 INSERT_CHUNK = 200  # rows per INSERT: well under SQLite's bound-parameter limit
+ADVANCE_CHUNK = 2000  # stored ranges beyond the ack read at a time when the ack moves over them
 # The parsing and the MQTT loop live in their own modules; the CLI and the tests reach them through this one.
 __all__ = ["Event", "EventFileError", "ImportResult", "Incoming", "Ingest", "Stored", "quarantine_batch", "ack_payload", "acks_for_devices",
            "batch_range", "contiguous_end", "find_events_files", "import_events_file", "parse_batch",
@@ -124,18 +125,25 @@ def _rows(device: str, epoch: int, events: list[Event], attributed: list[Attribu
 
 def _advance(session: Session, seq_row: DeviceSequence, new_ranges: list[tuple[int, int]], now: datetime) -> int:
     device, epoch, acked = seq_row.device_uid, seq_row.epoch, seq_row.acked
-    # Only ranges starting after the ack can extend it, plus what this transaction added: an older range that
-    # started at or before the ack was walked over when the ack reached its start (that walk is in the same
-    # transaction as every insert), so it ends at or before the ack. This keeps the walk on the (device, epoch,
-    # seq) index instead of scanning a device's whole history on every batch.
-    ranges = list(new_ranges)
-    if seq_row.stored_max > acked:  # something beyond the ack was stored before: look it up
-        ranges += session.execute(select(DeviceEvent.seq, DeviceEvent.seq_last).where(
-            DeviceEvent.device_uid == device, DeviceEvent.epoch == epoch, DeviceEvent.seq > acked)).all()
-        ranges += session.execute(select(QuarantinedBatch.seq_first, QuarantinedBatch.seq_last).where(
+    # Invariant: after every commit the ack is as far as the stored ranges reach, so no range stored before starts
+    # at or before ack + 1 and ends beyond the ack. Hence only a new range that reaches ack + 1 can move the ack,
+    # and only then are the ranges stored beyond it read, in seq order on the (device, epoch, seq) index, a chunk
+    # at a time until the first gap. A gap (a device that never sends seq 1, or a lost batch) costs nothing per
+    # batch, and each stored range is read about once, when the ack passes it.
+    end = contiguous_end(acked, new_ranges)
+    low = acked
+    while end > acked and seq_row.stored_max > low:
+        rows = session.execute(select(DeviceEvent.seq, DeviceEvent.seq_last).where(
+            DeviceEvent.device_uid == device, DeviceEvent.epoch == epoch, DeviceEvent.seq > low)
+            .order_by(DeviceEvent.seq).limit(ADVANCE_CHUNK)).all()
+        horizon = rows[-1][0] if len(rows) == ADVANCE_CHUNK else MAX_SEQ  # every range starting up to here is read
+        held = session.execute(select(QuarantinedBatch.seq_first, QuarantinedBatch.seq_last).where(
             QuarantinedBatch.device_uid == device, QuarantinedBatch.epoch == epoch,
-            QuarantinedBatch.seq_first > acked)).all()
-    end = contiguous_end(acked, ranges)
+            QuarantinedBatch.seq_first > low, QuarantinedBatch.seq_first <= horizon)).all()
+        end = contiguous_end(end, [*rows, *held, *new_ranges])
+        if end < horizon or horizon == MAX_SEQ:
+            break
+        low = horizon
     seq_row.stored_max = max([seq_row.stored_max, end] + [last for _first, last in new_ranges])
     if end != acked:
         seq_row.acked, seq_row.updated_at = end, now
@@ -337,7 +345,8 @@ def quarantine_batch(services, device: str, properties: Mapping[str, str], paylo
     except ValueError:
         return None
     with services.db.session() as session:
-        return store_in(session, device, epoch, first, last, None, payload, reason, now, services.rules)
+        return store_in(session, device, epoch, first, last, None, payload[:services.settings.ingest_max_batch_bytes],
+                        reason, now, services.rules)
 
 
 @dataclass(frozen=True)
@@ -358,6 +367,7 @@ def store_batches(services, batches: list[Incoming], lookups: Optional[Lookups] 
     batch's trouble never holds the others back. A batch without its range properties is dropped (None).
     """
     parsed = []
+    max_batch = services.settings.ingest_max_batch_bytes
     for n, b in enumerate(batches):
         try:
             epoch, first, last = batch_range(b.properties)
@@ -365,12 +375,20 @@ def store_batches(services, batches: list[Incoming], lookups: Optional[Lookups] 
             log.error("DROPPED a batch on %s (%d bytes): %s; nothing can acknowledge it",
                       topics.events(b.device), len(b.payload), exc)
             continue
-        reason, events = None, None
-        try:
-            events = parse_batch(b.device, b.properties, b.payload, epoch, first, last)
-        except ValueError as exc:
-            reason = str(exc)
-        parsed.append((b.device, epoch, first, n, last, events, reason, b))
+        reason, events, payload = None, None, b.payload
+        if len(payload) > max_batch:
+            # Kept only up to the limit: a quarantined batch is for an operator to read, not a way to fill the disk.
+            reason, payload = (f"batch: {len(payload):,} bytes is over the {max_batch:,}-byte limit "
+                               "(LESSONCAST_INGEST_MAX_BATCH_BYTES); the agent sends at most 200 events a batch"), \
+                payload[:max_batch]
+        else:
+            try:
+                events = parse_batch(b.device, b.properties, payload, epoch, first, last,
+                                     services.settings.ingest_max_event_bytes)
+            except ValueError as exc:
+                reason = str(exc)
+        parsed.append((b.device, epoch, first, n, last, events, reason, Incoming(b.device, b.properties, payload,
+                                                                                 b.received_at)))
     results: list[Optional[Stored]] = [None] * len(batches)
     rules, lookups = services.rules, lookups or Lookups()
     with services.db.sessions() as read:  # the work that needs no lock, before the write transaction

@@ -5,10 +5,10 @@ that stores each message (``server.ingest``) before acknowledging it to the brok
 from __future__ import annotations
 
 import logging
-import queue
 import signal
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Optional
@@ -21,7 +21,9 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from playlists import topics
 from server import retained
+from server.beats import Beater, clock_from_monotonic
 from server.broker import share_group
+from server.ingest_queue import DeviceQueues, Limits
 from server.mqtt_link import BrokerAddress, BrokerUnavailable, ServerLink
 
 log = logging.getLogger(__name__)
@@ -33,9 +35,42 @@ ACK_FLUSH_S = 0.5
 # Group commit: at most this many batches, or this many payload bytes, in one transaction.
 GROUP_BATCHES = 50
 GROUP_BYTES = 2 * 1024 * 1024
+# MQTT 5 Receive Maximum (the largest allowed): the broker sends ingest every message at once instead of 20 at a
+# time (Mosquitto's default without it), so its queue for ingest never reaches max_queued_messages and drops
+# some, and ingest, not the broker's FIFO, decides which device is served next (server.ingest_queue).
+RECEIVE_MAXIMUM = 65_535
+# A device whose messages are shed is named in the log at most this often.
+SHED_LOG_S = 30.0
 # Long enough to cover an ingest restart or a server reboot; a decommissioned ingest's session (and the messages
 # the broker queued for it) goes away after a day, and the devices send those events again anyway.
 SESSION_EXPIRY_S = 86_400
+
+
+class _BurstReadingClient(mqtt.Client):
+    """paho's client, reading every packet that has arrived per wake-up instead of one.
+
+    paho's loop reads one packet per ``select()`` and then runs its write and housekeeping steps: about 120 µs of CPU
+    per message, so during a flood ingest read more slowly than one paho client can publish, and every device's
+    messages queued at the broker behind the flood. Reading what is there first takes about half that. This leans on
+    paho internals (``_packet_read``, ``_loop_rc_handle``, checked against paho-mqtt 2.1 and 2.2); without them it
+    reads as paho does.
+    """
+
+    READ_BURST = 1000
+
+    def loop_read(self, max_packets: int = 1) -> mqtt.MQTTErrorCode:
+        read, handle = getattr(self, "_packet_read", None), getattr(self, "_loop_rc_handle", None)
+        if read is None or handle is None:
+            return super().loop_read(max_packets)
+        for _ in range(self.READ_BURST):
+            if getattr(self, "_sock", None) is None:
+                return mqtt.MQTTErrorCode.MQTT_ERR_NO_CONN
+            rc = read()
+            if rc == mqtt.MQTTErrorCode.MQTT_ERR_AGAIN:
+                break
+            if rc > 0:
+                return handle(rc)
+        return mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
 
 
 @dataclass(frozen=True)
@@ -75,7 +110,15 @@ class Ingest:
         self.beat_s = beat_s
         self.subscribed = threading.Event()
         self._stop = threading.Event()
-        self._queue: "queue.Queue[Optional[_Message]]" = queue.Queue()
+        st = services.settings
+        self._queue: DeviceQueues[_Message] = DeviceQueues(
+            Limits(rate=st.ingest_device_rate, burst=st.ingest_device_burst, backlog=st.ingest_device_backlog,
+                   total_bytes=st.ingest_backlog_bytes), time.monotonic)
+        self._shed_logged: dict[str, float] = {}
+        self.busy_since: Optional[float] = None  # monotonic time the store thread started on what it holds
+        self.stored_at: Optional[float] = None  # monotonic time of its last finished group
+        self.in_hand = 0  # messages the store thread is working on
+        self._beater = Beater(services, "ingest", self.beat_state, beat_s)
         self._generation = 0
         self._pending_subs: set[int] = set()
         self._link: Optional[ServerLink] = None
@@ -88,8 +131,8 @@ class Ingest:
         self.lookups = Lookups(ttl_s=CACHE_TTL_S)
 
     def _make_client(self) -> mqtt.Client:
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv5,
-                             manual_ack=True)
+        client = _BurstReadingClient(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
+                                     protocol=mqtt.MQTTv5, manual_ack=True)
         if self.address.username:
             client.username_pw_set(self.address.username, self.address.password)
         if self.address.tls:
@@ -118,7 +161,9 @@ class Ingest:
         options = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB)
         _rc, mid = client.subscribe([(f, options) for f in self.filters])
         self._pending_subs.add(mid)
-        self._queue.put(_Message("flush", "", {}, b"", 0, 0, self._generation, self.services.clock()))
+        # What the last connection delivered and nothing stored yet comes again (unacked, in the session).
+        self._queue.drain()
+        self._wake_flusher.set()
 
     def _on_disconnect(self, _client, _userdata, _flags, reason_code, _properties) -> None:
         self.subscribed.clear()
@@ -143,43 +188,51 @@ class Ingest:
         props = dict(getattr(msg.properties, "UserProperty", None) or [])
         # The retain flag is set only on a stored copy the broker sends because of a new subscription (Mosquitto
         # 2.0 sends them to shared subscriptions too); live messages, and those queued for this session, lack it.
-        self._queue.put(_Message(parsed.kind, parsed.id, props, bytes(msg.payload), msg.mid, msg.qos,
-                                 self._generation, self.services.clock(), bool(msg.retain)))
+        shed = self._queue.put(_Message(parsed.kind, parsed.id, props, bytes(msg.payload), msg.mid, msg.qos,
+                                        self._generation, self.services.clock(), bool(msg.retain)))
+        for message in shed:
+            # Not stored, and not acknowledged to the device: it sends them again (PROTOCOL §5.4). The broker's
+            # PUBACK only frees the message; keeping it would fill the broker's queue for ingest instead.
+            if message.generation == self._generation:
+                client.ack(message.mid, message.qos)
+            self._log_shed(message)
+
+    def _log_shed(self, message: _Message) -> None:
+        now = time.monotonic()
+        if now - self._shed_logged.get(message.device, -SHED_LOG_S) < SHED_LOG_S:
+            return
+        self._shed_logged[message.device] = now
+        log.warning("%s sends faster than its allowance (%s batches/s, burst %s, backlog %s): %d of its messages "
+                    "not taken so far; it is not acked for them and sends them again later",
+                    message.device, self._queue.limits.rate, self._queue.limits.burst, self._queue.limits.backlog,
+                    self._queue.shed_by_device().get(message.device, 0))
 
     # the worker thread ----------------------------------------------------------------------------------------
 
     def _work(self) -> None:
-        carry: Optional[_Message] = None
         while True:
-            item = carry if carry is not None else self._queue.get()
-            carry = None
-            if item is None:
+            taken = self._queue.take(GROUP_BATCHES, GROUP_BYTES)
+            if not taken:  # closed
                 return
-            group = [item]
-            if item.kind == "events":
-                # Group commit: the events batches waiting now are stored in one transaction.
-                size = len(item.payload)
-                while size < GROUP_BYTES and len(group) < GROUP_BATCHES:
-                    try:
-                        nxt = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if nxt is None or nxt.kind != "events":
-                        carry = nxt
-                        if nxt is None:
-                            self._queue.put(None)
-                            carry = None
-                        break
-                    group.append(nxt)
-                    size += len(nxt.payload)
-            try:
-                self._handle(group)
-            except Exception:  # logged with its traceback; the device sends unacked events again
-                log.exception("ingest could not handle %d %s message(s) of %s", len(group), item.kind, item.device)
-            for done in group:
-                if done.kind != "flush" and done.generation == self._generation:
-                    # A PUBACK for a message of an earlier connection would name a packet id the broker reuses.
-                    self._client.ack(done.mid, done.qos)
+            self.busy_since = self.busy_since or time.monotonic()
+            self.in_hand = len(taken)
+            # Group commit: the events batches taken (one per device in turn) are stored in one transaction.
+            events = [m for m in taken if m.kind == "events"]
+            groups = ([events] if events else []) + [[m] for m in taken if m.kind != "events"]
+            for group in groups:
+                try:
+                    self._handle(group)
+                except Exception:  # logged with its traceback; the device sends unacked events again
+                    log.exception("ingest could not handle %d %s message(s) of %s", len(group), group[0].kind,
+                                  group[0].device)
+                for done in group:
+                    if done.generation == self._generation:
+                        # A PUBACK for a message of an earlier connection would name a packet id the broker reuses.
+                        self._client.ack(done.mid, done.qos)
+            self.stored_at = time.monotonic()
+            self.in_hand = 0
+            if not self._queue.held:
+                self.busy_since = None
             self._wake_flusher.set()
 
     def _handle(self, group: list[_Message]) -> None:
@@ -242,16 +295,15 @@ class Ingest:
             link, self._link = self._link, None
             link.close()
 
-    def _beat(self) -> None:
-        from server.worker import beat
-
-        while True:
-            try:
-                beat(self.services, "ingest")
-            except Exception:  # logged; the next beat tries again
-                log.exception("ingest heartbeat failed; trying again in %.0f s", self.beat_s)
-            if self._stop.wait(self.beat_s):
-                return
+    def beat_state(self) -> dict:
+        """What the heartbeat says about this process: idle or busy, batches waiting (and in hand), messages shed,
+        and when the store thread last finished a group (so /healthz tells busy from stalled)."""
+        now = time.monotonic()
+        waiting = self._queue.held + self.in_hand
+        return {"state": "busy" if waiting or self.busy_since is not None else "idle", "waiting": waiting,
+                "shed": self._queue.shed_total,
+                "busy_since": clock_from_monotonic(self.services, self.busy_since, now),
+                "stored_at": clock_from_monotonic(self.services, self.stored_at, now)}
 
     # lifecycle --------------------------------------------------------------------------------------------------
 
@@ -259,28 +311,26 @@ class Ingest:
         """Start connecting (retried with back-off until the broker answers), the worker and the heartbeat."""
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = self.session_expiry_s
+        props.ReceiveMaximum = RECEIVE_MAXIMUM
         self._client.connect_async(self.address.host, self.address.port, keepalive=30, clean_start=False,
                                    properties=props)
         self._client.loop_start()
         self._threads = [threading.Thread(target=self._work, name="ingest-store", daemon=True),
-                         threading.Thread(target=self._flusher, name="ingest-acks", daemon=True),
-                         threading.Thread(target=self._beat, name="ingest-beat", daemon=True)]
+                         threading.Thread(target=self._flusher, name="ingest-acks", daemon=True)]
         for thread in self._threads:
             thread.start()
+        self._beater.start()
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
         """Finish the message in hand, then disconnect; what is still queued is delivered again next session."""
         self._stop.set()
-        while True:  # drop what the worker has not started: unacked, so the broker keeps it for the session
-            try:
-                self._queue.get_nowait()
-            except queue.Empty:
-                break
-        self._queue.put(None)
+        self._queue.drain()  # what the worker has not started stays unacked, so the broker keeps it for the session
+        self._queue.close()
         self._wake_flusher.set()
         for thread in self._threads:
             thread.join(timeout)
+        self._beater.stop()
         self._client.disconnect()
         self._client.loop_stop()
         self._close_link()

@@ -35,6 +35,13 @@ class Services:
         return self.settings.data_path
 
     @cached_property
+    def token_use(self):
+        """When API tokens were last used, written off the request path (server.token_use.TokenUse)."""
+        from server.token_use import TokenUse
+
+        return TokenUse(self.db, lambda: self.clock())
+
+    @cached_property
     def media(self) -> FilesystemStore:
         """The content-addressed store of renditions and posters."""
         return FilesystemStore(self.data / "media")

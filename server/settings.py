@@ -66,6 +66,14 @@ def _days(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    """A number above 0."""
+    value = float(text)
+    if not value > 0:
+        raise ValueError(f"expected a number above 0, got {text!r}")
+    return value
+
+
 def _fraction(text: str) -> float:
     """A share above 0 and at most 1, such as 0.9."""
     value = float(text)
@@ -120,6 +128,19 @@ SETTINGS: tuple[Setting, ...] = (
             int),
     Setting("ingest_processes", 2, "Event ingest processes lessoncast run starts; they share the devices' events "
             "(two use both cores of a small server).", _positive_int),
+    Setting("ingest_max_batch_bytes", 512 * 1024, "Largest events batch ingest stores (bytes, or with K/M); a larger "
+            "one is quarantined. The agent's batches of 200 events are about 100 KB. The broker refuses anything over "
+            "four times this.", _size),
+    Setting("ingest_max_event_bytes", 16 * 1024, "Largest single event in a batch (bytes, or with K); a batch holding "
+            "a larger one is quarantined.", _size),
+    Setting("ingest_device_rate", 5.0, "Batches per second each ingest process stores for one device once its burst "
+            "is spent; the other devices are served in turn meanwhile.", _positive_float),
+    Setting("ingest_device_burst", 50, "Batches of one device each ingest process stores at once before the rate "
+            "applies (50 agent batches are 10,000 events).", _positive_int),
+    Setting("ingest_device_backlog", 100, "Batches of one device an ingest process holds waiting to be stored; "
+            "beyond that they are not taken, the device is not acked and sends them again later.", _positive_int),
+    Setting("ingest_backlog_bytes", 256 * 1024**2, "Payload bytes an ingest process holds waiting, for all devices "
+            "together (bytes, or with M/G); over it, the device holding the most waits.", _size),
     Setting("job_workers", 2, "Parallel transcoding jobs (renditions of a source run side by side).", int),
     Setting("job_lease", 120.0, "Seconds a running job's lease lasts; the worker renews it while the job runs.",
             _duration),

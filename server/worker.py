@@ -7,10 +7,13 @@ import os
 import shutil
 import socket
 import threading
+import time
+from typing import Optional
 
 from sqlalchemy.dialects import postgresql, sqlite
 
 from server import jobs
+from server.beats import Beater, clock_from_monotonic
 from server.models import ProcessBeat
 from server.services import Services
 from server.uploads import expire as expire_uploads
@@ -73,18 +76,33 @@ def keep_signed_and_delivered(services: Services) -> None:
         retained.flush_quietly(services)
 
 
-def _housekeeping(services: Services, stop: threading.Event) -> None:
-    interval = min(BEAT_S, max(0.5, services.settings.job_lease / 4))
-    while True:
-        for task in (lambda: beat(services, "worker"), lambda: reap_once(services),
-                     lambda: clean_work_dirs(services), lambda: expire_uploads(services),
-                     lambda: keep_signed_and_delivered(services)):
-            try:
-                task()
-            except Exception:  # logged with its traceback; the next round tries again
-                log.exception("worker housekeeping failed; trying again in %.1f s", interval)
-        if stop.wait(interval):
-            return
+class _Housekeeping:
+    """The worker's housekeeping rounds, and when the current one started (for the heartbeat's state)."""
+
+    def __init__(self, services: Services):
+        self.services = services
+        self.round_since: Optional[float] = None  # monotonic start of the round in progress
+
+    def state(self) -> dict:
+        """Busy while a round runs (it may wait for the database or the broker), idle between rounds."""
+        now = time.monotonic()
+        return {"state": "idle" if self.round_since is None else "busy",
+                "busy_since": clock_from_monotonic(self.services, self.round_since, now)}
+
+    def run(self, stop: threading.Event) -> None:
+        services = self.services
+        interval = min(BEAT_S, max(0.5, services.settings.job_lease / 4))
+        while True:
+            self.round_since = time.monotonic()
+            for task in (lambda: reap_once(services), lambda: clean_work_dirs(services),
+                         lambda: expire_uploads(services), lambda: keep_signed_and_delivered(services)):
+                try:
+                    task()
+                except Exception:  # logged with its traceback; the next round tries again
+                    log.exception("worker housekeeping failed; trying again in %.1f s", interval)
+            self.round_since = None
+            if stop.wait(interval):
+                return
 
 
 def run(services: Services) -> None:
@@ -96,12 +114,16 @@ def run(services: Services) -> None:
     for job_id in jobs.queued_ids(services.db):
         services.queue.enqueue(job_id)
     stop = threading.Event()
-    keeper = threading.Thread(target=_housekeeping, args=(services, stop), name="housekeeping", daemon=True)
+    housekeeping = _Housekeeping(services)
+    keeper = threading.Thread(target=housekeeping.run, args=(stop,), name="housekeeping", daemon=True)
     keeper.start()
+    # The heartbeat has its own thread: a housekeeping round that waits for the database is busy, not down.
+    beater = Beater(services, "worker", housekeeping.state).start()
     try:
         consumer.run()
     finally:
         stop.set()
+        beater.stop()
         keeper.join(timeout=5)
         released = jobs.release(services.db, f"{socket.gethostname()}:{os.getpid()}:", services.clock())
         if released:
