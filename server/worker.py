@@ -13,7 +13,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from server import jobs
 from server.models import ProcessBeat
 from server.services import Services
-from server.uploads import expire as expire_uploads
+from server.uploads import expire as expire_uploads, sweep as sweep_uploads
 
 log = logging.getLogger(__name__)
 BEAT_S = 5.0
@@ -78,6 +78,7 @@ def _housekeeping(services: Services, stop: threading.Event) -> None:
     while True:
         for task in (lambda: beat(services, "worker"), lambda: reap_once(services),
                      lambda: clean_work_dirs(services), lambda: expire_uploads(services),
+                     lambda: sweep_uploads(services),
                      lambda: keep_signed_and_delivered(services)):
             try:
                 task()
