@@ -11,6 +11,7 @@ import threading
 from sqlalchemy.dialects import postgresql, sqlite
 
 from server import jobs
+from server.exports import expire as expire_exports
 from server.models import ProcessBeat
 from server.services import Services
 from server.uploads import expire as expire_uploads, sweep as sweep_uploads
@@ -78,7 +79,7 @@ def _housekeeping(services: Services, stop: threading.Event) -> None:
     while True:
         for task in (lambda: beat(services, "worker"), lambda: reap_once(services),
                      lambda: clean_work_dirs(services), lambda: expire_uploads(services),
-                     lambda: sweep_uploads(services),
+                     lambda: sweep_uploads(services), lambda: expire_exports(services),
                      lambda: keep_signed_and_delivered(services)):
             try:
                 task()
