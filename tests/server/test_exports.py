@@ -175,6 +175,9 @@ def test_a_large_report_does_not_grow_the_web_process(tmp_path):
         with svc.db.session() as session:
             headers = {"Authorization": "Bearer " + create_token(session, name="big", role="admin", township=None,
                                                                  now=svc.clock())}
+        # The first large request also imports the export code and opens the job queue: not what is measured.
+        assert client.get("/api/v1/reports/participation?period=2026-Q4&format=csv",
+                          headers=headers).status_code == 202
         tracemalloc.start()
         try:
             answer = client.get("/api/v1/reports/participation?period=2026-Q4&format=xlsx", headers=headers)
@@ -182,16 +185,16 @@ def test_a_large_report_does_not_grow_the_web_process(tmp_path):
         finally:
             tracemalloc.stop()
         assert answer.status_code == 202
-        assert peak < 10 * 1024**2, f"the web process allocated {peak / 1024**2:.0f} MB answering"
+        assert peak < 4 * 1024**2, f"the web process allocated {peak / 1024**2:.1f} MB answering"
 
         from server.transcode import run_job
 
         with svc.db.session() as session:
-            run_job(svc, session.scalar(select(Job.id).where(Job.kind == "export")))
+            run_job(svc, session.scalar(select(Job.id).where(Job.kind == "export").order_by(Job.id.desc()).limit(1)))
         done = client.get(answer.get_json()["url"], headers=headers).get_json()
         assert done["state"] == "done" and done["rows"] > 20_000
         with svc.db.session() as session:
-            peak_kib = session.scalar(select(Export.peak_rss_kb))
+            peak_kib = session.scalar(select(Export.peak_rss_kb).where(Export.peak_rss_kb.is_not(None)))
         assert peak_kib < 250 * 1024, f"the builder's peak RSS was {peak_kib / 1024:.0f} MB"
     finally:
         svc.db.dispose()
