@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import stat
+import threading
 import tracemalloc
 from datetime import datetime, timedelta, timezone
 
@@ -190,7 +191,15 @@ def test_a_large_report_does_not_grow_the_web_process(tmp_path):
         from server.transcode import run_job
 
         with svc.db.session() as session:
-            run_job(svc, session.scalar(select(Job.id).where(Job.kind == "export").order_by(Job.id.desc()).limit(1)))
+            job_id = session.scalar(select(Job.id).where(Job.kind == "export").order_by(Job.id.desc()).limit(1))
+        worker = threading.Thread(target=run_job, args=(svc, job_id))
+        worker.start()
+        seen = set()
+        while worker.is_alive():  # what a console's progress bar polls
+            state = client.get(answer.get_json()["url"], headers=headers).get_json()
+            seen.add((state["state"], state["progress"]))
+            worker.join(timeout=0.2)
+        assert any(s == "running" and 0 < p < 100 for s, p in seen), seen
         done = client.get(answer.get_json()["url"], headers=headers).get_json()
         assert done["state"] == "done" and done["rows"] > 20_000
         with svc.db.session() as session:
