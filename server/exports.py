@@ -174,7 +174,8 @@ def _run(services: Services, claim: jobs.Claim) -> None:
     errors = directory / f"{stored_as}.log"
     ticker = _Ticker(services, claim, None)
     try:
-        with ticker.running(), open(errors, "w+", encoding="utf-8") as stderr:
+        with ticker.running(), os.fdopen(os.open(errors, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600), "w+",
+                                         encoding="utf-8") as stderr:
             result = _build_in_child(services, export.id, partial, stderr, ticker)
             stderr.seek(0)
             tail = stderr.read()[-2000:]

@@ -39,7 +39,7 @@ ORPHAN_GRACE_S = 3600.0
 _MAX_DIGITS = 19  # a byte count or offset beyond 9,999,999,999,999,999,999 is not a file
 
 
-def byte_count(value: Optional[str], header: str) -> Optional[int]:
+def byte_count(value: Optional[str]) -> Optional[int]:
     """A header holding a byte count as ASCII digits ("²" and "١٢" are digits to str.isdigit, not to us); None when
     it is missing or not a plain number."""
     if value is None or not value or len(value) > _MAX_DIGITS or not (value.isascii() and value.isdigit()):
@@ -68,7 +68,7 @@ def part_path(services: Services, upload_id: str) -> Path:
 def create(services: Services, length: Optional[str], metadata: str, token_id: Optional[int],
            actor: str) -> Upload:
     """Start an upload of LENGTH bytes; metadata must carry at least the lesson title."""
-    size = byte_count(length, "Upload-Length")
+    size = byte_count(length)
     if size is None:
         raise ApiError(400, "length_required",
                        "Send Upload-Length with the file's size in bytes as ASCII digits, such as 'Upload-Length: "
@@ -112,7 +112,7 @@ def append(services: Services, upload_id: str, offset_header: Optional[str], bod
     client can resume; bytes that arrived are durable every CHECKPOINT bytes, whatever happens to this process.
     """
     get(services, upload_id)
-    offset = byte_count(offset_header, "Upload-Offset")
+    offset = byte_count(offset_header)
     if offset is None:
         raise ApiError(400, "offset_required",
                        "Send Upload-Offset with the number of bytes already uploaded, as ASCII digits.")

@@ -3,7 +3,7 @@ progress, then download GET /api/v1/exports/<id>/file. Large participation repor
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify, request, send_file
+from flask import Blueprint, Response, jsonify, send_file
 
 from server import exports
 from server.auth import current_actor, require
@@ -34,8 +34,14 @@ def create():
     report = body.get("report", "participation")
     if report not in exports.REPORTS:
         raise ApiError(400, "unknown_report", f"report {report!r}: exports exist for {', '.join(exports.REPORTS)}.")
-    fields = {k: body[k] for k in ("period", "programme", "township", "format", "table", "lang")
-              if isinstance(body.get(k), str) and body[k]}
+    fields = {}
+    for key in ("period", "programme", "township", "format", "table", "lang"):
+        value = body.get(key)
+        if value is not None and not isinstance(value, str):
+            raise ApiError(400, "bad_field", f"{key!r} must be text, such as \"2026-Q4\" or \"qs\"; got "
+                                             f"{type(value).__name__}.", field=key)
+        if value:
+            fields[key] = value
     req = report_request(fields, default_format="xlsx")
     export_id = exports.request_export(app_services(), current_actor(), req)
     return accepted(export_id, "The worker builds this report; poll 'url' for its progress and download "

@@ -132,7 +132,7 @@ def test_bad_export_requests_are_refused_before_a_job_exists(client, token, serv
                                                                     "bad_format"),
                        ({"period": "2026-Q4", "township": "nowhere"}, "unknown_township"),
                        ({"period": "2026-Q4", "report": "salaries"}, "unknown_report"),
-                       ({}, "period_required")):
+                       ({"period": "2026-Q4", "township": 5}, "bad_field"), ({}, "period_required")):
         answer = client.post("/api/v1/exports", json=body, headers=headers)
         assert 400 <= answer.status_code < 500 and answer.get_json()["error"]["code"] == code, (body, answer.data)
     with services.db.session() as session:
