@@ -93,15 +93,26 @@ def validate(services: Services, req: ReportRequest) -> None:
 
 
 def request_export(services: Services, actor: Actor, req: ReportRequest) -> int:
-    """Record an export for ACTOR and queue the job that builds it; return the export id."""
+    """Record an export for ACTOR and queue the job that builds it; return the export id.
+
+    The same request again while its export is still being built returns that export, so a client that asks
+    again and again (a reloaded page) queues one build, not one per request.
+    """
     validate(services, req)
+    params = {"period": req.period, "programme": req.programme, "township": req.township, "format": req.format,
+              "table": req.table if req.format == "csv" else None, "language": req.language}
     now = services.clock()
     with services.db.session() as session:
+        building = session.execute(
+            select(Export.id, Export.params).join(Job, Job.id == Export.job_id)
+            .where(Export.token_id == actor.token_id, Export.requested_by == actor.name,
+                   Job.state.in_(("queued", "running")))).all()
+        same = next((export_id for export_id, p in building if p == params), None)
+        if same is not None:
+            return same
         job = jobs.new_job(session, kind=KIND, lesson_id=None, rendition_id=None, now=now)
         session.flush()
-        export = Export(job_id=job.id, report="participation", params={
-            "period": req.period, "programme": req.programme, "township": req.township, "format": req.format,
-            "table": req.table if req.format == "csv" else None, "language": req.language},
+        export = Export(job_id=job.id, report="participation", params=params,
             token_id=actor.token_id, requested_by=actor.name, role=actor.role, township=actor.township,
             requested_at=now, expires_at=now + timedelta(seconds=services.settings.export_expiry),
             filename=req.filename())

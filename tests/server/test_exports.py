@@ -54,6 +54,9 @@ def test_a_large_report_is_built_by_the_worker_and_downloaded_by_who_asked(clien
     early = client.get(f"{body['url']}/file", headers=admin)
     assert early.status_code == 409 and early.get_json()["error"]["code"] == "export_not_ready"
 
+    again = client.get("/api/v1/reports/participation?period=2026-Q4&format=xlsx&lang=en", headers=admin)
+    assert again.status_code == 202 and again.get_json()["url"] == body["url"], "one build per report in progress"
+
     assert drain() == 1
     done = client.get(body["url"], headers=admin).get_json()
     assert done["state"] == "done" and done["progress"] == 100 and done["rows"] > 60
