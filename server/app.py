@@ -29,10 +29,11 @@ def create_app(overrides: Optional[Mapping[str, Any]] = None, services: Optional
     _babel(app)
     logging.basicConfig(level=services.settings.log_level)
 
-    from server.views import attendance, devices, fleet, health, lessons, media, org, programmes, tuf, uploads
+    from server.views import (attendance, devices, exports, fleet, health, lessons, media, org, programmes, tuf,
+                              uploads)
 
     for blueprint in (lessons.bp, uploads.bp, media.bp, health.bp, devices.bp, tuf.bp, org.bp,
-                      programmes.bp, attendance.bp, fleet.bp):
+                      programmes.bp, attendance.bp, fleet.bp, exports.bp):
         app.register_blueprint(blueprint)
     errors.register(app)
     app.teardown_request(discard_unclaimed)

@@ -28,7 +28,8 @@ class Claim:
     attempt: int
 
 
-def new_job(session: Session, *, kind: str, lesson_id: int, rendition_id: Optional[int], now: datetime) -> Job:
+def new_job(session: Session, *, kind: str, lesson_id: Optional[int], rendition_id: Optional[int],
+            now: datetime) -> Job:
     """Add a queued job row (the caller commits, then enqueues its id)."""
     job = Job(kind=kind, lesson_id=lesson_id, rendition_id=rendition_id, state="queued", attempts=0,
               progress=0.0, enqueued_at=now)

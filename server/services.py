@@ -5,6 +5,7 @@ Built once per process by ``Services.from_settings`` and passed to whoever needs
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
@@ -23,6 +24,7 @@ class Services:
 
     settings: Settings
     clock: Callable[[], datetime] = field(default=utcnow)
+    disk_free: Callable[[Path], int] = field(default=lambda path: shutil.disk_usage(path).free)
 
     @cached_property
     def db(self) -> Database:

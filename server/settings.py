@@ -152,6 +152,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_bitrate", 60_000_000, "Highest accepted overall bitrate, in bits per second.", int),
     Setting("upload_expiry", 7 * 86400.0, "Seconds an unfinished resumable upload is kept before it is removed.",
             _duration),
+    Setting("upload_free_margin", 2 * 1024**3, "Free space kept on the upload disk: an upload that would leave less "
+            "(counting what unfinished uploads still need) is refused (bytes, or with K/M/G).", _size),
+    Setting("max_open_uploads", 10, "Unfinished resumable uploads one API token may hold at a time.", _positive_int),
+    Setting("report_inline_members", 10_000, "Reports covering more members than this are built by the worker: the "
+            "API answers 202 with an export to poll and download.", int),
+    Setting("export_expiry", 86400.0, "Seconds a finished report export is kept for download (seconds, or with "
+            "m/h).", _duration),
     Setting("media_require_token", False, "Require a device or staff token to download media.", _bool),
     Setting("media_base_url", "", "Base URL devices download media from (a CDN or static server). Default: this server."),
     Setting("enrol_code_days", 30.0, "Days a device's one-time enrolment code stays valid.", float),

@@ -47,6 +47,11 @@ def run_job(services: Services, job_id: int) -> None:
         job = session.get(Job, job_id)
         kind, lesson_id, rendition_id = job.kind, job.lesson_id, job.rendition_id
     log.info("job %s (%s, lesson %s) attempt %s", job_id, kind, lesson_id, claim.attempt)
+    if kind == "export":
+        from server import exports
+
+        exports.run(services, claim)
+        return
     try:
         if kind == "analyse":
             _analyse(services, claim, lesson_id)

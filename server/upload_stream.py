@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import uuid
 from pathlib import Path
@@ -16,6 +17,9 @@ class HashingFile:
     def __init__(self, directory: Path):
         self.path = directory / f"{uuid.uuid4().hex}.part"
         self._fh: IO[bytes] = open(self.path, "w+b")
+        # Held until the file is closed; the upload sweeper leaves a locked file alone, and the kernel drops the
+        # lock of a killed process, so a request that died leaves a file the sweeper may take.
+        fcntl.flock(self._fh, fcntl.LOCK_EX)
         self._hash = hashlib.sha256()
         self.size = 0
 

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import fcntl
 import hashlib
 import logging
+import os
 import uuid
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import IO, Any, Optional
 
-from sqlalchemy import select
+from sqlalchemy import delete, func, select, update
 
 from media.errors import MediaError
 from server import lessons
@@ -28,6 +31,20 @@ from server.services import Services
 log = logging.getLogger(__name__)
 TUS_VERSION = "1.0.0"
 CHUNK = 1024 * 1024
+# The offset is made durable (file fsynced, then the row updated) every CHECKPOINT bytes and at the end of a
+# request, so a web process killed mid-PATCH loses at most this much. Smaller costs an fsync and a commit more often.
+CHECKPOINT = 4 * CHUNK
+# A staged file nobody holds and nobody has written for this long belongs to a request that died: sweep it.
+ORPHAN_GRACE_S = 3600.0
+_MAX_DIGITS = 19  # a byte count or offset beyond 9,999,999,999,999,999,999 is not a file
+
+
+def byte_count(value: Optional[str]) -> Optional[int]:
+    """A header holding a byte count as ASCII digits ("²" and "١٢" are digits to str.isdigit, not to us); None when
+    it is missing or not a plain number."""
+    if value is None or not value or len(value) > _MAX_DIGITS or not (value.isascii() and value.isdigit()):
+        return None
+    return int(value)
 
 
 def parse_metadata(header: str) -> dict[str, str]:
@@ -51,10 +68,11 @@ def part_path(services: Services, upload_id: str) -> Path:
 def create(services: Services, length: Optional[str], metadata: str, token_id: Optional[int],
            actor: str) -> Upload:
     """Start an upload of LENGTH bytes; metadata must carry at least the lesson title."""
-    if length is None or not length.isdigit():
+    size = byte_count(length)
+    if size is None:
         raise ApiError(400, "length_required",
-                       "Send Upload-Length with the file's size in bytes (deferred length is not supported).")
-    size = int(length)
+                       "Send Upload-Length with the file's size in bytes as ASCII digits, such as 'Upload-Length: "
+                       "1048576' (deferred length is not supported).")
     limit = services.settings.max_upload_size
     if size > limit:
         raise ApiError(413, "too_large", f"The file is {size / 1024**3:.1f} GB; the limit is "
@@ -65,6 +83,8 @@ def create(services: Services, length: Optional[str], metadata: str, token_id: O
     lessons.parse_meta(meta)  # refuse bad metadata now, not after gigabytes have arrived
     meta["created_by"] = actor  # who uploaded is the token's name, never what the client claims
     now = services.clock()
+    _check_open_uploads(services, token_id, now)
+    ensure_room(services, size)
     upload = Upload(id=uuid.uuid4().hex, length=size, offset=0,
                     filename=lessons.display_name(meta.get("filename") or meta.get("name")), meta=meta,
                     token_id=token_id, created_at=now,
@@ -84,47 +104,106 @@ def get(services: Services, upload_id: str) -> Upload:
     return upload
 
 
-def append(services: Services, upload_id: str, offset_header: Optional[str], body: IO[bytes]) -> Upload:
-    """Write the request body at the given offset; finish the upload when its last byte has arrived."""
-    upload = get(services, upload_id)
-    if offset_header is None or not offset_header.isdigit():
-        raise ApiError(400, "offset_required", "Send Upload-Offset with the number of bytes already uploaded.")
+def append(services: Services, upload_id: str, offset_header: Optional[str], body: IO[bytes],
+           content_length: Optional[int] = None) -> Upload:
+    """Write the request body at the given offset; finish the upload when its last byte has arrived.
+
+    Bytes past the declared length refuse the request and leave the upload where it was before it, so the
+    client can resume; bytes that arrived are durable every CHECKPOINT bytes, whatever happens to this process.
+    """
+    get(services, upload_id)
+    offset = byte_count(offset_header)
+    if offset is None:
+        raise ApiError(400, "offset_required",
+                       "Send Upload-Offset with the number of bytes already uploaded, as ASCII digits.")
     path = part_path(services, upload_id)
-    with open(path, "r+b") as fh:
+    try:
+        fh = open(path, "r+b", buffering=0)  # unbuffered: what write() returned is what the file holds
+    except FileNotFoundError:
+        _forget(services, upload_id)
+        raise ApiError(410, "upload_lost", f"The bytes of upload {upload_id} are gone from the server (removed by "
+                                           "hand or lost with a disk). Start the upload again.") from None
+    with fh:
         # One writer per upload: a second PATCH racing the first waits, then sees the new offset and is refused.
+        # The sweeper takes the same lock before it touches the file.
         fcntl.flock(fh, fcntl.LOCK_EX)
         upload = get(services, upload_id)
-        if upload.offset >= upload.length:
-            raise ApiError(409, "upload_complete", "This upload is already complete.")
-        if int(offset_header) != upload.offset:
+        if upload.lesson_id is not None or upload.error is not None:
+            raise ApiError(409, "upload_complete", "This upload is already complete.", offset=upload.offset)
+        if offset != upload.offset:
             raise ApiError(409, "offset_mismatch",
-                           f"Upload-Offset {offset_header} does not match the {upload.offset} bytes stored; "
+                           f"Upload-Offset {offset} does not match the {upload.offset} bytes stored; "
                            "ask with HEAD and continue from there.", offset=upload.offset)
-        fh.seek(upload.offset)
-        written = upload.offset
-        try:
-            while written < upload.length:
-                chunk = body.read(min(CHUNK, upload.length - written))
-                if not chunk:
-                    break
-                fh.write(chunk)
-                written += len(chunk)
-            extra = body.read(1)
-        finally:
-            # Keep whatever arrived, even when the connection dropped mid-request: that is what resuming is for.
-            fh.flush()
-            _set_offset(services, upload_id, written)
-        if extra:
-            raise ApiError(413, "past_length", f"The body goes past the declared Upload-Length of {upload.length}.")
-    upload = get(services, upload_id)
-    if upload.offset == upload.length:
-        return _complete(services, upload)
+        if content_length is not None and offset + content_length > upload.length:
+            raise ApiError(413, "past_length",
+                           f"The body of {content_length} bytes at offset {offset} goes past the declared "
+                           f"Upload-Length of {upload.length}; send at most {upload.length - offset} bytes.",
+                           offset=offset)
+        if upload.offset < upload.length:
+            _receive(services, upload, fh, body)
+        upload = get(services, upload_id)
+        if upload.offset == upload.length:
+            # Also when a process died between the last byte and the lesson: the next PATCH (or the sweeper)
+            # finishes it, so a complete upload never stays without its lesson.
+            return _complete(services, upload)
     return upload
+
+
+def _receive(services: Services, upload: Upload, fh: IO[bytes], body: IO[bytes]) -> None:
+    """Copy the body to the file from the upload's offset, making the offset durable as it goes."""
+    start = durable = written = upload.offset
+    fh.truncate(start)  # bytes a killed request wrote after its last checkpoint are not counted: drop them
+    fh.seek(start)
+    try:
+        while written < upload.length:
+            chunk = body.read(min(CHUNK, upload.length - written))
+            if not chunk:
+                break
+            view = memoryview(chunk)
+            while view:
+                n = fh.write(view)
+                view = view[n:]
+                written += n
+            if written - durable >= CHECKPOINT:
+                durable = _checkpoint(services, upload.id, fh, written)
+        extra = body.read(1) if written == upload.length else b""
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            _checkpoint(services, upload.id, fh, written)
+            raise
+        fh.truncate(durable)
+        raise ApiError(507, "disk_full", f"The disk holding uploads filled up at byte {durable} of this upload. "
+                       "Free space on the server, then resume from there.", offset=durable) from None
+    except BaseException:
+        # A dropped connection: keep whatever arrived, that is what resuming is for.
+        _checkpoint(services, upload.id, fh, written)
+        raise
+    if extra:
+        # A chunked body longer than the file: refuse all of this request (it may be another file's bytes).
+        fh.truncate(start)
+        _checkpoint(services, upload.id, fh, start)
+        raise ApiError(413, "past_length", f"The body goes past the declared Upload-Length of {upload.length}; "
+                       f"nothing of it was kept. Send at most {upload.length - start} bytes from offset {start}.",
+                       offset=start)
+    _checkpoint(services, upload.id, fh, written)
+
+
+def _checkpoint(services: Services, upload_id: str, fh: IO[bytes], offset: int) -> int:
+    """Make OFFSET bytes durable: fsync the file first, so the stored offset never counts bytes the disk lacks."""
+    os.fsync(fh.fileno())
+    _set_offset(services, upload_id, offset)
+    return offset
 
 
 def _set_offset(services: Services, upload_id: str, offset: int) -> None:
     with services.db.session() as session:
-        session.get(Upload, upload_id).offset = offset
+        # An update, not a load: the upload may have been cancelled while this request ran.
+        session.execute(update(Upload).where(Upload.id == upload_id).values(offset=offset))
+
+
+def _forget(services: Services, upload_id: str) -> None:
+    with services.db.session() as session:
+        session.execute(delete(Upload).where(Upload.id == upload_id))
 
 
 def _sha256(path: Path) -> str:
@@ -136,32 +215,78 @@ def _sha256(path: Path) -> str:
 
 
 def _complete(services: Services, upload: Upload) -> Upload:
-    """Turn a finished upload into a lesson, recording the lesson id or the refusal on the upload."""
+    """Turn a finished upload into a lesson, recording the lesson id or the refusal on the upload.
+
+    Any other failure (the database, the disk) leaves the upload complete and unfinished with its bytes, so the
+    next PATCH or the sweeper tries again.
+    """
     path = part_path(services, upload.id)
     staged = lessons.StagedFile(path, _sha256(path), upload.length)
-    error: Optional[dict[str, Any]] = None
-    lesson_id: Optional[int] = None
     try:
         lesson, _created = lessons.ingest(services, staged, upload.filename, lessons.parse_meta(upload.meta),
                                           upload.meta.get("created_by", "upload"))
-        lesson_id = lesson.id
     except MediaError as exc:
-        error = exc.to_dict()
-        raise
-    finally:
+        _record(services, upload.id, None, exc.to_dict())
         path.unlink(missing_ok=True)
-        with services.db.session() as session:
-            row = session.get(Upload, upload.id)
-            row.lesson_id, row.error = lesson_id, error
+        raise
+    _record(services, upload.id, lesson.id, None)
+    path.unlink(missing_ok=True)
     return get(services, upload.id)
+
+
+def _record(services: Services, upload_id: str, lesson_id: Optional[int], error: Optional[dict[str, Any]]) -> None:
+    with services.db.session() as session:
+        session.execute(update(Upload).where(Upload.id == upload_id).values(lesson_id=lesson_id, error=error))
 
 
 def terminate(services: Services, upload_id: str) -> None:
     """Cancel an upload and delete its bytes."""
     get(services, upload_id)
     part_path(services, upload_id).unlink(missing_ok=True)
+    _forget(services, upload_id)
+
+
+def _open_uploads(now):
+    """The condition for uploads still waiting for bytes (or for their lesson): not finished, not expired."""
+    return (Upload.lesson_id.is_(None), Upload.error.is_(None), Upload.expires_at >= now)
+
+
+def _check_open_uploads(services: Services, token_id: Optional[int], now) -> None:
+    """Refuse a new upload when the token already holds as many unfinished ones as it may."""
+    if token_id is None:
+        return
+    cap = services.settings.max_open_uploads
     with services.db.session() as session:
-        session.delete(session.get(Upload, upload_id))
+        held = session.scalars(select(Upload.id).where(Upload.token_id == token_id, *_open_uploads(now))
+                               .order_by(Upload.created_at)).all()
+    if len(held) >= cap:
+        raise ApiError(429, "too_many_uploads",
+                       f"This token has {len(held)} unfinished uploads, the most it may hold "
+                       "(LESSONCAST_MAX_OPEN_UPLOADS). Finish one, or cancel it with DELETE "
+                       "/api/v1/uploads/<id>, then start this one.", open=list(held), limit=cap)
+
+
+def _size_text(n: int) -> str:
+    return f"{n / 1024**3:.1f} GB" if abs(n) >= 1024**3 else f"{n / 1024**2:.0f} MB"
+
+
+def ensure_room(services: Services, size: int) -> None:
+    """Refuse SIZE more bytes unless the upload disk holds them next to every unfinished upload's remaining bytes,
+    keeping the free margin (507, saying how much is free)."""
+    free = services.disk_free(services.upload_dir)
+    margin = services.settings.upload_free_margin
+    with services.db.session() as session:
+        count, reserved = session.execute(
+            select(func.count(Upload.id), func.coalesce(func.sum(Upload.length - Upload.offset), 0))
+            .where(*_open_uploads(services.clock()))).one()
+    room = free - margin - int(reserved)
+    if size > room:
+        raise ApiError(507, "insufficient_storage",
+                       f"The file is {_size_text(size)}, but the disk holding uploads has {_size_text(free)} free, "
+                       f"of which {_size_text(int(reserved))} is set aside for {count} unfinished uploads and "
+                       f"{_size_text(margin)} is kept free (LESSONCAST_UPLOAD_FREE_MARGIN). Free space on the "
+                       "server, or finish or cancel other uploads, then try again.",
+                       free=free, reserved=int(reserved), margin=margin, room=max(0, room))
 
 
 def expire(services: Services) -> int:
@@ -173,3 +298,80 @@ def expire(services: Services) -> int:
             part_path(services, upload.id).unlink(missing_ok=True)
             session.delete(upload)
         return len(stale)
+
+
+@dataclass(frozen=True)
+class Swept:
+    """What one sweep did: orphaned files deleted, and uploads whose lesson it made after their process died."""
+
+    deleted: list[str]
+    finished: list[str]
+
+
+def sweep(services: Services) -> Swept:
+    """Delete files in the upload area that no live request or open upload owns, and finish complete uploads
+    whose process died before it made the lesson.
+
+    A staged multipart file is an orphan once no process holds its lock (the kernel drops the lock of a killed
+    process) and nothing wrote it for ORPHAN_GRACE_S; a resumable upload's file, once its upload is gone or done.
+    """
+    now = services.clock()
+    files = [p for p in services.upload_dir.iterdir() if p.is_file() and p.suffix == ".part"]
+    tus_ids = [p.name[4:-5] for p in files if p.name.startswith("tus-")]
+    with services.db.session() as session:
+        open_rows = {row.id: row for row in session.scalars(
+            select(Upload).where(Upload.id.in_(tus_ids), *_open_uploads(now)))}
+    deleted, finished = [], []
+    for path in files:
+        upload = open_rows.get(path.name[4:-5]) if path.name.startswith("tus-") else None
+        if upload is not None:
+            if upload.offset == upload.length and _finish_abandoned(services, path, upload.id):
+                finished.append(upload.id)
+            continue
+        if _age(path, now.timestamp()) >= ORPHAN_GRACE_S and _delete_unheld(path):
+            deleted.append(path.name)
+    if deleted or finished:
+        log.info("upload sweep: deleted %s; made the lessons of %s", deleted, finished)
+    return Swept(deleted, finished)
+
+
+def _age(path: Path, now_s: float) -> float:
+    try:
+        return now_s - path.stat().st_mtime
+    except FileNotFoundError:
+        return -1.0
+
+
+def _delete_unheld(path: Path) -> bool:
+    """Delete PATH unless a live process holds its lock; whether it was deleted."""
+    try:
+        with open(path, "rb") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            path.unlink(missing_ok=True)
+            return True
+    except FileNotFoundError:
+        return False
+
+
+def _finish_abandoned(services: Services, path: Path, upload_id: str) -> bool:
+    """Make the lesson of a complete upload nobody is finishing (its web process died); whether it did."""
+    try:
+        fh = open(path, "rb")
+    except FileNotFoundError:
+        return False
+    with fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False  # a request is finishing it right now
+        upload = get(services, upload_id)
+        if upload.lesson_id is not None or upload.error is not None or upload.offset != upload.length:
+            return False
+        try:
+            _complete(services, upload)
+        except MediaError as exc:
+            log.info("upload %s was refused: %s", upload_id, exc.message)
+    return True

@@ -14,9 +14,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from server import jobs
 from server.beats import Beater, clock_from_monotonic
+from server.exports import expire as expire_exports
 from server.models import ProcessBeat
 from server.services import Services
-from server.uploads import expire as expire_uploads
+from server.uploads import expire as expire_uploads, sweep as sweep_uploads
 
 log = logging.getLogger(__name__)
 BEAT_S = 5.0
@@ -95,7 +96,8 @@ class _Housekeeping:
         while True:
             self.round_since = time.monotonic()
             for task in (lambda: reap_once(services), lambda: clean_work_dirs(services),
-                         lambda: expire_uploads(services), lambda: keep_signed_and_delivered(services)):
+                         lambda: expire_uploads(services), lambda: sweep_uploads(services),
+                         lambda: expire_exports(services), lambda: keep_signed_and_delivered(services)):
                 try:
                     task()
                 except Exception:  # logged with its traceback; the next round tries again

@@ -93,6 +93,20 @@ def build_county(services, *, townships: int = 2, sites_per_township: int = 3, m
     return county
 
 
+def add_members(services, county: County, per_site: int, *, batch: int = 5000) -> int:
+    """Add PER_SITE more members (no devices) to every site of COUNTY with bulk inserts, for counties of 100,000
+    members built in seconds; return how many."""
+    from sqlalchemy import insert
+
+    rows = [{"member_no": f"B{site_code}-{m:05d}", "name": f"党员{site_code}{m}", "site_id": site_id, "branch": "",
+             "updated_at": T_ENROL, "flags": []}
+            for site_id, site_code in county.sites for m in range(per_site)]
+    with services.db.session() as session:
+        for start in range(0, len(rows), batch):
+            session.execute(insert(Member), rows[start:start + batch])
+    return len(rows)
+
+
 def _stamp(at: datetime, offset: float = 0.0) -> dict:
     raw = at - timedelta(seconds=offset)
     return {"device_time": raw.isoformat(), "time": at.isoformat(), "clock_offset": offset}

@@ -17,15 +17,16 @@ from server.views import app_services, json_body
 bp = Blueprint("attendance_api", __name__, url_prefix="/api/v1")
 
 
-def _township() -> str | None:
-    """The township a listing or report covers: ?township= for staff; an operator's own (asking for another is
-    refused)."""
-    return current_actor().scope.township_filter(request.args.get("township"))
+def _township(requested: str | None = None) -> str | None:
+    """The township a listing or report covers: ?township= (or REQUESTED) for staff; an operator's own (asking for
+    another is refused)."""
+    return current_actor().scope.township_filter(requested or request.args.get("township"))
 
 
-def _language() -> str:
+def _language(lang: str | None = None) -> str:
     try:
-        return normalise(request.args.get("lang") or request.accept_languages.best_match(["zh_CN", "zh", "en"]))
+        return normalise(lang or request.args.get("lang")
+                         or request.accept_languages.best_match(["zh_CN", "zh", "en"]))
     except ValueError as exc:
         raise ApiError(400, "unknown_language", str(exc)) from None
 
@@ -54,9 +55,10 @@ def _attachment(name: str) -> str:
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
-def _period_or_programme() -> tuple[str, bool]:
+def _period_or_programme(args=None) -> tuple[str, bool]:
     """(?period= or ?programme=, whether it is a programme code): a programme may be coded like a period."""
-    period, programme = request.args.get("period"), request.args.get("programme")
+    args = request.args if args is None else args
+    period, programme = args.get("period"), args.get("programme")
     if period and programme:
         raise ApiError(400, "period_or_programme", "Give ?period= or ?programme=, not both.")
     if not period and not programme:
@@ -65,13 +67,36 @@ def _period_or_programme() -> tuple[str, bool]:
     return (period or programme), bool(programme)
 
 
+def report_request(args, default_format: str = "json"):
+    """The participation report ARGS ask for (query or JSON fields), scoped to what the actor may see."""
+    from server.exports import ReportRequest
+
+    period, programme = _period_or_programme(args)
+    fmt = args.get("format") or default_format
+    table = args.get("table") or ("sites" if fmt == "csv" else None)
+    language = _language(args.get("lang"))
+    return ReportRequest(period, programme, _township(args.get("township")), fmt, table, language)
+
+
 @bp.get("/reports/participation")
 @require("read.attendance")
 def participation():
-    """?period=2026-Q4|2026|A..B|<programme code> [&township=] [&format=json|csv|xlsx] [&table=] [&lang=]."""
+    """?period=2026-Q4|2026|A..B|<programme code> [&township=] [&format=json|csv|xlsx] [&table=] [&lang=].
+
+    A report covering more than LESSONCAST_REPORT_INLINE_MEMBERS members answers 202 with an export the worker
+    builds (see /api/v1/exports), so no web process ever holds a county's 100,000 member rows."""
+    from server import exports
+    from server.views.exports import accepted
+
     period, programme = _period_or_programme()
     services = app_services()
     township = _township()
+    if exports.is_large(services, township):
+        req = report_request(request.args)
+        export_id = exports.request_export(services, current_actor(), req)
+        return accepted(export_id, f"This report covers more than {services.settings.report_inline_members:,} "
+                                   "members, so the worker builds it; poll 'url' for its progress and download "
+                                   "'download_url' when 'state' is 'done'.")
     with services.db.session() as session:
         result = reports.participation(session, period, services.rules, township=township, now=services.clock(),
                                        programme=programme)

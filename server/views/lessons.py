@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, current_app, g, jsonify, request
 from sqlalchemy import func, select
 
-from server import lessons
+from server import lessons, uploads
 from server.auth import current_actor, require
 from server.errors import ApiError
 from server.models import Lesson
@@ -22,6 +22,8 @@ def _services():
 def create():
     """Accept a multipart upload (fields 'file', 'title' and optional metadata); 201 new, 200 same bytes again."""
     services = _services()
+    # Checked before the body is read: a file the disk cannot hold is refused before any of it is written.
+    uploads.ensure_room(services, request.content_length or 0)
     if "file" not in request.files:
         raise ApiError(400, "file_required", "Send the media as the multipart field 'file'.")
     meta = lessons.parse_meta(request.form)

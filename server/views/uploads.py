@@ -76,7 +76,8 @@ def patch(upload_id: str):
         raise ApiError(415, "bad_content_type", "PATCH bodies must be 'application/offset+octet-stream'.")
     services = _services()
     request.max_content_length = services.settings.max_upload_size
-    upload = uploads.append(services, upload_id, request.headers.get("Upload-Offset"), request.stream)
+    upload = uploads.append(services, upload_id, request.headers.get("Upload-Offset"), request.stream,
+                            request.content_length)
     response = Response(status=204)
     response.headers["Upload-Offset"] = str(upload.offset)
     if upload.lesson_id is not None:

@@ -8,8 +8,8 @@ tokens and a check-in still matches its member. The key comes from the instance,
 The downgrade cannot give the tokens back (a keyed hash is one-way): it leaves the digests. Code before this
 revision then matches no card check-in until the members' cards are imported again.
 
-Revision ID: 0005_card_digests
-Revises: 0004
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-12-03 01:00:00
 """
 import json
@@ -20,8 +20,8 @@ import sqlalchemy as sa
 from server import cards
 
 
-revision = '0005_card_digests'
-down_revision = '0004'
+revision = '0006'
+down_revision = '0005'
 branch_labels = None
 depends_on = None
 
