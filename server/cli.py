@@ -312,7 +312,10 @@ def _web_children(services, env: dict[str, str]) -> list:
             f"nginx ('{settings.nginx_bin}') is not installed. Install it (apt-get install nginx, or run 'make', "
             "which installs what lessoncast needs), or set LESSONCAST_NGINX=false when a reverse proxy of your own "
             "buffers requests in front of lessoncast.")
-    conf = nginx.write_config(services)
+    try:
+        conf = nginx.write_config(services)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
     return [Child("web", _web_argv(settings, behind_nginx=True), env),
             Child("nginx", nginx.argv(executable, conf), env)]
 

@@ -59,6 +59,16 @@ def backend_bind(settings: Settings) -> str:
     return f"127.0.0.1:{backend_port(settings)}"
 
 
+def _path(path: Path, directory: bool = False) -> str:
+    """PATH (with a trailing slash for a DIRECTORY) as one quoted nginx parameter, so spaces are fine; nginx would
+    read '$' as a variable, so such a path is refused."""
+    text = str(path) + ("/" if directory else "")
+    if any(c in text for c in '"\\$\n'):
+        raise ValueError(f"The data directory {text!r} holds a character nginx cannot take in a path "
+                         "(quote, backslash, '$' or newline). Choose another LESSONCAST_DATA_DIR.")
+    return f'"{text}"'
+
+
 def _listen(host: str, port: int) -> str:
     return f"[{host.strip('[]')}]:{port}" if ":" in host else f"{host}:{port}"
 
@@ -98,7 +108,7 @@ def config_text(services: Services) -> str:
 {user}daemon off;
 master_process on;
 worker_processes auto;
-pid {web / 'nginx.pid'};
+pid {_path(web / 'nginx.pid')};
 error_log stderr warn;
 
 events {{
@@ -106,11 +116,11 @@ events {{
 }}
 
 http {{
-    client_body_temp_path {web / 'client_body'};
-    proxy_temp_path {web / 'proxy'};
-    fastcgi_temp_path {web / 'fastcgi'};
-    uwsgi_temp_path {web / 'uwsgi'};
-    scgi_temp_path {web / 'scgi'};
+    client_body_temp_path {_path(web / 'client_body')};
+    proxy_temp_path {_path(web / 'proxy')};
+    fastcgi_temp_path {_path(web / 'fastcgi')};
+    uwsgi_temp_path {_path(web / 'uwsgi')};
+    scgi_temp_path {_path(web / 'scgi')};
 
     log_format lessoncast '$remote_addr "$request" $status $body_bytes_sent $request_time '
                           '"$http_user_agent" upstream=$upstream_response_time';
@@ -149,7 +159,7 @@ http {{
 {uploads}
         location {MEDIA_INTERNAL} {{
             internal;
-            alias {services.media.root}/;
+            alias {_path(services.media.root, directory=True)};
             # The view's ETag is the file's sha256; nginx's own would be its mtime and size.
             etag off;
             add_header ETag $upstream_http_etag;

@@ -25,14 +25,20 @@ def _nginx(services) -> str:
     return executable
 
 
-@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0", "::"])
-def test_generated_config_is_valid_nginx(tmp_path, host):
-    services = make_services(tmp_path / "data", host=host, port=free_port(), trusted_proxies=1)
+@pytest.mark.parametrize("host, data", [("127.0.0.1", "data"), ("0.0.0.0", "county data/青山"), ("::", "data")])
+def test_generated_config_is_valid_nginx(tmp_path, host, data):
+    services = make_services(tmp_path / data, host=host, port=free_port(), trusted_proxies=1)
     conf = nginx.write_config(services)
     checked = subprocess.run([*nginx.argv(_nginx(services), conf), "-t"], capture_output=True, text=True)
     assert checked.returncode == 0, checked.stderr
     assert "[warn]" not in checked.stderr and "[emerg]" not in checked.stderr, checked.stderr
     assert (conf.parent.stat().st_mode & 0o777) == 0o700
+
+
+def test_a_data_directory_nginx_cannot_name_is_refused(tmp_path):
+    services = make_services(tmp_path / "$data")
+    with pytest.raises(ValueError, match="LESSONCAST_DATA_DIR"):
+        nginx.write_config(services)
 
 
 def test_backend_port_is_loopback_and_derived_from_the_port(tmp_path):
@@ -55,7 +61,7 @@ def _alias(services) -> Path:
     match = re.search(rf"location {re.escape(MEDIA_INTERNAL)} {{\s*internal;\s*alias ([^;]+);",
                       nginx.config_text(services))
     assert match, "the config has an internal media location"
-    return Path(match.group(1))
+    return Path(match.group(1).strip('"'))
 
 
 def test_media_behind_nginx_hand_the_file_to_nginx(services):
