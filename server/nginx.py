@@ -84,6 +84,9 @@ def config_text(services: Services) -> str:
     web = web_dir(services)
     upload_limit = s.max_upload_size + 1024 * 1024  # Flask's MAX_CONTENT_LENGTH: the multipart envelope
     backend = f"http://{backend_bind(s)}"
+    too_large = (f"The request body is too large: API requests take up to {body_limit() // 2**20} MB, media "
+                 f"uploads up to {upload_limit // 2**20} MB (LESSONCAST_MAX_UPLOAD_SIZE). Send large files with the "
+                 "resumable upload (/api/v1/uploads).")
     user = ""
     if os.geteuid() == 0:
         # Started as root, nginx's workers would switch to 'nobody', which cannot read the data directory (0700):
@@ -167,10 +170,9 @@ http {{
 
         error_page 413 @too_large;
         location @too_large {{
-            {_json_error(413, "too_large", "The request body is larger than this route accepts. Large media "
-                         "go through the resumable upload (/api/v1/uploads).")}
+            {_json_error(413, "too_large", too_large)}
         }}
-        error_page 502 504 @web_down;
+        error_page 502 504 =503 @web_down;
         location @web_down {{
             {_json_error(503, "web_down", "The web workers are not answering. Look at the log of lessoncast run; "
                          "try again in a minute.")}

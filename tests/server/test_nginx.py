@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import requests
 from click.testing import CliRunner
 from flask import request
 
@@ -17,6 +18,7 @@ from server import nginx
 from server.app import create_app
 from server.nginx import MEDIA_INTERNAL
 from tests.conftest import free_port, make_services
+from tests.e2e.stack import get_json, wait_for
 
 
 def _nginx(services) -> str:
@@ -39,6 +41,24 @@ def test_a_data_directory_nginx_cannot_name_is_refused(tmp_path):
     services = make_services(tmp_path / "$data")
     with pytest.raises(ValueError, match="LESSONCAST_DATA_DIR"):
         nginx.write_config(services)
+
+
+def test_nginx_answers_json_when_gunicorn_is_down_or_a_body_is_too_large(tmp_path):
+    services = make_services(tmp_path / "data", port=free_port(), web_backend_port=free_port())
+    conf = nginx.write_config(services)
+    log = tmp_path / "nginx.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(nginx.argv(_nginx(services), conf), stdout=out, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{services.settings.port}"
+    try:
+        status, answer = wait_for(lambda: (got := get_json(f"{base}/healthz"))[0] and got, 30, "nginx", log)
+        assert status == 503 and answer["error"]["code"] == "web_down", "no gunicorn behind it"
+        big = requests.post(f"{base}/api/v1/enrol", data=b"x" * (nginx.body_limit() + 1), timeout=30)
+        assert big.status_code == 413 and big.json()["error"]["code"] == "too_large"
+        assert "LESSONCAST_MAX_UPLOAD_SIZE" in big.json()["error"]["message"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 def test_backend_port_is_loopback_and_derived_from_the_port(tmp_path):
