@@ -285,14 +285,14 @@ def _ingest_children(settings, env: dict[str, str]) -> list:
 
 
 def _web_argv(settings, behind_nginx: bool = False) -> list[str]:
-    """gunicorn on HOST:PORT, or behind nginx on a loopback port (nginx then writes the access log)."""
+    """gunicorn on HOST:PORT, or behind nginx on a loopback port."""
     from server import nginx
 
     bind = nginx.backend_bind(settings) if behind_nginx else f"{settings.host}:{settings.port}"
     return [sys.executable, "-m", "gunicorn", "--worker-class", "gthread",
             "--workers", str(settings.web_workers), "--threads", str(settings.web_threads),
             "--bind", bind, "--graceful-timeout", "10", "--timeout", "120",
-            *([] if behind_nginx else ["--access-logfile", "-"]), "--log-level", settings.log_level.lower(),
+            "--access-logfile", "-", "--log-level", settings.log_level.lower(),
             # gunicorn's control socket defaults to one path per user, which two stacks on one machine would share.
             "--no-control-socket",
             f"server.app:create_app(behind_nginx={behind_nginx})"]

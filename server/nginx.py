@@ -118,9 +118,9 @@ http {{
     uwsgi_temp_path {_path(web / 'uwsgi')};
     scgi_temp_path {_path(web / 'scgi')};
 
-    log_format lessoncast '$remote_addr "$request" $status $body_bytes_sent $request_time '
-                          '"$http_user_agent" upstream=$upstream_response_time';
-    access_log /dev/stdout lessoncast;
+    # gunicorn writes the access log, with the client's address. nginx could only write its own to a file it opens
+    # by name, and /dev/stdout cannot be opened when it is the journal's socket or another user's file.
+    access_log off;
 
     default_type application/octet-stream;
     server_tokens off;
