@@ -5,7 +5,7 @@ stays busy until the request is complete: a few dozen clients that send their he
 every thread, and nothing, not even ``/healthz``, is answered. nginx reads requests with one event loop and
 timeouts, and hands gunicorn only whole requests over loopback, so a thread is busy only while Python works.
 
-- Ordinary API requests are buffered whole by nginx (bodies up to ``BODY_LIMIT``).
+- Ordinary API requests are buffered whole by nginx (bodies up to ``body_limit()``).
 - Uploads (``POST /api/v1/lessons`` multipart and the tus endpoint ``/api/v1/uploads``) stream straight through:
   a tus PATCH keeps every byte that arrived before a connection dropped, and a 4 GB file is hashed as it arrives
   instead of being written to nginx's disk first. The tus endpoint asks for a token before it reads a body.
@@ -45,7 +45,7 @@ def body_limit() -> int:
 
 
 def web_dir(services: Services) -> Path:
-    """nginx's config, pid file, temporary files and gunicorn's control files: <data>/web."""
+    """nginx's config, pid file and temporary files: <data>/web."""
     return services.data / "web"
 
 
@@ -70,7 +70,11 @@ def _path(path: Path, directory: bool = False) -> str:
 
 
 def _listen(host: str, port: int) -> str:
-    return f"[{host.strip('[]')}]:{port}" if ":" in host else f"{host}:{port}"
+    """nginx's listen address; '::' serves IPv4 too, as gunicorn's bind on '::' did (nginx defaults to IPv6 only)."""
+    if ":" not in host:
+        return f"{host}:{port}"
+    address = host.strip("[]")
+    return f"[{address}]:{port}" + (" ipv6only=off" if address == "::" else "")
 
 
 def _json_error(status: int, code: str, message: str) -> str:
@@ -83,6 +87,9 @@ def config_text(services: Services) -> str:
     s = services.settings
     web = web_dir(services)
     upload_limit = s.max_upload_size + 1024 * 1024  # Flask's MAX_CONTENT_LENGTH: the multipart envelope
+    if backend_port(s) == s.port:
+        raise ValueError(f"LESSONCAST_WEB_BACKEND_PORT is {s.port}, the same as LESSONCAST_PORT, where nginx listens. "
+                         "Choose another port for gunicorn, or 0 for the port plus one.")
     backend = f"http://{backend_bind(s)}"
     too_large = (f"The request body is too large: API requests take up to {body_limit() // 2**20} MB, media "
                  f"uploads up to {upload_limit // 2**20} MB (LESSONCAST_MAX_UPLOAD_SIZE). Send large files with the "

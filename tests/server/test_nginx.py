@@ -66,6 +66,9 @@ def test_backend_port_is_loopback_and_derived_from_the_port(tmp_path):
     assert nginx.backend_bind(services.settings) == "127.0.0.1:8751"
     services = make_services(tmp_path / "other", port=8750, web_backend_port=9000)
     assert nginx.backend_bind(services.settings) == "127.0.0.1:9000"
+    clash = make_services(tmp_path / "clash", port=8750, web_backend_port=8750)
+    with pytest.raises(ValueError, match="LESSONCAST_WEB_BACKEND_PORT"):
+        nginx.write_config(clash)
 
 
 def _stored(services, body: bytes = b"ID3 lesson audio") -> tuple[str, Path]:
