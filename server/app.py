@@ -13,11 +13,24 @@ from server.services import Services
 from server.upload_stream import LessoncastRequest, discard_unclaimed
 
 
-def create_app(overrides: Optional[Mapping[str, Any]] = None, services: Optional[Services] = None) -> Flask:
-    """Build the web app on the given services, or on services from the effective settings."""
+def create_app(overrides: Optional[Mapping[str, Any]] = None, services: Optional[Services] = None,
+               behind_nginx: bool = False) -> Flask:
+    """Build the web app on the given services, or on services from the effective settings.
+
+    BEHIND_NGINX is true only in the gunicorn that ``lessoncast run`` starts on a loopback port behind its nginx
+    (server/nginx.py): then the app trusts one more hop of X-Forwarded-For/-Proto and lets nginx send media files.
+    """
     if services is None:
         services = Services(settings_mod.load(overrides=overrides))
     app = Flask(__name__)
+    app.config["LESSONCAST_BEHIND_NGINX"] = behind_nginx
+    hops = services.settings.trusted_proxies + (1 if behind_nginx else 0)
+    if hops:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        # request.remote_addr and request.scheme are then the client's as the outermost trusted proxy saw it;
+        # anything a client wrote into these headers itself stays to the left and is ignored.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)
     app.request_class = LessoncastRequest
     app.json.ensure_ascii = False  # Chinese titles readable in API answers
     app.config.update(

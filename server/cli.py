@@ -318,19 +318,45 @@ def _ingest_children(settings, env: dict[str, str]) -> list:
                                   f"lessoncast-ingest-{host}-{n}"], env) for n in range(1, count + 1)]
 
 
-def _web_argv(settings) -> list[str]:
+def _web_argv(settings, behind_nginx: bool = False) -> list[str]:
+    """gunicorn on HOST:PORT, or behind nginx on a loopback port."""
+    from server import nginx
+
+    bind = nginx.backend_bind(settings) if behind_nginx else f"{settings.host}:{settings.port}"
     return [sys.executable, "-m", "gunicorn", "--worker-class", "gthread",
             "--workers", str(settings.web_workers), "--threads", str(settings.web_threads),
-            "--bind", f"{settings.host}:{settings.port}", "--graceful-timeout", "10", "--timeout", "120",
+            "--bind", bind, "--graceful-timeout", "10", "--timeout", "120",
             "--access-logfile", "-", "--log-level", settings.log_level.lower(),
             # gunicorn's control socket defaults to one path per user, which two stacks on one machine would share.
             "--no-control-socket",
-            "server.app:create_app()"]
+            f"server.app:create_app(behind_nginx={behind_nginx})"]
+
+
+def _web_children(services, env: dict[str, str]) -> list:
+    """The web server ``lessoncast run`` supervises: gunicorn behind nginx, or gunicorn alone (LESSONCAST_NGINX)."""
+    from server import nginx
+    from server.supervisor import Child
+
+    settings = services.settings
+    if not settings.nginx:
+        return [Child("web", _web_argv(settings), env)]
+    executable = nginx.nginx_executable(services)
+    if executable is None:
+        raise click.ClickException(
+            f"nginx ('{settings.nginx_bin}') is not installed. Install it (apt-get install nginx, or run 'make', "
+            "which installs what lessoncast needs), or set LESSONCAST_NGINX=false when a reverse proxy of your own "
+            "buffers requests in front of lessoncast.")
+    try:
+        conf = nginx.write_config(services)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    return [Child("web", _web_argv(settings, behind_nginx=True), env),
+            Child("nginx", nginx.argv(executable, conf), env)]
 
 
 @click.command()
 def web() -> None:
-    """Run the web server in the foreground (gunicorn, gthread workers)."""
+    """Run the web server in the foreground (gunicorn, gthread workers, on HOST:PORT without nginx)."""
     settings = _services().settings
     os.execve(sys.executable, _web_argv(settings), _child_env(settings))
 
@@ -363,7 +389,7 @@ def broker(write_only: bool) -> None:
 
 @click.command()
 def run() -> None:
-    """Start the broker, the worker and the web server, and supervise them until Ctrl-C."""
+    """Start the broker, the worker, ingest and the web server (nginx and gunicorn); supervise them until Ctrl-C."""
     from server.broker import mosquitto_executable, write_config
     from server.supervisor import Child, Supervisor
 
@@ -384,7 +410,7 @@ def run() -> None:
         children.append(Child("broker", [executable, "-c", str(conf)], env))
     children.append(Child("worker", [sys.executable, "-m", "lessoncast", "worker"], env))
     children += _ingest_children(settings, env)
-    children.append(Child("web", _web_argv(settings), env))
+    children += _web_children(services, env)
 
     def ready() -> None:
         click.secho(f"lessoncast is running: {settings.web_url}  (data in {services.data}). Ctrl-C stops it.",

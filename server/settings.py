@@ -74,6 +74,14 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _count(text: str) -> int:
+    """A whole number of at least 0."""
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"expected a whole number of at least 0, got {text!r}")
+    return value
+
+
 def _fraction(text: str) -> float:
     """A share above 0 and at most 1, such as 0.9."""
     value = float(text)
@@ -123,6 +131,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("mqtt_public_url", "", "Broker address devices are given at enrolment (mqtt:// or mqtts://HOST:PORT). "
             "Default: the public URL's host and the device port."),
     Setting("mosquitto_bin", "mosquitto", "The Mosquitto executable lessoncast run starts."),
+    Setting("nginx", True, "lessoncast run starts nginx on HOST:PORT in front of gunicorn, so slow clients wait in "
+            "nginx, not in a web worker. Turn off only behind your own reverse proxy that buffers requests.", _bool),
+    Setting("nginx_bin", "nginx", "The nginx executable lessoncast run starts."),
+    Setting("web_backend_port", 0, "Loopback port gunicorn listens on behind nginx (0: PORT + 1).", _count),
+    Setting("trusted_proxies", 0, "Reverse proxies of your own in front of lessoncast whose X-Forwarded-For and "
+            "X-Forwarded-Proto are trusted (the nginx lessoncast starts is always trusted).", _count),
     Setting("web_workers", 2, "gunicorn worker processes.", int),
     Setting("web_threads", 8, "Threads per gunicorn worker (gthread), so a slow village download holds one thread.",
             int),

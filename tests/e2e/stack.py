@@ -22,6 +22,7 @@ def stack_env(data_dir: Path, **settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LESSONCAST_")}
     env.update({"LESSONCAST_DATA_DIR": str(data_dir), "LESSONCAST_PORT": str(free_port()),
                 "LESSONCAST_MQTT_PORT": str(free_port()), "LESSONCAST_MQTT_SERVER_PORT": str(free_port()),
+                "LESSONCAST_WEB_BACKEND_PORT": str(free_port()),
                 "PATH": f"{VENV_BIN}:{env.get('PATH', '')}"})
     env.update({f"LESSONCAST_{k.upper()}": str(v) for k, v in settings.items()})
     return env
@@ -54,9 +55,13 @@ def stop(proc: subprocess.Popen, sig: int = signal.SIGINT, timeout: float = 30) 
 
 
 def get_json(url: str, **kwargs):
-    """GET a URL and return (status, JSON) or (None, None) when nothing answers yet."""
+    """GET a URL and return (status, JSON) or (None, None) when nothing answers yet.
+
+    A web worker's first answer can take seconds on a loaded machine (imports, first database connection); a
+    timeout counts as "not yet", and the caller's deadline decides.
+    """
     try:
         response = requests.get(url, timeout=5, **kwargs)
         return response.status_code, response.json()
-    except (requests.ConnectionError, ValueError):
+    except (requests.ConnectionError, requests.Timeout, ValueError):
         return None, None
