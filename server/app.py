@@ -7,7 +7,7 @@ from typing import Any, Mapping, Optional
 
 from flask import Flask
 
-from server import errors, settings as settings_mod
+from server import errors, settings as settings_mod, validation
 from server.instance import secret_key
 from server.services import Services
 from server.upload_stream import LessoncastRequest, discard_unclaimed
@@ -29,6 +29,7 @@ def create_app(overrides: Optional[Mapping[str, Any]] = None, services: Optional
     _babel(app)
     logging.basicConfig(level=services.settings.log_level)
 
+    validation.register(app)  # before the blueprints: their <int:…> routes take its bounded converter
     from server.views import attendance, devices, fleet, health, lessons, media, org, programmes, tuf, uploads
 
     for blueprint in (lessons.bp, uploads.bp, media.bp, health.bp, devices.bp, tuf.bp, org.bp,

@@ -120,7 +120,7 @@ def create(services, data: Mapping[str, Any], actor: str) -> int:
 def get(session: Session, ref: Any) -> Programme:
     """A programme by id, or by code (its newest version); 404 ApiError otherwise."""
     programme = None
-    if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
+    if isinstance(ref, int) or (isinstance(ref, str) and ref.isascii() and ref.isdigit() and len(ref) < 16):
         programme = session.get(Programme, int(ref))
     if programme is None:
         programme = session.scalar(select(Programme).where(Programme.code == str(ref))

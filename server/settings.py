@@ -126,6 +126,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("media_require_token", False, "Require a device or staff token to download media.", _bool),
     Setting("media_base_url", "", "Base URL devices download media from (a CDN or static server). Default: this server."),
     Setting("enrol_code_days", 30.0, "Days a device's one-time enrolment code stays valid.", float),
+    Setting("enrol_attempts_per_hour", 20, "Refused enrolments a client address, or a code's first group, may have in "
+            "an hour before further attempts get 429 (0: no limit).", int),
     Setting("root_passphrase", "", "Passphrase of the offline TUF root key (for automation; prefer the file).",
             secret=True),
     Setting("root_passphrase_file", "", "File holding the root key passphrase."),
