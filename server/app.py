@@ -30,10 +30,10 @@ def create_app(overrides: Optional[Mapping[str, Any]] = None, services: Optional
     logging.basicConfig(level=services.settings.log_level)
 
     validation.register(app)  # before the blueprints: their <int:…> routes take its bounded converter
-    from server.views import attendance, devices, fleet, health, lessons, media, org, programmes, tuf, uploads
+    from server.views import attendance, devices, fleet, health, lessons, media, openapi, org, programmes, tuf, uploads
 
     for blueprint in (lessons.bp, uploads.bp, media.bp, health.bp, devices.bp, tuf.bp, org.bp,
-                      programmes.bp, attendance.bp, fleet.bp):
+                      programmes.bp, attendance.bp, fleet.bp, openapi.bp):
         app.register_blueprint(blueprint)
     errors.register(app)
     app.teardown_request(discard_unclaimed)

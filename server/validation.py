@@ -49,6 +49,7 @@ def register(app: Flask) -> None:
     """Bound route ids and cap every request body before a view reads it (call before blueprints register)."""
     app.url_map.converters["int"] = BoundedIntConverter
     app.before_request(_cap_body)
+    app.before_request(_refuse_nul)
 
 
 def body_limit(endpoint: Optional[str]) -> Optional[int]:
@@ -72,6 +73,32 @@ def _cap_body() -> None:
         except RecursionError:
             raise ApiError(400, "json_too_deep", "The JSON body is nested too deeply; send a flat JSON object.") \
                 from None
+
+
+def _refuse_nul() -> None:
+    """A NUL character is in no name, code or date of ours, and PostgreSQL refuses it in text: 400, not a 500."""
+    where = None
+    if "\x00" in request.path:
+        where = "the path"
+    else:
+        where = next((f"?{name}" for name, value in request.args.items(multi=True)
+                      if "\x00" in name or "\x00" in value), None)
+    if where is None and request.is_json and request.content_length:
+        where = "the JSON body" if _has_nul(request.get_json(silent=True)) else None
+    if where is not None:
+        raise ApiError(400, "nul_character", f"{where} holds a NUL character (\\u0000); remove it.")
+
+
+def _has_nul(value: Any, depth: int = 0) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if depth > 64:  # nothing of ours nests this deep; the view refuses such a body anyway
+        return False
+    if isinstance(value, dict):
+        return any(_has_nul(k, depth + 1) or _has_nul(v, depth + 1) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v, depth + 1) for v in value)
+    return False
 
 
 def _size(limit: int) -> str:
@@ -187,9 +214,9 @@ def day(value: Any, field: str) -> date:
     except ValueError:
         parsed = None
     if parsed is None:
-        raise _bad(field, f"must be a date like 2026-11-20, not {_show(value)}.")
+        raise _bad(field, f"must be a date like 2026-11-20, not {_show(value)}.", code="bad_date")
     if not FIRST_DAY <= parsed <= LAST_DAY:
-        raise _bad(field, f"{parsed} is outside {FIRST_DAY}..{LAST_DAY}; check the year.")
+        raise _bad(field, f"{parsed} is outside {FIRST_DAY}..{LAST_DAY}; check the year.", code="bad_date")
     return parsed
 
 

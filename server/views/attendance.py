@@ -121,13 +121,13 @@ def add_session():
     body = json_body()
     services = app_services()
     day = validation.day(body.get("date"), "date")
-    clock = validation.text(body, "time", default="09:00", max_length=5)
+    clock = validation.text(body, "time", default="09:00", max_length=16)
     try:
         at = time.fromisoformat(clock) if len(clock) == 5 else None
     except ValueError:
         at = None
     if at is None:
-        raise ApiError(422, "field_invalid", f'time: {clock!r} is not a time like "19:30".', field="time")
+        raise ApiError(422, "bad_date", f'time: {clock!r} is not a time like "19:30".', field="time")
     site, title = validation.text(body, "site", default=""), validation.text(body, "title", default="")
     actor = current_actor()
     with services.db.session() as session:

@@ -43,7 +43,9 @@ HOSTILE = [
     ("GET", "/api/v1/sessions?period=0001-01-01..0001-12-31", {}, 422, "unknown_period", None),
     ("GET", "/api/v1/members/M00000000/record?period=9999-01-01..9999-12-31", {}, 422, "unknown_period", None),
     ("POST", "/api/v1/sessions", {"json": {"site": "t00-s00", "date": "0001-01-01", "title": "x"}},
-     422, "field_invalid", "date"),
+     422, "bad_date", "date"),
+    ("POST", "/api/v1/sessions", {"json": {"site": "t00-s00", "date": "2026-11-20", "time": "7.30pm"}},
+     422, "bad_date", "time"),
     ("POST", "/api/v1/sessions", {"json": {"site": "t00-s00", "date": "2026-11-20", "time": 1930}},
      422, "field_invalid", "time"),
     ("POST", "/api/v1/sessions", {"json": {"site": 5, "date": "2026-11-20"}}, 422, "field_invalid", "site"),
@@ -61,7 +63,7 @@ HOSTILE = [
     ("PATCH", "/api/v1/devices/r-pending", {"json": {"settings": {"download_window": ["25:00", "06:00"]}}}, 422,
      "field_invalid", "settings.download_window"),
     ("PATCH", "/api/v1/devices/r-pending", {"json": {"member": "M00000000", "member_from": "0001-01-01"}}, 422,
-     "field_invalid", "member_from"),
+     "bad_date", "member_from"),
     ("POST", "/api/v1/devices/r-t00-s00-000/commands", {"json": {"type": "set-volume", "volume": True}}, 422,
      "bad_command", "volume"),
     ("POST", "/api/v1/devices/r-t00-s00-000/commands", {"json": {"type": "play-now", "programme": "2026-Q4",
@@ -73,6 +75,10 @@ HOSTILE = [
     ("POST", "/api/v1/devices", {"data": b"{" + b" " * (1024 * 1024 + 1) + b"}",
                                  "content_type": "application/json"}, 413, "too_large", None),
     ("PUT", "/api/v1/sessions/x/attendees/M00000000", {"json": {"reason": 5}}, 422, "field_invalid", "reason"),
+    ("GET", "/api/v1/members?township=t00%00", {}, 400, "nul_character", None),
+    ("GET", "/api/v1/devices/r-pending%00", {}, 400, "nul_character", None),
+    ("POST", "/api/v1/groups", {"json": {"key": "k\u0000", "name": "n", "kind": "branch"}}, 400, "nul_character",
+     None),
 ]
 
 
