@@ -418,8 +418,8 @@ def check_settings(settings: dict[str, Any]) -> dict[str, Any]:
     validation.integer(settings, "report_interval", 1, 86400, field="settings.report_interval")
     validation.integer(settings, "data_budget_mb", 0, 10**6, field="settings.data_budget_mb")
     window = settings.get("download_window")
-    if window is not None and not (isinstance(window, list) and len(window) == 2
-                                   and all(isinstance(t, str) and is_hhmm(t) for t in window) and window[0] != window[1]):
+    if window is not None and not (isinstance(window, list) and len(window) == 2 and window[0] != window[1]
+                                   and all(isinstance(t, str) and is_hhmm(t) for t in window)):
         raise ApiError(422, "field_invalid", "settings.download_window: two different times, e.g. "
                        '["00:00", "06:00"], or null for no window.', field="settings.download_window")
     return settings

@@ -91,7 +91,8 @@ TABLE = _query("table", _string(32), "With format=csv: which table.")
 LANG = _query("lang", {"type": "string", "enum": ["zh_CN", "en"]}, "Language of headings in exports.")
 UID = _path("uid", _string(64, minLength=1, pattern=r"^[A-Za-z0-9_.-]+$", examples=["r-3f9a1c2b7d"]),
             "A device id.")
-REF = _path("ref", _string(64, minLength=1, examples=["2026-Q4"]), "A programme's id, or its code (the newest version).")
+REF = _path("ref", _string(64, minLength=1, examples=["2026-Q4"]),
+            "A programme's id, or its code (the newest version).")
 UPLOAD_ID = _path("upload_id", _string(64, minLength=1), "The upload's id (the last part of its Location).")
 SESSION_KEY = _path("key", _string(200, minLength=1, examples=["manual:qs-01:2026-11-20T19:30"]),
                     "A class session's key.")
@@ -144,7 +145,8 @@ def _paths() -> dict[str, dict[str, Any]]:
                                           "Device state."), LIMIT, OFFSET), tags=devices),
             "post": _op("Add a device; the answer holds its one-time enrolment code.", "The new device.",
                         status="201", tags=devices, body=_json_body(_object({
-                            "kind": {"type": "string", "enum": ["radio", "terminal"]}, "name": _string(100, minLength=1),
+                            "kind": {"type": "string", "enum": ["radio", "terminal"]},
+                            "name": _string(100, minLength=1),
                             "site": _string(64, examples=["qs-01"]), "language": LANGUAGE,
                             "groups": {**STRINGS, "examples": [["qs-branch-1"]]}, "member": _string(64),
                             "id": _string(64, pattern=r"^[A-Za-z0-9_.-]+$")}, ("kind", "name"))))},
@@ -209,7 +211,8 @@ def _paths() -> dict[str, dict[str, Any]]:
         "/api/v1/org/import": {"post": _op(
             "Import a sites, groups or members CSV; 422 with every bad row, and then nothing is written.",
             "What was created and updated.", tags=org, body=_csv_body("sites.csv, groups.csv or members.csv"),
-            parameters=(_query("kind", {"type": "string", "enum": ["sites", "groups", "members"]}, "The file's kind."),))},
+            parameters=(_query("kind", {"type": "string", "enum": ["sites", "groups", "members"]},
+                               "The file's kind."),))},
         "/api/v1/lessons": {
             "get": _op("Lessons, newest first.", "A page of lessons.", tags=("lessons",), parameters=(
                 _query("page", _int(1, 200_000), "Page number, from 1."), _query("limit", _int(1, 200), "Per page."),

@@ -67,7 +67,7 @@ def _cap_body() -> None:
     if request.content_length is not None and request.content_length > limit:
         raise ApiError(413, "too_large", f"The request body is {request.content_length} bytes; this endpoint takes "
                                          f"at most {_size(limit)}.", limit=limit)
-    if request.is_json and request.content_length:
+    if request.is_json:
         try:
             request.get_json(silent=True)  # parsed once here and cached for the view
         except RecursionError:
@@ -83,7 +83,7 @@ def _refuse_nul() -> None:
     else:
         where = next((f"?{name}" for name, value in request.args.items(multi=True)
                       if "\x00" in name or "\x00" in value), None)
-    if where is None and request.is_json and request.content_length:
+    if where is None and request.is_json:
         where = "the JSON body" if _has_nul(request.get_json(silent=True)) else None
     if where is not None:
         raise ApiError(400, "nul_character", f"{where} holds a NUL character (\\u0000); remove it.")

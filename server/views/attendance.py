@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from datetime import date, time
+from datetime import time
 from urllib.parse import quote
 
 from flask import Blueprint, Response, jsonify, request

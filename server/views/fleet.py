@@ -53,7 +53,8 @@ def fleet():
         query = query.where(DeviceStatus.stale.is_(True))
     with app_services().db.session() as session:
         total = session.scalar(select(func.count()).select_from(query.subquery()))
-        rows = session.execute(query.order_by(Township.code, Site.code, Device.uid).limit(page.limit).offset(page.offset)).all()
+        rows = session.execute(query.order_by(Township.code, Site.code, Device.uid)
+                               .limit(page.limit).offset(page.offset)).all()
         out = []
         for device, site, town, status, last_event, refused in rows:
             seen = [t for t in (status.received_at if status else None, last_event) if t is not None]

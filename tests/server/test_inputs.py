@@ -99,7 +99,8 @@ def test_a_bad_time_zone_is_refused_and_enrolment_still_works(services, client, 
     refused = client.patch("/api/v1/devices/r-pending", headers=auth("admin"),
                            json={"settings": {"timezone": "../../etc", "volume": 40}})
     assert refused.status_code == 422
-    ok = client.patch("/api/v1/devices/r-pending", headers=auth("admin"), json={"settings": {"timezone": "Asia/Urumqi"}})
+    ok = client.patch("/api/v1/devices/r-pending", headers=auth("admin"),
+                      json={"settings": {"timezone": "Asia/Urumqi"}})
     assert ok.status_code == 200 and ok.get_json()["settings"]["timezone"] == "Asia/Urumqi"
     assert ok.get_json()["settings"]["volume"] == 70  # the refused PATCH changed nothing
     enrolled = client.post("/api/v1/enrol", json={"code": code})
