@@ -244,7 +244,12 @@ def enrol(services, code: str, address: str = "") -> dict[str, Any]:
             device.settings = {**settings, "sequence_epoch": int(settings.get("sequence_epoch", 1)) + 1}
         device.state, device.enrolled_at = "enrolled", now
         device.first_enrolled_at = device.first_enrolled_at or now
-        refresh_channel(services, session, device)
+        try:
+            refresh_channel(services, session, device)
+        except ValueError as exc:  # a setting stored before settings were checked; the code is not used up
+            raise ApiError(409, "device_settings_invalid",
+                           f"{exc}. Correct it with PATCH /api/v1/devices/{device.uid} "
+                           '({"settings": {...}}), then enrol again with the same code.') from None
         session.add(AuditEntry(at=now, actor=device.uid, action="device.enrol", subject=device.uid))
         uid, kind, channel, language = device.uid, device.kind, device.channel, device.language
         config = config_payload(services, device)

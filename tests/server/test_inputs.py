@@ -108,6 +108,20 @@ def test_a_bad_time_zone_is_refused_and_enrolment_still_works(services, client, 
     assert enrolled.get_json()["config"]["timezone"] == "Asia/Urumqi"
 
 
+def test_a_bad_setting_stored_earlier_is_a_409_that_says_how_to_fix_it(services, client, auth):
+    with services.db.session() as session:
+        code = devices.add(services, session, kind="radio", name="r", uid="r-old", actor="t").code
+        devices.get(session, "r-old").settings = {**devices.DEFAULT_DEVICE_SETTINGS, "timezone": "../../etc"}
+    refused = client.post("/api/v1/enrol", json={"code": code})
+    error = refused.get_json()["error"]
+    assert refused.status_code == 409 and error["code"] == "device_settings_invalid", error
+    assert "timezone" in error["message"] and "PATCH /api/v1/devices/r-old" in error["message"]
+    fixed = client.patch("/api/v1/devices/r-old", headers=auth("admin"),
+                         json={"settings": {"timezone": "Asia/Shanghai"}})
+    assert fixed.status_code == 200
+    assert client.post("/api/v1/enrol", json={"code": code}).status_code == 200  # the code was not used up
+
+
 def test_limit_minus_one_does_not_lift_the_row_cap(county, client, auth):
     answer = client.get("/api/v1/devices?limit=-1", headers=auth("admin"))
     assert answer.status_code == 400 and answer.get_json()["error"]["field"] == "limit"
