@@ -7,7 +7,7 @@ from typing import Any, Mapping, Optional
 
 from flask import Flask, Response, request
 
-from server import errors, settings as settings_mod
+from server import errors, settings as settings_mod, validation
 from server.instance import secret_key
 from server.services import Services
 from server.upload_stream import LessoncastRequest, discard_unclaimed
@@ -42,11 +42,12 @@ def create_app(overrides: Optional[Mapping[str, Any]] = None, services: Optional
     _babel(app)
     logging.basicConfig(level=services.settings.log_level)
 
-    from server.views import (attendance, devices, exports, fleet, health, lessons, media, org, programmes, tuf,
-                              uploads)
+    validation.register(app)  # before the blueprints: their <int:…> routes take its bounded converter
+    from server.views import (attendance, devices, exports, fleet, health, lessons, media, openapi, org, programmes,
+                              tuf, uploads)
 
     for blueprint in (lessons.bp, uploads.bp, media.bp, health.bp, devices.bp, tuf.bp, org.bp,
-                      programmes.bp, attendance.bp, fleet.bp, exports.bp):
+                      programmes.bp, attendance.bp, fleet.bp, exports.bp, openapi.bp):
         app.register_blueprint(blueprint)
     errors.register(app)
     app.teardown_request(discard_unclaimed)

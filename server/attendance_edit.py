@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from server.attendance_models import ClassSession, SessionAttendee
-from server.attendance_rules import Rules
+from server.attendance_rules import FIRST_DAY, LAST_DAY, Rules
 from server.errors import ApiError
 from server.org_models import AuditEntry, Member, Site, Township
 from server.scope import COUNTY, Scope
@@ -162,6 +162,8 @@ def import_roster(session: Session, rules: Rules, text: str, actor: str, now: da
             try:
                 day = date.fromisoformat(row.get("date", ""))
                 at = time.fromisoformat(row["time"]) if row.get("time") else time(9, 0)
+                if not FIRST_DAY <= day <= LAST_DAY:
+                    raise ValueError
             except ValueError:
                 errors.append(f"{filename}:{line}: date/time: {row.get('date')!r} {row.get('time', '')!r} is not "
                               "YYYY-MM-DD [HH:MM]")

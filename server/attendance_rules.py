@@ -26,6 +26,9 @@ from zoneinfo import ZoneInfo
 from server.event_batches import parse_instant
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+# The days a county's calendar can hold: earlier or later is a typo, and the far ends of Python's date range
+# overflow when a day is turned into the UTC instants that bound it.
+FIRST_DAY, LAST_DAY = date(2000, 1, 1), date(2099, 12, 31)
 # A play's positions are whole hundredths of a second on the wire; coverage compares in those units, so adding the
 # same range twice can never grow the total through floating-point dust.
 _UNIT = 100
@@ -359,18 +362,19 @@ def parse_period(text: str) -> Period:
     try:
         if ".." in text:
             a, b = (date.fromisoformat(p) for p in text.split("..", 1))
-            if b < a:
+            if b < a or a < FIRST_DAY or b > LAST_DAY:
                 raise ValueError
             return Period(text, "range", a, b)
         if "-Q" in text.upper():
             y, q = text.upper().split("-Q", 1)
-            if _digits(y, 4) and _digits(q):
+            if _digits(y, 4) and _digits(q) and FIRST_DAY.year <= int(y) <= LAST_DAY.year:
                 return quarter(int(y), int(q))
-        elif _digits(text, 4):  # int() alone would take "2_26" or "+226" as the year 226
+        elif _digits(text, 4) and FIRST_DAY.year <= int(text) <= LAST_DAY.year:  # int() alone takes "+226"
             return year(int(text))
     except ValueError:
         pass
-    raise ValueError(f"period {text!r}: give a year (2026), a quarter (2026-Q4) or days (2026-01-01..2026-06-30)")
+    raise ValueError(f"period {text!r}: give a year (2026), a quarter (2026-Q4) or days (2026-01-01..2026-06-30), "
+                     f"within {FIRST_DAY.year}-{LAST_DAY.year}")
 
 
 def _digits(text: str, length: Optional[int] = None) -> bool:

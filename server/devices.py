@@ -20,7 +20,7 @@ from playlists import topics
 from playlists.model import Audience, is_language_tag
 from playlists.channels import channel_id
 from playlists.payloads import DeviceConfig, encode
-from server import retained
+from server import enrol_limit, retained, validation
 from server.errors import ApiError
 from server.org_models import DEVICE_KINDS, AuditEntry, Device, DeviceAssignment, Group, GroupLink, Member, Site
 from server.scope import COUNTY, Scope
@@ -215,24 +215,36 @@ def refresh_channel(services, session: Session, device: Device) -> bool:
     return changed
 
 
-def enrol(services, code: str) -> dict[str, Any]:
-    """Exchange a one-time code for the device's credentials, trust root and addresses (the answer is shown once)."""
+def _refused(session: Session, address: str, prefix: str, now, error: ApiError) -> ApiError:
+    """ERROR, once the refused attempt is counted against the address and the code's prefix (and committed)."""
+    enrol_limit.record(session, address, prefix, now, error.code)
+    session.commit()
+    return error
+
+
+def enrol(services, code: str, address: str = "") -> dict[str, Any]:
+    """Exchange a one-time code for the device's credentials, trust root and addresses (the answer is shown once).
+
+    Refused attempts count against the client ADDRESS and the code's first group; past
+    ``enrol_attempts_per_hour`` of either, attempts are refused with 429 before the code is looked at."""
     from server import broker
     from server.broker import password_line
     from server.trust_service import root_json
 
     root = root_json(services)  # before anything changes: no keys, no enrolment
     now = services.clock()
+    prefix = normalise_code(code)[:enrol_limit.PREFIX_LENGTH]
     with services.db.session() as session:
+        enrol_limit.check(session, address, prefix, now, services.settings.enrol_attempts_per_hour)
         device = session.scalar(select(Device).where(Device.enrol_code_sha256 == _sha(normalise_code(code))))
         if device is None or device.state == "revoked":
-            raise ApiError(403, "bad_enrol_code",
+            raise _refused(session, address, prefix, now, ApiError(403, "bad_enrol_code",
                            "This enrolment code is unknown or was already used. Ask the county office for a new one "
-                           "('lessoncast device code DEVICE').")
+                           "('lessoncast device code DEVICE')."))
         if device.enrol_code_expires_at is None or device.enrol_code_expires_at < now:
-            raise ApiError(403, "enrol_code_expired",
+            raise _refused(session, address, prefix, now, ApiError(403, "enrol_code_expired",
                            f"The enrolment code of {device.uid} expired on {device.enrol_code_expires_at:%Y-%m-%d}. "
-                           "Ask the county office for a new one.")
+                           "Ask the county office for a new one."))
         mqtt_password = secrets.token_urlsafe(24)
         http_token = "lcd_" + secrets.token_urlsafe(32)
         device.mqtt_password_hash = password_line(device.uid, mqtt_password).split(":", 1)[1]
@@ -245,7 +257,12 @@ def enrol(services, code: str) -> dict[str, Any]:
             device.settings = {**settings, "sequence_epoch": int(settings.get("sequence_epoch", 1)) + 1}
         device.state, device.enrolled_at = "enrolled", now
         device.first_enrolled_at = device.first_enrolled_at or now
-        refresh_channel(services, session, device)
+        try:
+            refresh_channel(services, session, device)
+        except ValueError as exc:  # a setting stored before settings were checked; the code is not used up
+            raise ApiError(409, "device_settings_invalid",
+                           f"{exc}. Correct it with PATCH /api/v1/devices/{device.uid} "
+                           '({"settings": {...}}), then enrol again with the same code.') from None
         session.add(AuditEntry(at=now, actor=device.uid, action="device.enrol", subject=device.uid))
         uid, kind, channel, language = device.uid, device.kind, device.channel, device.language
         config = config_payload(services, device)
@@ -373,28 +390,30 @@ def update(services, uid: str, changes: dict[str, Any], actor: str, scope: Scope
         if device.state == "revoked":
             raise ApiError(409, "device_revoked", f"Device '{uid}' is revoked and cannot change.")
         if "name" in changes:
-            validate_new(device.kind, str(changes["name"]), device.language, None)
-            device.name = str(changes["name"]).strip()
+            validate_new(device.kind, validation.text(changes, "name", default=""), device.language, None)
+            device.name = changes["name"].strip()
         if "site" in changes:
-            device.site = _site(session, changes["site"], scope)
+            device.site = _site(session, validation.text(changes, "site"), scope)
         if "language" in changes:
-            validate_new(device.kind, device.name, str(changes["language"]), None)
-            device.language = str(changes["language"])
+            validate_new(device.kind, device.name, validation.text(changes, "language", default=""), None)
+            device.language = changes["language"]
         if "groups" in changes:
+            keys = validation.strings(changes, "groups") or []
             session.query(GroupLink).filter(GroupLink.device_id == device.id).delete()
-            for key in changes["groups"] or []:
+            for key in keys:
                 session.add(GroupLink(group_id=_group(session, key, scope).id, device_id=device.id))
         if "member" in changes:
             if device.kind != "radio":
                 raise ApiError(422, "not_a_radio", "Only radios are assigned to a member.", field="member")
-            day = date.fromisoformat(changes["member_from"]) if changes.get("member_from") else now.date()
-            assign(services, session, device, str(changes["member"]), day, scope)
+            day = validation.day(changes["member_from"], "member_from") if changes.get("member_from") else now.date()
+            assign(services, session, device, validation.text(changes, "member", required=True), day, scope)
         if "settings" in changes:
-            extra = sorted(set(changes["settings"]) - EDITABLE_SETTINGS)
+            settings = validation.mapping(changes, "settings") or {}
+            extra = sorted(set(settings) - EDITABLE_SETTINGS)
             if extra:
                 raise ApiError(422, "unknown_setting", f"settings.{extra[0]}: not a device setting "
                                f"({', '.join(sorted(EDITABLE_SETTINGS))}).", field=f"settings.{extra[0]}")
-            merged = {**(device.settings or DEFAULT_DEVICE_SETTINGS), **changes["settings"]}
+            merged = {**(device.settings or DEFAULT_DEVICE_SETTINGS), **check_settings(settings)}
             device.settings = merged
             if device.channel:
                 try:
@@ -405,6 +424,25 @@ def update(services, uid: str, changes: dict[str, Any], actor: str, scope: Scope
         session.add(AuditEntry(at=now, actor=actor, action="device.edit", subject=uid,
                                details={"fields": sorted(changes)}))
     return bool({"site", "language", "groups", "member"} & set(changes))
+
+
+def check_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """SETTINGS, each checked the way the device reads it; a 422 naming ``settings.<name>`` otherwise.
+
+    Checked whether or not the device is enrolled yet: a stored bad value would break its enrolment later."""
+    from playlists.model import is_hhmm
+
+    if "timezone" in settings:
+        validation.time_zone(settings["timezone"], "settings.timezone")
+    validation.integer(settings, "volume", 0, 100, field="settings.volume")
+    validation.integer(settings, "report_interval", 1, 86400, field="settings.report_interval")
+    validation.integer(settings, "data_budget_mb", 0, 10**6, field="settings.data_budget_mb")
+    window = settings.get("download_window")
+    if window is not None and not (isinstance(window, list) and len(window) == 2 and window[0] != window[1]
+                                   and all(isinstance(t, str) and is_hhmm(t) for t in window)):
+        raise ApiError(422, "field_invalid", "settings.download_window: two different times, e.g. "
+                       '["00:00", "06:00"], or null for no window.', field="settings.download_window")
+    return settings
 
 
 COMMAND_TYPES = ("resync", "play-now", "stop", "set-volume", "reboot")
@@ -423,11 +461,15 @@ def send_command(services, uid: str, body: dict[str, Any], actor: str, expiry_s:
     if kind not in COMMAND_TYPES:
         raise ApiError(422, "bad_command", f"type: '{kind}' is not a command; use one of {', '.join(COMMAND_TYPES)}.",
                        field="type")
-    if kind == "set-volume" and not (isinstance(body.get("volume"), int) and 0 <= body["volume"] <= 100):
+    volume, position = body.get("volume"), body.get("position")
+    # PROTOCOL.md: true and false are refused where a number is expected (bool is an int in Python).
+    if kind == "set-volume" and not (type(volume) is int and 0 <= volume <= 100):
         raise ApiError(422, "bad_command", "volume: an integer from 0 to 100.", field="volume")
-    if kind == "play-now" and not (isinstance(body.get("programme"), str) and isinstance(body.get("position"), int)):
+    if kind == "play-now" and not isinstance(body.get("programme"), str):
         raise ApiError(422, "bad_command", "play-now needs 'programme' (its code) and 'position' (the item number).",
                        field="programme")
+    if kind == "play-now" and not (type(position) is int and 0 <= position < 10_000):
+        raise ApiError(422, "bad_command", "position: the item number, a whole number from 0.", field="position")
     now = services.clock()
     with services.db.session() as session:
         device = get(session, uid, scope)

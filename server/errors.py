@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Flask, jsonify
+from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from media.errors import MediaError
@@ -35,7 +35,10 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(ApiError)
     def _api(exc: ApiError):
-        return jsonify(exc.to_dict()), exc.status
+        response = jsonify(exc.to_dict())
+        if "retry_after" in exc.extra:
+            response.headers["Retry-After"] = str(exc.extra["retry_after"])
+        return response, exc.status
 
     @app.errorhandler(MediaError)
     def _media(exc: MediaError):
@@ -46,7 +49,9 @@ def register(app: Flask) -> None:
         code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(exc.code or 0, "http_error")
         message = exc.description or exc.name
         if exc.code == 413:
-            limit = app.config.get("MAX_CONTENT_LENGTH")
-            message = f"The request is larger than the {limit // 1024**2} MB limit. " \
-                      "Use the resumable upload (/api/v1/uploads) or raise LESSONCAST_MAX_UPLOAD_SIZE."
+            limit = request.max_content_length or app.config.get("MAX_CONTENT_LENGTH")
+            message = f"The request is larger than this endpoint's {limit // 1024} KB limit."
+            if limit == app.config.get("MAX_CONTENT_LENGTH"):
+                message = f"The request is larger than the {limit // 1024**2} MB limit. " \
+                          "Use the resumable upload (/api/v1/uploads) or raise LESSONCAST_MAX_UPLOAD_SIZE."
         return jsonify({"error": {"code": code, "message": message}}), exc.code

@@ -14,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from playlists import model as pl
+from server.attendance_rules import FIRST_DAY, LAST_DAY
 from server.errors import ApiError
 from server.models import Lesson
 from server.org_models import AuditEntry, Group, Programme, ProgrammeItem
@@ -23,9 +24,13 @@ def _date(value: Any, field: str) -> date:
     if isinstance(value, date):
         return value
     try:
-        return date.fromisoformat(str(value))
+        day = date.fromisoformat(value) if isinstance(value, str) else None
     except ValueError:
-        raise ApiError(422, "bad_date", f"{field}: '{value}' is not a date like 2026-10-01.") from None
+        day = None
+    if day is None or not FIRST_DAY <= day <= LAST_DAY:
+        raise ApiError(422, "bad_date", f"{field}: '{value}' is not a date like 2026-10-01 "
+                                        f"(within {FIRST_DAY.year}-{LAST_DAY.year}).", field=field)
+    return day
 
 
 def _slots(value: Any) -> list[dict[str, Any]]:
@@ -44,7 +49,7 @@ def _slots(value: Any) -> list[dict[str, Any]]:
 
 
 def _lesson(session: Session, lesson_id: Any, where: str) -> Lesson:
-    lesson = session.get(Lesson, lesson_id) if isinstance(lesson_id, int) else None
+    lesson = session.get(Lesson, lesson_id) if type(lesson_id) is int and 0 < lesson_id < 2**53 else None
     if lesson is None:
         raise ApiError(422, "unknown_lesson", f"{where}: there is no lesson {lesson_id!r}.")
     return lesson
@@ -61,11 +66,16 @@ def _items(session: Session, value: Any) -> list[ProgrammeItem]:
             raise ApiError(422, "bad_items", f"item {n}: expected an object with 'lesson'.")
         lesson = _lesson(session, raw.get("lesson"), f"item {n}")
         groups = raw.get("groups") or []
-        unknown = sorted(set(groups) - known_groups) if isinstance(groups, list) else ["(not a list)"]
+        if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
+            raise ApiError(422, "bad_items", f"item {n}: groups must be a list of group keys.", field="items")
+        unknown = sorted(set(groups) - known_groups)
         if unknown:
             raise ApiError(422, "unknown_group", f"item {n}: no group {', '.join(map(str, unknown))}. "
                                                  "See GET /api/v1/groups for the keys.")
-        variants = [_lesson(session, v, f"item {n} variant").id for v in raw.get("variants") or []]
+        variants = raw.get("variants") or []
+        if not isinstance(variants, list):
+            raise ApiError(422, "bad_items", f"item {n}: variants must be a list of lesson ids.", field="items")
+        variants = [_lesson(session, v, f"item {n} variant").id for v in variants]
         items.append(ProgrammeItem(position=n, lesson_id=lesson.id, mandatory=bool(raw.get("mandatory", True)),
                                    groups=sorted(groups), variant_lesson_ids=variants))
     return items
@@ -120,7 +130,7 @@ def create(services, data: Mapping[str, Any], actor: str) -> int:
 def get(session: Session, ref: Any) -> Programme:
     """A programme by id, or by code (its newest version); 404 ApiError otherwise."""
     programme = None
-    if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
+    if isinstance(ref, int) or (isinstance(ref, str) and ref.isascii() and ref.isdigit() and len(ref) < 16):
         programme = session.get(Programme, int(ref))
     if programme is None:
         programme = session.scalar(select(Programme).where(Programme.code == str(ref))

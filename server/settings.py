@@ -179,6 +179,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("operator_token_days", 180, "Days a new operator API token stays valid unless 'lessoncast token create "
             "--expires-in' says otherwise (0: never expires). Other roles' tokens never expire by default.",
             _days),
+    Setting("enrol_attempts_per_hour", 20, "Refused enrolments a client address, or a code's first group, may have in "
+            "an hour before further attempts get 429 (0: no limit).", int),
     Setting("root_passphrase", "", "Passphrase of the offline TUF root key (for automation; prefer the file).",
             secret=True),
     Setting("root_passphrase_file", "", "File holding the root key passphrase."),

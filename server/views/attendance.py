@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
-from datetime import date, time
+from datetime import time
 from urllib.parse import quote
 
 from flask import Blueprint, Response, jsonify, request
 
-from server import attendance_edit, report_export, reports
+from server import attendance_edit, report_export, reports, validation
 from server.auth import current_actor, require
 from server.errors import ApiError
 from server.i18n import normalise
@@ -143,15 +143,19 @@ def add_session():
     """Record a class held without a terminal: {"site", "date": "YYYY-MM-DD", "time": "HH:MM", "title"}."""
     body = json_body()
     services = app_services()
+    day = validation.day(body.get("date"), "date")
+    clock = validation.text(body, "time", default="09:00", max_length=16)
     try:
-        day = date.fromisoformat(str(body.get("date", "")))
-        at = time.fromisoformat(str(body.get("time") or "09:00"))
+        at = time.fromisoformat(clock) if len(clock) == 5 else None
     except ValueError:
-        raise ApiError(422, "bad_date", 'Send "date": "2026-11-20" and optionally "time": "19:30".') from None
+        at = None
+    if at is None:
+        raise ApiError(422, "bad_date", f'time: {clock!r} is not a time like "19:30".', field="time")
+    site, title = validation.text(body, "site", default=""), validation.text(body, "title", default="")
     actor = current_actor()
     with services.db.session() as session:
-        row = attendance_edit.add_session(session, services.rules, str(body.get("site", "")), day, at,
-                                          str(body.get("title", "")), actor.name, services.clock(), actor.scope)
+        row = attendance_edit.add_session(session, services.rules, site, day, at, title, actor.name,
+                                          services.clock(), actor.scope)
         key = row.key
     return jsonify({"key": key}), 201
 
@@ -168,9 +172,10 @@ def session_attendees(key: str):
 def _set(key: str, member_no: str, present: bool):
     services = app_services()
     body = request.get_json(silent=True) or {}
+    reason = validation.text(body, "reason", default="", max_length=500) if isinstance(body, dict) else ""
     with services.db.session() as session:
         attendance_edit.set_attendee(session, key, member_no, present, current_actor().name, services.clock(),
-                                     current_actor().scope, str(body.get("reason", "")))
+                                     current_actor().scope, reason)
     with services.db.session() as session:
         return jsonify({"session": key, "attendees": attendance_edit.attendees(session, key)})
 

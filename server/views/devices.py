@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, jsonify, request
 from sqlalchemy import func, select
 
-from server import devices
+from server import devices, validation
 from server.auth import current_actor, require
 from server.errors import ApiError
 from server.org_models import Device, Site, Township
@@ -20,9 +20,9 @@ def enrol():
     """Exchange a one-time enrolment code for MQTT credentials, an HTTP token, the TUF root and the URLs."""
     body = json_body()
     code = body.get("code")
-    if not isinstance(code, str) or not code.strip():
+    if not isinstance(code, str) or not code.strip() or len(code) > 64:
         raise ApiError(400, "code_required", 'Send {"code": "K7QX-M3TD-WA9F"}: the one-time code printed for this device.')
-    return jsonify(devices.enrol(app_services(), code))
+    return jsonify(devices.enrol(app_services(), code, address=request.remote_addr or ""))
 
 
 @bp.get("/devices")
@@ -30,8 +30,7 @@ def enrol():
 def list_devices():
     """Devices, filtered by site, township, kind or state; operators see their township only."""
     actor = current_actor()
-    limit = min(int(request.args.get("limit", 100)), 1000)
-    offset = int(request.args.get("offset", 0))
+    page = validation.paging(100, 1000)
     query = select(Device).join(Site).join(Township)
     township = actor.scope.township_filter(request.args.get("township"))
     if township:
@@ -41,7 +40,7 @@ def list_devices():
             query = query.where(column == request.args[arg])
     with app_services().db.session() as session:
         total = session.scalar(select(func.count()).select_from(query.subquery()))
-        rows = session.scalars(query.order_by(Device.uid).limit(limit).offset(offset)).all()
+        rows = session.scalars(query.order_by(Device.uid).limit(page.limit).offset(page.offset)).all()
         return jsonify({"total": total, "devices": [devices.device_json(d) for d in rows]})
 
 
@@ -52,11 +51,13 @@ def add_device():
     body = json_body()
     services = app_services()
     actor = current_actor()
+    text = validation.text
+    fields = dict(kind=text(body, "kind", default=""), name=text(body, "name", default=""),
+                  site_code=text(body, "site"), language=text(body, "language", default="cmn", max_length=35),
+                  groups=validation.strings(body, "groups") or (), member_no=text(body, "member"),
+                  uid=text(body, "id", max_length=64))
     with services.db.session() as session:
-        new = devices.add(services, session, kind=str(body.get("kind", "")), name=str(body.get("name", "")),
-                          site_code=body.get("site"), language=str(body.get("language", "cmn")),
-                          groups=body.get("groups") or (), member_no=body.get("member"), uid=body.get("id"),
-                          actor=actor.name, scope=actor.scope)
+        new = devices.add(services, session, **fields, actor=actor.name, scope=actor.scope)
         device = devices.get(session, new.uid)
         answer = devices.device_json(device) | {"enrol_code": new.code}
     return jsonify(answer), 201
@@ -144,6 +145,7 @@ def revoke(uid: str):
     """Revoke a device: the broker and every device endpoint refuse its credentials from now on."""
     services, actor = app_services(), current_actor()
     body = request.get_json(silent=True) or {}
-    devices.revoke(services, uid, actor.name, str(body.get("reason", "")), actor.scope)
+    reason = validation.text(body, "reason", default="", max_length=500) if isinstance(body, dict) else ""
+    devices.revoke(services, uid, actor.name, reason, actor.scope)
     with services.db.session() as session:
         return jsonify(devices.device_json(devices.get(session, uid)))

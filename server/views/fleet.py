@@ -7,7 +7,7 @@ from __future__ import annotations
 from flask import Blueprint, jsonify, request
 from sqlalchemy import func, select
 
-from server import devices
+from server import devices, validation
 from server.attendance_models import AttendanceExclusion
 from server.auth import current_actor, require
 from server.errors import ApiError
@@ -45,20 +45,16 @@ def fleet():
         query = query.where(Site.code == request.args["site"])
     if request.args.get("kind"):
         query = query.where(Device.kind == request.args["kind"])
-    if request.args.get("online") in ("0", "1"):
-        online = request.args["online"] == "1"
+    online, page = validation.query_flag("online"), validation.paging(200, 2000)
+    if online is not None:
         query = query.where(DeviceStatus.online.is_(True)) if online else \
             query.where((DeviceStatus.online.is_(False)) | (DeviceStatus.device_uid.is_(None)))
-    if request.args.get("stale") == "1":
+    if validation.query_flag("stale"):
         query = query.where(DeviceStatus.stale.is_(True))
-    try:
-        limit = min(max(int(request.args.get("limit", 200)), 1), 2000)
-        offset = max(int(request.args.get("offset", 0)), 0)
-    except ValueError:
-        raise ApiError(400, "bad_paging", "limit and offset are whole numbers.") from None
     with app_services().db.session() as session:
         total = session.scalar(select(func.count()).select_from(query.subquery()))
-        rows = session.execute(query.order_by(Township.code, Site.code, Device.uid).limit(limit).offset(offset)).all()
+        rows = session.execute(query.order_by(Township.code, Site.code, Device.uid)
+                               .limit(page.limit).offset(page.offset)).all()
         out = []
         for device, site, town, status, last_event, refused in rows:
             seen = [t for t in (status.received_at if status else None, last_event) if t is not None]

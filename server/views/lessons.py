@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, current_app, g, jsonify, request
 from sqlalchemy import func, select
 
-from server import lessons, uploads
+from server import lessons, uploads, validation
 from server.auth import current_actor, require
 from server.errors import ApiError
 from server.models import Lesson
@@ -44,14 +44,14 @@ def create():
 @bp.get("")
 @require("read.lessons")
 def index():
-    """List lessons, newest first, 50 a page (?page=N)."""
+    """List lessons, newest first, 50 a page (?page=N, or ?limit= and ?offset=)."""
     services = _services()
-    page = max(1, request.args.get("page", 1, type=int))
+    page = validation.paging(50, 200)
     with services.db.session() as session:
         total = session.scalar(select(func.count(Lesson.id)))
-        rows = session.scalars(select(Lesson).order_by(Lesson.id.desc()).limit(50).offset(50 * (page - 1))).all()
+        rows = session.scalars(select(Lesson).order_by(Lesson.id.desc()).limit(page.limit).offset(page.offset)).all()
         items = [lessons.lesson_json(services, lesson) for lesson in rows]
-    return jsonify({"lessons": items, "total": total, "page": page})
+    return jsonify({"lessons": items, "total": total, "page": page.page})
 
 
 @bp.get("/<int:lesson_id>")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
 
-from server import org
+from server import org, validation
 from server.auth import current_actor, require
 from server.errors import ApiError
 from server.lessons import display_name
@@ -60,12 +60,9 @@ def groups():
 def members():
     """A page of members (?site=&township=&q=&limit=&offset=) with the total; card tokens only for editors."""
     args = request.args
-    try:
-        limit, offset = int(args.get("limit", 50)), int(args.get("offset", 0))
-    except ValueError:
-        raise ApiError(422, "field_invalid", "limit and offset are whole numbers", field="limit") from None
+    rows = validation.paging(50, org.MEMBER_PAGE_LIMIT)
     page = org.list_members(app_services(), site=args.get("site") or None, township=args.get("township") or None,
-                            q=args.get("q") or None, limit=limit, offset=offset,
+                            q=args.get("q") or None, limit=rows.limit, offset=rows.offset,
                             include_card=current_actor().may("org.write"), scope=current_actor().scope)
     return jsonify(page)
 

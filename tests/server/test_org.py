@@ -328,7 +328,7 @@ def test_api_lists(client, auth, loaded):
     assert found["total"] == 1 and found["members"][0]["groups"] == ["special:migrant", "special:retired"]
     page2 = client.get("/api/v1/members?limit=2&offset=2", headers=viewer).get_json()
     assert page2["total"] == 3 and [m["member_id"] for m in page2["members"]] == ["M003"]
-    assert client.get("/api/v1/members?limit=0", headers=viewer).status_code == 422
+    assert client.get("/api/v1/members?limit=0", headers=viewer).status_code == 400
 
 
 def test_api_edits(client, auth, loaded):

@@ -1,0 +1,15 @@
+"""GET /api/v1/openapi.json: the API's OpenAPI 3.1 description (public, like the API's error messages)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, jsonify
+
+from server import openapi
+
+bp = Blueprint("openapi_api", __name__, url_prefix="/api/v1")
+
+
+@bp.get("/openapi.json")
+def document():
+    """The OpenAPI document of /api/v1."""
+    return jsonify(openapi.document())
