@@ -105,7 +105,8 @@ def add(services, session: Session, *, kind: str, name: str, site_code: Optional
     site = _site(session, site_code)
     now = services.clock()
     device = Device(uid=uid, name=name.strip(), kind=kind, site=site, language=language, state="pending",
-                    settings=dict(DEFAULT_DEVICE_SETTINGS), created_at=now)
+                    settings={**DEFAULT_DEVICE_SETTINGS, "timezone": services.settings.county_timezone},
+                    created_at=now)
     code = _issue_code(services, device)
     session.add(device)
     session.flush()
@@ -117,7 +118,7 @@ def add(services, session: Session, *, kind: str, name: str, site_code: Optional
     if member_no:
         if kind != "radio":
             raise ApiError(422, "not_a_radio", "Only radios are assigned to a member; terminals serve a site.")
-        assign(services, session, device, member_no, now.date())
+        assign(services, session, device, member_no, services.today())
     session.add(AuditEntry(at=now, actor=actor, action="device.add", subject=uid,
                            details={"kind": kind, "site": site.code}))
     return NewDevice(uid, device.name, kind, site.code, code)
@@ -186,7 +187,7 @@ def config_payload(services, device: Device) -> bytes:
     web = services.settings.web_url
     return encode(DeviceConfig(
         device=device.uid, channel=device.channel, language=device.language,
-        timezone=s.get("timezone", "Asia/Shanghai"), volume=int(s.get("volume", 70)),
+        timezone=s.get("timezone", services.settings.county_timezone), volume=int(s.get("volume", 70)),
         report_interval=int(s.get("report_interval", 300)),
         download_window=tuple(window) if window else None, data_budget_mb=s.get("data_budget_mb"),
         repository_url=f"{web}/tuf/", media_base_url=(services.settings.media_base_url or web).rstrip("/") + "/",
@@ -195,7 +196,7 @@ def config_payload(services, device: Device) -> bytes:
 
 def refresh_channel(services, session: Session, device: Device) -> bool:
     """Recompute the device's channel from its audience and queue its config; True if the channel changed."""
-    channel = channel_id(audience(session, device, services.clock().date()))
+    channel = channel_id(audience(session, device, services.today()))
     changed = channel != device.channel
     device.channel = channel
     retained.put(session, topics.config(device.uid), config_payload(services, device), services.clock())
@@ -372,7 +373,7 @@ def update(services, uid: str, changes: dict[str, Any], actor: str) -> bool:
         if "member" in changes:
             if device.kind != "radio":
                 raise ApiError(422, "not_a_radio", "Only radios are assigned to a member.", field="member")
-            day = date.fromisoformat(changes["member_from"]) if changes.get("member_from") else now.date()
+            day = date.fromisoformat(changes["member_from"]) if changes.get("member_from") else services.today()
             assign(services, session, device, str(changes["member"]), day)
         if "settings" in changes:
             extra = sorted(set(changes["settings"]) - EDITABLE_SETTINGS)
