@@ -5,9 +5,10 @@ the probe accepted, and it can open nothing but itself. Encodes are bit-exact (n
 timestamps, no source metadata), so the same source and tags give the same bytes every time.
 
 The audio chain, in order: downmix/format -> gain -> (compressor, only for speech too peaky for the limiter alone) ->
-low-pass -> upsample x4 -> alimiter -> resample to the output rate -> encoder. The low-pass comes before the limiter because the encoder's own low-pass would otherwise rebuild peaks
-the limiter took off (clipped phone recordings are the worst case), and the limiter runs oversampled because it only
-sees sample peaks, while the target is a true-peak one.
+low-pass -> upsample x4 -> alimiter -> resample to the output rate -> encoder. The low-pass comes before the limiter
+because the encoder's own low-pass would otherwise rebuild peaks the limiter took off (clipped phone recordings are
+the worst case), and the limiter runs oversampled because it only sees sample peaks, while the target is a true-peak
+one.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ _PEAK_KIND = re.compile(r"^\s*(?P<kind>Sample|True) peak:")
 
 @dataclass(frozen=True)
 class Loudness:
-    """Integrated loudness (LUFS), true peak (dBTP), loudness range (LU) and sample peak (dBFS); None if not measured."""
+    """Integrated loudness (LUFS), true peak (dBTP), loudness range (LU) and sample peak (dBFS); None: not measured."""
 
     integrated_lufs: float
     true_peak_dbtp: float | None

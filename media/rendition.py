@@ -2,9 +2,9 @@
 
 The loudness target is checked on the encoded file, not assumed from the encode settings. A rendition that misses it
 gets one corrective encode with the gain and limiter ceiling adjusted by what was measured; one that still misses is
-refused with the figures and the reason rather than shipped. Files are written under temporary names in `out_dir` and renamed to
-their sha256 only when complete, so a failure leaves nothing behind and the caller moves a finished file into the
-content-addressed store.
+refused with the figures and the reason rather than shipped. Files are written under temporary names in `out_dir` and
+renamed to their sha256 only when complete, so a failure leaves nothing behind and the caller moves a finished file
+into the content-addressed store.
 """
 
 from __future__ import annotations
