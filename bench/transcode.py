@@ -125,7 +125,8 @@ def run_plain(src: Path, work: Path, profile: Profile) -> dict:
 CONTENDERS = (("lessoncast", run_lessoncast), ("ffmpeg_normalize", run_ffmpeg_normalize), ("plain", run_plain))
 
 
-def figures_of(src: Path, args: argparse.Namespace, profile: Profile, runs: dict, outputs: dict) -> dict:
+def figures_of(src: Path, args: argparse.Namespace, profile: Profile, runs: dict, outputs: dict,
+               load: tuple[float, float]) -> dict:
     """Return every figure of the run, medians over repeats, as one flat dict."""
     median = {name: statistics.median(r["seconds"] for r in results) for name, results in runs.items()}
     ours = runs["lessoncast"]
@@ -133,6 +134,10 @@ def figures_of(src: Path, args: argparse.Namespace, profile: Profile, runs: dict
         "source": str(src),
         "source_minutes": round(probe(src, Limits(), src.name).duration_s / 60, 2),
         "cpus": os.cpu_count(),
+        # The 1-minute load average before and after: on a shared machine the three-process encode suffers more
+        # from other work than the one-process references do, so a ratio is only comparable at a similar load.
+        "load_before": round(load[0], 2),
+        "load_after": round(load[1], 2),
         "repeat": args.repeat,
         "oversample": profile.oversample,
         "lessoncast_s": round(median["lessoncast"], 2),
@@ -156,7 +161,8 @@ def report(figures: dict) -> None:
     """Print the table, the ratios and the output loudness, then the JSON line."""
     ours = "lessoncast radio (probe+analyse+encode+measure)"
     print(f"source: {figures['source']} ({figures['source_minutes']} min), {figures['cpus']} CPUs, "
-          f"median of {figures['repeat']} run(s), limiter oversampled {figures['oversample']}x")
+          f"median of {figures['repeat']} run(s), limiter oversampled {figures['oversample']}x, "
+          f"load average {figures['load_before']} before, {figures['load_after']} after")
     print(f"{'measured':<48} {'figure':>8}  {'reference':<36} {'figure':>8}  {'ratio':>6}")
     for reference, key, ratio in (
         ("ffmpeg-normalize (EBU, two passes)", "ffmpeg_normalize_s", "ratio_vs_ffmpeg_normalize"),
@@ -192,6 +198,7 @@ def main() -> None:
         profile = dataclasses.replace(profile, oversample=args.oversample)
 
     runs: dict[str, list[dict]] = {name: [] for name, _ in CONTENDERS}
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(dir=args.out) as tmp:
         for i in range(args.repeat):
             for name, contender in CONTENDERS:
@@ -199,7 +206,7 @@ def main() -> None:
                 work.mkdir()
                 runs[name].append(contender(src, work, profile))
         outputs = {name: ebur128(results[-1]["path"]) for name, results in runs.items()}
-    report(figures_of(src, args, profile, runs, outputs))
+    report(figures_of(src, args, profile, runs, outputs, (load_before, os.getloadavg()[0])))
 
 
 if __name__ == "__main__":

@@ -4,10 +4,11 @@ Every builder reads its input with `-protocol_whitelist` and `-format_whitelist`
 the probe accepted, and it can open nothing but itself. Encodes are bit-exact (no encoder version strings, no
 timestamps, no source metadata), so the same source and tags give the same bytes every time.
 
-The audio chain, in order: downmix/format -> gain -> low-pass -> upsample x4 -> alimiter -> resample to the output
-rate -> encoder. The low-pass comes before the limiter because the encoder's own low-pass would otherwise rebuild peaks
-the limiter took off (clipped phone recordings are the worst case), and the limiter runs oversampled because it only
-sees sample peaks, while the target is a true-peak one.
+The audio chain, in order: downmix/format -> gain -> (compressor, only for speech too peaky for the limiter alone) ->
+low-pass -> upsample x4 -> alimiter -> resample to the output rate -> encoder. The low-pass comes before the limiter
+because the encoder's own low-pass would otherwise rebuild peaks the limiter took off (clipped phone recordings are
+the worst case), and the limiter runs oversampled because it only sees sample peaks, while the target is a true-peak
+one.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ RENDITION_DEMUXERS = "mp3,mov,aac"
 MAX_DECODE_ERROR_RATE = 0.1
 # alimiter refuses a limit below 1/16 (-24.08 dB); a correction asking for less gets this and then misses its target.
 ALIMITER_FLOOR_DB = -24.0
+# acompressor's threshold range, 2^-10 .. 1.
+ACOMPRESSOR_THRESHOLD_DB = (-60.2, 0.0)
 RESAMPLER = "soxr"  # measured faster than swr for the x4 round trip, at equal or better quality
 
 # The raw stream muxers a rendition is teed to, and the demuxer that reads each back.
@@ -87,13 +90,78 @@ def encode_gain_db(profile: Profile, probe: ProbeResult, analysis: SourceAnalysi
     return round(profile.target_lufs - measured.integrated_lufs, 2)
 
 
-def audio_chain(stream, profile: Profile, probe: ProbeResult, gain_db: float, ceiling_dbtp: float):
-    """Return `stream` with the profile's gain, band limit and oversampled true-peak limiter applied."""
+@dataclass(frozen=True)
+class Compression:
+    """The compressor one source gets before the limiter, and the loudness it is expected to take."""
+
+    # At the source's own level, before the gain: the chain raises it with the gain, so a corrected gain changes
+    # the loudness and leaves what the compressor does to the speech alone.
+    threshold_db: float
+    ratio: float
+    attack_ms: float
+    release_ms: float
+    makeup_db: float  # added to the gain of the first encode
+
+
+def crest_excess_db(profile: Profile, probe: ProbeResult, analysis: SourceAnalysis) -> float | None:
+    """Return how far the source's peaks would pass the limiter ceiling at the nominal gain (None: peak unknown)."""
+    measured = analysis.for_channels(profile.output_channels(probe))
+    if measured.peak_db is None:
+        return None
+    crest = measured.peak_db - measured.integrated_lufs
+    return round(crest - (profile.limiter_ceiling_dbtp - profile.target_lufs), 2)
+
+
+def compression_for(profile: Profile, probe: ProbeResult, analysis: SourceAnalysis) -> Compression | None:
+    """Return the compressor this source needs to reach the target under the ceiling, or None (most speech)."""
+    excess = crest_excess_db(profile, probe, analysis)
+    spec = profile.compressor
+    if excess is None or excess <= spec.max_limiting_db:
+        return None
+    measured = analysis.for_channels(profile.output_channels(probe))
+    above = measured.peak_db - measured.integrated_lufs - spec.threshold_lu
+    return Compression(
+        threshold_db=round(measured.integrated_lufs + spec.threshold_lu, 2),
+        ratio=spec.ratio,
+        attack_ms=spec.attack_ms,
+        release_ms=spec.release_ms,
+        makeup_db=round(spec.makeup_share * above, 2),
+    )
+
+
+def first_gain_db(profile: Profile, probe: ProbeResult, analysis: SourceAnalysis) -> float:
+    """Return the gain of the first encode: to the target, plus the loudness the compressor (if any) will take."""
+    compression = compression_for(profile, probe, analysis)
+    gain = encode_gain_db(profile, probe, analysis)
+    return round(gain + compression.makeup_db, 2) if compression is not None else gain
+
+
+def audio_chain(
+    stream,
+    profile: Profile,
+    probe: ProbeResult,
+    gain_db: float,
+    ceiling_dbtp: float,
+    compression: Compression | None = None,
+):
+    """Return `stream` with the profile's gain, compressor (if any), band limit and oversampled limiter applied."""
     channels = profile.output_channels(probe)
     rate = profile.output_sample_rate(probe)
     # Float from the start: gain and filters on s16 samples would clip before the limiter sees them.
     stream = stream.filter("aformat", sample_fmts="fltp", channel_layouts=_layout(channels))
     stream = stream.filter("volume", volume=f"{gain_db:.2f}dB")
+    if compression is not None:
+        low, high = ACOMPRESSOR_THRESHOLD_DB
+        threshold = min(max(compression.threshold_db + gain_db, low), high)
+        stream = stream.filter(
+            "acompressor",
+            threshold=f"{10 ** (threshold / 20):.6f}",
+            ratio=compression.ratio,
+            attack=compression.attack_ms,
+            release=compression.release_ms,
+            detection="peak",  # the peaks are what must come down, not the syllables' average
+            link="maximum",  # a stereo pair is held down by its louder side, keeping the image
+        )
     for _ in range(profile.lowpass_stages):
         stream = stream.filter("lowpass", f=profile.lowpass_hz, poles=2)
     stream = stream.filter("aresample", rate * profile.oversample, resampler=RESAMPLER)
@@ -164,10 +232,11 @@ def encode_argv(
     ceiling_dbtp: float | None = None,
 ) -> list[str]:
     """Return the single ffmpeg argv that encodes `src` to `dst` with `profile` (gain from `analysis` by default)."""
-    gain = encode_gain_db(profile, probe, analysis) if gain_db is None else gain_db
+    gain = first_gain_db(profile, probe, analysis) if gain_db is None else gain_db
     ceiling = profile.limiter_ceiling_dbtp if ceiling_dbtp is None else ceiling_dbtp
+    compression = compression_for(profile, probe, analysis)
     source = _source(src, probe)
-    streams = [audio_chain(source[str(probe.audio_stream_index)], profile, probe, gain, ceiling)]
+    streams = [audio_chain(source[str(probe.audio_stream_index)], profile, probe, gain, ceiling, compression)]
     options = _audio_encoder_options(profile)
     if profile.video is not None:
         streams.insert(0, video_chain(source[str(probe.video_stream_index)], profile, probe))
@@ -209,12 +278,14 @@ def encode_pipeline(
     """
     if profile.video is not None or profile.measure_format is None:
         raise ValueError(f"profile {profile.name} cannot be encoded as an audio pipeline")
-    gain = encode_gain_db(profile, probe, analysis) if gain_db is None else gain_db
+    gain = first_gain_db(profile, probe, analysis) if gain_db is None else gain_db
     ceiling = profile.limiter_ceiling_dbtp if ceiling_dbtp is None else ceiling_dbtp
+    compression = compression_for(profile, probe, analysis)
     channels = profile.output_channels(probe)
     rate = profile.output_sample_rate(probe)
 
-    conditioned = audio_chain(_source(src, probe)[str(probe.audio_stream_index)], profile, probe, gain, ceiling)
+    source = _source(src, probe)[str(probe.audio_stream_index)]
+    conditioned = audio_chain(source, profile, probe, gain, ceiling, compression)
     condition = _compile(ffmpeg.output(conditioned, "pipe:1", f="f32le", **{"c:a": "pcm_f32le"}), progress=False)
 
     pcm = ffmpeg.input(
@@ -289,7 +360,7 @@ def analysis_argv(
     for i, layout in enumerate(wanted):
         branch = branches[i] if branches is not None else audio
         measured = branch.filter("aformat", sample_fmts="fltp", channel_layouts=layout).filter(
-            f"ebur128@{layout}", peak="true" if true_peak else "none", framelog="verbose"
+            f"ebur128@{layout}", peak="true" if true_peak else "sample", framelog="verbose"
         )
         outputs.append(ffmpeg.output(measured, "-", f="null", **options))
     if probe.video_stream_index is not None:

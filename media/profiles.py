@@ -36,6 +36,33 @@ class VideoSpec:
 
 
 @dataclass(frozen=True)
+class CompressorSpec:
+    """When speech gets a compressor before the limiter, and how it is set.
+
+    The limiter alone reaches the loudness target only while it takes a few dB off sparse peaks. Speech whose peaks
+    stand further above its loudness (a phone held close, synthetic speech with sharp glottal pulses) loses loudness
+    in the limiter faster than gain can add it: 2 dB more gain gave 0.8 dB more loudness on such a lesson. A fast
+    peak compressor brings the peaks down first, so the gain that follows adds loudness one for one.
+    """
+
+    # dB the limiter may take off the peaks at the nominal gain before a compressor is used. The loudness the
+    # limiter alone cost, measured: peaks 4 dB over the ceiling 0.2 LU on noise-like speech and 0.8 LU on
+    # espeak-ng's voice, 6 dB 0.9 and 1.3 LU, 8 dB 2.1 LU. Clean speech, 14-17 dB from peak to loudness (the
+    # benchmark's lesson: 16.1), stays under it and is encoded exactly as before.
+    max_limiting_db: float = 4.0
+    threshold_lu: float = 6.0  # above the source's integrated loudness: loud syllables pass, their peaks do not
+    ratio: float = 4.0
+    # A tenth of a millisecond catches each glottal pulse; the 50 ms release spans several pitch periods, so the
+    # gain rides the syllable rather than each cycle and does not distort.
+    attack_ms: float = 0.1
+    release_ms: float = 50.0
+    # The compressor takes loudness too. Measured on speech-like audio, generated speech and espeak-ng lessons with
+    # 14-21 dB between peaks and loudness: about 0.3 dB for every dB the peaks reach above the threshold (within
+    # 0.4 dB). It is added to the gain; what remains is corrected by the encode after a measured miss.
+    makeup_share: float = 0.3
+
+
+@dataclass(frozen=True)
 class Profile:
     """One rendition: container, codecs, loudness target and (for video) picture parameters."""
 
@@ -67,6 +94,7 @@ class Profile:
     oversample: int = 4
     limiter_attack_ms: float = 5.0
     limiter_release_ms: float = 50.0
+    compressor: CompressorSpec = CompressorSpec()
     # Write the radios' ID3v2.3 tag (media.tags) after encoding.
     radio_tags: bool = False
     video: VideoSpec | None = None

@@ -2,9 +2,9 @@
 
 The loudness target is checked on the encoded file, not assumed from the encode settings. A rendition that misses it
 gets one corrective encode with the gain and limiter ceiling adjusted by what was measured; one that still misses is
-refused with the figures rather than shipped. Files are written under temporary names in `out_dir` and renamed to
-their sha256 only when complete, so a failure leaves nothing behind and the caller moves a finished file into the
-content-addressed store.
+refused with the figures and the reason rather than shipped. Files are written under temporary names in `out_dir` and
+renamed to their sha256 only when complete, so a failure leaves nothing behind and the caller moves a finished file
+into the content-addressed store.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from media.analysis import SourceAnalysis, measure_rendition
-from media.commands import encode_argv, encode_gain_db, encode_pipeline, poster_argv
+from media.commands import encode_argv, encode_pipeline, first_gain_db, poster_argv
 from media.errors import MediaError
 from media.loudness import Loudness, measured_rendition
 from media.probe import ProbeResult
@@ -25,7 +25,7 @@ from media.profiles import Profile
 from media.runner import run, run_pipeline
 from media.tags import write_radio_tags
 
-# How far below the true-peak target a corrective encode aims, on top of the overshoot it measured.
+# How far below the true-peak target a corrective encode aims, on top of the encoder overshoot it measured.
 _CORRECTION_MARGIN_DB = 0.5
 _SUMMARY_LINES = 60
 
@@ -153,7 +153,7 @@ def _encode_to_target(
 
     Returns the gain used, the measured loudness, the decoded duration and the number of encodes.
     """
-    gain = encode_gain_db(profile, probe, analysis)
+    gain = first_gain_db(profile, probe, analysis)
     ceiling = profile.limiter_ceiling_dbtp
     share = 0.9 if profile.video is not None else 1.0
     for attempt in (1, 2):
@@ -164,22 +164,48 @@ def _encode_to_target(
         if profile.loudness_ok(loudness.integrated_lufs, tp):
             return gain, loudness, duration, attempt
         if attempt == 1:
-            gain = round(gain + profile.target_lufs - loudness.integrated_lufs, 2)
-            if tp > profile.max_true_peak_dbtp:
-                ceiling -= tp - profile.max_true_peak_dbtp + _CORRECTION_MARGIN_DB
-    # Peaky speech can stay a little under the target after the limiter: a slightly quiet lesson with safe peaks
-    # is better than no lesson. Peaks over the ceiling, or a level far off, are still refused.
-    near = abs(loudness.integrated_lufs - profile.target_lufs) <= 2 * profile.tolerance_lu
-    if near and tp <= profile.max_true_peak_dbtp:
-        return gain, loudness, duration, 2
+            gain, ceiling = corrected(profile, gain, ceiling, loudness.integrated_lufs, tp)
     raise MediaError(
         "loudness_target_missed",
         f"{display_name}: the {profile.name} rendition measured "
-        f"{loudness.integrated_lufs:.1f} LUFS and {tp:+.1f} dBTP after a corrective encode; the target is "
+        f"{loudness.integrated_lufs:.1f} LUFS and {tp:+.1f} dBTP after a corrective encode: "
+        f"{miss_reason(profile, probe, analysis, loudness.integrated_lufs, tp)}; the target is "
         f"{profile.target_lufs:.0f} ±{profile.tolerance_lu:.0f} LUFS with peaks at or below "
         f"{profile.max_true_peak_dbtp:.1f} dBTP",
         filename=display_name,
         limit=f"{profile.target_lufs:.0f} LUFS, {profile.max_true_peak_dbtp:.1f} dBTP",
+    )
+
+
+def corrected(profile: Profile, gain: float, ceiling: float, lufs: float, tp: float) -> tuple[float, float]:
+    """Return the gain and limiter ceiling of the corrective encode, from what the first one measured.
+
+    The gain moves by the loudness missed. Where the limiter was at work (the output's peak at or above its
+    ceiling), the encoder's overshoot on this very sound is known, so the ceiling moves to where that overshoot lands
+    the peaks a margin under the target: down if they passed it, up if a quiet result left headroom unused (the
+    profile's ceiling allows for the worst overshoot seen on speech, most sound overshoots less).
+    """
+    new_gain = round(gain + profile.target_lufs - lufs, 2)
+    overshoot = tp - ceiling
+    too_quiet = lufs < profile.target_lufs - profile.tolerance_lu
+    if tp > profile.max_true_peak_dbtp or (too_quiet and overshoot >= 0):
+        ceiling = round(profile.max_true_peak_dbtp - _CORRECTION_MARGIN_DB - max(overshoot, 0.0), 2)
+    return new_gain, ceiling
+
+
+def miss_reason(profile: Profile, probe: ProbeResult, analysis: SourceAnalysis, lufs: float, tp: float) -> str:
+    """Return why a rendition still missed its target, in words staff can act on."""
+    if tp > profile.max_true_peak_dbtp:
+        return "the encoder put its peaks back over the ceiling"
+    if lufs > profile.target_lufs + profile.tolerance_lu:
+        return "it came out too loud"
+    measured = analysis.for_channels(profile.output_channels(probe))
+    if measured.peak_db is None:
+        return "too quiet"
+    return (
+        f"too quiet, because the source's peaks stand {measured.peak_db - measured.integrated_lufs:.1f} dB above its "
+        "loudness, more than compression and the limiter could bring in; record it again at a steadier level, with "
+        "the microphone a little further from the mouth"
     )
 
 

@@ -118,7 +118,8 @@ def add(services, session: Session, *, kind: str, name: str, site_code: Optional
         raise ApiError(409, "device_exists", f"A device with id '{uid}' already exists.")
     now = services.clock()
     device = Device(uid=uid, name=name.strip(), kind=kind, site=site, language=language, state="pending",
-                    settings=dict(DEFAULT_DEVICE_SETTINGS), created_at=now)
+                    settings={**DEFAULT_DEVICE_SETTINGS, "timezone": services.settings.county_timezone},
+                    created_at=now)
     code = _issue_code(services, device)
     session.add(device)
     session.flush()
@@ -127,7 +128,7 @@ def add(services, session: Session, *, kind: str, name: str, site_code: Optional
     if member_no:
         if kind != "radio":
             raise ApiError(422, "not_a_radio", "Only radios are assigned to a member; terminals serve a site.")
-        assign(services, session, device, member_no, now.date(), scope)
+        assign(services, session, device, member_no, services.today(), scope)
     session.add(AuditEntry(at=now, actor=actor, action="device.add", subject=uid,
                            details={"kind": kind, "site": site.code}))
     return NewDevice(uid, device.name, kind, site.code, code)
@@ -199,7 +200,7 @@ def config_payload(services, device: Device) -> bytes:
     web = services.settings.web_url
     return encode(DeviceConfig(
         device=device.uid, channel=device.channel, language=device.language,
-        timezone=s.get("timezone", "Asia/Shanghai"), volume=int(s.get("volume", 70)),
+        timezone=s.get("timezone", services.settings.county_timezone), volume=int(s.get("volume", 70)),
         report_interval=int(s.get("report_interval", 300)),
         download_window=tuple(window) if window else None, data_budget_mb=s.get("data_budget_mb"),
         repository_url=f"{web}/tuf/", media_base_url=(services.settings.media_base_url or web).rstrip("/") + "/",
@@ -208,7 +209,7 @@ def config_payload(services, device: Device) -> bytes:
 
 def refresh_channel(services, session: Session, device: Device) -> bool:
     """Recompute the device's channel from its audience and queue its config; True if the channel changed."""
-    channel = channel_id(audience(session, device, services.clock().date()))
+    channel = channel_id(audience(session, device, services.today()))
     changed = channel != device.channel
     device.channel = channel
     retained.put(session, topics.config(device.uid), config_payload(services, device), services.clock())
@@ -405,7 +406,8 @@ def update(services, uid: str, changes: dict[str, Any], actor: str, scope: Scope
         if "member" in changes:
             if device.kind != "radio":
                 raise ApiError(422, "not_a_radio", "Only radios are assigned to a member.", field="member")
-            day = validation.day(changes["member_from"], "member_from") if changes.get("member_from") else now.date()
+            day = (validation.day(changes["member_from"], "member_from") if changes.get("member_from")
+                   else services.today())
             assign(services, session, device, validation.text(changes, "member", required=True), day, scope)
         if "settings" in changes:
             settings = validation.mapping(changes, "settings") or {}

@@ -7,7 +7,7 @@ manifest code works on.
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date
 from typing import Any, Mapping, Optional
 
 from sqlalchemy import select
@@ -236,8 +236,3 @@ def active(session: Session, today: date, grace_days: int, extra: Optional[Progr
     if extra is not None:
         rows = [p for p in rows if p.id != extra.supersedes_id and p.code != extra.code] + [extra]
     return sorted(rows, key=lambda p: (p.valid_from, p.id))
-
-
-def now_date(now: datetime) -> date:
-    """The publishing day (UTC)."""
-    return now.date()

@@ -92,7 +92,7 @@ def _item_summary(item) -> dict[str, Any]:
 def plan(services, session: Session, programme: Optional[Programme] = None) -> PublishPlan:
     """Work out the publish without changing anything (PROGRAMME is the draft to publish, or None to refresh)."""
     now = services.clock()
-    today, grace = now.date(), services.settings.attendance_grace_days
+    today, grace = services.today(), services.settings.attendance_grace_days
     problems = programmes.not_ready(session, programme) if programme is not None else []
     held = [programmes.plain(session, p) for p in programmes.active(session, today, grace, extra=programme)]
     audiences: dict[str, Audience] = {}

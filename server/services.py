@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import shutil
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from functools import cached_property
 from pathlib import Path
 from typing import Callable
@@ -66,6 +66,14 @@ class Services:
         path = self.data / "work"
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+    def today(self) -> date:
+        """Return the county's calendar day now: the injected clock read in LESSONCAST_COUNTY_TIMEZONE.
+
+        Every "today" the product computes comes from here. The server's UTC date is the previous county day
+        until 08:00 in Asia/Shanghai, so a radio handed over at breakfast would credit the wrong holder.
+        """
+        return self.rules.local_day(self.clock())
 
     @cached_property
     def rules(self):

@@ -112,7 +112,7 @@ def member_record(member_no: str):
     if request.args.get("period") or request.args.get("programme"):
         period, programme = _period_or_programme()
     else:
-        period, programme = str(services.rules.local_day(services.clock()).year), False
+        period, programme = str(services.today().year), False
     with services.db.session() as session:
         record = reports.member_record(session, member_no, period, services.rules, programme=programme,
                                        scope=current_actor().scope)

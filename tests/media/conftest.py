@@ -70,6 +70,18 @@ def phone(media_dir) -> Source:
 
 
 @pytest.fixture(scope="session")
+def quiet_phone(media_dir) -> Source:
+    """7 s of espeak-ng Mandarin as a phone records it (AAC, mono, 16 kHz) at -35 LUFS, peaks ~21 dB above that."""
+    return _source(media_dir, synth.spoken(media_dir / "quiet-phone.m4a", lufs=-35.0))
+
+
+@pytest.fixture(scope="session")
+def clipped_10(media_dir) -> Source:
+    """6 s of speech clipped at 0 dBFS, at about -10 LUFS."""
+    return _source(media_dir, synth.clipped(media_dir / "clipped-10.wav", seconds=6, drive_db=17.0))
+
+
+@pytest.fixture(scope="session")
 def video_1080p(media_dir) -> Source:
     """4 s of 1920x1080 H.264 with a speech-like AAC track."""
     return _source(media_dir, synth.video(media_dir / "hd.mp4", size="1920x1080", seconds=4))

@@ -6,6 +6,7 @@ Quiet passages keep a faint noise floor rather than digital zero, as real record
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -51,10 +52,48 @@ def music(path: Path, *, seconds: float = 20, rate: int = 44100) -> Path:
     return path
 
 
-def clipped(path: Path, *, seconds: float = 20, rate: int = 44100) -> Path:
-    """Write a phone-style recording: speech driven 26 dB into hard clipping at 0 dBFS (16-bit), and return `path`."""
-    graph = speech_graph(rate, seconds, 23.0, seed=5) + ";[o]aformat=sample_fmts=s16[c]"
+def clipped(path: Path, *, seconds: float = 20, rate: int = 44100, drive_db: float = 23.0) -> Path:
+    """Write a phone-style recording: speech driven into hard clipping at 0 dBFS (16-bit), and return `path`.
+
+    The default drive clips hard (about -5 LUFS); 17 dB gives about -10 LUFS with the loudest syllables clipped.
+    """
+    graph = speech_graph(rate, seconds, drive_db, seed=5) + ";[o]aformat=sample_fmts=s16[c]"
     ffmpeg("-filter_complex", graph, "-map", "[c]", "-c:a", "pcm_s16le", str(path))
+    return path
+
+
+# A buzz of narrow pulses at a wavering ~100 Hz, in syllables and phrases: its loudness sits in its peaks, so no
+# compressor or limiter can bring the peaks in without taking the loudness with them.
+_PULSES = "pow(0.5+0.5*cos(2*PI*(100*t+8*sin(2*PI*0.7*t))),400)*" + _SPEECH_ENVELOPE
+
+
+def pulses(path: Path, *, seconds: float = 6, rate: int = 48000, gain_db: float = -13.9) -> Path:
+    """Write a mono pulse buzz at about -35 LUFS, its true peak ~20 dB above that, and return `path`."""
+    graph = f"aevalsrc='{_PULSES}':s={rate}:d={seconds},highpass=f=100,lowpass=f=6000,volume={gain_db}dB[o]"
+    ffmpeg("-filter_complex", graph, "-map", "[o]", "-c:a", "pcm_s16le", str(path))
+    return path
+
+
+# Two sentences of a party lesson, about 7 s when espeak-ng speaks them.
+LESSON_TEXT = "同志们好，今天我们学习党的二十大精神。基层党组织是党的全部工作的基础。"
+
+
+def spoken(path: Path, *, lufs: float = -35.0, text: str = LESSON_TEXT, rate: int = 16000) -> Path:
+    """Write espeak-ng's Mandarin reading of `text` as a phone would: AAC, mono, 16 kHz, at `lufs`; return `path`.
+
+    espeak-ng's voice has sharp glottal pulses: its true peak stands about 21 dB above its loudness, as the
+    close-miked phone recordings of village lessons do.
+    """
+    raw = path.with_suffix(".espeak.wav")
+    subprocess.run(["espeak-ng", "-v", "cmn", "-w", str(raw), text], check=True, capture_output=True, timeout=60)
+    measured = subprocess.run(
+        ["ffmpeg", "-nostdin", "-hide_banner", "-nostats", "-i", str(raw), "-af", "ebur128", "-f", "null", "-"],
+        check=True, capture_output=True, text=True, timeout=60,
+    ).stderr
+    integrated = float(re.search(r"I:\s+(-?[\d.]+) LUFS", measured[measured.rindex("Summary:"):]).group(1))
+    ffmpeg("-i", str(raw), "-af", f"volume={lufs - integrated:.2f}dB", "-ar", str(rate), "-ac", "1",
+           "-c:a", "aac", "-b:a", "48k", str(path))
+    raw.unlink()
     return path
 
 

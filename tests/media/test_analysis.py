@@ -35,6 +35,10 @@ def test_radio_only_analysis_skips_stereo_and_true_peak(music):
     quick = analyse(music.path, music.probe, Limits(), "music.wav", layouts=("mono",), true_peak=False)
     assert quick.stereo is None and quick.mono.true_peak_dbtp is None
     assert quick.mono.integrated_lufs == music.analysis.mono.integrated_lufs
+    # The sample peak is kept instead: a little under the true peak, and enough to choose a compressor by.
+    true_peak = music.analysis.mono.true_peak_dbtp
+    assert true_peak - 1.0 <= quick.mono.sample_peak_dbfs <= true_peak + 0.05
+    assert quick.mono.peak_db == quick.mono.sample_peak_dbfs
     with pytest.raises(ValueError):
         quick.for_channels(2)
 

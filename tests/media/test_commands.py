@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import subprocess
 
@@ -9,7 +10,9 @@ import pytest
 
 from media.analysis import SourceAnalysis
 from media.commands import (
+    Compression,
     analysis_argv,
+    compression_for,
     encode_argv,
     encode_gain_db,
     encode_pipeline,
@@ -37,7 +40,8 @@ def video(width: int, height: int, fps: float = 25.0) -> ProbeResult:
     )
 
 
-ANALYSIS = SourceAnalysis(600.0, mono=Loudness(-30.0, -12.0, 6.0), stereo=Loudness(-27.5, -11.0, 6.0))
+# Clean speech: peaks about 14.5 dB above the loudness, which the limiter alone brings under the ceiling.
+ANALYSIS = SourceAnalysis(600.0, mono=Loudness(-30.0, -15.5, 6.0), stereo=Loudness(-27.5, -13.0, 6.0))
 
 
 def filters(argv: list[str]) -> list[str]:
@@ -151,6 +155,77 @@ def test_corrective_gain_and_ceiling_override_the_defaults():
     assert "limit=0.063096" in text  # clamped to alimiter's floor of -24 dB
 
 
+def speech(lufs: float, true_peak: float | None, sample_peak: float | None = None) -> SourceAnalysis:
+    """Return the analysis of a mono source with these figures."""
+    return SourceAnalysis(600.0, mono=Loudness(lufs, true_peak, 6.0, sample_peak), stereo=None)
+
+
+# The radio's ceiling is -2.8 dBTP and the terminals' -2.0, against -16 LUFS: 13.2 and 14.0 dB of room for peaks.
+# The limiter alone may take 4 dB more; beyond that a compressor comes first.
+@pytest.mark.parametrize(
+    ("profile", "analysis", "compressed"),
+    [
+        ("radio", speech(-30.0, -15.5), False),  # clean studio speech: 14.5 dB
+        ("radio", speech(-26.0, -9.9), False),  # the benchmark's lesson: 16.1 dB
+        ("radio", speech(-35.4, -13.8), True),  # the phone recording of the report: 21.6 dB
+        ("radio", speech(-20.8, 0.1), True),  # espeak-ng's lesson: 20.9 dB
+        ("radio", speech(-10.0, -0.3), False),  # clipped and loud: 9.7 dB, the gain goes down
+        ("radio", speech(-5.3, 0.8), False),
+        ("radio", speech(-30.0, -12.8), False),  # 17.2 dB: exactly 4 dB over, the limiter's share
+        ("radio", speech(-30.0, -12.7), True),  # 17.3 dB: past it
+        ("terminal-audio", speech(-30.0, -12.7), False),  # the terminals' higher ceiling leaves room for it
+        ("terminal-audio", speech(-30.0, -11.9), True),
+        ("radio", speech(-30.0, None, -12.0), True),  # a quick analysis: the sample peak decides
+        ("radio", speech(-30.0, None, -13.0), False),
+        ("radio", speech(-30.0, None, None), False),  # an analysis stored before peaks were kept: as before
+    ],
+)
+def test_a_compressor_comes_only_where_the_peaks_need_it(profile, analysis, compressed):
+    argv = encode_argv(PROFILES[profile], MONO_WAV, analysis, "/in/src", "/out/dst")
+    names = filters(argv)
+    chain = names[names.index("aformat"):names.index("alimiter")]
+    if compressed:
+        assert chain[:4] == ["aformat", "volume", "acompressor", "lowpass"]
+        assert compression_for(PROFILES[profile], MONO_WAV, analysis) is not None
+    else:
+        assert chain == ["aformat", "volume", "lowpass", "lowpass", "aresample"]
+        assert compression_for(PROFILES[profile], MONO_WAV, analysis) is None
+
+
+def test_clean_speech_argv_is_unchanged():
+    # The argv a clean lesson got before compressors existed, byte for byte: its renditions keep their sha256.
+    argv = encode_argv(PROFILES["radio"], MONO_WAV, ANALYSIS, "/in/src", "/out/dst")
+    assert graph(argv) == (
+        "[0:0]aformat=channel_layouts=mono:sample_fmts=fltp[s0];[s0]volume=volume=14.00dB[s1];"
+        "[s1]lowpass=f=11000:poles=2[s2];[s2]lowpass=f=11000:poles=2[s3];[s3]aresample=88200:resampler=soxr[s4];"
+        "[s4]alimiter=attack=5.0:latency=1:level=0:limit=0.724436:release=50.0[s5];"
+        "[s5]aresample=44100:resampler=soxr[s6];[s6]aformat=sample_fmts=fltp[s7]"
+    )
+
+
+def test_compressor_settings_and_makeup():
+    phone = speech(-35.4, -13.8)
+    compression = compression_for(PROFILES["radio"], MONO_WAV, phone)
+    # Threshold 6 dB above the source's loudness; the makeup is 0.3 dB per dB the peaks reach above it.
+    assert compression == Compression(threshold_db=-29.4, ratio=4.0, attack_ms=0.1, release_ms=50.0, makeup_db=4.68)
+    argv = encode_argv(PROFILES["radio"], MONO_WAV, phone, "/in/src", "/out/dst")
+    text = graph(argv)
+    assert "volume=volume=24.08dB" in text  # 19.4 dB to the target, plus the makeup
+    threshold = float(re.search(r"acompressor=[^\[]*threshold=([\d.]+)", text).group(1))
+    assert threshold == pytest.approx(10 ** ((-29.4 + 24.08) / 20), rel=1e-5)  # -16 + 6 + the makeup, after the gain
+    assert "detection=peak" in text and "link=maximum" in text and "ratio=4.0" in text
+
+
+def test_a_corrected_gain_moves_the_compressor_threshold_with_it():
+    # The correction changes the loudness, not what the compressor does to the speech: the threshold stays at the
+    # same place relative to the signal.
+    phone = speech(-35.4, -13.8)
+    for gain in (24.08, 26.0, 20.5):
+        text = graph(encode_argv(PROFILES["radio"], MONO_WAV, phone, "/in/src", "/out/dst", gain_db=gain))
+        threshold = float(re.search(r"threshold=([\d.]+)", text).group(1))
+        assert 20 * math.log10(threshold) - gain == pytest.approx(-29.4, abs=1e-4)
+
+
 def test_pipeline_stages():
     stages = encode_pipeline(PROFILES["radio"], MONO_WAV, ANALYSIS, "/in/src", "/out/a|b's.mp3")
     assert option(stages.condition, "-format_whitelist") == "wav" and option(stages.condition, "-f") == "f32le"
@@ -173,7 +248,8 @@ def test_probe_and_analysis_argv_are_whitelisted():
     assert "ebur128@stereo=framelog=verbose:peak=true" in graph(argv)
     assert option(argv, "-max_error_rate") == "0.1"
     mono_only = analysis_argv("/in/src", STEREO_MP3_48K, layouts=("mono",), true_peak=False)
-    assert "asplit" not in graph(mono_only) and "peak=none" in graph(mono_only)
+    # The sample peak costs next to nothing and tells whether the source needs a compressor.
+    assert "asplit" not in graph(mono_only) and "peak=sample" in graph(mono_only)
     assert "ebur128@stereo" not in graph(analysis_argv("/in/src", MONO_WAV))  # mono source: one measurement
     assert option(measure_argv("/out/x.mp3", mono=True), "-format_whitelist") == "mp3,mov,aac"
 

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 import pytest
 from mutagen.id3 import ID3
 
 from media.errors import MediaError
 from media.profiles import PROFILES
-from media.rendition import make_rendition
+from media.rendition import corrected, make_rendition
 from tests.media.conftest import TAGS
+from tests.media import synth
 from tests.media.independent import ebur128, ffprobe, top_level_boxes
 
 CASES = [
@@ -145,6 +147,7 @@ def test_a_missed_target_is_refused_and_leaves_no_files(speech, tmp_path):
         )
     assert caught.value.code == "loudness_target_missed"
     assert "第一课.wav" in caught.value.message and "LUFS" in caught.value.message and "dBTP" in caught.value.message
+    assert "the encoder put its peaks back over the ceiling" in caught.value.message
     assert list(tmp_path.iterdir()) == []
 
 
@@ -161,14 +164,47 @@ def test_result_serialises_for_the_job_record(speech):
     assert record["loudness"]["integrated_lufs"] == speech.rendition("radio").loudness.integrated_lufs
 
 
-def test_a_slightly_quiet_result_with_safe_peaks_is_kept(tmp_path):
-    """Peaky speech that lands a little under the target after the limiter is kept, not rejected."""
-    from tests.generated_media import speech_like
+@pytest.mark.parametrize("profile", ["radio", "terminal-audio"])
+@pytest.mark.parametrize(("source", "lufs", "crest"), [("quiet_phone", -35.0, 20.0), ("clipped_10", -10.0, 9.0)])
+def test_quiet_peaky_and_clipped_speech_reach_the_target_under_the_ceiling(request, source, lufs, crest, profile):
+    src = request.getfixturevalue(source)
+    # The sources are what they claim, measured independently: the quiet one's peaks ~20 dB above its loudness,
+    # the clipped one's flat tops at full scale.
+    source_lufs, source_peak = ebur128(src.path)
+    assert abs(source_lufs - lufs) <= 0.5 and source_peak - source_lufs >= crest
+    integrated, true_peak = ebur128(src.rendition(profile).path)
+    assert abs(integrated - PROFILES[profile].target_lufs) <= PROFILES[profile].tolerance_lu, integrated
+    assert true_peak <= PROFILES[profile].max_true_peak_dbtp, true_peak
+
+
+def test_a_quiet_result_is_refused_with_its_figures_and_the_reason(tmp_path):
+    """A buzz whose loudness lives in its peaks cannot reach -16 LUFS under -1 dBTP; it is refused, not kept."""
     from tests.media.conftest import _source
 
-    source = _source(tmp_path, speech_like(tmp_path / "peaky.wav", seconds=7.0))
-    result = make_rendition(source.path, source.probe, source.analysis, PROFILES["radio"], source.out_dir,
-                            tags=TAGS, display_name="peaky.wav")
-    integrated, true_peak = ebur128(result.path)
-    assert true_peak <= PROFILES["radio"].max_true_peak_dbtp
-    assert abs(integrated - PROFILES["radio"].target_lufs) <= 2 * PROFILES["radio"].tolerance_lu
+    source = _source(tmp_path, synth.pulses(tmp_path / "buzz.wav"))
+    with pytest.raises(MediaError) as caught:
+        make_rendition(source.path, source.probe, source.analysis, PROFILES["radio"], source.out_dir,
+                       tags=TAGS, display_name="buzz.wav")
+    assert caught.value.code == "loudness_target_missed"
+    message = caught.value.message
+    assert re.search(r"measured -\d+\.\d LUFS and -\d+\.\d dBTP", message), message
+    assert "too quiet, because the source's peaks stand 20." in message
+    assert list(source.out_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("lufs", "tp", "gain", "ceiling"),
+    [
+        # Quiet with the limiter at work and 0.7 dB of encoder overshoot: the gain makes up the miss, and the
+        # ceiling rises to where that overshoot lands the peaks 0.5 dB under -1 dBTP.
+        (-17.1, -2.1, 5.9, -2.2),
+        # Peaks over by 0.4 dB, 2.2 dB of overshoot: the ceiling comes down by the same rule.
+        (-16.2, -0.6, 5.0, -3.7),
+        # Quiet, peaks well under the ceiling: the limiter did nothing, so the overshoot is unknown; ceiling stays.
+        (-17.4, -6.0, 6.2, -2.8),
+        # Loud enough, but the peaks just over: the gain comes down to the target, and the ceiling too.
+        (-15.5, -0.9, 4.3, -3.4),
+    ],
+)
+def test_the_corrective_encode_aims_at_the_target_with_the_overshoot_it_measured(lufs, tp, gain, ceiling):
+    assert corrected(PROFILES["radio"], 4.8, -2.8, lufs, tp) == (gain, ceiling)
