@@ -194,19 +194,32 @@ class SimAudio:
         self._duration: float | None = None
         self._start = 0.0  # file position when the clock read _t0
         self._t0 = 0.0
+        self._probed: dict[tuple, float] = {}  # (path, inode, size, mtime) of every file that probed well
         self.history: list[tuple[str, Path | None, float]] = []
         """Every (action, path, position): play, pause, resume, stop, finished, volume, mute, unmute."""
 
     def play(self, path: Path, position: float = 0.0) -> None:
         """Start PATH at POSITION seconds; raise AudioError if ffprobe cannot decode it."""
         path = Path(path)
-        duration = probe_duration(path, self._ffprobe)
+        duration = self._probe(path)
         with self._lock:
             self._path, self._duration = path, duration
             self._start, self._t0 = min(max(0.0, position), duration), self._clock.monotonic()
             self._state = "playing"
             self.history.append(("play", path, self._start))
             self._check_end()
+
+    def _probe(self, path: Path) -> float:
+        """PATH's duration by ffprobe, once per version of the file: a terminal playing its slots for six weeks of
+        simulated time would otherwise start ffprobe a hundred times on the same lesson."""
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            return probe_duration(path, self._ffprobe)  # which says what is missing
+        key = (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
+        if key not in self._probed:
+            self._probed[key] = probe_duration(path, self._ffprobe)
+        return self._probed[key]
 
     def pause(self) -> None:
         """Freeze the position; nothing happens unless playing."""
