@@ -30,7 +30,7 @@ class ClockStalled(RuntimeError):
 
 
 class SimClock:
-    """A clock running at SPEED times real time from START, which tests can also jump forward, or a stepped clock.
+    """A clock running at SPEED times real time from START, which tests can also jump forward, or a STEPPED clock.
 
     A running clock (``speed``) moves with real time; on a busy machine a fast one moves on while the threads using
     it wait for the CPU, so a device can miss what it should have done in between. A stepped clock
@@ -39,12 +39,12 @@ class SimClock:
     slow the machine is.
     """
 
-    def __init__(self, start: datetime, speed: float = 1.0) -> None:
+    def __init__(self, start: datetime, speed: float = 1.0, *, stepped: bool = False) -> None:
         if start.tzinfo is None:
             raise ValueError(f"SimClock start {start.isoformat()} has no timezone; pass an aware UTC datetime")
         if not speed > 0:
             raise ValueError(f"SimClock speed {speed!r} must be above 0")
-        self._rate = float(speed)  # clock seconds per real second; 0 while stepped
+        self._rate = 0.0 if stepped else float(speed)  # clock seconds per real second; 0 while stepped
         self._cond = threading.Condition()
         self._real0 = time.monotonic()
         self._mono0 = self._real0  # our monotonic starts where the real one stood, like a real boot would not be 0
