@@ -1,7 +1,8 @@
 """Simulated hardware for tests, the laptop demo and the fleet simulator.
 
 Everything runs on a ``SimClock``: tests move it with ``advance`` or step it from wake-up to wake-up with ``run_for``,
-the demo runs it at real time or faster, and ``set_wall`` fakes a radio whose RTC lost its battery. Audio is checked with real ffprobe but never sounds.
+the demo (``--hal sim``) runs it at real time or faster, and ``set_wall`` fakes a radio whose RTC lost its battery.
+Audio is checked with real ffprobe but never sounds.
 """
 
 from __future__ import annotations
