@@ -117,7 +117,7 @@ def test_changing_speed_keeps_time_continuous():
     assert clock.monotonic() >= fast, "never backwards when slowing down"
 
 
-# -- stepped ------------------------------------------------------------------------------------------------------------
+# -- stepped -----------------------------------------------------------------------------------------------------------
 
 def _rounds(clock: SimClock, event: threading.Event, timeout: float, busy_s: float = 0.0):
     """A main loop on CLOCK: waits for EVENT up to TIMEOUT, notes the time it woke, works BUSY_S real seconds."""
