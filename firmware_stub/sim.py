@@ -1,7 +1,8 @@
 """Simulated hardware for tests, the laptop demo and the fleet simulator.
 
-Everything runs on a ``SimClock``: tests move it with ``advance``, the fleet simulator runs it faster than real time,
-and ``set_wall`` fakes a radio whose RTC lost its battery. Audio is checked with real ffprobe but never sounds.
+Everything runs on a ``SimClock``: tests move it with ``advance`` or step it from wake-up to wake-up with ``run_for``,
+the demo (``--hal sim``) runs it at real time or faster, and ``set_wall`` fakes a radio whose RTC lost its battery.
+Audio is checked with real ffprobe but never sounds.
 """
 
 from __future__ import annotations
@@ -16,30 +17,57 @@ from typing import Iterable
 from firmware_stub.hal import CHECKIN_METHODS, DEVICE_KINDS, KEYS, Hardware
 from firmware_stub.probe import probe_duration
 
-# How often (real seconds) a waiter on a caller's Event looks whether ``advance`` moved the clock. An Event can't be
-# waited on together with our Condition, so ``wait`` sleeps on the Event in slices this long.
+# How often (real seconds) a waiter on a caller's Event looks whether the clock moved. An Event can't be waited on
+# together with our Condition, so a running clock's ``wait`` sleeps on the Event in slices this long, and a stepped
+# clock's ``wait`` sleeps on the Condition in slices this long to notice the Event.
 _ADVANCE_CHECK = 0.02
+
+# Real seconds ``run_for`` waits for the waiters to be back before it gives up: far longer than any agent round.
+STALL_S = 120.0
+
+
+class ClockStalled(RuntimeError):
+    """``run_for`` waited STALL_S real seconds and the threads it drives did not come back to waiting."""
 
 
 class SimClock:
-    """A clock running at SPEED times real time from START, which tests can also jump forward."""
+    """A clock running at SPEED times real time from START, which tests can also jump forward, or a STEPPED clock.
 
-    def __init__(self, start: datetime, speed: float = 1.0) -> None:
+    A running clock (``speed``) moves with real time; on a busy machine a fast one moves on while the threads using
+    it wait for the CPU, so a device can miss what it should have done in between. A stepped clock
+    (``set_stepped``) stands still until ``run_for`` moves it from one waiter's deadline to the next, each time
+    after every waiter has finished its round and waits again: what happens in clock time is then the same however
+    slow the machine is.
+    """
+
+    def __init__(self, start: datetime, speed: float = 1.0, *, stepped: bool = False) -> None:
         if start.tzinfo is None:
             raise ValueError(f"SimClock start {start.isoformat()} has no timezone; pass an aware UTC datetime")
         if not speed > 0:
             raise ValueError(f"SimClock speed {speed!r} must be above 0")
-        self.speed = float(speed)
+        self._rate = 0.0 if stepped else float(speed)  # clock seconds per real second; 0 while stepped
         self._cond = threading.Condition()
         self._real0 = time.monotonic()
         self._mono0 = self._real0  # our monotonic starts where the real one stood, like a real boot would not be 0
         self._jumped = 0.0
         self._wall0 = start.astimezone(timezone.utc)
         self._wall_mono0 = self._mono0
+        self._waiters: dict[object, tuple[float, threading.Event | None]] = {}  # every sleep/wait: deadline, event
+
+    @property
+    def speed(self) -> float:
+        """Clock seconds per real second. A stepped clock has no speed and says 1.0, so that what waits on the real
+        world (a broken link healing, an ack) waits as many clock seconds as real ones would."""
+        return self._rate or 1.0
+
+    @property
+    def stepped(self) -> bool:
+        """True while only ``run_for`` and ``advance`` move the clock."""
+        return self._rate == 0
 
     def monotonic(self) -> float:
-        """Clock seconds: real elapsed time times speed, plus every ``advance``."""
-        return self._mono0 + (time.monotonic() - self._real0) * self.speed + self._jumped
+        """Clock seconds: real elapsed time times speed (none while stepped), plus every ``advance``."""
+        return self._mono0 + (time.monotonic() - self._real0) * self._rate + self._jumped
 
     def now(self) -> datetime:
         """The wall time the device believes, moving with ``monotonic`` from the last ``set_wall``."""
@@ -48,13 +76,20 @@ class SimClock:
         return wall0 + timedelta(seconds=self.monotonic() - mono0)
 
     def set_speed(self, speed: float) -> None:
-        """Run at SPEED from now on; time already passed stays as it was (monotonic never jumps)."""
+        """Run at SPEED from now on (ending stepped mode); time already passed stays as it was (no jump)."""
         if not speed > 0:
             raise ValueError(f"SimClock speed {speed!r} must be above 0")
+        self._set_rate(float(speed))
+
+    def set_stepped(self) -> None:
+        """Stop here: from now on only ``run_for`` and ``advance`` move the clock, until ``set_speed``."""
+        self._set_rate(0.0)
+
+    def _set_rate(self, rate: float) -> None:
         with self._cond:
             current = self.monotonic()
             self._real0, self._mono0, self._jumped = time.monotonic(), current, 0.0
-            self.speed = float(speed)
+            self._rate = rate
             self._cond.notify_all()
 
     def advance(self, seconds: float) -> None:
@@ -64,6 +99,49 @@ class SimClock:
         with self._cond:
             self._jumped += seconds
             self._cond.notify_all()
+
+    def run_for(self, seconds: float, *, waiters: int = 1, stall_s: float = STALL_S) -> int:
+        """Move a stepped clock SECONDS forward one wake-up at a time; return how many wake-ups that was.
+
+        Each step waits until WAITERS threads are in ``sleep`` or ``wait`` with nothing to do (no deadline reached,
+        no event set), then jumps to the earliest of their deadlines, so each finishes the round it was due before
+        time moves again. A wake-up by an Event (another thread's message) is waited for the same way. Raises
+        ClockStalled if the waiters are not all back within STALL_S real seconds.
+        """
+        if not self.stepped:
+            raise ValueError("run_for drives a stepped clock; call set_stepped() first")
+        if seconds < 0:
+            raise ValueError(f"cannot run a clock for {seconds} s; monotonic time never goes back")
+        with self._cond:
+            target = self.monotonic() + seconds
+            steps = 0
+            while True:
+                deadline = self._idle_deadline(waiters, stall_s)
+                now = self.monotonic()
+                if deadline > target:
+                    self._jumped += target - now
+                    self._cond.notify_all()
+                    return steps
+                self._jumped += max(0.0, deadline - now)
+                steps += 1
+                self._cond.notify_all()
+
+    def _idle_deadline(self, waiters: int, stall_s: float) -> float:
+        """The earliest deadline once WAITERS threads wait with nothing due (the caller holds the Condition)."""
+        give_up = time.monotonic() + stall_s
+        while True:
+            now = self.monotonic()
+            entries = list(self._waiters.values())
+            woken = any(event is not None and event.is_set() for _deadline, event in entries)
+            if len(entries) >= waiters and not woken and all(deadline > now for deadline, _event in entries):
+                return min(deadline for deadline, _event in entries)
+            if woken:
+                self._cond.notify_all()  # a waiter sleeping on the Condition sees its Event at once
+            left = give_up - time.monotonic()
+            if left <= 0:
+                raise ClockStalled(f"{len(entries)} of {waiters} threads came back to wait on the clock within "
+                                   f"{stall_s:.0f} real seconds; one is stuck or not running (see its log)")
+            self._cond.wait(min(left, _ADVANCE_CHECK))
 
     def set_wall(self, dt: datetime) -> None:
         """Make ``now()`` report DT from here on (a wrong or corrected RTC); ``monotonic`` is untouched."""
@@ -75,18 +153,32 @@ class SimClock:
 
     def sleep(self, seconds: float) -> None:
         """Block until SECONDS of clock time have passed (real seconds / speed, or sooner via ``advance``)."""
-        deadline = self.monotonic() + max(0.0, seconds)
-        with self._cond:
-            while (left := deadline - self.monotonic()) > 0:
-                self._cond.wait(left / self.speed)
+        self.wait(None, seconds)
 
-    def wait(self, event: threading.Event, timeout: float) -> bool:
+    def wait(self, event: threading.Event | None, timeout: float) -> bool:
         """Wait for EVENT up to TIMEOUT clock seconds; True if it was set."""
-        deadline = self.monotonic() + max(0.0, timeout)
-        while (left := deadline - self.monotonic()) > 0:
-            if event.wait(min(left / self.speed, _ADVANCE_CHECK)):
-                return True
-        return event.is_set()
+        token = object()
+        with self._cond:
+            deadline = self.monotonic() + max(0.0, timeout)
+            self._waiters[token] = (deadline, event)
+            self._cond.notify_all()  # a run_for may be waiting for this thread to be back
+        try:
+            while not (event is not None and event.is_set()):
+                with self._cond:
+                    left = deadline - self.monotonic()
+                    if left <= 0:
+                        break
+                    if event is None or self._rate == 0:
+                        # advance, run_for and set_speed notify; a stepped clock also looks at EVENT now and then
+                        self._cond.wait(_ADVANCE_CHECK if self._rate == 0 else left / self._rate)
+                        continue
+                    rate = self._rate
+                event.wait(min(left / rate, _ADVANCE_CHECK))
+        finally:
+            with self._cond:
+                del self._waiters[token]
+                self._cond.notify_all()
+        return event is not None and event.is_set()
 
 
 class SimAudio:
@@ -103,19 +195,32 @@ class SimAudio:
         self._duration: float | None = None
         self._start = 0.0  # file position when the clock read _t0
         self._t0 = 0.0
+        self._probed: dict[tuple, float] = {}  # (path, inode, size, mtime) of every file that probed well
         self.history: list[tuple[str, Path | None, float]] = []
         """Every (action, path, position): play, pause, resume, stop, finished, volume, mute, unmute."""
 
     def play(self, path: Path, position: float = 0.0) -> None:
         """Start PATH at POSITION seconds; raise AudioError if ffprobe cannot decode it."""
         path = Path(path)
-        duration = probe_duration(path, self._ffprobe)
+        duration = self._probe(path)
         with self._lock:
             self._path, self._duration = path, duration
             self._start, self._t0 = min(max(0.0, position), duration), self._clock.monotonic()
             self._state = "playing"
             self.history.append(("play", path, self._start))
             self._check_end()
+
+    def _probe(self, path: Path) -> float:
+        """PATH's duration by ffprobe, once per version of the file: a terminal playing its slots for six weeks of
+        simulated time would otherwise start ffprobe a hundred times on the same lesson."""
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            return probe_duration(path, self._ffprobe)  # which says what is missing
+        key = (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
+        if key not in self._probed:
+            self._probed[key] = probe_duration(path, self._ffprobe)
+        return self._probed[key]
 
     def pause(self) -> None:
         """Freeze the position; nothing happens unless playing."""

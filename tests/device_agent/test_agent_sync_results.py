@@ -55,7 +55,7 @@ def agent(tmp_path):
         "media_base_url": "http://127.0.0.1:9/",
         "config": {"device": "r-0000000001", "channel": "ch-1", "language": "cmn", "download_window": None}},
         private=True)
-    clock = SimClock(T0)
+    clock = SimClock(T0, stepped=True)  # only advance moves it: a slow round does not bring a retry forward
     agent = Agent(store, sim_hardware("radio", store.media_dir, clock=clock),
                   AgentOptions(retry_first_s=30.0, retry_cap_s=120.0), rng=Top())
     yield agent

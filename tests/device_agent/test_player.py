@@ -22,7 +22,7 @@ from tests.generated_media import tone
 T0 = datetime(2026, 11, 22, 3, 0, tzinfo=timezone.utc)
 # Longer than schedule.RESTART_MARGIN (5 s), so a position in the middle is one a member resumes from.
 SECONDS = 12.0
-NEAR = 0.5  # SimClock runs in real time between advances, and ffprobe takes a moment
+NEAR = 0.01  # the clock is stepped: only advance moves it, so positions are exact up to the events' rounding
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ class Radio:
     """One boot of a radio: fresh hardware and clock over the persistent store and outbox file."""
 
     def __init__(self, store, progress_interval=4.0):
-        self.clock = SimClock(T0)
+        self.clock = SimClock(T0, stepped=True)
         self.hw = sim_hardware("radio", store.media_dir, clock=self.clock)
         self.time = TimeKeeper(self.clock, store)
         self.outbox = Outbox(store.outbox_path, clock=self.clock)

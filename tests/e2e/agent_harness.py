@@ -1,5 +1,12 @@
 """A county and its devices for end-to-end agent tests: a real Mosquitto, the Flask app on a real port, the ingest,
-real ffmpeg-made lessons, and agents on simulated hardware (in a thread, or as `lessoncast agent run` processes)."""
+real ffmpeg-made lessons, and agents on simulated hardware (in a thread, or as `lessoncast agent run` processes).
+
+An agent's SimClock runs in real time (or a little faster) while it talks to the network, which works in real time.
+For long stretches of device time without network (days at sea), the test calls ``clock.set_stepped()`` and
+``clock.run_for(seconds)``: the clock jumps from one wake-up of the agent's loop to the next, each after the agent
+finished its round, so what the device does in those days does not depend on how busy the machine is. A clock
+running hundreds of thousands of times faster than real time would skip whatever the agent had no CPU for.
+"""
 
 from __future__ import annotations
 

@@ -82,3 +82,24 @@ def test_volume_is_clamped_and_mute_keeps_it(clock):
 
 def test_it_satisfies_the_protocol(clock):
     assert isinstance(SimAudio(clock), AudioOut)
+
+
+def test_a_file_is_probed_once_per_version(clock, lesson_media, tmp_path, monkeypatch):
+    import shutil
+
+    import firmware_stub.sim as sim
+
+    probes = []
+    real = sim.probe_duration
+    monkeypatch.setattr(sim, "probe_duration", lambda path, ffprobe: probes.append(path) or real(path, ffprobe))
+    lesson = shutil.copy(lesson_media["mp3"], tmp_path / "lesson.mp3")
+    audio = SimAudio(clock)
+    for _ in range(3):  # a terminal's daily slots play the same file
+        audio.play(lesson)
+        audio.stop()
+    assert len(probes) == 1
+    shutil.copy(lesson_media["fake"], tmp_path / "next.mp3")
+    (tmp_path / "next.mp3").replace(lesson)  # the same name, now not audio
+    with pytest.raises(AudioError, match="cannot be decoded|no audio"):
+        audio.play(lesson)
+    assert len(probes) == 2

@@ -115,3 +115,108 @@ def test_changing_speed_keeps_time_continuous():
     fast = clock.monotonic()
     clock.set_speed(1.0)
     assert clock.monotonic() >= fast, "never backwards when slowing down"
+
+
+# -- stepped -----------------------------------------------------------------------------------------------------------
+
+def _rounds(clock: SimClock, event: threading.Event, timeout: float, busy_s: float = 0.0):
+    """A main loop on CLOCK: waits for EVENT up to TIMEOUT, notes the time it woke, works BUSY_S real seconds."""
+    woke: list[tuple[float, bool]] = []
+    stop = threading.Event()
+
+    def loop():
+        while not stop.is_set():
+            by_event = clock.wait(event, timeout)
+            event.clear()
+            woke.append((clock.monotonic(), by_event))
+            time.sleep(busy_s)  # the round takes real time, as on a machine whose CPU is busy elsewhere
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    return woke, stop, thread
+
+
+def test_a_stepped_clock_stands_still_in_real_time():
+    clock = SimClock(START, speed=1000)
+    clock.set_stepped()
+    before, wall = clock.monotonic(), clock.now()
+    time.sleep(0.05)
+    assert clock.monotonic() == before and clock.now() == wall
+    assert clock.stepped and clock.speed == 1.0, "the agent counts a stepped clock's seconds as real ones"
+
+
+def test_run_for_wakes_the_waiter_at_each_deadline_however_long_its_rounds_take():
+    clock = SimClock(START)
+    clock.set_stepped()
+    t0 = clock.monotonic()
+    woke, stop, thread = _rounds(clock, threading.Event(), 60, busy_s=0.01)
+    assert clock.run_for(3600) == 60
+    assert clock.monotonic() - t0 == pytest.approx(3600)
+    stop.set()
+    clock.advance(60)
+    thread.join(5)
+    # every minute exactly, none skipped: the clock waited for each 10 ms round to end before moving on
+    assert [round(at - t0, 6) for at, _ in woke] == [60.0 * n for n in range(1, 62)]
+
+
+def test_run_for_stops_at_its_target_between_deadlines():
+    clock = SimClock(START)
+    clock.set_stepped()
+    t0 = clock.monotonic()
+    woke, stop, _thread = _rounds(clock, threading.Event(), 100)
+    assert clock.run_for(250) == 2
+    assert clock.monotonic() - t0 == pytest.approx(250)
+    assert (clock.now() - START).total_seconds() == pytest.approx(250)
+    assert clock.run_for(50) == 1, "the waiter still waits for its deadline at 300"
+    stop.set()
+    clock.advance(100)
+
+
+def test_an_event_wakes_a_stepped_waiter_without_moving_the_clock():
+    clock = SimClock(START)
+    clock.set_stepped()
+    event = threading.Event()
+    thread, out = _in_thread(lambda: (clock.wait(event, 60), clock.monotonic()))
+    before = clock.monotonic()
+    event.set()
+    thread.join(5)
+    assert out == [(True, before)]
+
+
+def test_run_for_waits_for_a_round_an_event_started():
+    clock = SimClock(START)
+    clock.set_stepped()
+    event = threading.Event()
+    t0 = clock.monotonic()
+    woke, stop, _thread = _rounds(clock, event, 60, busy_s=0.05)
+    clock.run_for(30)
+    event.set()  # a message arrives at 30 s: that round ends before the clock moves again
+    clock.run_for(60)
+    assert [(round(at - t0, 6), by_event) for at, by_event in woke] == [(30.0, True), (90.0, False)]
+    stop.set()
+    clock.advance(60)
+
+
+def test_run_for_without_a_waiter_says_it_stalled():
+    from firmware_stub.sim import ClockStalled
+
+    clock = SimClock(START)
+    clock.set_stepped()
+    with pytest.raises(ClockStalled, match="0 of 1 threads"):
+        clock.run_for(60, stall_s=0.1)
+
+
+def test_run_for_refuses_a_running_clock():
+    clock = SimClock(START)
+    with pytest.raises(ValueError, match="set_stepped"):
+        clock.run_for(60)
+
+
+def test_running_again_after_stepping_has_no_jump():
+    clock = SimClock(START)
+    clock.set_stepped()
+    clock.advance(600)
+    stepped = clock.monotonic()
+    clock.set_speed(1.0)
+    assert 0 <= clock.monotonic() - stepped < 1
+    assert not clock.stepped
