@@ -99,6 +99,7 @@ SESSION_KEY = _path("key", _string(200, minLength=1, examples=["manual:qs-01:202
 MEMBER_NO = _path("member_no", _string(64, minLength=1, examples=["M0001"]), "A member's number.")
 SITE_CODE = _path("code", _string(64, minLength=1, examples=["qs-01"]), "The site's code.")
 MEMBER_ID = _path("member_id", _string(64, minLength=1, examples=["M0001"]), "The member's number.")
+EXPORT_ID = _path("export_id", _int(1, 2**53), "The export's id (from POST /api/v1/exports).")
 DATE = {"type": "string", "format": "date", "examples": ["2026-11-20"]}
 LANGUAGE = _string(35, examples=["cmn", "bo", "nan"])
 STRINGS = {"type": "array", "items": _string(100), "maxItems": 200}
@@ -292,6 +293,20 @@ def _paths() -> dict[str, dict[str, Any]]:
                        parameters=(SESSION_KEY, MEMBER_NO), body=REASON),
             "delete": _op("Remove a member from a session (audited).", "The attendees.", tags=att,
                           parameters=(SESSION_KEY, MEMBER_NO), body=REASON)},
+        "/api/v1/exports": {"post": _op(
+            "Have the worker build a report file; poll the answer's url for its progress.",
+            "The export, queued (also given in Location).", status="202", tags=att,
+            body=_json_body(_object({"report": {"type": "string", "enum": ["participation"]},
+                                     "period": _string(64, examples=["2026-Q4"]), "programme": _string(64),
+                                     "township": _string(64, examples=["qs"]),
+                                     "format": {"type": "string", "enum": ["json", "csv", "xlsx"]},
+                                     "table": _string(32), "lang": {"type": "string", "enum": ["zh_CN", "en"]}})))},
+        "/api/v1/exports/{export_id}": {"get": _op(
+            "An export's state, progress and download link (only for whoever asked, or an admin).", "The export.",
+            tags=att, parameters=(EXPORT_ID,))},
+        "/api/v1/exports/{export_id}/file": {"get": _op(
+            "The finished export's file (only for whoever asked, or an admin).", "The file.", content_type=None,
+            tags=att, parameters=(EXPORT_ID,))},
     }
 
 

@@ -113,12 +113,19 @@ def world(county, tmp_path):
 
 
 def snapshot(services) -> dict[str, list]:
-    """Every row of every table, except when a token was last used (reading it is not a change)."""
+    """Every row of every table, except when a token was last used (reading it is not a change) and the audit
+    entries of refused enrolments (the rate limit counts them; they change no one's data)."""
+    from server.enrol_limit import REFUSED
+    from server.org_models import AuditEntry
+
     out = {}
     with services.db.session() as session:
         for table in Base.metadata.sorted_tables:
             columns = [c for c in table.columns if not (table.name == "api_tokens" and c.name == "last_used_at")]
-            out[table.name] = sorted((tuple(repr(v) for v in row) for row in session.execute(select(*columns))))
+            query = select(*columns)
+            if table.name == AuditEntry.__tablename__:
+                query = query.where(table.c.action != REFUSED)
+            out[table.name] = sorted((tuple(repr(v) for v in row) for row in session.execute(query)))
     return out
 
 
@@ -249,6 +256,10 @@ WRITES: dict[tuple[str, str], Write] = {
                                                                      "/api/v1/programmes/{programme}/new-version")),
     ("programmes_api.do_publish", "POST"): Write(LESSON_STAFF, Call("POST",
                                                                     "/api/v1/programmes/{programme}/publish")),
+    # An export is a report built by the worker: read like the report, refused for another township.
+    ("exports_api.create", "POST"): Write(STAFF_READERS, Call("POST", "/api/v1/exports", {"period": "2026-Q4"}),
+                                          202, hostile=(
+        Call("POST", "/api/v1/exports", {"period": "2026-Q4", "township": "hw"}),)),
 }
 
 WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
@@ -356,13 +367,18 @@ READS: dict[tuple[str, str], Read] = {
     ("fleet_api.metrics", "GET"): Read(STAFF_READERS, "/api/v1/ingest/metrics"),
     ("uploads_api.status", "GET"): Read(LESSON_STAFF, "/api/v1/uploads/{upload}"),
     ("uploads_api.head", "HEAD"): Read(LESSON_STAFF, "/api/v1/uploads/{upload}", method="HEAD"),
+    # The API's description holds no data: anyone may read it.
+    ("openapi_api.document", "GET"): Read(EVERYONE, "/api/v1/openapi.json"),
 }
+
+# Reads of what one token asked for: only that token (or an admin) may read them; see the test below.
+OWN_ONLY = {("exports_api.show", "GET"), ("exports_api.download", "GET")}
 
 
 def test_every_read_endpoint_has_a_rule_per_role(app):
     """A read rule added to the API without an entry in READS fails here: say who may read it and, if it holds a
     township's data, what an operator of another township gets."""
-    assert set(READS) == _api_rules(app, {"GET"}, head_only=True)
+    assert set(READS) | OWN_ONLY == _api_rules(app, {"GET"}, head_only=True)
 
 
 def _leaks(text: str) -> list[str]:
@@ -528,3 +544,15 @@ def test_services_apply_the_scope_for_any_caller(world):
         with pytest.raises(ApiError):
             reports.member_record(session, "HW-M1", "2026", services.rules, scope=qs)
         assert reports.member_record(session, "HW-M1", "2026", services.rules, scope=COUNTY).member_no == "HW-M1"
+
+
+def test_an_export_is_read_only_by_who_asked_for_it_or_an_admin(world):
+    """The operator's export of their township answers them and an admin; a viewer gets 404, media 403."""
+    asked = Call("POST", "/api/v1/exports", {"period": "2026-Q4"}).send(world, "operator")
+    assert asked.status_code == 202, asked.get_data(as_text=True)[:300]
+    export_id = asked.get_json()["id"]
+    for role, status in (("operator", 200), ("admin", 200), ("viewer", 404), ("media", 403)):
+        answer = Call("GET", f"/api/v1/exports/{export_id}").send(world, role)
+        assert answer.status_code == status, (role, answer.status_code)
+        download = Call("GET", f"/api/v1/exports/{export_id}/file").send(world, role)
+        assert download.status_code == (409 if status == 200 else status), (role, download.status_code)
