@@ -63,9 +63,22 @@ def main(argv: list[str]) -> int:
         rows = build(services, export_id, out)
     finally:
         services.db.dispose()
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    print(f"done {rows} {peak_kib}", flush=True)
+    print(f"done {rows} {peak_rss_kib()}", flush=True)
     return 0
+
+
+def peak_rss_kib() -> int:
+    """This process's own peak resident memory in KiB.
+
+    ``ru_maxrss`` survives execve, so a child started from a large parent reports the parent's size; the kernel's
+    VmHWM belongs to the new address space and does not, so it is read first."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass  # not Linux: fall back to getrusage, which is right when the parent was small
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 if __name__ == "__main__":

@@ -89,8 +89,10 @@ def _tables(session, services):
 def test_an_operators_export_covers_their_township_only(client, token, services, county, drain):
     operator = {"Authorization": f"Bearer {token('operator', township='t00')}"}
     other = {"Authorization": f"Bearer {token('operator', township='t01')}"}
-    # Asking for the whole county, or for another township, gives the operator's own township.
-    asked = client.post("/api/v1/exports", json={"period": "2026-Q4", "township": "t01"}, headers=operator)
+    # Asking for another township is refused (the scope rule); asking for the county gives the operator's own.
+    refused = client.post("/api/v1/exports", json={"period": "2026-Q4", "township": "t01"}, headers=operator)
+    assert refused.status_code == 403 and refused.get_json()["error"]["code"] == "other_township"
+    asked = client.post("/api/v1/exports", json={"period": "2026-Q4"}, headers=operator)
     assert asked.status_code == 202, asked.data
     assert asked.get_json()["township"] == "t00"
     drain()

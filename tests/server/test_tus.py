@@ -281,7 +281,7 @@ def test_orphans_are_swept_when_the_worker_starts(client, auth, services, talk):
 
     stop = threading.Event()
     stop.set()  # one round of housekeeping, as at the worker's start
-    worker._housekeeping(services, stop)
+    worker._Housekeeping(services).run(stop)
 
     left = {p.name for p in services.upload_dir.iterdir()}
     assert dead.name not in left and stray.name not in left
