@@ -32,6 +32,18 @@ def _start(store_dir, log):
                             env=_agent_env(store_dir), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
+def _ran(services, device: str, command_id: str) -> bool:
+    """Whether the server stored DEVICE's report of running the command COMMAND_ID."""
+    from sqlalchemy import select
+
+    from server.event_models import DeviceEvent
+
+    with services.db.session() as session:
+        bodies = session.scalars(select(DeviceEvent.body).where(DeviceEvent.device_uid == device,
+                                                                DeviceEvent.type == "command")).all()
+    return any(body.get("command") == command_id for body in bodies)
+
+
 def _publish(services, lessons, first=False):
     items = [{"lesson": lesson} for lesson in lessons]
     if first:
@@ -82,10 +94,16 @@ def test_twenty_power_cuts(broker, org, ready_lesson, live_server, tmp_path):
                 return False
             outbox = Outbox(store.outbox_path)
             try:
-                return outbox.depth() == 0 and any(r[3] == "command" for r in server_events(services, device)
-                                                   if r[1] == outbox.acked(outbox.epoch))
+                if outbox.depth() != 0:
+                    return False
+                acked = outbox.acked(outbox.epoch)
             finally:
                 outbox.close()
+            # Everything the device recorded is stored, up to its ack, and the final command ran. The play it
+            # starts goes on recording progress after the command's own event, so that event need not be the last.
+            stored = server_events(services, device)
+            return (bool(stored) and stored[-1][2] == acked
+                    and _ran(services, device, "final"))
         poll(settled, 90, "the device to settle on the latest programme with every event delivered")
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=20)
