@@ -112,7 +112,7 @@ def main() -> None:
         wait(lambda: (agent_dir / "manifest.json").exists(), 60, "the agent's first sync")
         from playlists import topics
         from server import settings as settings_mod
-        from server.mqtt_link import BrokerAddress, ServerLink
+        from server.messaging.mqtt_link import BrokerAddress, ServerLink
         from server.services import Services
 
         services = Services(settings_mod.load(environ=env))
@@ -139,7 +139,7 @@ def main() -> None:
         idle_cpu = (cpu1 - cpu0) / 60 * 100
         from sqlalchemy import func, select
 
-        from server.event_models import DeviceEvent
+        from server.events.models import DeviceEvent
 
         with services.db.session() as session:  # the plays the server received: the hour really was played
             plays = session.scalar(select(func.count()).select_from(DeviceEvent)

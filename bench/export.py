@@ -6,7 +6,8 @@ It writes a county of 10 townships, 200 sites and --members members (bulk insert
 - asks ``GET /api/v1/reports/participation?period=2026-Q4&format=xlsx`` through the Flask app in this process (after
   one large request that imports the export code) and measures what the request allocated (tracemalloc peak) and
   this process's RSS: the web side;
-- runs the export job as the worker does (``server.transcode.run_job``: a child process writes the XLSX in openpyxl's
+- runs the export job as the worker does (``server.lessons.transcode.run_job``: a child process writes the XLSX in
+openpyxl's
   write-only mode) and reads the child's peak RSS, which the job records on the export;
 - as the reference, builds the same workbook in a child process with an ordinary in-memory openpyxl Workbook (what
   ``GET .../participation?format=xlsx`` did in the web process before) and measures that child's peak RSS.
@@ -35,8 +36,9 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import select  # noqa: E402
 
-from server import report_export, reports  # noqa: E402
-from server.models import Export, Job  # noqa: E402
+from server.attendance import report_export, reports  # noqa: E402
+from server.attendance.models import Export
+from server.jobs.models import Job  # noqa: E402
 
 NOW = datetime(2027, 1, 5, tzinfo=timezone.utc)
 
@@ -80,9 +82,9 @@ def main() -> None:
         in_memory_xlsx(args.reference_child)
         return
 
+    from server.accounts.auth import create_token
     from server.app import create_app
-    from server.auth import create_token
-    from server.transcode import run_job
+    from server.lessons.transcode import run_job
     from tests.attendance_data import add_members, build_county
     from tests.conftest import make_services
 

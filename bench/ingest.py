@@ -47,10 +47,12 @@ from paho.mqtt.properties import Properties  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 
 from playlists import topics  # noqa: E402
-from server import devices  # noqa: E402
-from server.event_models import DeviceEvent, DeviceSequence  # noqa: E402
-from server.models import Lesson, Rendition  # noqa: E402
-from server.org_models import Device, DeviceAssignment, Member, Programme, ProgrammeItem, Site  # noqa: E402
+from server.devices import registry as devices  # noqa: E402
+from server.devices.models import Device, DeviceAssignment
+from server.events.models import DeviceEvent, DeviceSequence  # noqa: E402
+from server.lessons.models import Lesson, Rendition  # noqa: E402
+from server.org.models import Member, Site
+from server.programmes.models import Programme, ProgrammeItem  # noqa: E402
 from tests.conftest import free_port, make_services  # noqa: E402
 from tests.e2e.fleet_sim import MosquittoProcess, lessoncast_env, start_ingest  # noqa: E402
 
@@ -64,11 +66,11 @@ EVENT = ('{"type":"play","phase":"progress","play_id":"%s","programme":"2026-Q4"
 
 def setup(services, count: int, lesson_id_box: list) -> list[dict]:
     """COUNT radios enrolled (own broker credentials), each held by a member, and a published programme."""
-    logging.getLogger("server.retained").disabled = True  # configs wait for the broker; that is expected here
+    logging.getLogger("server.messaging.retained").disabled = True  # configs wait for the broker; that is expected here
     from server.instance import initialise
 
     initialise(services)
-    from server import org as org_mod
+    from server.org import service as org_mod
 
     org_mod.import_sites(services, "township_code,township_name,site_code,site_name\nqs,青山镇,qs-01,东村\n"
                          .encode(), "bench")

@@ -3,11 +3,11 @@
 A report reads only the attendance aggregates that ingest keeps up to date, so its cost should follow the number of
 members and sites, not the number of events. This builds two databases with the same county (townships, sites,
 members, radios, terminals, lessons, a published 2026-Q4 programme) and the same calendar of class sessions and
-broadcasts, then stores 50,000 and 5,000,000 events through ingest's own path (``server.ingest.store_in``, device
+broadcasts, then stores 50,000 and 5,000,000 events through ingest's own path (``server.events.ingest.store_in``, device
 batches of 1,000, attendance folded in as they are stored). With more events, radios listen more (longer sittings,
 replays, more lessons) and the terminals' plays are reported in finer progress steps; the county stays the same.
 
-It times ``server.reports.participation`` for 2026-Q4 (every table: county, townships, sites, members, sites
+It times ``server.attendance.reports.participation`` for 2026-Q4 (every table: county, townships, sites, members, sites
 without a class, the untrained list of the year) plus its JSON rendering, best of --repeat runs, on each database,
 and prints the ratio. Target: large ≤ 2 × small.
 
@@ -32,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from server import attendance, report_export, reports  # noqa: E402
+from server.attendance import fold as attendance, report_export, reports  # noqa: E402
 from server.instance import initialise  # noqa: E402
 from tests import attendance_data as ad  # noqa: E402
 from tests.conftest import make_services  # noqa: E402

@@ -9,8 +9,8 @@ from flask import Flask, Response, request
 
 from server import errors, settings as settings_mod, validation
 from server.instance import secret_key
+from server.lessons.upload_stream import LessoncastRequest, discard_unclaimed
 from server.services import Services
-from server.upload_stream import LessoncastRequest, discard_unclaimed
 
 
 def create_app(overrides: Optional[Mapping[str, Any]] = None, services: Optional[Services] = None,
@@ -43,8 +43,8 @@ def create_app(overrides: Optional[Mapping[str, Any]] = None, services: Optional
     logging.basicConfig(level=services.settings.log_level)
 
     validation.register(app)  # before the blueprints: their <int:…> routes take its bounded converter
-    from server.views import (attendance, devices, exports, fleet, health, lessons, media, openapi, org, programmes,
-                              tuf, uploads)
+    from server.api import (attendance, devices, exports, fleet, health, lessons, media, openapi, org, programmes, tuf,
+                            uploads)
 
     for blueprint in (lessons.bp, uploads.bp, media.bp, health.bp, devices.bp, tuf.bp, org.bp,
                       programmes.bp, attendance.bp, fleet.bp, exports.bp, openapi.bp):

@@ -10,9 +10,10 @@ from typing import Optional
 
 from sqlalchemy import func, select
 
-from server import migrate, trust_service
-from server.auth import hash_password
-from server.models import User
+from server import migrate
+from server.accounts.auth import hash_password
+from server.accounts.models import User
+from server.programmes import trust as trust_service
 from server.services import Services
 
 

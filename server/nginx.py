@@ -9,7 +9,7 @@ timeouts, and hands gunicorn only whole requests over loopback, so a thread is b
 - Uploads (``POST /api/v1/lessons`` multipart and the tus endpoint ``/api/v1/uploads``) stream straight through:
   a tus PATCH keeps every byte that arrived before a connection dropped, and a 4 GB file is hashed as it arrives
   instead of being written to nginx's disk first. The tus endpoint asks for a token before it reads a body.
-- Media downloads: the Flask view (``server/views/media.py``) checks the name, the token when one is required, and
+- Media downloads: the Flask view (``server/api/media.py``) checks the name, the token when one is required, and
   ``If-None-Match``, then answers with ``X-Accel-Redirect`` to ``MEDIA_INTERNAL``; nginx sends the file itself
   (sendfile, ``Range``) with the view's headers. The rules stay in the view; nginx only moves the bytes.
 - The rest is proxied to gunicorn on a loopback port, with ``X-Forwarded-For`` and ``X-Forwarded-Proto``, which
@@ -39,7 +39,7 @@ UPLOAD_LOCATIONS = ("= /api/v1/lessons", "^~ /api/v1/uploads")
 
 def body_limit() -> int:
     """The largest body nginx buffers for an ordinary route: the CSV imports' limit plus a multipart envelope."""
-    from server.views.org import CSV_LIMIT
+    from server.api.org import CSV_LIMIT
 
     return CSV_LIMIT + 1024 * 1024
 

@@ -14,7 +14,7 @@ from typing import Callable
 
 from media.limits import Limits
 from server.db import Database, utcnow
-from server.media_store import FilesystemStore
+from server.lessons.media_store import FilesystemStore
 from server.settings import Settings
 
 
@@ -38,8 +38,8 @@ class Services:
 
     @cached_property
     def token_use(self):
-        """When API tokens were last used, written off the request path (server.token_use.TokenUse)."""
-        from server.token_use import TokenUse
+        """When API tokens were last used, written off the request path (server.accounts.token_use.TokenUse)."""
+        from server.accounts.token_use import TokenUse
 
         return TokenUse(self.db, lambda: self.clock())
 
@@ -77,8 +77,8 @@ class Services:
 
     @cached_property
     def rules(self):
-        """The attendance thresholds (server.attendance_rules.Rules) from the settings."""
-        from server.attendance_rules import Rules
+        """The attendance thresholds (server.attendance.rules.Rules) from the settings."""
+        from server.attendance.rules import Rules
 
         s = self.settings
         return Rules(completion_threshold=s.attendance_completion, grace_days=s.attendance_grace_days,
@@ -88,9 +88,9 @@ class Services:
 
     @cached_property
     def card_key(self) -> bytes:
-        """The key members' card tokens are hashed with (server/cards.py), derived from the instance secret."""
-        from server.cards import derive_key
+        """The key members' card tokens are hashed with (server/org/cards.py), derived from the instance secret."""
         from server.instance import secret_key
+        from server.org.cards import derive_key
 
         return derive_key(self.settings.secret_key or secret_key(self.data))
 
@@ -104,6 +104,6 @@ class Services:
     @cached_property
     def queue(self):
         """The huey instance (SqliteHuey in the data directory, or RedisHuey when a Redis URL is set)."""
-        from server.tasks import build_huey
+        from server.jobs.queue import build_huey
 
         return build_huey(self)

@@ -15,7 +15,7 @@ from typing import Any, Mapping, Optional
 from flask import Flask, request
 from werkzeug.routing import IntegerConverter
 
-from server.attendance_rules import FIRST_DAY, LAST_DAY
+from server.attendance.rules import FIRST_DAY, LAST_DAY
 from server.errors import ApiError
 
 # JSON bodies are small: a programme with its items, a device's settings. An enrolment is one code.

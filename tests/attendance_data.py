@@ -1,7 +1,8 @@
 """A county with members, radios, terminals, lessons and a published programme, written straight into the database,
 and the play and check-in events its devices would send. Used by the attendance tests and by bench/report.py.
 
-Events go through ``server.ingest.store_in``, the same path as MQTT batches, so aggregates are built the real way.
+Events go through ``server.events.ingest.store_in``, the same path as MQTT batches, so aggregates are built the real
+way.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from typing import Iterable, Optional
 
-from server.event_batches import Event
-from server.models import Lesson, Rendition
-from server.org_models import Device, DeviceAssignment, Member, Programme, ProgrammeItem, Site, Township
+from server.devices.models import Device, DeviceAssignment
+from server.events.batches import Event
+from server.lessons.models import Lesson, Rendition
+from server.org.models import Member, Site, Township
+from server.programmes.models import Programme, ProgrammeItem
 
 T_ENROL = datetime(2026, 9, 1, tzinfo=timezone.utc)
 
@@ -137,7 +140,7 @@ def numbered(bodies: list[dict], first_seq: int = 1) -> list[dict]:
 
 
 def as_events(raw: list[dict]) -> list[Event]:
-    from server.event_batches import parse_event
+    from server.events.batches import parse_event
 
     return [parse_event(r, "event") for r in raw]
 
@@ -145,7 +148,7 @@ def as_events(raw: list[dict]) -> list[Event]:
 def store(services, device: str, raw: list[dict], received_at: datetime, *, batch: int = 200,
           lookups=None) -> None:
     """Store numbered events of DEVICE through ingest's own path, BATCH per transaction."""
-    from server.ingest import store_in
+    from server.events.ingest import store_in
 
     events = as_events(raw)
     for start in range(0, len(events), batch):

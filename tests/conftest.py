@@ -10,10 +10,10 @@ import pytest
 from sqlalchemy import select
 
 from server import settings as settings_mod
+from server.accounts.auth import create_token
 from server.app import create_app
-from server.auth import create_token
 from server.instance import initialise
-from server.models import Job
+from server.jobs.models import Job
 from server.services import Services
 
 
@@ -34,8 +34,8 @@ def make_services(data_dir: Path, **overrides) -> Services:
 
 def stage_file(services: Services, path: Path):
     """Put a file into the upload area as an upload would, hashed, ready for ``lessons.ingest``."""
-    from server.lessons import StagedFile
-    from server.upload_stream import HashingFile
+    from server.lessons.service import StagedFile
+    from server.lessons.upload_stream import HashingFile
 
     staged = HashingFile(services.upload_dir)
     staged.write(path.read_bytes())
@@ -87,7 +87,7 @@ def auth(token) -> Callable[[str], dict]:
 @pytest.fixture
 def drain(services) -> Callable[[], int]:
     """Run every queued job in this process, as a worker would, until none is left; return how many ran."""
-    from server.transcode import run_job
+    from server.lessons.transcode import run_job
 
     def run_all() -> int:
         count = 0
@@ -149,7 +149,7 @@ def broker(services):
     import subprocess
     import time
 
-    from server.broker import mosquitto_executable, write_config
+    from server.messaging.broker import mosquitto_executable, write_config
 
     conf = write_config(services)
     log = open(services.data / "broker" / "mosquitto.log", "wb")
@@ -173,7 +173,7 @@ def broker(services):
 @pytest.fixture
 def enrolled(services):
     """Add and enrol a device through the service layer: enrolled('radio', name=..., site=...) -> enrolment answer."""
-    from server import devices
+    from server.devices import registry as devices
 
     def make(kind: str = "radio", **fields) -> dict:
         with services.db.session() as session:
@@ -187,7 +187,7 @@ def enrolled(services):
 @pytest.fixture
 def ready_lesson(services, drain, tmp_path) -> Callable[..., int]:
     """Ingest a short generated talk and run its jobs with real ffmpeg: ready_lesson('第一课', seconds=2) -> id."""
-    from server import lessons
+    from server.lessons import service as lessons
     from tests.generated_media import speech_like
 
     def make(title: str, seconds: float = 2.0, language: str = "cmn") -> int:
@@ -207,7 +207,7 @@ SITES_CSV = ("township_code,township_name,site_code,site_name\n"
 @pytest.fixture
 def org(services):
     """Two townships and three sites, with their township and village groups, plus a special group."""
-    from server import org as org_mod
+    from server.org import service as org_mod
 
     org_mod.import_sites(services, SITES_CSV, "test")
     org_mod.import_groups(services, "key,name,kind\nsea-branch,海上支部,special\n".encode(), "test")

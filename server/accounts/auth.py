@@ -15,9 +15,9 @@ from flask import current_app, g, request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from server.accounts.models import ROLES, ApiToken, User
+from server.accounts.scope import COUNTY, Scope
 from server.errors import ApiError
-from server.models import ROLES, ApiToken, User
-from server.scope import COUNTY, Scope
 
 # What each role may do. Reading is split by what the data is, so each role reads only what its work needs:
 # - read.lessons: lessons, programmes, the publish preview, channels and their manifests (no personal data);
@@ -27,7 +27,7 @@ from server.scope import COUNTY, Scope
 # - read.attendance: participation reports, member records, class sessions and their attendees.
 # Media staff make and publish lessons: no member, attendance or device data. The viewer role is the organisation
 # department, which reads reports and records. Operators read and manage their own township only; services narrow
-# every read and write to ``Actor.scope`` (server/scope.py).
+# every read and write to ``Actor.scope`` (server/accounts/scope.py).
 _READ_ALL = frozenset({"read.lessons", "read.org", "read.devices", "read.people", "read.attendance"})
 PERMISSIONS: dict[str, frozenset[str]] = {
     "admin": _READ_ALL | {"lessons.write", "tokens.manage", "devices.manage", "org.write", "programmes.write",
@@ -77,7 +77,7 @@ def create_token(session: Session, *, name: str, role: str, township: Optional[s
                  expires_at: Optional[datetime] = None) -> str:
     """Create an API token and return it; only its hash is kept, so it can be shown once. An operator token's
     township is given by code (qs) or name (青山镇) and stored as the code; an unknown township is refused."""
-    from server.org import find_township
+    from server.org.service import find_township
 
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}; choose one of {', '.join(ROLES)}")
@@ -135,7 +135,7 @@ def current_actor() -> Actor:
                        "Create one with 'lessoncast token create --role media --name NAME'.")
     services = current_app.extensions["lessoncast"]
     if token.strip().startswith("lcd_"):
-        from server.devices import find_by_token
+        from server.devices.registry import find_by_token
 
         with services.db.session() as session:
             device = find_by_token(session, token.strip())

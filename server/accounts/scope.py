@@ -19,8 +19,9 @@ from typing import Optional
 
 from sqlalchemy.orm import Session
 
+from server.devices.models import Device
 from server.errors import ApiError
-from server.org_models import Device, Group, Member, Site, Township
+from server.org.models import Group, Member, Site, Township
 
 
 @dataclass(frozen=True)

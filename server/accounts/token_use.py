@@ -18,8 +18,8 @@ from typing import Callable, Optional
 from sqlalchemy import update
 from sqlalchemy.exc import SQLAlchemyError
 
+from server.accounts.models import ApiToken
 from server.db import Database
-from server.models import ApiToken
 
 log = logging.getLogger(__name__)
 

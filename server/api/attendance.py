@@ -8,11 +8,12 @@ from urllib.parse import quote
 
 from flask import Blueprint, Response, jsonify, request
 
-from server import attendance_edit, report_export, reports, validation
-from server.auth import current_actor, require
+from server import validation
+from server.accounts.auth import current_actor, require
+from server.api import app_services, json_body
+from server.attendance import edit as attendance_edit, report_export, reports
 from server.errors import ApiError
 from server.i18n import normalise
-from server.views import app_services, json_body
 
 bp = Blueprint("attendance_api", __name__, url_prefix="/api/v1")
 
@@ -69,7 +70,7 @@ def _period_or_programme(args=None) -> tuple[str, bool]:
 
 def report_request(args, default_format: str = "json"):
     """The participation report ARGS ask for (query or JSON fields), scoped to what the actor may see."""
-    from server.exports import ReportRequest
+    from server.attendance.exports import ReportRequest
 
     period, programme = _period_or_programme(args)
     fmt = args.get("format") or default_format
@@ -85,8 +86,8 @@ def participation():
 
     A report covering more than LESSONCAST_REPORT_INLINE_MEMBERS members answers 202 with an export the worker
     builds (see /api/v1/exports), so no web process ever holds a county's 100,000 member rows."""
-    from server import exports
-    from server.views.exports import accepted
+    from server.api.exports import accepted
+    from server.attendance import exports
 
     period, programme = _period_or_programme()
     services = app_services()
@@ -198,7 +199,7 @@ def remove_attendee(key: str, member_no: str):
 @require("attendance.write")
 def import_roster():
     """A roster CSV (multipart field 'file' or a text/csv body); all rows are checked before any is stored."""
-    from server.org_csv import OrgImportError, decode_csv
+    from server.org.csv_rows import OrgImportError, decode_csv
 
     upload = request.files.get("file")
     data = upload.read() if upload is not None else request.get_data()

@@ -5,11 +5,13 @@ from __future__ import annotations
 from flask import Blueprint, jsonify, request
 from sqlalchemy import func, select
 
-from server import devices, validation
-from server.auth import current_actor, require
+from server import validation
+from server.accounts.auth import current_actor, require
+from server.api import app_services, json_body
+from server.devices import registry as devices
+from server.devices.models import Device
 from server.errors import ApiError
-from server.org_models import Device, Site, Township
-from server.views import app_services, json_body
+from server.org.models import Site, Township
 
 bp = Blueprint("devices_api", __name__, url_prefix="/api/v1")
 
@@ -67,7 +69,7 @@ def add_device():
 @require("devices.manage")
 def import_devices():
     """Add devices from a CSV (multipart field 'file' or a text/csv body); all or nothing. Answers their codes."""
-    from server.org_csv import OrgImportError, decode_csv
+    from server.org.csv_rows import OrgImportError, decode_csv
 
     upload = request.files.get("file")
     data = upload.read() if upload is not None else request.get_data()
@@ -92,15 +94,15 @@ def show_device(uid: str):
 @require("devices.manage")
 def edit_device(uid: str):
     """Change site, language, groups, radio holder or settings; a device that changes audience moves channel at once."""
-    from server import publish
-    from server.trust_service import initialised
+    from server.programmes import publish
+    from server.programmes.trust import initialised
 
     services = app_services()
     moves = devices.update(services, uid, json_body(), current_actor().name, scope=current_actor().scope)
     if moves and initialised(services):
         publish.publish(services, None, current_actor().name)
     else:
-        from server import retained
+        from server.messaging import retained
 
         retained.flush_quietly(services)
     with services.db.session() as session:
@@ -119,7 +121,7 @@ def command(uid: str):
 @require("read.devices")
 def device_status(uid: str):
     """The device's last reported status (battery, storage, programme, sync, stale, queue) and when it arrived."""
-    from server.event_models import DeviceStatus
+    from server.events.models import DeviceStatus
 
     services = app_services()
     with services.db.session() as session:

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, send_file
 
-from server import exports
-from server.auth import current_actor, require
+from server.accounts.auth import current_actor, require
+from server.api import app_services, json_body
+from server.attendance import exports
 from server.errors import ApiError
-from server.views import app_services, json_body
 
 bp = Blueprint("exports_api", __name__, url_prefix="/api/v1/exports")
 
@@ -28,7 +28,7 @@ def accepted(export_id: int, message: str) -> Response:
 @require("read.attendance")
 def create():
     """{"report": "participation", "period" or "programme", "township", "format": xlsx|csv|json, "table", "lang"}."""
-    from server.views.attendance import report_request
+    from server.api.attendance import report_request
 
     body = json_body()
     report = body.get("report", "participation")

@@ -7,14 +7,16 @@ from __future__ import annotations
 from flask import Blueprint, jsonify, request
 from sqlalchemy import func, select
 
-from server import devices, validation
-from server.attendance_models import AttendanceExclusion
-from server.auth import current_actor, require
+from server import validation
+from server.accounts.auth import current_actor, require
+from server.api import app_services
+from server.attendance.models import AttendanceExclusion
+from server.devices import registry as devices
+from server.devices.models import Device
 from server.errors import ApiError
-from server.event_batches import gaps
-from server.event_models import DeviceEvent, DeviceSequence, DeviceStatus, QuarantinedBatch
-from server.org_models import Device, Site, Township
-from server.views import app_services
+from server.events.batches import gaps
+from server.events.models import DeviceEvent, DeviceSequence, DeviceStatus, QuarantinedBatch
+from server.org.models import Site, Township
 
 bp = Blueprint("fleet_api", __name__, url_prefix="/api/v1")
 _STATUS = ("battery", "storage_free_mb", "firmware", "agent_version", "manifest_version", "sync_state", "stale",

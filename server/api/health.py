@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify
 
-from server.health import report
+from server.health.checks import report
 
 bp = Blueprint("health", __name__)
 

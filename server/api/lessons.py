@@ -5,10 +5,11 @@ from __future__ import annotations
 from flask import Blueprint, current_app, g, jsonify, request
 from sqlalchemy import func, select
 
-from server import lessons, uploads, validation
-from server.auth import current_actor, require
+from server import validation
+from server.accounts.auth import current_actor, require
 from server.errors import ApiError
-from server.models import Lesson
+from server.lessons import service as lessons, tus as uploads
+from server.lessons.models import Lesson
 
 bp = Blueprint("lessons_api", __name__, url_prefix="/api/v1/lessons")
 

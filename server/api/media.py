@@ -6,9 +6,9 @@ from pathlib import Path
 
 from flask import Blueprint, Response, current_app, request, send_file
 
-from server.auth import current_actor
+from server.accounts.auth import current_actor
 from server.errors import ApiError
-from server.media_store import EXTENSION, SHA256
+from server.lessons.media_store import EXTENSION, SHA256
 from server.nginx import MEDIA_INTERNAL
 
 bp = Blueprint("media", __name__)

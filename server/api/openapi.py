@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify
 
-from server import openapi
+from server.api import openapi_doc as openapi
 
 bp = Blueprint("openapi_api", __name__, url_prefix="/api/v1")
 

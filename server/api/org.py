@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
 
-from server import org, validation
-from server.auth import current_actor, require
+from server import validation
+from server.accounts.auth import current_actor, require
+from server.api import app_services, json_body
 from server.errors import ApiError
-from server.lessons import display_name
-from server.views import app_services, json_body
+from server.lessons.service import display_name
+from server.org import service as org
 
 bp = Blueprint("org_api", __name__, url_prefix="/api/v1")
 

@@ -11,7 +11,7 @@ import re
 from flask import Blueprint, current_app, send_file
 
 from server.errors import ApiError
-from server.trust_service import repo_dir
+from server.programmes.trust import repo_dir
 
 bp = Blueprint("tuf", __name__, url_prefix="/tuf")
 METADATA_NAME = re.compile(r"(\d+\.)?(root|targets|snapshot|timestamp)\.json")

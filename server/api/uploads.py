@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
-from server import uploads
-from server.auth import current_actor, require
+from server.accounts.auth import current_actor, require
 from server.errors import ApiError
+from server.lessons import tus as uploads
 
 bp = Blueprint("uploads_api", __name__, url_prefix="/api/v1/uploads")
 

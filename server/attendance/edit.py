@@ -1,8 +1,8 @@
 """What staff enter about classes: sessions held without a terminal, rosters (CSV), and attendees an operator adds
 or removes. Every change is audited; none is touched by ``lessoncast attendance rebuild``.
 
-Operators act only on their own township (server/scope.py): the session's site and every member they add or remove
-must be in it. A roster is checked whole before anything is stored.
+Operators act only on their own township (server/accounts/scope.py): the session's site and every member they add or
+remove must be in it. A roster is checked whole before anything is stored.
 """
 
 from __future__ import annotations
@@ -15,11 +15,12 @@ from typing import Any, Optional
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from server.attendance_models import ClassSession, SessionAttendee
-from server.attendance_rules import FIRST_DAY, LAST_DAY, Rules
+from server.accounts.scope import COUNTY, Scope
+from server.attendance.models import ClassSession, SessionAttendee
+from server.attendance.rules import FIRST_DAY, LAST_DAY, Rules
+from server.audit import AuditEntry
 from server.errors import ApiError
-from server.org_models import AuditEntry, Member, Site, Township
-from server.scope import COUNTY, Scope
+from server.org.models import Member, Site, Township
 
 # English or Chinese headers, as an Excel sheet from a township office would have them.
 ROSTER_HEADERS = {

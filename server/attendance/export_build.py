@@ -1,4 +1,5 @@
-"""Build one export's file: ``python -m server.export_build EXPORT_ID PATH``, run by the worker (``server.exports``).
+"""Build one export's file: ``python -m server.attendance.export_build EXPORT_ID PATH``, run by the worker
+(``server.attendance.exports``).
 
 It reads the export's parameters and the scope of whoever asked, computes the report, and writes the file to PATH
 (mode 0600) with openpyxl's write-only mode for XLSX. On stdout it prints ``progress <share>`` lines while it
@@ -13,8 +14,9 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from server import report_export, reports, settings as settings_mod
-from server.models import Export
+from server import settings as settings_mod
+from server.attendance import report_export, reports
+from server.attendance.models import Export
 from server.services import Services
 
 REPORT_SHARE = 0.3  # of the progress bar: computing the report, before the first row is written

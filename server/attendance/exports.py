@@ -1,11 +1,11 @@
 """Report exports built by the job worker, so a large report never grows a web process.
 
 A request records an ``Export``: who asked, the township scope they had, the report's parameters, and a job of kind
-"export". The worker claims the job under a lease like any transcoding job (``server.jobs``): it is retried when its
-worker dies, reports progress, and is finished only by the lease holder. The file itself is built by a child process
-(``server.export_build``), so the worker never holds a 100,000-member report, memory goes back to the system when it
-ends, and the child's peak memory is recorded on the export. Files go to ``<data>/exports/`` with mode 0600; only the
-token that asked (or an admin) may download one, until it expires.
+"export". The worker claims the job under a lease like any transcoding job (``server.jobs.leases``): it is retried when
+its worker dies, reports progress, and is finished only by the lease holder. The file itself is built by a child process
+(``server.attendance.export_build``), so the worker never holds a 100,000-member report, memory goes back to the system
+when it ends, and the child's peak memory is recorded on the export. Files go to ``<data>/exports/`` with mode 0600;
+only the token that asked (or an admin) may download one, until it expires.
 """
 
 from __future__ import annotations
@@ -23,12 +23,13 @@ from typing import Any, Optional
 
 from sqlalchemy import delete, func, select
 
-from server import jobs
-from server.auth import Actor
+from server.accounts.auth import Actor
+from server.attendance.models import Export
+from server.attendance.report_export import FORMATS
 from server.errors import ApiError
-from server.models import Export, Job
-from server.org_models import Member, Site, Township
-from server.report_export import FORMATS
+from server.jobs import leases as jobs
+from server.jobs.models import Job
+from server.org.models import Member, Site, Township
 from server.services import Services
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,7 @@ def is_large(services: Services, township: Optional[str]) -> bool:
 
 def validate(services: Services, req: ReportRequest) -> None:
     """Refuse now what the job would refuse later: an unknown format, table, period, programme or township."""
-    from server import reports
+    from server.attendance import reports
 
     if req.format not in FORMATS:
         raise ApiError(400, "bad_format", f"format {req.format!r}: use one of {', '.join(FORMATS)}.")
@@ -172,7 +173,7 @@ def run(services: Services, claim: jobs.Claim) -> None:
 
 
 def _run(services: Services, claim: jobs.Claim) -> None:
-    from server.transcode import _Ticker  # the same lease renewal and progress ticker as transcoding jobs
+    from server.lessons.transcode import _Ticker  # the same lease renewal and progress ticker as transcoding jobs
 
     with services.db.session() as session:
         export = session.scalar(select(Export).where(Export.job_id == claim.job_id))
@@ -215,8 +216,9 @@ def _run(services: Services, claim: jobs.Claim) -> None:
 
 
 def _build_in_child(services: Services, export_id: int, partial: Path, stderr, ticker) -> Optional[tuple[int, int]]:
-    """Run ``server.export_build``; relay its progress lines; (rows, peak RSS in KiB), or None when it failed."""
-    argv = [sys.executable, "-m", "server.export_build", str(export_id), str(partial)]
+    """Run ``server.attendance.export_build``; relay its progress lines; (rows, peak RSS in KiB), or None when it
+    failed."""
+    argv = [sys.executable, "-m", "server.attendance.export_build", str(export_id), str(partial)]
     result = None
     with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=stderr, text=True,
                           env=child_env(services)) as child:

@@ -19,13 +19,16 @@ from sqlalchemy import delete, func, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from server import cards, attendance_rules as rules_mod
-from server.attendance_models import (AttendanceExclusion, BroadcastDay, Checkin, ClassSession, LessonCoverage,
+from server.attendance import rules as rules_mod
+from server.attendance.models import (AttendanceExclusion, BroadcastDay, Checkin, ClassSession, LessonCoverage,
                                       SessionAttendee)
-from server.attendance_rules import Rules, SessionFacts, Window
-from server.event_models import DeviceEvent
-from server.models import Rendition
-from server.org_models import Device, DeviceAssignment, Member, Programme
+from server.attendance.rules import Rules, SessionFacts, Window
+from server.devices.models import Device, DeviceAssignment
+from server.events.models import DeviceEvent
+from server.lessons.models import Rendition
+from server.org import cards
+from server.org.models import Member
+from server.programmes.models import Programme
 
 log = logging.getLogger(__name__)
 
@@ -299,7 +302,7 @@ def _write_coverage(session: Session, coverage: dict, rules: Rules) -> None:
 
 def _write_checkins(session: Session, checkins: list[dict], rules: Rules) -> None:
     # A credential is a member number (kept as it is: no secret) or a card's token, of which only the keyed digest
-    # is stored and compared (server/cards.py); ingest has already replaced tokens in the stored events.
+    # is stored and compared (server/org/cards.py); ingest has already replaced tokens in the stored events.
     digests = {c["credential"]: cards.digest(rules.card_key, c["credential"]) for c in checkins}
     credentials = set(digests) | set(digests.values())
     numbers: dict[str, int] = {}

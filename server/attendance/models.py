@@ -8,9 +8,9 @@ raw events; rows staff entered (manual sessions, roster and operator attendees) 
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Optional
+from typing import Any, Optional
 
-from sqlalchemy import JSON, Boolean, Date, Float, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, Date, Float, ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from server.db import Base, UTCDateTime
@@ -131,3 +131,28 @@ class AttendanceExclusion(Base):
     events: Mapped[int] = mapped_column(Integer, default=0)
     last_event_id: Mapped[str] = mapped_column(String(36), default="")
 
+
+class Export(Base):
+    """A report file the worker builds (a large report, or one asked for with POST /api/v1/exports).
+
+    It keeps who asked and the township scope they had, so the job builds exactly what they may read, and only
+    they (or an admin) may download it. The file lives in ``<data>/exports/`` until ``expires_at``.
+    """
+
+    __tablename__ = "exports"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    report: Mapped[str] = mapped_column(String(32))
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    token_id: Mapped[Optional[int]] = mapped_column(ForeignKey("api_tokens.id", ondelete="CASCADE"))
+    requested_by: Mapped[str] = mapped_column(String(100))
+    role: Mapped[str] = mapped_column(String(16))
+    township: Mapped[Optional[str]] = mapped_column(String(100))
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    filename: Mapped[str] = mapped_column(String(255))
+    stored_as: Mapped[Optional[str]] = mapped_column(String(100))
+    size_bytes: Mapped[Optional[int]] = mapped_column(BigInteger)
+    rows: Mapped[Optional[int]] = mapped_column(Integer)
+    peak_rss_kb: Mapped[Optional[int]] = mapped_column(Integer)

@@ -1,8 +1,9 @@
 """Report tables and their formats: JSON, CSV and XLSX all come from ``tables``, so they cannot disagree.
 
-``tables`` lays a ``server.reports.Report`` (or ``MemberRecord``) out as named tables of typed cells. A format only
-writes cells: numbers stay numbers (a rate is a fraction, formatted as a percentage in XLSX), dates stay dates.
-Headers and sheet names are message ids of the console's translation catalogue (``server.i18n``), Chinese by default.
+``tables`` lays a ``server.attendance.reports.Report`` (or ``MemberRecord``) out as named tables of typed cells. A
+format only writes cells: numbers stay numbers (a rate is a fraction, formatted as a percentage in XLSX), dates stay
+dates. Headers and sheet names are message ids of the console's translation catalogue (``server.i18n``), Chinese by
+default.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import IO, Any, Callable, Optional, Union
 
+from server.attendance.reports import MemberRecord, MemberRow, Report, Row
 from server.i18n import _, translator
-from server.reports import MemberRecord, MemberRow, Report, Row
 
 FORMATS = ("json", "csv", "xlsx")
 

@@ -1,6 +1,7 @@
 """Participation reports: one function, ``participation``, computes every number a report shows, from the
 aggregates (never the raw events), so its cost follows members, sites, lessons and sessions. The screen, the API,
-CSV, XLSX and JSON all take their numbers from the ``Report`` it returns (``server.report_export`` formats them).
+CSV, XLSX and JSON all take their numbers from the ``Report`` it returns (``server.attendance.report_export`` formats
+them).
 
 Definitions (docs/OPERATIONS.md, "Attendance"):
 - a member is **active** in a period when they were a member on at least one of its days;
@@ -23,12 +24,13 @@ from typing import Any, Optional
 from sqlalchemy import String, func, or_, select, type_coerce
 from sqlalchemy.orm import Session
 
-from server.attendance_models import BroadcastDay, ClassSession, LessonCoverage, SessionAttendee
-from server.attendance_rules import Period, Rules, active_in, parse_period, rate, year
+from server.accounts.scope import COUNTY, Scope
+from server.attendance.models import BroadcastDay, ClassSession, LessonCoverage, SessionAttendee
+from server.attendance.rules import Period, Rules, active_in, parse_period, rate, year
 from server.errors import ApiError
-from server.models import Lesson
-from server.org_models import Group, GroupLink, Member, Programme, ProgrammeItem, Site, Township
-from server.scope import COUNTY, Scope
+from server.lessons.models import Lesson
+from server.org.models import Group, GroupLink, Member, Site, Township
+from server.programmes.models import Programme, ProgrammeItem
 
 
 @dataclass

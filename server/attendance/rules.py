@@ -23,7 +23,7 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Any, Iterable, Mapping, NamedTuple, Optional, Sequence
 from zoneinfo import ZoneInfo
 
-from server.event_batches import parse_instant
+from server.events.batches import parse_instant
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 # The days a county's calendar can hold: earlier or later is a typo, and the far ends of Python's date range
@@ -50,7 +50,7 @@ class Rules:
     checkin_after_s: float = 30 * 60.0
     clock_tolerance_s: float = 10 * 60.0
     timezone: str = "Asia/Shanghai"
-    # The key card tokens are hashed with (server/cards.py), so a check-in matches the stored digest.
+    # The key card tokens are hashed with (server/org/cards.py), so a check-in matches the stored digest.
     card_key: bytes = field(default=b"", repr=False)
 
     @property
@@ -84,7 +84,7 @@ def corrected_time(body: Mapping[str, Any], raw: Optional[datetime] = _UNSET) ->
     """The device clock plus the device's last server offset; the raw clock when it never learnt an offset.
 
     None when the event carries no readable device time. Offsets beyond ±100 years are refused as nonsense. RAW is
-    the device time already read from BODY (``server.event_batches.Event.device_time``), to save reading it again.
+    the device time already read from BODY (``server.events.batches.Event.device_time``), to save reading it again.
     """
     if raw is _UNSET:
         raw = _parse_instant(body.get("device_time"))

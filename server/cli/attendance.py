@@ -8,8 +8,8 @@ from typing import Optional
 
 import click
 
-from server.cli import _initialised, _services
-from server.cli_devices import api_errors
+from server.cli.devices import api_errors
+from server.cli.stack import _initialised, _services
 
 
 @click.group()
@@ -21,7 +21,7 @@ def attendance() -> None:
 def rebuild_cmd() -> None:
     """Recompute every attendance aggregate from the raw events (after changing a radio's holder in the past,
     a programme's dates or the attendance settings). Entered sessions and attendees are kept."""
-    from server import attendance as attendance_mod
+    from server.attendance import fold as attendance_mod
 
     services = _services()
     _initialised(services)
@@ -49,8 +49,8 @@ def rebuild_cmd() -> None:
 def roster_cmd(csv_file: Path, actor: str) -> None:
     """Import a class roster: columns member plus session, or site and date (time and title optional).
     Chinese headers (党员编号, 村（点）代码, 日期, 时间) work too; the whole file is checked before anything is stored."""
-    from server.attendance_edit import import_roster
-    from server.org_csv import OrgImportError, decode_csv
+    from server.attendance.edit import import_roster
+    from server.org.csv_rows import OrgImportError, decode_csv
 
     services = _services()
     _initialised(services)
@@ -72,8 +72,8 @@ def roster_cmd(csv_file: Path, actor: str) -> None:
 @click.option("--classes-only", is_flag=True, help="Leave out operator playbacks too short to be a class.")
 def sessions_cmd(period: str, township: Optional[str], site: Optional[str], classes_only: bool) -> None:
     """List class sessions with their attendee counts."""
-    from server.attendance_edit import list_sessions
-    from server.reports import resolve_period
+    from server.attendance.edit import list_sessions
+    from server.attendance.reports import resolve_period
 
     services = _services()
     _initialised(services)
@@ -103,7 +103,7 @@ def report(programme: Optional[str], period: Optional[str], township: Optional[s
            fmt: str, table: Optional[str], lang: str, output: Optional[Path]) -> None:
     """Participation report of a programme or period (county, townships, sites, members, sites without a
     class, members untrained this year), or one member's record, as XLSX, CSV or JSON."""
-    from server import report_export, reports
+    from server.attendance import report_export, reports
     from server.i18n import normalise
 
     if bool(programme) == bool(period):

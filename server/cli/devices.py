@@ -11,7 +11,7 @@ from typing import Iterator, Optional
 
 import click
 
-from server.cli import _initialised, _services
+from server.cli.stack import _initialised, _services
 
 
 @contextmanager
@@ -41,7 +41,7 @@ def device() -> None:
 def device_add(kind: str, name: str, site: Optional[str], language: str, groups: tuple[str, ...],
                member: Optional[str], uid: Optional[str]) -> None:
     """Add a device. The last line printed is its one-time enrolment code."""
-    from server import devices
+    from server.devices import registry as devices
 
     services = _services()
     _initialised(services)
@@ -58,8 +58,8 @@ def device_add(kind: str, name: str, site: Optional[str], language: str, groups:
               help="Write the enrolment codes to this CSV (default: print them).")
 def device_import(file: Path, codes_out: Optional[Path]) -> None:
     """Add devices from a CSV (kind,name,site,language,groups,member,id); all or nothing."""
-    from server import devices
-    from server.org import decode_csv
+    from server.devices import registry as devices
+    from server.org.service import decode_csv
 
     services = _services()
     _initialised(services)
@@ -86,7 +86,8 @@ def device_list(site: Optional[str], state: Optional[str]) -> None:
     """List devices with their site, state and channel."""
     from sqlalchemy import select
 
-    from server.org_models import Device, Site
+    from server.devices.models import Device
+    from server.org.models import Site
 
     services = _services()
     with services.db.session() as session:
@@ -104,7 +105,7 @@ def device_list(site: Optional[str], state: Optional[str]) -> None:
 @click.argument("uid")
 def device_code(uid: str) -> None:
     """Issue a new one-time enrolment code for device UID (the old one stops working)."""
-    from server import devices
+    from server.devices import registry as devices
 
     with api_errors():
         click.echo(devices.reissue_code(_services(), uid, "cli"))
@@ -118,7 +119,7 @@ def device_code(uid: str) -> None:
 @click.option("--position", type=int, default=None, help="For play-now: the item number in the programme.")
 def device_command(uid: str, kind: str, volume, programme, position) -> None:
     """Send a command to device UID (it expires after 24 hours if the device stays offline)."""
-    from server import devices
+    from server.devices import registry as devices
 
     body = {"type": kind, "volume": volume, "programme": programme, "position": position}
     with api_errors():
@@ -131,7 +132,7 @@ def device_command(uid: str, kind: str, volume, programme, position) -> None:
 @click.option("--reason", default="", help="Why (kept in the audit log), e.g. 'lost at sea'.")
 def device_revoke(uid: str, reason: str) -> None:
     """Revoke device UID: the broker drops it and refuses its credentials from now on."""
-    from server import devices
+    from server.devices import registry as devices
 
     with api_errors():
         devices.revoke(_services(), uid, "cli", reason)

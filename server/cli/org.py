@@ -8,7 +8,7 @@ from typing import Optional
 
 import click
 
-from server.cli import _initialised, _services
+from server.cli.stack import _initialised, _services
 
 
 @click.group()
@@ -22,7 +22,7 @@ def org() -> None:
               help="What the file holds; detected from its header when not given.")
 def org_import(file: Path, kind: Optional[str]) -> None:
     """Import FILE; every bad row is reported as FILE:LINE and nothing is written unless all rows are good."""
-    from server import org as org_service
+    from server.org import service as org_service
 
     services = _services()
     _initialised(services)
@@ -60,8 +60,8 @@ def _table(rows: list[list[str]], headers: list[str]) -> None:
 @click.option("--limit", default=200, show_default=True, help="Show at most this many members.")
 def org_list(what: str, township: Optional[str], site: Optional[str], kind: Optional[str], limit: int) -> None:
     """List townships, sites (default), groups or members as a table."""
-    from server import org as org_service
     from server.errors import ApiError
+    from server.org import service as org_service
 
     services = _services()
     _initialised(services)

@@ -8,8 +8,8 @@ from typing import Optional
 
 import click
 
-from server.cli import _initialised, _services
-from server.cli_devices import api_errors
+from server.cli.devices import api_errors
+from server.cli.stack import _initialised, _services
 
 
 def _size(n: int) -> str:
@@ -37,7 +37,7 @@ def programme() -> None:
 def programme_create(code: str, title: str, valid_from: str, valid_until: str, slots: tuple[str, ...],
                      json_file: Optional[Path]) -> None:
     """Create a draft programme; add lessons with 'lessoncast programme add'."""
-    from server import programmes
+    from server.programmes import service as programmes
 
     services = _services()
     _initialised(services)
@@ -59,7 +59,7 @@ def programme_create(code: str, title: str, valid_from: str, valid_until: str, s
 @click.option("--variant", "variants", multiple=True, type=int, help="A lesson id in another language (repeatable).")
 def programme_add(ref: str, lesson: int, optional: bool, groups: tuple[str, ...], variants: tuple[int, ...]) -> None:
     """Append LESSON to draft programme REF (its code or id)."""
-    from server import programmes
+    from server.programmes import service as programmes
 
     services = _services()
     with api_errors():
@@ -78,7 +78,7 @@ def programme_list() -> None:
     """List programmes and their versions."""
     from sqlalchemy import select
 
-    from server.org_models import Programme
+    from server.programmes.models import Programme
 
     services = _services()
     with services.db.session() as session:
@@ -91,7 +91,7 @@ def programme_list() -> None:
 @click.argument("ref")
 def programme_new_version(ref: str) -> None:
     """Copy published programme REF into a new draft; publishing it supersedes the old one."""
-    from server import programmes
+    from server.programmes import service as programmes
 
     with api_errors():
         pid = programmes.new_version(_services(), ref, "cli")
@@ -125,7 +125,7 @@ def print_preview(preview: dict) -> None:
 @click.option("--yes", is_flag=True, help="Publish without asking after the preview.")
 def publish(ref: str, yes: bool) -> None:
     """Publish draft programme REF (code or id): show the preview, then sign and notify every device."""
-    from server import publish as publish_service
+    from server.programmes import publish as publish_service
 
     services = _services()
     _initialised(services)

@@ -99,7 +99,7 @@ def token() -> None:
                    "operator tokens, never for the other roles.")
 def token_create(role: str, name: str, township: str | None, expires_in: int | None) -> None:
     """Create a token; it is printed once, as the last line."""
-    from server.auth import create_token, token_expiry
+    from server.accounts.auth import create_token, token_expiry
 
     services = _services()
     _initialised(services)
@@ -120,7 +120,7 @@ def token_list() -> None:
     """List tokens (never their values)."""
     from sqlalchemy import select
 
-    from server.models import ApiToken
+    from server.accounts.models import ApiToken
 
     services = _services()
     with services.db.session() as session:
@@ -137,7 +137,7 @@ def token_list() -> None:
 @click.argument("token_id", type=int)
 def token_revoke(token_id: int) -> None:
     """Revoke the token with id TOKEN_ID (see 'lessoncast token list')."""
-    from server.models import ApiToken
+    from server.accounts.models import ApiToken
 
     services = _services()
     with services.db.session() as session:
@@ -157,9 +157,9 @@ def token_revoke(token_id: int) -> None:
 def import_media(paths: tuple[Path, ...], speaker: str, series: str, language: str, wait: bool) -> None:
     """Import every media file under PATHS (files or folders); each file's name becomes its lesson title."""
     from media.errors import MediaError
-    from server import lessons
     from server.errors import ApiError
-    from server.upload_stream import HashingFile
+    from server.lessons import service as lessons
+    from server.lessons.upload_stream import HashingFile
 
     services = _services()
     _initialised(services)
@@ -215,8 +215,8 @@ def _wait_for_renditions(services, lesson_ids: list[int]) -> None:
 
     from sqlalchemy import select
 
-    from server.health import check_worker
-    from server.models import Lesson, Rendition
+    from server.health.checks import check_worker
+    from server.lessons.models import Lesson, Rendition
 
     worker = check_worker(services)
     if not worker["up"]:
@@ -263,7 +263,7 @@ def lesson_list() -> None:
     """List lessons with their state and renditions."""
     from sqlalchemy import select
 
-    from server.models import Lesson
+    from server.lessons.models import Lesson
 
     services = _services()
     with services.db.session() as session:
@@ -364,7 +364,7 @@ def web() -> None:
 @click.command()
 def worker() -> None:
     """Run the job worker in the foreground (huey consumer plus lease reaper)."""
-    from server import worker as worker_mod
+    from server.jobs import worker as worker_mod
 
     services = _services()
     logging.basicConfig(level=services.settings.log_level, format="%(asctime)s worker %(levelname)s %(message)s")
@@ -375,7 +375,7 @@ def worker() -> None:
 @click.option("--write-only", is_flag=True, help="Only write the config files, then exit.")
 def broker(write_only: bool) -> None:
     """Write the Mosquitto config into the data directory and run Mosquitto in the foreground."""
-    from server.broker import mosquitto_executable, write_config
+    from server.messaging.broker import mosquitto_executable, write_config
 
     services = _services()
     conf = write_config(services)
@@ -390,7 +390,7 @@ def broker(write_only: bool) -> None:
 @click.command()
 def run() -> None:
     """Start the broker, the worker, ingest and the web server (nginx and gunicorn); supervise them until Ctrl-C."""
-    from server.broker import mosquitto_executable, write_config
+    from server.messaging.broker import mosquitto_executable, write_config
     from server.supervisor import Child, Supervisor
 
     services = _services()

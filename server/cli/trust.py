@@ -7,11 +7,11 @@ from pathlib import Path
 
 import click
 
-from server.cli import _services
+from server.cli.stack import _services
 
 
 def _passphrase(services, prompt: str = "Root key passphrase") -> str:
-    from server.trust_service import root_passphrase
+    from server.programmes.trust import root_passphrase
 
     return root_passphrase(services) or click.prompt(prompt, hide_input=True)
 
@@ -25,7 +25,7 @@ def keys() -> None:
 def keys_init() -> None:
     """Create the root key (passphrase-protected, for offline storage) and the online keys."""
     from playlists.trust import TrustError
-    from server import trust_service
+    from server.programmes import trust as trust_service
 
     services = _services()
     passphrase = trust_service.root_passphrase(services) or click.prompt(
@@ -41,7 +41,7 @@ def keys_init() -> None:
 @keys.command("status")
 def keys_status() -> None:
     """Show each role's version and expiry, and warn 30 days ahead."""
-    from server import trust_service
+    from server.programmes import trust as trust_service
 
     services = _services()
     if not trust_service.initialised(services):
@@ -64,7 +64,7 @@ def keys_status() -> None:
 def keys_rotate_root(keep_online_keys: bool) -> None:
     """Make a new root (signed by the old root key and the new one); devices follow it on their next refresh."""
     from playlists.trust import TrustError
-    from server import trust_service
+    from server.programmes import trust as trust_service
 
     services = _services()
     if not trust_service.root_key_path(services).exists():
@@ -84,8 +84,8 @@ def channel_acks(services, channel: str, now) -> tuple[str, bytes]:
     from sqlalchemy import select
 
     from playlists.manifest import canonical_json, format_utc
-    from server.ingest import acks_for_devices
-    from server.org_models import Device
+    from server.devices.models import Device
+    from server.events.ingest import acks_for_devices
 
     with services.db.session() as session:
         uids = session.scalars(select(Device.uid).where(Device.channel == channel)).all()
@@ -107,9 +107,9 @@ def pack(channel: str, out: Path, as_tar: bool) -> None:
     from playlists.manifest import media_of, parse_manifest
     from playlists.packs import write_pack
     from playlists.trust import TrustError
-    from server import trust_service
-    from server.org_models import Channel
-    from server.publish import manifest_target
+    from server.programmes import trust as trust_service
+    from server.programmes.models import Channel
+    from server.programmes.publish import manifest_target
 
     services = _services()
     with services.db.session() as session:

@@ -15,8 +15,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from server.audit import AuditEntry
 from server.errors import ApiError
-from server.org_models import AuditEntry
 
 REFUSED = "device.enrol_refused"
 WINDOW = timedelta(hours=1)

@@ -20,10 +20,14 @@ from playlists import topics
 from playlists.model import Audience, is_language_tag
 from playlists.channels import channel_id
 from playlists.payloads import DeviceConfig, encode
-from server import enrol_limit, retained, validation
+from server import validation
+from server.accounts.scope import COUNTY, Scope
+from server.audit import AuditEntry
+from server.devices import enrol_limit
+from server.devices.models import DEVICE_KINDS, Device, DeviceAssignment
 from server.errors import ApiError
-from server.org_models import DEVICE_KINDS, AuditEntry, Device, DeviceAssignment, Group, GroupLink, Member, Site
-from server.scope import COUNTY, Scope
+from server.messaging import retained
+from server.org.models import Group, GroupLink, Member, Site
 
 # Enrolment codes are typed by a technician from paper: no 0/O, 1/I/L, 2/Z, 5/S, 8/B.
 CODE_ALPHABET = "ACDEFGHJKMNPQRTUVWXY34679"
@@ -61,7 +65,7 @@ def _issue_code(services, device: Device) -> str:
 
 
 def _site(session: Session, code: Optional[str], scope: Scope) -> Site:
-    from server.org import default_site
+    from server.org.service import default_site
 
     if not code:
         if not scope.is_county:  # the default is the county's own site, which no operator manages
@@ -228,9 +232,9 @@ def enrol(services, code: str, address: str = "") -> dict[str, Any]:
 
     Refused attempts count against the client ADDRESS and the code's first group; past
     ``enrol_attempts_per_hour`` of either, attempts are refused with 429 before the code is looked at."""
-    from server import broker
-    from server.broker import password_line
-    from server.trust_service import root_json
+    from server.messaging import broker
+    from server.messaging.broker import password_line
+    from server.programmes.trust import root_json
 
     root = root_json(services)  # before anything changes: no keys, no enrolment
     now = services.clock()
@@ -270,7 +274,7 @@ def enrol(services, code: str, address: str = "") -> dict[str, Any]:
     broker.apply_auth(services)
     if not _channel_published(services, channel):
         # A new audience: sign a manifest for it now, so the device has something to verify and play at once.
-        from server import publish
+        from server.programmes import publish
 
         publish.publish(services, None, uid)
     retained.flush_quietly(services)
@@ -291,7 +295,7 @@ def enrol(services, code: str, address: str = "") -> dict[str, Any]:
 
 
 def _channel_published(services, channel: str) -> bool:
-    from server.org_models import Channel
+    from server.programmes.models import Channel
 
     with services.db.session() as session:
         row = session.get(Channel, channel)
@@ -300,7 +304,7 @@ def _channel_published(services, channel: str) -> bool:
 
 def revoke(services, uid: str, actor: str, reason: str = "", scope: Scope = COUNTY) -> None:
     """Revoke a device: its broker account and HTTP token stop working at once; its retained config says so."""
-    from server import broker
+    from server.messaging import broker
 
     now = services.clock()
     with services.db.session() as session:
@@ -457,7 +461,7 @@ def send_command(services, uid: str, body: dict[str, Any], actor: str, expiry_s:
     The device reports the outcome as a "command" event carrying the same id.
     """
     from playlists.manifest import format_utc
-    from server.mqtt_link import BrokerAddress, BrokerUnavailable, ServerLink
+    from server.messaging.mqtt_link import BrokerAddress, BrokerUnavailable, ServerLink
 
     kind = body.get("type")
     if kind not in COMMAND_TYPES:

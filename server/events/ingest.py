@@ -5,11 +5,11 @@ Why acks are contiguous: a device deletes from its outbox every event with ``seq
 until the gap before it is filled. A quarantined batch counts as stored: otherwise one unreadable batch would hold
 the device's outbox back for ever. Events are stored under UNIQUE(device, event id), so resending is harmless.
 
-The ack is a retained message row (``server.retained``) written in the same transaction as the events, so the
+The ack is a retained message row (``server.messaging.retained``) written in the same transaction as the events, so the
 device is never told about events the database has not committed, and a broker that is down loses no ack.
 
-This module stores; ``server.event_batches`` parses what devices send, and ``server.ingest_loop`` is the MQTT loop
-(``Ingest``, re-exported here).
+This module stores; ``server.events.batches`` parses what devices send, and ``server.events.ingest_loop`` is the MQTT
+loop (``Ingest``, re-exported here).
 """
 
 from __future__ import annotations
@@ -27,14 +27,16 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from playlists import topics
-from server import attendance, cards, retained
-from server.attendance import Attributed, Lookups
-from server.attendance_rules import Rules
-from server.event_batches import (MAX_SEQ, Event, EventFileError, ack_payload, batch_range, contiguous_end,
-                                  find_events_files, parse_batch, read_events_file, strict_json)
-from server.event_models import DeviceEvent, DeviceSequence, DeviceStatus, QuarantinedBatch
-from server.ingest_loop import Ingest
-from server.org_models import Device
+from server.attendance import fold as attendance
+from server.attendance.fold import Attributed, Lookups
+from server.attendance.rules import Rules
+from server.devices.models import Device
+from server.events.batches import (MAX_SEQ, Event, EventFileError, ack_payload, batch_range, contiguous_end,
+                                   find_events_files, parse_batch, read_events_file, strict_json)
+from server.events.ingest_loop import Ingest
+from server.events.models import DeviceEvent, DeviceSequence, DeviceStatus, QuarantinedBatch
+from server.messaging import retained
+from server.org import cards
 
 log = logging.getLogger(__name__)
 
@@ -205,7 +207,7 @@ _FOLD_ERRORS = (ValueError, TypeError, OverflowError, KeyError, ArithmeticError)
 
 
 def _without_card_tokens(session: Session, events: list[Event], key: bytes) -> list[Event]:
-    """EVENTS with each check-in's card token replaced by its keyed digest (server/cards.py), stored as such; a
+    """EVENTS with each check-in's card token replaced by its keyed digest (server/org/cards.py), stored as such; a
     member number stays.
 
     The event's exact text is given up for those events only: it would keep the token. Nothing depends on the
@@ -214,7 +216,7 @@ def _without_card_tokens(session: Session, events: list[Event], key: bytes) -> l
     checkins = [i for i, e in enumerate(events) if e.type == "checkin" and cards.credential_of(e.body)]
     if not checkins:
         return events
-    from server.org_models import Member
+    from server.org.models import Member
 
     given = {cards.credential_of(events[i].body) for i in checkins}
     numbers = set(session.scalars(select(Member.member_no).where(Member.member_no.in_(sorted(given)))))

@@ -1,5 +1,5 @@
 """The ingest's MQTT loop: a shared, persistent subscription to every device's events and status, a worker thread
-that stores each message (``server.ingest``) before acknowledging it to the broker, and the ingest's heartbeat.
+that stores each message (``server.events.ingest``) before acknowledging it to the broker, and the ingest's heartbeat.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from playlists import topics
-from server import retained
-from server.beats import Beater, clock_from_monotonic
-from server.broker import share_group
-from server.ingest_queue import DeviceQueues, Limits
-from server.mqtt_link import BrokerAddress, BrokerUnavailable, ServerLink
+from server.events.ingest_queue import DeviceQueues, Limits
+from server.health.beats import Beater, clock_from_monotonic
+from server.messaging import retained
+from server.messaging.broker import share_group
+from server.messaging.mqtt_link import BrokerAddress, BrokerUnavailable, ServerLink
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ GROUP_BATCHES = 50
 GROUP_BYTES = 2 * 1024 * 1024
 # MQTT 5 Receive Maximum (the largest allowed): the broker sends ingest every message at once instead of 20 at a
 # time (Mosquitto's default without it), so its queue for ingest never reaches max_queued_messages and drops
-# some, and ingest, not the broker's FIFO, decides which device is served next (server.ingest_queue).
+# some, and ingest, not the broker's FIFO, decides which device is served next (server.events.ingest_queue).
 RECEIVE_MAXIMUM = 65_535
 # A device whose messages are shed is named in the log at most this often.
 SHED_LOG_S = 30.0
@@ -125,7 +125,7 @@ class Ingest:
         self._threads: list[threading.Thread] = []
         self._wake_flusher = threading.Event()
         self._client = self._make_client()
-        from server.attendance import CACHE_TTL_S, Lookups
+        from server.attendance.fold import CACHE_TTL_S, Lookups
 
         # Devices, durations and programme windows for attendance, looked up once per CACHE_TTL_S, not per batch.
         self.lookups = Lookups(ttl_s=CACHE_TTL_S)
@@ -236,8 +236,8 @@ class Ingest:
             self._wake_flusher.set()
 
     def _handle(self, group: list[_Message]) -> None:
-        # Imported here, not at the top: server.ingest imports this module to re-export Ingest.
-        from server.ingest import Incoming, quarantine_batch, store_batch, store_batches, store_status
+        # Imported here, not at the top: server.events.ingest imports this module to re-export Ingest.
+        from server.events.ingest import Incoming, quarantine_batch, store_batch, store_batches, store_status
 
         item = group[0]
         if item.kind == "events":

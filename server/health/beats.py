@@ -108,7 +108,7 @@ class Beater:
                 return
 
     def _rows(self) -> None:
-        from server.worker import beat
+        from server.jobs.worker import beat
 
         while True:
             try:

@@ -10,8 +10,8 @@ from urllib.parse import urlparse
 
 from sqlalchemy import select, text
 
-from server.beats import SILENCE_S, STALL_S, read_file_beats
-from server.models import ProcessBeat
+from server.health.beats import SILENCE_S, STALL_S, read_file_beats
+from server.health.models import ProcessBeat
 from server.services import Services
 
 
@@ -108,7 +108,7 @@ def check_broker(services: Services) -> dict[str, Any]:
 def trust_warnings(services: Services) -> list[str]:
     """Keys or signed metadata that expire within 30 days (they do not make the server unhealthy, yet)."""
     from playlists.trust import TrustError
-    from server import trust_service
+    from server.programmes import trust as trust_service
 
     try:
         return trust_service.warnings(services)

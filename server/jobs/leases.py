@@ -16,7 +16,7 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from server.db import Database
-from server.models import Job
+from server.jobs.models import Job
 
 
 @dataclass(frozen=True)

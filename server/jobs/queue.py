@@ -1,6 +1,7 @@
 """The huey queue: SqliteHuey in the data directory by default, RedisHuey when LESSONCAST_REDIS_URL is set.
 
-The queue only carries job ids. Which jobs exist and what state they are in lives in the database (``server.jobs``).
+The queue only carries job ids. Which jobs exist and what state they are in lives in the database
+(``server.jobs.leases``).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def build_huey(services) -> JobQueue:
 
     @huey.task(name="lessoncast.run_job")
     def run_job_task(job_id: int) -> None:
-        from server.transcode import run_job
+        from server.lessons.transcode import run_job
 
         run_job(services, job_id)
 

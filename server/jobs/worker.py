@@ -12,12 +12,12 @@ from typing import Optional
 
 from sqlalchemy.dialects import postgresql, sqlite
 
-from server import jobs
-from server.beats import Beater, clock_from_monotonic
-from server.exports import expire as expire_exports
-from server.models import ProcessBeat
+from server.attendance.exports import expire as expire_exports
+from server.health.beats import Beater, clock_from_monotonic
+from server.health.models import ProcessBeat
+from server.jobs import leases as jobs
+from server.lessons.tus import expire as expire_uploads, sweep as sweep_uploads
 from server.services import Services
-from server.uploads import expire as expire_uploads, sweep as sweep_uploads
 
 log = logging.getLogger(__name__)
 BEAT_S = 5.0
@@ -50,7 +50,7 @@ def clean_work_dirs(services: Services) -> list[str]:
     """Delete scratch directories left by attempts that are no longer running (a killed worker's leftovers)."""
     from sqlalchemy import select
 
-    from server.models import Job
+    from server.jobs.models import Job
 
     with services.db.session() as session:
         live = {f"job-{job_id}-{attempt}" for job_id, attempt in
@@ -65,7 +65,8 @@ def clean_work_dirs(services: Services) -> list[str]:
 
 def keep_signed_and_delivered(services: Services) -> None:
     """Re-sign online TUF roles before they expire, and send retained messages the broker has not acknowledged."""
-    from server import retained, trust_service
+    from server.messaging import retained
+    from server.programmes import trust as trust_service
 
     resigned = trust_service.resign(services)
     if resigned:

@@ -1,16 +1,14 @@
-"""SQLAlchemy models: lessons, their source files and renditions, jobs, staff accounts and API tokens."""
+"""SQLAlchemy models for lessons: their source files, renditions and resumable uploads."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any, Optional
 
-from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Float, ForeignKey, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from server.db import Base, UTCDateTime
-
-ROLES = ("admin", "media", "operator", "viewer")
 
 
 class SourceFile(Base):
@@ -79,59 +77,6 @@ class Rendition(Base):
     lesson: Mapped[Lesson] = relationship(back_populates="renditions")
 
 
-class Job(Base):
-    """A unit of background work. The row, not the queue, is the truth: a lease marks who runs it until when."""
-
-    __tablename__ = "jobs"
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    kind: Mapped[str] = mapped_column(String(32))
-    lesson_id: Mapped[Optional[int]] = mapped_column(ForeignKey("lessons.id", ondelete="CASCADE"), index=True)
-    rendition_id: Mapped[Optional[int]] = mapped_column(ForeignKey("renditions.id", ondelete="CASCADE"))
-    # queued -> running -> done | failed | cancelled
-    state: Mapped[str] = mapped_column(String(16), default="queued", index=True)
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    progress: Mapped[float] = mapped_column(Float, default=0.0)
-    lease_owner: Mapped[Optional[str]] = mapped_column(String(100))
-    lease_expires_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
-    enqueued_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    started_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
-    finished_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
-    error: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
-    log_tail: Mapped[Optional[str]] = mapped_column(Text)
-
-
-class User(Base):
-    """A staff account for the console, with an argon2 password hash."""
-
-    __tablename__ = "users"
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    username: Mapped[str] = mapped_column(String(100), unique=True)
-    password_hash: Mapped[str] = mapped_column(String(255))
-    role: Mapped[str] = mapped_column(String(16))
-    township: Mapped[Optional[str]] = mapped_column(String(100))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
-
-
-class ApiToken(Base):
-    """A bearer token for the API. Only the token's sha256 is stored; the token itself is shown once."""
-
-    __tablename__ = "api_tokens"
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    name: Mapped[str] = mapped_column(String(100))
-    role: Mapped[str] = mapped_column(String(16))
-    # An operator token's township code (see server/scope.py).
-    township: Mapped[Optional[str]] = mapped_column(String(100))
-    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    last_used_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
-    revoked_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
-    # None: never expires. Operator tokens get a default lifetime (LESSONCAST_OPERATOR_TOKEN_DAYS).
-    expires_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
-
-
 class Upload(Base):
     """A resumable (tus) upload in progress: bytes so far, declared length and the lesson metadata."""
 
@@ -147,47 +92,3 @@ class Upload(Base):
     error: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
-
-
-class ProcessBeat(Base):
-    """A heartbeat from a long-running process (worker, ingest), so /healthz can tell whether it is alive."""
-
-    __tablename__ = "process_beats"
-
-    name: Mapped[str] = mapped_column(String(100), primary_key=True)
-    pid: Mapped[int] = mapped_column(Integer)
-    host: Mapped[str] = mapped_column(String(255))
-    seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
-
-
-# The organisation, device and programme tables live in their own module; importing it here means whoever loads
-# the models (Alembic, tests, the app) sees every table.
-from server import org_models  # noqa: E402,F401
-from server import event_models  # noqa: E402,F401
-from server import attendance_models  # noqa: E402,F401
-
-
-class Export(Base):
-    """A report file the worker builds (a large report, or one asked for with POST /api/v1/exports).
-
-    It keeps who asked and the township scope they had, so the job builds exactly what they may read, and only
-    they (or an admin) may download it. The file lives in ``<data>/exports/`` until ``expires_at``.
-    """
-
-    __tablename__ = "exports"
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
-    report: Mapped[str] = mapped_column(String(32))
-    params: Mapped[dict[str, Any]] = mapped_column(JSON)
-    token_id: Mapped[Optional[int]] = mapped_column(ForeignKey("api_tokens.id", ondelete="CASCADE"))
-    requested_by: Mapped[str] = mapped_column(String(100))
-    role: Mapped[str] = mapped_column(String(16))
-    township: Mapped[Optional[str]] = mapped_column(String(100))
-    requested_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
-    filename: Mapped[str] = mapped_column(String(255))
-    stored_as: Mapped[Optional[str]] = mapped_column(String(100))
-    size_bytes: Mapped[Optional[int]] = mapped_column(BigInteger)
-    rows: Mapped[Optional[int]] = mapped_column(Integer)
-    peak_rss_kb: Mapped[Optional[int]] = mapped_column(Integer)

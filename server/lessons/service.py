@@ -15,9 +15,10 @@ from sqlalchemy.exc import IntegrityError
 from media.errors import MediaError
 from media.probe import ProbeResult, probe
 from media.profiles import profiles_for
-from server import jobs
 from server.errors import ApiError
-from server.models import Job, Lesson, Rendition, SourceFile
+from server.jobs import leases as jobs
+from server.jobs.models import Job
+from server.lessons.models import Lesson, Rendition, SourceFile
 from server.services import Services
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """Job bodies: analyse a lesson's source (full decode, loudness), then make each rendition.
 
-Each job runs under a lease (see ``server.jobs``). A ticker thread renews the lease and writes progress once a
+Each job runs under a lease (see ``server.jobs.leases``). A ticker thread renews the lease and writes progress once a
 second; results are written only if the lease is still ours, so a job is never done twice.
 """
 
@@ -23,8 +23,9 @@ from media.errors import FfmpegError, MediaError
 from media.probe import ProbeResult
 from media.profiles import PROFILES
 from media.rendition import make_rendition
-from server import jobs
-from server.models import Job, Lesson, Rendition, SourceFile
+from server.jobs import leases as jobs
+from server.jobs.models import Job
+from server.lessons.models import Lesson, Rendition, SourceFile
 from server.services import Services
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ def run_job(services: Services, job_id: int) -> None:
         kind, lesson_id, rendition_id = job.kind, job.lesson_id, job.rendition_id
     log.info("job %s (%s, lesson %s) attempt %s", job_id, kind, lesson_id, claim.attempt)
     if kind == "export":
-        from server import exports
+        from server.attendance import exports
 
         exports.run(services, claim)
         return

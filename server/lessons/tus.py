@@ -23,9 +23,9 @@ from typing import IO, Any, Optional
 from sqlalchemy import delete, func, select, update
 
 from media.errors import MediaError
-from server import lessons
 from server.errors import ApiError
-from server.models import Upload
+from server.lessons import service as lessons
+from server.lessons.models import Upload
 from server.services import Services
 
 log = logging.getLogger(__name__)

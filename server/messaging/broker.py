@@ -2,8 +2,8 @@
 
 The password file and ACL are written from the database (devices keep their Mosquitto password hash), atomically,
 and the running broker is told to reload them with SIGHUP, which keeps every connected client connected. The device
-listener's subscriptions are checked by a second mechanism, the dynamic-security plugin (`server/broker_gate.py`),
-because Mosquitto 2.0's acl_file grants every SUBSCRIBE.
+listener's subscriptions are checked by a second mechanism, the dynamic-security plugin
+(`server/messaging/broker_gate.py`), because Mosquitto 2.0's acl_file grants every SUBSCRIBE.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from typing import Iterable
 
 from playlists import topics
 
-from server import broker_gate
 from server.file_lock import exclusive
 from server.instance import write_private
+from server.messaging import broker_gate
 from server.services import Services
 
 log = logging.getLogger(__name__)
@@ -193,7 +193,7 @@ def _replace_private(path: Path, text: str) -> None:
 def _enrolled(services: Services) -> list:
     from sqlalchemy import select
 
-    from server.org_models import Device
+    from server.devices.models import Device
 
     with services.db.session() as session:
         return session.execute(select(Device.uid, Device.channel, Device.mqtt_password_hash)

@@ -151,7 +151,7 @@ class GateAdmin:
     @classmethod
     def for_services(cls, services) -> "GateAdmin":
         """The admin of the broker lessoncast runs (its device listener, over loopback when it listens on all)."""
-        from server.broker import gate_admin_password
+        from server.messaging.broker import gate_admin_password
 
         s = services.settings
         host = "127.0.0.1" if s.mqtt_host in ("", "0.0.0.0", "::") else s.mqtt_host

@@ -38,7 +38,7 @@ class BrokerAddress:
     @classmethod
     def from_services(cls, services) -> "BrokerAddress":
         """The external broker of LESSONCAST_MQTT_URL, or the server listener of the broker lessoncast runs."""
-        from server.broker import SERVER_USER, server_password
+        from server.messaging.broker import SERVER_USER, server_password
 
         s = services.settings
         if s.mqtt_url:

@@ -13,7 +13,7 @@ from typing import Optional
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from server.org_models import RetainedMessage
+from server.messaging.models import RetainedMessage
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def _send_and_mark(session: Session, link, rows) -> None:
 
 def flush(services, link=None) -> int:
     """Send every retained message the broker lacks; return how many were sent. Raises BrokerUnavailable."""
-    from server.mqtt_link import BrokerAddress, ServerLink
+    from server.messaging.mqtt_link import BrokerAddress, ServerLink
 
     own: Optional[ServerLink] = None
     if link is None:
@@ -69,7 +69,8 @@ def flush(services, link=None) -> int:
                 # On PostgreSQL whoever flushes holds the rows it sends until they are marked (others skip them), so
                 # two processes never publish one topic's versions out of order. SQLite keeps no lock over the
                 # network round trip (it would stall every writer); there an ack retained out of order is put right
-                # by the device's next batch, or by its resend, which re-publishes the ack (server.ingest.commit).
+                # by the device's next batch, or by its resend, which re-publishes the ack
+                # (server.events.ingest.commit).
                 locking = session.get_bind().dialect.name == "postgresql"
                 query = (select(RetainedMessage.topic, RetainedMessage.payload, RetainedMessage.version)
                          .where(RetainedMessage.sent_version < RetainedMessage.version)
@@ -90,7 +91,7 @@ def flush(services, link=None) -> int:
 
 def flush_quietly(services) -> bool:
     """Flush now if the broker is up; otherwise log and leave it to the worker's retry. True when all went out."""
-    from server.mqtt_link import BrokerUnavailable
+    from server.messaging.mqtt_link import BrokerUnavailable
 
     try:
         flush(services)

@@ -3,7 +3,7 @@
 from alembic import context
 
 # Importing the model modules registers every table on Base.metadata.
-from server import attendance_models, event_models, models, org_models  # noqa: F401
+from server import models  # noqa: F401
 from server.db import Base, make_engine
 
 config = context.config

@@ -3,7 +3,7 @@
 County staff export these files from Excel, so a file may be GB18030 or UTF-8 with a BOM and have Chinese
 headers. A file is checked row by row (pure functions over plain data, every bad row reported with its line
 and field as OrgImportError) before anything is written. No database here: the writing, listing and editing
-are in server.org.
+are in server.org.service.
 """
 
 from __future__ import annotations

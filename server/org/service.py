@@ -1,6 +1,6 @@
 """Organisation service: import townships, sites, groups and members from staff CSVs, list and edit them.
 
-A file is read and checked by server.org_csv first and written here in one transaction only when every row is
+A file is read and checked by server.org.csv_rows first and written here in one transaction only when every row is
 good: nothing is ever half-imported. Imports upsert by code or member id, so importing the same file again
 changes nothing.
 """
@@ -13,15 +13,16 @@ from typing import Any, Callable, Mapping, Optional
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from server import cards
+from server.accounts.scope import COUNTY, Scope
+from server.audit import AuditEntry
 from server.errors import ApiError
-from server.org_csv import (BRANCH_LIMIT, BRANCH_PREFIX, MANAGED_MEMBER_KINDS, FieldError, ImportResult,
-                            MemberContext, MemberRow, Table, check_card, check_code, check_date, check_flags,
-                            check_group_key, check_group_refs, check_groups, check_kind, check_members,
-                            check_name, check_sites, decode_csv, read_table, split_keys)
-from server.org_csv import IMPORT_KINDS, OrgImportError, detect_kind
-from server.org_models import AuditEntry, Group, GroupLink, Member, Site, Township
-from server.scope import COUNTY, Scope
+from server.org import cards
+from server.org.csv_rows import (BRANCH_LIMIT, BRANCH_PREFIX, MANAGED_MEMBER_KINDS, FieldError, ImportResult,
+                                 MemberContext, MemberRow, Table, check_card, check_code, check_date, check_flags,
+                                 check_group_key, check_group_refs, check_groups, check_kind, check_members, check_name,
+                                 check_sites, decode_csv, read_table, split_keys)
+from server.org.csv_rows import IMPORT_KINDS, OrgImportError, detect_kind
+from server.org.models import Group, GroupLink, Member, Site, Township
 from server.services import Services
 
 # What callers use: the database side defined here, and the CSV reading they reach through this module.
@@ -207,7 +208,7 @@ class _CardOwners(Mapping[str, str]):
 def _write_members(services: Services, session: Session, org: _Org, members: dict[str, Member],
                    rows: list[MemberRow]) -> ImportResult:
     now = services.clock()
-    # Cards are stored as keyed digests (server/cards.py), never as the token the file gives.
+    # Cards are stored as keyed digests (server/org/cards.py), never as the token the file gives.
     rows = [dataclasses.replace(r, card_token=cards.digest(services.card_key, r.card_token)) if r.card_token else r
             for r in rows]
     # Cards can move between members of one file; clear the moving ones first so no flush sees a card twice.

@@ -19,11 +19,14 @@ from playlists.channels import channel_id
 from playlists.manifest import build_manifest, canonical_json, diff_manifests, media_of, parse_manifest
 from playlists.model import Audience
 from playlists.payloads import Notify, encode
-from server import devices as devices_mod
-from server import programmes, retained
+from server.audit import AuditEntry
+from server.devices import registry as devices_mod
+from server.devices.models import Device
 from server.errors import ApiError
 from server.file_lock import exclusive
-from server.org_models import AuditEntry, Channel, Device, Programme
+from server.messaging import retained
+from server.programmes import service as programmes
+from server.programmes.models import Channel, Programme
 
 
 def manifest_target(channel: str) -> str:
@@ -135,8 +138,8 @@ def preview(services, ref: Any) -> dict[str, Any]:
 def publish(services, ref: Optional[Any], actor: str) -> dict[str, Any]:
     """Publish draft REF (or, with None, refresh every channel after org or device changes); return the preview
     of what was done, with the new TUF versions."""
-    from server import broker
-    from server.trust_service import repository
+    from server.messaging import broker
+    from server.programmes.trust import repository
 
     repo = repository(services)
     # Two staff pressing publish at once must not interleave manifest versions.

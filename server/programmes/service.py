@@ -14,10 +14,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from playlists import model as pl
-from server.attendance_rules import FIRST_DAY, LAST_DAY
+from server.attendance.rules import FIRST_DAY, LAST_DAY
+from server.audit import AuditEntry
 from server.errors import ApiError
-from server.models import Lesson
-from server.org_models import AuditEntry, Group, Programme, ProgrammeItem
+from server.lessons.models import Lesson
+from server.org.models import Group
+from server.programmes.models import Programme, ProgrammeItem
 
 
 def _date(value: Any, field: str) -> date:

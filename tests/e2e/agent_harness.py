@@ -36,7 +36,7 @@ def add_and_enrol(services, base_url: str, store_dir: Path, *, kind: str = "radi
 
     Unless SETTINGS say otherwise the device has no download window, so a notify is synced at once.
     """
-    from server import devices
+    from server.devices import registry as devices
 
     with services.db.session() as session:
         new = devices.add(services, session, kind=kind, name=f"{kind} {store_dir.name}", site_code=site,
@@ -92,8 +92,8 @@ def publish_lessons(services, lessons, code: str = "Q4") -> dict:
     """Publish LESSONS as programme CODE for Q4 2026: a first version, or a new version of it."""
     from sqlalchemy import select
 
-    from server import programmes, publish
-    from server.org_models import Programme
+    from server.programmes import service as programmes, publish
+    from server.programmes.models import Programme
 
     with services.db.session() as session:
         exists = session.scalar(select(Programme.id).where(Programme.code == code))
@@ -111,7 +111,7 @@ def server_events(services, device: str) -> list[tuple[int, int, str]]:
     """(epoch, seq, seq_last, phase/type) of every event the server stored for DEVICE, in order."""
     from sqlalchemy import select
 
-    from server.event_models import DeviceEvent
+    from server.events.models import DeviceEvent
 
     with services.db.session() as session:
         rows = session.execute(select(DeviceEvent.epoch, DeviceEvent.seq, DeviceEvent.seq_last, DeviceEvent.body)
@@ -132,7 +132,7 @@ def covered_exactly_once(rows) -> set[int]:
 
 def start_ingest(services):
     """The server's event ingest, in this process."""
-    from server.ingest import Ingest
+    from server.events.ingest import Ingest
 
     ingest = Ingest(services).start()
     assert ingest.subscribed.wait(10), "ingest did not subscribe"

@@ -45,7 +45,7 @@ class MosquittoProcess:
     """The instance's Mosquitto (lessoncast's generated config); ``restart`` keeps ports, config and persistence."""
 
     def __init__(self, services, log: Optional[Path] = None):
-        from server.broker import mosquitto_executable, write_config
+        from server.messaging.broker import mosquitto_executable, write_config
 
         self.services = services
         self.conf = write_config(services)

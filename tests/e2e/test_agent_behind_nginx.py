@@ -19,7 +19,7 @@ from tests.e2e.stack import get_json, wait_for
 @pytest.fixture
 def front(services):
     """nginx in front of gunicorn on the test instance's port, built by the same code `lessoncast run` uses."""
-    from server.cli import _child_env, _web_children
+    from server.cli.stack import _child_env, _web_children
 
     overrides = {s.name: services.settings[s.name] for s in settings_mod.SETTINGS
                  if services.settings.sources[s.name] != "default"}

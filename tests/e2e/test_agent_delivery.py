@@ -6,8 +6,8 @@ import threading
 import time
 
 
-from server import programmes, publish
-from server.broker import mosquitto_executable, write_config
+from server.messaging.broker import mosquitto_executable, write_config
+from server.programmes import service as programmes, publish
 from tests.e2e.agent_harness import (add_and_enrol, covered_exactly_once, fast_options, poll, server_events,
                                      start_agent, start_ingest)
 

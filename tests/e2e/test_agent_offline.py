@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 from datetime import time as clock_time
 from zoneinfo import ZoneInfo
 
-from server import programmes, publish
+from server.programmes import service as programmes, publish
 from tests.e2e.agent_harness import (add_and_enrol, covered_exactly_once, fast_options, poll, server_events,
                                      start_agent, start_ingest)
 from tests.e2e.tcp_proxy import TcpProxy

@@ -11,9 +11,9 @@ import time
 
 from playlists import topics
 from playlists.manifest import media_of, parse_manifest
-from server import programmes, publish
-from server.mqtt_link import BrokerAddress, ServerLink
-from server.org_models import Channel
+from server.messaging.mqtt_link import BrokerAddress, ServerLink
+from server.programmes import service as programmes, publish
+from server.programmes.models import Channel
 from tests.e2e.agent_harness import add_and_enrol, covered_exactly_once, poll, server_events, start_ingest
 from tests.e2e.stack import VENV_BIN
 
@@ -36,7 +36,7 @@ def _ran(services, device: str, command_id: str) -> bool:
     """Whether the server stored DEVICE's report of running the command COMMAND_ID."""
     from sqlalchemy import select
 
-    from server.event_models import DeviceEvent
+    from server.events.models import DeviceEvent
 
     with services.db.session() as session:
         bodies = session.scalars(select(DeviceEvent.body).where(DeviceEvent.device_uid == device,
@@ -126,8 +126,8 @@ def test_twenty_power_cuts(broker, org, ready_lesson, live_server, tmp_path):
     assert covered == set(range(1, max(covered) + 1))
     from sqlalchemy import select
 
-    from server.event_models import DeviceEvent
-    from server.models import Rendition
+    from server.events.models import DeviceEvent
+    from server.lessons.models import Rendition
 
     with services.db.session() as session:
         bodies = session.scalars(select(DeviceEvent.body).where(DeviceEvent.device_uid == device)).all()

@@ -9,7 +9,7 @@ from device_agent.outbox import Outbox
 from device_agent.sideload import import_pack
 from lessoncast.cli import main
 from playlists.manifest import parse_manifest
-from server import programmes, publish
+from server.programmes import service as programmes, publish
 from tests.conftest import free_port
 from tests.e2e.agent_harness import add_and_enrol, covered_exactly_once, poll, server_events, start_agent
 

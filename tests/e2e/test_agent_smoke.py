@@ -1,7 +1,7 @@
 """An enrolled agent syncs a published programme over the real stack and plays it on simulated hardware."""
 
 from playlists.manifest import parse_manifest
-from server import programmes, publish
+from server.programmes import service as programmes, publish
 from tests.e2e.agent_harness import add_and_enrol, poll, start_agent
 
 

@@ -3,8 +3,8 @@ with a reason while the old one keeps playing; a re-enrolled device starts a new
 
 from sqlalchemy import select
 
-from server import devices
-from server.event_models import DeviceStatus
+from server.devices import registry as devices
+from server.events.models import DeviceStatus
 from tests.e2e.agent_harness import (add_and_enrol, covered_exactly_once, poll, publish_lessons, server_events,
                                      start_agent, start_ingest)
 
@@ -35,7 +35,7 @@ def test_status_reaches_the_server(broker, org, ready_lesson, live_server, tmp_p
 
 def test_a_programme_that_does_not_fit_keeps_the_old_one(broker, org, ready_lesson, live_server, tmp_path):
     from device_agent.sync import RESERVE_BYTES
-    from server.models import Rendition
+    from server.lessons.models import Rendition
 
     services = org
     small, big = ready_lesson("短课", 2.0), ready_lesson("长课", 40.0)
@@ -116,7 +116,7 @@ def test_staff_send_commands_and_read_status_over_the_api(broker, org, ready_les
 
         def results():
             with services.db.session() as session:
-                from server.event_models import DeviceEvent
+                from server.events.models import DeviceEvent
 
                 bodies = session.scalars(select(DeviceEvent.body).where(DeviceEvent.device_uid == device)).all()
             return {b["command"]: b["result"] for b in bodies if b.get("type") == "command"}

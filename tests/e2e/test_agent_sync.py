@@ -6,7 +6,7 @@ import json
 import pytest
 
 from playlists.manifest import parse_manifest
-from server import publish
+from server.programmes import publish
 from tests.e2e.agent_harness import add_and_enrol, poll, publish_lessons, start_agent
 from tests.e2e.tcp_proxy import TcpProxy
 
@@ -19,7 +19,7 @@ def _manifest_version(store):
 
 
 def _rendition(services, lesson_id, profile="radio"):
-    from server.models import Rendition
+    from server.lessons.models import Rendition
 
     with services.db.session() as session:
         from sqlalchemy import select
@@ -101,7 +101,7 @@ def test_tampering_is_refused_and_the_old_programme_keeps_playing(county, tmp_pa
         meta = services.data / "tuf" / "metadata"
         old_timestamp = (meta / "timestamp.json").read_bytes()
         publish_lessons(services, [l1, l2, l3])
-        from server.trust_service import repository
+        from server.programmes.trust import repository
 
         channel = json.loads(store.current_manifest())["channel"]
         info = repository(services).target_info(publish.manifest_target(channel))

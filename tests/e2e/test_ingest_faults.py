@@ -36,10 +36,10 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy import func, select
 
 from playlists import topics
-from server import devices
-from server.broker import SERVER_USER, server_password
-from server.event_models import DeviceEvent, DeviceSequence, QuarantinedBatch
-from server.org_models import RetainedMessage
+from server.devices import registry as devices
+from server.events.models import DeviceEvent, DeviceSequence, QuarantinedBatch
+from server.messaging.broker import SERVER_USER, server_password
+from server.messaging.models import RetainedMessage
 from tests.conftest import free_port, make_services
 from tests.e2e.fleet_sim import (Fleet, MosquittoProcess, SimDevice, device_events, lessoncast_env,
                                  plan_batches, split_batches, start_ingest)
@@ -71,7 +71,7 @@ def _enrol_fleet(services, count: int) -> list[dict]:
     with services.db.session() as session:
         codes = [devices.add(services, session, kind="terminal" if n < TERMINALS else "radio",
                              name=f"fleet {n:03d}", actor="test").code for n in range(count)]
-    with _quiet("server.retained"):
+    with _quiet("server.messaging.retained"):
         return [devices.enrol(services, code) for code in codes]
 
 

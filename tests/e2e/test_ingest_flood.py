@@ -32,8 +32,8 @@ from paho.mqtt.properties import Properties
 from sqlalchemy import func, select
 
 from playlists import topics
-from server import devices
-from server.event_models import DeviceEvent, DeviceSequence, QuarantinedBatch
+from server.devices import registry as devices
+from server.events.models import DeviceEvent, DeviceSequence, QuarantinedBatch
 from tests.conftest import free_port, make_services
 from tests.e2e.fleet_sim import MosquittoProcess, lessoncast_env, start_ingest
 from tests.e2e.stack import stop, wait_for
@@ -110,12 +110,12 @@ def _stored_seqs(db_path, uid: str) -> set[int]:
 
 def test_a_flooding_device_delays_another_devices_events_by_less_than_5_s(tmp_path):
     services = make_services(tmp_path / "data", port=free_port(), mqtt_port=free_port(), mqtt_server_port=free_port())
-    logging.getLogger("server.retained").disabled = True  # configs wait for the broker, which starts below
+    logging.getLogger("server.messaging.retained").disabled = True  # configs wait for the broker, which starts below
     with services.db.session() as session:
         codes = [devices.add(services, session, kind="radio", name=name, actor="test").code
                  for name in ("flooder", "good")]
     answers = [devices.enrol(services, code) for code in codes]
-    logging.getLogger("server.retained").disabled = False
+    logging.getLogger("server.messaging.retained").disabled = False
     broker = MosquittoProcess(services).start()
     env = lessoncast_env(services)
     logs = [tmp_path / f"ingest-{n}.log" for n in range(services.settings.ingest_processes)]

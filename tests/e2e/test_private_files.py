@@ -12,8 +12,8 @@ import subprocess
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
-from server.auth import verify_password
-from server.models import User
+from server.accounts.auth import verify_password
+from server.accounts.models import User
 from tests.e2e.stack import VENV_BIN, stack_env, start, stop, wait_for
 
 

@@ -5,8 +5,9 @@ import uuid
 
 from sqlalchemy import select
 
-from server import lessons
-from server.models import Job, Lesson
+from server.jobs.models import Job
+from server.lessons import service as lessons
+from server.lessons.models import Lesson
 from tests.conftest import make_services, stage_file
 from tests.e2e.stack import stack_env, start, wait_for
 from tests.generated_media import speech_like

@@ -26,7 +26,7 @@ from types import SimpleNamespace
 import pytest
 import requests
 
-from server.media_store import FilesystemStore
+from server.lessons.media_store import FilesystemStore
 from tests.e2e.stack import stack_env, start, stop, wait_for
 from tests.generated_media import speech_like
 

@@ -18,8 +18,12 @@ import pytest
 import schemathesis
 from hypothesis import settings
 
-from server import attendance_edit, devices, openapi, org, programmes
-from server.auth import create_token
+from server.accounts.auth import create_token
+from server.api import openapi_doc as openapi
+from server.attendance import edit as attendance_edit
+from server.devices import registry as devices
+from server.org import service as org
+from server.programmes import service as programmes
 
 EXAMPLES = 10
 SEED = 20261203
@@ -65,7 +69,7 @@ def stack(tmp_path_factory):
     """One instance for the whole module (a real Mosquitto, the app called through WSGI), its county, and an admin
     and an operator token: generated requests pile up on the same data, as they would on a live server."""
     from server.app import create_app
-    from server.broker import mosquitto_executable, write_config
+    from server.messaging.broker import mosquitto_executable, write_config
     from tests.conftest import free_port, make_services
     from tests.e2e.stack import stop, wait_for
 

@@ -20,10 +20,12 @@ from openpyxl import load_workbook
 from sqlalchemy import func, select
 
 from lessoncast.cli import main
-from server import attendance, ingest
-from server.attendance_models import ClassSession, SessionAttendee
-from server.event_models import DeviceEvent
-from server.org_models import AuditEntry, Programme
+from server.attendance import fold as attendance
+from server.attendance.models import ClassSession, SessionAttendee
+from server.audit import AuditEntry
+from server.events import ingest
+from server.events.models import DeviceEvent
+from server.programmes.models import Programme
 from tests.attendance_data import numbered, store
 from tests.server.test_reports import local, make_county, playing
 

@@ -1,6 +1,6 @@
 """`lessoncast attendance rebuild` gives exactly the aggregates ingest built batch by batch, on 1,000,000 events.
 
-The events are stored through ingest's own path (``server.ingest.store_in``) in shuffled batches with duplicates
+The events are stored through ingest's own path (``server.events.ingest.store_in``) in shuffled batches with duplicates
 and overlaps, as devices that resend and reorder would deliver them. They cover every kind of aggregate: radio
 coverage over many sittings (some muted, some outside the window, some with a clock reset to 1970), terminal
 sessions with check-ins, class slots, broadcasts, and events attendance cannot count. Then every derived table is
@@ -16,8 +16,8 @@ from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import func, select
 
-from server import attendance
-from server.event_models import DeviceEvent
+from server.attendance import fold as attendance
+from server.events.models import DeviceEvent
 from tests import attendance_data as ad
 
 TOTAL = 1_000_000

@@ -1,4 +1,4 @@
-"""Rule tables for the pure attendance code: ``server.attendance_rules`` and ``server.attendance.fold``.
+"""Rule tables for the pure attendance code: ``server.attendance.rules`` and ``server.attendance.fold.fold``.
 
 No database: events are plain dicts shaped like ``device_agent.events.play`` / ``checkin`` bodies, given their
 attributed time by ``attendance.attribute`` and folded into a ``Delta`` with durations and programme windows passed
@@ -16,9 +16,9 @@ from typing import Optional
 
 import pytest
 
-from server import attendance
-from server.attendance import Delta, DeviceFacts
-from server.attendance_rules import (Rules, SessionFacts, Window, active_in, add_range, attributed_time,
+from server.attendance import fold as attendance
+from server.attendance.fold import Delta, DeviceFacts
+from server.attendance.rules import (Rules, SessionFacts, Window, active_in, add_range, attributed_time,
                                      checkin_matches, completed_at, corrected_time, covered_seconds, in_window,
                                      holder_on, is_class, merge_segments, parse_period, play_use, quarter, rate,
                                      read_play, to_epoch, year)

@@ -33,7 +33,7 @@ def test_viewer_can_read(client, auth):
 
 
 def test_revoked_token_stops_working(client, services, token):
-    from server.auth import find_token
+    from server.accounts.auth import find_token
 
     value = token("media")
     with services.db.session() as session:
@@ -45,7 +45,7 @@ def test_revoked_token_stops_working(client, services, token):
 def test_operator_token_needs_a_township(services):
     import pytest
 
-    from server.auth import create_token
+    from server.accounts.auth import create_token
 
     with services.db.session() as session, pytest.raises(ValueError, match="township"):
         create_token(session, name="op", role="operator", township=None, now=services.clock())

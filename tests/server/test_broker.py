@@ -9,9 +9,10 @@ import time
 import pytest
 
 from playlists import topics
-from server import devices, retained
-from server.broker import SERVER_USER, server_password, write_config
-from server.mqtt_link import BrokerAddress, ServerLink
+from server.devices import registry as devices
+from server.messaging import retained
+from server.messaging.broker import SERVER_USER, server_password, write_config
+from server.messaging.mqtt_link import BrokerAddress, ServerLink
 from tests.mqtt_client import MqttProbe
 
 
@@ -198,7 +199,7 @@ def test_devices_connect_over_the_tls_listener(tmp_path):
 
     import paho.mqtt.client as mqtt
 
-    from server.broker import mosquitto_executable
+    from server.messaging.broker import mosquitto_executable
     from tests.conftest import free_port, make_services
     from tests.e2e.stack import wait_for
 

@@ -19,8 +19,8 @@ from paho.mqtt.properties import Properties
 from sqlalchemy import func, select
 
 from playlists import topics
-from server import devices
-from server.event_models import DeviceEvent
+from server.devices import registry as devices
+from server.events.models import DeviceEvent
 from tests.e2e.fleet_sim import lessoncast_env, start_ingest
 from tests.e2e.stack import stop, wait_for
 from tests.mqtt_client import MqttProbe
@@ -69,14 +69,14 @@ def _stored(services, device: str) -> int:
 
 
 def _status_seen(services, device: str) -> bool:
-    from server.event_models import DeviceStatus
+    from server.events.models import DeviceStatus
 
     with services.db.session() as session:
         return session.get(DeviceStatus, device) is not None
 
 
 def _ingest_group(services) -> str:
-    from server.broker import share_group
+    from server.messaging.broker import share_group
 
     return share_group(services)
 
@@ -144,7 +144,7 @@ def test_a_device_cannot_take_another_devices_events_from_ingest(broker, enrolle
 
 def _session_present(broker, uid: str) -> bool:
     """Whether the broker holds a session for client id UID: authorise a one-off password and resume it."""
-    from server.broker_gate import GateAdmin
+    from server.messaging.broker_gate import GateAdmin
 
     password = "probe-" + uuid.uuid4().hex
     with GateAdmin.for_services(broker) as admin:

@@ -7,9 +7,10 @@ import json
 import pytest
 from sqlalchemy import create_engine, select, text
 
-from server import cards, migrate, org
-from server.attendance_models import Checkin, SessionAttendee
-from server.org_models import Member
+from server import migrate
+from server.attendance.models import Checkin, SessionAttendee
+from server.org import cards, service as org
+from server.org.models import Member
 from tests.server.test_reports import make_county
 
 

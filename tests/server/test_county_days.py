@@ -10,7 +10,9 @@ from datetime import date, datetime, timezone
 
 import pytest
 
-from server import devices, org, publish
+from server.devices import registry as devices
+from server.org import service as org
+from server.programmes import publish
 from tests.conftest import make_services
 
 # 00:30 on 15 December 2026 in the county (UTC+8) is 16:30 on the 14th in UTC.
@@ -26,7 +28,7 @@ MEMBERS = ("member_id,name,site_code,groups\n"
 @pytest.fixture
 def county(org):
     """The conftest organisation with two members at 东村; M002 is in the sea branch."""
-    from server import org as org_mod
+    from server.org import service as org_mod
 
     org_mod.import_members(org, MEMBERS.encode(), "test")
     return org

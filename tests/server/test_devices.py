@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from lessoncast.cli import main
 from playlists.packs import verify_pack
 from playlists.trust import TrustError
-from server import devices
+from server.devices import registry as devices
 from server.errors import ApiError
 
 
@@ -108,7 +108,7 @@ def test_device_csv_import_is_all_or_nothing(org):
     with org.db.session() as session:
         from sqlalchemy import func, select
 
-        from server.org_models import Device
+        from server.devices.models import Device
 
         assert session.scalar(select(func.count(Device.id))) == 2, "nothing of the bad file was added"
 

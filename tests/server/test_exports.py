@@ -13,9 +13,10 @@ import pytest
 from openpyxl import load_workbook
 from sqlalchemy import select
 
-from server import exports, report_export, reports
 from server.app import create_app
-from server.models import Export, Job
+from server.attendance import exports, report_export, reports
+from server.attendance.models import Export
+from server.jobs.models import Job
 from tests.attendance_data import add_members, build_county
 from tests.conftest import free_port, make_services
 
@@ -104,7 +105,7 @@ def test_an_operators_export_covers_their_township_only(client, token, services,
 
 def test_the_scope_is_applied_again_when_the_export_is_built(services, county):
     """Parameters changed after the request (or a bug in a view) cannot widen an operator's export."""
-    from server import export_build
+    from server.attendance import export_build
 
     with services.db.session() as session:
         job = Job(kind="export", state="queued", attempts=0, progress=0.0, enqueued_at=NOW)
@@ -176,7 +177,7 @@ def test_a_large_report_does_not_grow_the_web_process(tmp_path):
         add_members(svc, county, 98)
         assert exports.members_in_scope(svc, None) == 20_000 > svc.settings.report_inline_members
         client = create_app(services=svc).test_client()
-        from server.auth import create_token
+        from server.accounts.auth import create_token
 
         with svc.db.session() as session:
             headers = {"Authorization": "Bearer " + create_token(session, name="big", role="admin", township=None,
@@ -193,7 +194,7 @@ def test_a_large_report_does_not_grow_the_web_process(tmp_path):
         assert answer.status_code == 202
         assert peak < 4 * 1024**2, f"the web process allocated {peak / 1024**2:.1f} MB answering"
 
-        from server.transcode import run_job
+        from server.lessons.transcode import run_job
 
         with svc.db.session() as session:
             job_id = session.scalar(select(Job.id).where(Job.kind == "export").order_by(Job.id.desc()).limit(1))

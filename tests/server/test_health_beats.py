@@ -12,11 +12,11 @@ import uuid
 import pytest
 
 from playlists import topics
-from server import health
-from server.beats import Beater, beat_dir, write_file_beat
-from server.health import check_ingest, check_worker
-from server.ingest import Ingest
-from server.worker import _Housekeeping
+from server.events.ingest import Ingest
+from server.health import checks as health
+from server.health.beats import Beater, beat_dir, write_file_beat
+from server.health.checks import check_ingest, check_worker
+from server.jobs.worker import _Housekeeping
 from tests.e2e.stack import wait_for
 from tests.mqtt_client import MqttProbe
 
@@ -51,6 +51,9 @@ def test_an_ingest_waiting_for_the_write_lock_is_busy_then_stalled_not_down(brok
     try:
         assert ingest.subscribed.wait(10)
         wait_for(lambda: check_ingest(broker).get("state") == "idle", 10, "an idle ingest")
+        # The file beats and the database beats come from separate threads: wait for both rows before the lock.
+        wait_for(lambda: holder.execute("SELECT count(*) FROM process_beats WHERE name IN ('ingest', 'worker')")
+                 .fetchone()[0] == 2, 10, "the first database beats")
         holder.execute("BEGIN IMMEDIATE")  # a long import, another ingest's commit, a backup...
         keeper.round_since = 0.0  # as when a housekeeping round waits for the database
         _publish_one(broker, answer)

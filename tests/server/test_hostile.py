@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from server.models import Lesson, Rendition, SourceFile
+from server.lessons.models import Lesson, Rendition, SourceFile
 from tests.media.hostile_corpus import build_corpus
 
 

@@ -45,7 +45,7 @@ def test_every_answer_is_hardened(client, auth, path):
 def test_media_keeps_its_own_cache_policy(client, auth, services, ready_lesson):
     from sqlalchemy import select
 
-    from server.models import Rendition
+    from server.lessons.models import Rendition
 
     ready_lesson("缓存")
     with services.db.session() as session:

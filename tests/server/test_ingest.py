@@ -19,13 +19,14 @@ from sqlalchemy import func, select
 
 from lessoncast.cli import main
 from playlists import topics
-from server import devices, settings as settings_mod
-from server.broker import SERVER_USER, server_password
-from server.event_models import DeviceEvent, DeviceSequence, DeviceStatus, QuarantinedBatch
-from server.health import check_ingest
-from server.ingest import (EventFileError, Ingest, acks_for_devices, contiguous_end, import_events_file,
-                           store_batch, store_status)
-from server.org_models import RetainedMessage
+from server import settings as settings_mod
+from server.devices import registry as devices
+from server.events.ingest import (EventFileError, Ingest, acks_for_devices, contiguous_end, import_events_file,
+                                  store_batch, store_status)
+from server.events.models import DeviceEvent, DeviceSequence, DeviceStatus, QuarantinedBatch
+from server.health.checks import check_ingest
+from server.messaging.broker import SERVER_USER, server_password
+from server.messaging.models import RetainedMessage
 from tests.mqtt_client import MqttProbe
 
 T0 = datetime(2026, 10, 3, 12, 0, 0, tzinfo=timezone.utc)

@@ -16,9 +16,9 @@ import pytest
 from sqlalchemy import event, func, select
 
 from server import settings as settings_mod
-from server.event_models import DeviceEvent, DeviceSequence, QuarantinedBatch
-from server.ingest import Incoming, store_batches
-from server.ingest_queue import DeviceQueues, Limits
+from server.events.ingest import Incoming, store_batches
+from server.events.ingest_queue import DeviceQueues, Limits
+from server.events.models import DeviceEvent, DeviceSequence, QuarantinedBatch
 
 T0 = datetime(2026, 10, 3, 12, 0, 0, tzinfo=timezone.utc)
 T_ENROL = datetime(2026, 9, 1, tzinfo=timezone.utc)

@@ -20,15 +20,19 @@ import pytest
 from sqlalchemy import func, select, text, update
 
 from playlists import topics
-from server import attendance, devices, ingest as ingest_mod, retained, settings as settings_mod
-from server.attendance_models import AttendanceExclusion, LessonCoverage
-from server.broker import SERVER_USER, server_password
-from server.cli import _ingest_children
-from server.event_batches import parse_batch, split_batch
-from server.event_models import DeviceEvent, DeviceSequence, DeviceStatus, QuarantinedBatch
-from server.ingest import Incoming, Ingest, fleet_columns, store_batch, store_batches, store_status
-from server.mqtt_link import BrokerAddress, ServerLink
-from server.org_models import RetainedMessage
+from server import settings as settings_mod
+from server.attendance import fold as attendance
+from server.attendance.models import AttendanceExclusion, LessonCoverage
+from server.cli.stack import _ingest_children
+from server.devices import registry as devices
+from server.events import ingest as ingest_mod
+from server.events.batches import parse_batch, split_batch
+from server.events.ingest import Incoming, Ingest, fleet_columns, store_batch, store_batches, store_status
+from server.events.models import DeviceEvent, DeviceSequence, DeviceStatus, QuarantinedBatch
+from server.messaging import retained
+from server.messaging.broker import SERVER_USER, server_password
+from server.messaging.models import RetainedMessage
+from server.messaging.mqtt_link import BrokerAddress, ServerLink
 from tests import attendance_data as county_data
 from tests.mqtt_client import MqttProbe
 
@@ -581,7 +585,7 @@ def _mqtt_props(device: str, first: int, last: int):
 
 
 def test_one_batch_that_cannot_be_stored_does_not_hold_back_its_group(services, radios, monkeypatch):
-    from server.ingest_loop import _Message
+    from server.events.ingest_loop import _Message
 
     good, poisoned = radios(2)
     real_attribute = attendance.attribute

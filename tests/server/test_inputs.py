@@ -7,7 +7,7 @@ import io
 
 import pytest
 
-from server import devices
+from server.devices import registry as devices
 from tests.attendance_data import build_county
 
 BIG = "9" * 30  # past any 64-bit integer

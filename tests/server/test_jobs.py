@@ -2,8 +2,9 @@
 
 from datetime import datetime, timedelta, timezone
 
-from server import jobs
-from server.models import Job, Lesson
+from server.jobs import leases as jobs
+from server.jobs.models import Job
+from server.lessons.models import Lesson
 
 T0 = datetime(2026, 11, 1, 8, 0, tzinfo=timezone.utc)
 

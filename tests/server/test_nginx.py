@@ -113,7 +113,7 @@ def test_media_token_rule_stays_in_the_view_behind_nginx(tmp_path):
     refused = client.get(f"/media/{sha256}.mp3")
     assert refused.status_code == 401 and "X-Accel-Redirect" not in refused.headers
 
-    from server.auth import create_token
+    from server.accounts.auth import create_token
 
     with services.db.session() as session:
         token = create_token(session, name="radio-mirror", role="viewer", township=None, now=services.clock())

@@ -26,8 +26,8 @@ def test_the_document_names_every_route_and_no_other(client, app):
     assert document["openapi"].startswith("3.1")
     described = {(path, method) for path, operations in document["paths"].items() for method in operations}
     routes = _routes(app)
-    assert sorted(routes - described) == [], "routes missing from server/openapi.py"
-    assert sorted(described - routes) == [], "operations in server/openapi.py that the app does not have"
+    assert sorted(routes - described) == [], "routes missing from server/api/openapi_doc.py"
+    assert sorted(described - routes) == [], "operations in server/api/openapi_doc.py that the app does not have"
 
 
 def test_the_document_is_valid_openapi(client):

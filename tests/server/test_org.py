@@ -8,8 +8,9 @@ from click.testing import CliRunner
 from sqlalchemy import func, select
 
 from lessoncast.cli import main
-from server import org
-from server.org_models import AuditEntry, Group, GroupLink, Member, Site, Township
+from server.audit import AuditEntry
+from server.org import service as org
+from server.org.models import Group, GroupLink, Member, Site, Township
 
 NOW = datetime(2026, 3, 1, 8, 0, tzinfo=timezone.utc)
 
@@ -72,8 +73,8 @@ def member(services, member_no):
 
 
 def card(services, token: str) -> str:
-    """How card TOKEN is stored: its keyed digest (server/cards.py)."""
-    from server import cards
+    """How card TOKEN is stored: its keyed digest (server/org/cards.py)."""
+    from server.org import cards
 
     return cards.digest(services.card_key, token)
 

@@ -10,8 +10,8 @@ import requests
 from playlists import topics
 from playlists.manifest import parse_manifest
 from playlists.trust import TrustError, fetch_manifest, open_updater, verify_media
-from server import programmes, publish
 from server.errors import ApiError
+from server.programmes import service as programmes, publish
 from tests.mqtt_client import MqttProbe
 
 
@@ -101,7 +101,7 @@ def test_published_programme_is_frozen_and_superseded_by_a_new_version(broker, e
 
 
 def test_publish_refuses_lessons_that_are_not_ready(org, enrolled):
-    from server.models import Lesson
+    from server.lessons.models import Lesson
 
     enrolled("radio")
     with org.db.session() as session:
@@ -217,7 +217,7 @@ def test_a_device_enrolled_after_the_publish_gets_a_signed_manifest_at_once(brok
     probe.subscribe(topics.notify(newcomer["channel"]))
     assert json.loads(probe.wait_for(topics.notify(newcomer["channel"])).payload)["manifest_version"] == 1
     with broker.db.session() as session:
-        from server.org_models import Channel
+        from server.programmes.models import Channel
 
         manifest = parse_manifest(session.get(Channel, newcomer["channel"]).manifest)
     assert [i.lesson for i in manifest.items][0] == for_qs

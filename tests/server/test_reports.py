@@ -1,6 +1,6 @@
 """Participation reports over the real database: a small hand-made county whose radios and terminals send their
-events through ingest's own path (``tests.attendance_data.store``), then ``server.reports`` and
-``server.report_export`` read the aggregates.
+events through ingest's own path (``tests.attendance_data.store``), then ``server.attendance.reports`` and
+``server.attendance.report_export`` read the aggregates.
 
 The county (``county`` fixture): townships t00 and t01, two sites each, three members per site, one radio per site
 held by the site's first member, a terminal per site, and the published programme 2026-Q4 (Oct 1 to Dec 31) with
@@ -31,12 +31,14 @@ import pytest
 from openpyxl import load_workbook
 from sqlalchemy import select
 
-from server import cards, attendance, attendance_edit, report_export, reports
-from server.attendance_models import AttendanceExclusion
+from server.accounts.scope import Scope
+from server.attendance import fold as attendance, edit as attendance_edit, report_export, reports
+from server.attendance.models import AttendanceExclusion
+from server.devices.models import Device, DeviceAssignment
 from server.errors import ApiError
 from server.i18n import TRANSLATIONS_DIR, translator
-from server.org_models import Device, DeviceAssignment, Member
-from server.scope import Scope
+from server.org import cards
+from server.org.models import Member
 from tests.attendance_data import build_county, checkin, numbered, play, store
 
 CST = ZoneInfo("Asia/Shanghai")

@@ -2,8 +2,8 @@
 
 from sqlalchemy import select
 
-from server.models import Job
-from server.transcode import run_job
+from server.jobs.models import Job
+from server.lessons.transcode import run_job
 from tests.generated_media import speech_like
 
 

@@ -21,15 +21,18 @@ from typing import Any, Optional
 import pytest
 from sqlalchemy import select
 
-from server import attendance_edit, devices, programmes, reports
+from server.accounts.scope import COUNTY
 from server.app import create_app
+from server.attendance import edit as attendance_edit, reports
+from server.attendance.models import SessionAttendee
 from server.db import Base
-from server.event_models import DeviceSequence
-from server.models import Lesson
-from server.org import import_groups, import_members, import_sites
-from server.org_models import Device, DeviceAssignment, GroupLink
-from server.attendance_models import SessionAttendee
-from server.scope import COUNTY
+from server.devices import registry as devices
+from server.devices.models import Device, DeviceAssignment
+from server.events.models import DeviceSequence
+from server.lessons.models import Lesson
+from server.org.models import GroupLink
+from server.org.service import import_groups, import_members, import_sites
+from server.programmes import service as programmes
 from tests.conftest import SITES_CSV, free_port, make_services
 
 ROLES = ("admin", "media", "operator", "viewer")
@@ -57,7 +60,7 @@ def county(tmp_path_factory):
     """qs and hw with members, devices (a qs radio enrolled, so a channel exists), a class each with an attendee,
     a lesson, a draft programme, an unfinished upload, ingest counts, and a token for each role; built once, and
     copied for each test (a fresh instance costs seconds, a copy of this one milliseconds)."""
-    from server.auth import create_token
+    from server.accounts.auth import create_token
 
     services = make_services(tmp_path_factory.mktemp("scope") / "data")
     import_sites(services, SITES_CSV, "test")
@@ -115,8 +118,8 @@ def world(county, tmp_path):
 def snapshot(services) -> dict[str, list]:
     """Every row of every table, except when a token was last used (reading it is not a change) and the audit
     entries of refused enrolments (the rate limit counts them; they change no one's data)."""
-    from server.enrol_limit import REFUSED
-    from server.org_models import AuditEntry
+    from server.audit import AuditEntry
+    from server.devices.enrol_limit import REFUSED
 
     out = {}
     with services.db.session() as session:
@@ -524,8 +527,8 @@ def test_operator_ingest_metrics_count_their_township_only(world):
 
 def test_services_apply_the_scope_for_any_caller(world):
     """The rule lives in the services, so a caller other than the API (the console to come) gets it too."""
+    from server.accounts.scope import Scope
     from server.errors import ApiError
-    from server.scope import Scope
 
     services, qs = world.services, Scope("qs")
     with services.db.session() as session, pytest.raises(ApiError) as caught:

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import select
 
-from server.models import ApiToken
+from server.accounts.models import ApiToken
 
 T0 = datetime(2026, 10, 3, 12, 0, 0, tzinfo=timezone.utc)
 

@@ -13,10 +13,10 @@ from click.testing import CliRunner
 from sqlalchemy import select
 
 from lessoncast.cli import main
-from server import devices
-from server.auth import create_token, token_expiry
-from server.models import ApiToken
-from server.org import import_sites
+from server.accounts.auth import create_token, token_expiry
+from server.accounts.models import ApiToken
+from server.devices import registry as devices
+from server.org.service import import_sites
 from tests.conftest import SITES_CSV, make_services
 
 OPERATIONS = Path(__file__).resolve().parents[2] / "docs" / "OPERATIONS.md"

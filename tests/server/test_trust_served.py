@@ -10,7 +10,7 @@ from datetime import timedelta
 import pytest
 
 from playlists.trust import TrustError, fetch_manifest, open_updater
-from server import programmes, publish
+from server.programmes import service as programmes, publish
 
 
 @pytest.fixture
@@ -38,7 +38,7 @@ def _republish(services):
 
 def _served_manifest(services, channel):
     """The file the server serves as the channel's current signed manifest."""
-    from server.trust_service import repository
+    from server.programmes.trust import repository
 
     info = repository(services).target_info(publish.manifest_target(channel))
     return services.data / "tuf" / "targets" / "channels" / channel / f"{info.hashes['sha256']}.manifest.json"

@@ -120,7 +120,7 @@ def test_terminate_deletes_the_bytes(client, auth, services):
 def test_expired_uploads_are_removed(client, auth, services):
     from datetime import timedelta
 
-    from server import uploads
+    from server.lessons import tus as uploads
 
     headers = auth("media")
     _create(client, headers, 1000, title="x")
@@ -253,14 +253,14 @@ def test_orphans_are_swept_when_the_worker_starts(client, auth, services, talk):
     process died before making the lesson gets its lesson."""
     import threading
 
-    from server import worker
-    from server.models import Upload
-    from server.upload_stream import HashingFile
+    from server.jobs import worker
+    from server.lessons.models import Upload
+    from server.lessons.upload_stream import HashingFile
 
     headers = auth("media")
     # A multipart upload whose web worker was killed mid-request: its staged file is held by nobody.
     child = subprocess.run([sys.executable, "-c", (
-        "import sys; from pathlib import Path; from server.upload_stream import HashingFile; "
+        "import sys; from pathlib import Path; from server.lessons.upload_stream import HashingFile; "
         "f = HashingFile(Path(sys.argv[1])); f.write(b'x' * 1000); f.flush(); print(f.path.name)"),
         str(services.upload_dir)], capture_output=True, text=True, check=True)
     dead = services.upload_dir / child.stdout.strip()
@@ -293,7 +293,7 @@ def test_orphans_are_swept_when_the_worker_starts(client, auth, services, talk):
 
 
 def test_a_fresh_staged_file_is_not_swept(services):
-    from server import uploads
+    from server.lessons import tus as uploads
 
     orphan = services.upload_dir / "0123456789abcdef0123456789abcdef.part"
     orphan.write_bytes(b"x")  # nobody holds it, but it was written a moment ago: its request may still use it
@@ -305,7 +305,7 @@ def test_a_fresh_staged_file_is_not_swept(services):
 def test_the_offset_survives_a_killed_web_server(services, token, tmp_path):
     """SIGKILL the real web server (gunicorn) in the middle of a PATCH: HEAD after the restart shows the bytes that
     were made durable, and the client resumes from there to a lesson with the right bytes."""
-    from server import uploads
+    from server.lessons import tus as uploads
     from tests.e2e.stack import stack_env, start, wait_for
 
     env = stack_env(services.data, web_workers=1, web_threads=4)

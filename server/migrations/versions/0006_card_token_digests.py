@@ -1,7 +1,7 @@
 """card token digests
 
 Members' card tokens, check-ins and the stored check-in events keep only the keyed digest of a card's token
-(server/cards.py: HMAC-SHA256 under a key derived from the instance secret), so the database no longer holds the
+(server/org/cards.py: HMAC-SHA256 under a key derived from the instance secret), so the database no longer holds the
 tokens and a check-in still matches its member. The key comes from the instance, so this runs through
 `lessoncast db upgrade` or `lessoncast init`/`run`; a database with plaintext cards refuses to upgrade without it.
 
@@ -17,7 +17,7 @@ import json
 from alembic import op
 import sqlalchemy as sa
 
-from server import cards
+from server.org import cards
 
 
 revision = '0006'

@@ -1,0 +1,1 @@
+"""Attendance: the rules, the fold of events into aggregates, staff edits, reports and their exports."""

@@ -1,0 +1,1 @@
+"""Server subcommands of ``lessoncast``, one module per area; ``lessoncast/cli.py`` lists them."""

@@ -1,0 +1,1 @@
+"""Devices: the registry of radios and terminals, their enrolment codes, enrolment and revocation."""

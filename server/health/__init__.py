@@ -1,0 +1,1 @@
+"""Health of the stack: process heartbeats and the checks /healthz answers with."""

@@ -1,0 +1,1 @@
+"""Lessons: uploads (multipart and tus), their source files, renditions, storage and transcoding."""

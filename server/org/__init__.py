@@ -1,0 +1,1 @@
+"""The organisation: townships, sites, groups and members, their CSV imports and members' cards."""
