@@ -10,57 +10,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from media.commands import analysis_argv, file_url, measure_argv
 from media.errors import FfmpegError, FfmpegTimeout, MediaError, format_duration
 from media.limits import Limits
-from media.loudness import Loudness, measured_rendition, parse_ebur128_summaries
-from media.probe import ProbeResult
+from media.loudness import measured_rendition, parse_ebur128_summaries
+from media.model import Loudness, ProbeResult, SourceAnalysis
 from media.runner import run
-
-__all__ = ["Loudness", "SourceAnalysis", "analyse", "measure_loudness", "measure_rendition"]
 
 # Enough stderr to hold two ebur128 summaries after whatever ffmpeg printed before them.
 _SUMMARY_LINES = 80
-
-
-@dataclass(frozen=True)
-class SourceAnalysis:
-    """What a full decode found: the decoded length and the loudness of each layout the renditions use."""
-
-    decoded_duration_s: float
-    mono: Loudness
-    # None when only the mono layout was measured; for a mono source it is the mono measurement.
-    stereo: Loudness | None
-
-    def for_channels(self, channels: int) -> Loudness:
-        """Return the loudness measured on the layout a rendition with `channels` channels carries."""
-        if channels == 1:
-            return self.mono
-        if self.stereo is None:
-            raise ValueError("this analysis measured the mono layout only")
-        return self.stereo
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return a JSON-ready dict the server stores with the lesson source."""
-        return {
-            "decoded_duration_s": self.decoded_duration_s,
-            "mono": self.mono.to_dict(),
-            "stereo": self.stereo.to_dict() if self.stereo is not None else None,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SourceAnalysis:
-        """Rebuild a SourceAnalysis from to_dict() output."""
-        stereo = data.get("stereo")
-        return cls(
-            data["decoded_duration_s"],
-            Loudness.from_dict(data["mono"]),
-            Loudness.from_dict(stereo) if stereo else None,
-        )
 
 
 def analyse(

@@ -16,15 +16,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import ffmpeg
 
+from media.model import ProbeResult, SourceAnalysis
 from media.profiles import PROFILES, Profile
-
-if TYPE_CHECKING:
-    from media.analysis import SourceAnalysis
-    from media.probe import ProbeResult
 
 FFMPEG = "ffmpeg"
 FFPROBE = "ffprobe"

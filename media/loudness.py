@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import math
 import re
-from dataclasses import dataclass
-from typing import Any
 
-# Below this ebur128 reports the absolute gate itself: nothing in the signal was loud enough to count.
-SILENCE_LUFS = -70.0
+from media.model import Loudness
 
 _SUMMARY = re.compile(r"\[(?P<name>[^\]@]*(?:@(?P<label>[^\] ]+))?) @ [^\]]+\] Summary:")
 _INTEGRATED = re.compile(r"^\s*I:\s+(?P<value>-?(?:\d+(?:\.\d+)?|inf))\s+LUFS")
@@ -16,40 +12,6 @@ _LRA = re.compile(r"^\s*LRA:\s+(?P<value>-?(?:\d+(?:\.\d+)?|inf))\s+LU\b")
 _PEAK = re.compile(r"^\s*Peak:\s+(?P<value>-?(?:\d+(?:\.\d+)?|inf))\s+dBFS")
 # The summary heads each peak block with its kind: "Sample peak:" or "True peak:".
 _PEAK_KIND = re.compile(r"^\s*(?P<kind>Sample|True) peak:")
-
-
-@dataclass(frozen=True)
-class Loudness:
-    """Integrated loudness (LUFS), true peak (dBTP), loudness range (LU) and sample peak (dBFS); None: not measured."""
-
-    integrated_lufs: float
-    true_peak_dbtp: float | None
-    lra: float | None = None
-    sample_peak_dbfs: float | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return a JSON-ready dict; -inf (digital silence) becomes None."""
-        return {
-            "integrated_lufs": self.integrated_lufs,
-            "true_peak_dbtp": _finite(self.true_peak_dbtp),
-            "lra": _finite(self.lra),
-            "sample_peak_dbfs": _finite(self.sample_peak_dbfs),
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Loudness:
-        """Rebuild a Loudness from to_dict() output."""
-        return cls(data["integrated_lufs"], data.get("true_peak_dbtp"), data.get("lra"), data.get("sample_peak_dbfs"))
-
-    @property
-    def peak_db(self) -> float | None:
-        """Return the true peak if it was measured, else the sample peak (at most a dB or so lower on speech)."""
-        return self.true_peak_dbtp if self.true_peak_dbtp is not None else self.sample_peak_dbfs
-
-    @property
-    def is_silent(self) -> bool:
-        """Return whether nothing in the signal passed the absolute gate."""
-        return self.integrated_lufs <= SILENCE_LUFS + 0.05
 
 
 def parse_ebur128_summaries(lines: list[str]) -> dict[str, Loudness]:
@@ -109,6 +71,3 @@ def _loudness(values: dict[str, float]) -> Loudness:
     return Loudness(values["I"], values.get("TP"), values.get("LRA"), values.get("SP"))
 
 
-def _finite(value: float | None) -> float | None:
-    """Return value, or None if it is missing or infinite (JSON has no -inf)."""
-    return value if value is not None and math.isfinite(value) else None

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from dataclasses import asdict, dataclass, fields
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -18,38 +17,9 @@ from typing import Any
 from media.commands import file_url, probe_argv
 from media.errors import MediaError, format_bitrate, format_duration, format_size
 from media.limits import Limits
+from media.model import ProbeResult
 from media.sniff import sniff
 from media.wav_header import read_wav_declaration
-
-
-@dataclass(frozen=True)
-class ProbeResult:
-    """What ffprobe says about an accepted source; width and height are as displayed (rotation, pixel aspect)."""
-
-    format_name: str
-    duration_s: float
-    size_bytes: int
-    bit_rate: int | None
-    audio_codec: str
-    channels: int
-    sample_rate: int
-    video_codec: str | None = None
-    width: int | None = None
-    height: int | None = None
-    has_video: bool = False
-    audio_stream_index: int = 0
-    video_stream_index: int | None = None
-    frame_rate: float | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return a JSON-ready dict the server stores with the lesson source."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ProbeResult:
-        """Rebuild a ProbeResult from to_dict() output, ignoring keys a newer version may have added."""
-        known = {f.name for f in fields(cls)}
-        return cls(**{key: value for key, value in data.items() if key in known})
 
 
 def probe(path: str | Path, limits: Limits, display_name: str) -> ProbeResult:

@@ -7,10 +7,8 @@ change to this table, not to the command builders.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from media.probe import ProbeResult
+from media.model import ProbeResult
 
 
 @dataclass(frozen=True)

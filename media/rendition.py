@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from media.analysis import SourceAnalysis, measure_rendition
+from media.analysis import measure_rendition
 from media.commands import encode_argv, encode_pipeline, first_gain_db, poster_argv
 from media.errors import MediaError
-from media.loudness import Loudness, measured_rendition
-from media.probe import ProbeResult
+from media.loudness import measured_rendition
+from media.model import Loudness, ProbeResult, SourceAnalysis
 from media.profiles import Profile
 from media.runner import run, run_pipeline
 from media.tags import write_radio_tags

@@ -13,7 +13,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from media.errors import MediaError
-from media.probe import ProbeResult, probe
+from media.model import ProbeResult
+from media.probe import probe
 from media.profiles import profiles_for
 from server.errors import ApiError
 from server.jobs import leases as jobs

@@ -18,9 +18,9 @@ from typing import Iterator, Optional
 
 from sqlalchemy import delete, select
 
-from media.analysis import SourceAnalysis, analyse
+from media.analysis import analyse
 from media.errors import FfmpegError, MediaError
-from media.probe import ProbeResult
+from media.model import ProbeResult, SourceAnalysis
 from media.profiles import PROFILES
 from media.rendition import make_rendition
 from server.jobs import leases as jobs

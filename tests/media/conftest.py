@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from media.analysis import SourceAnalysis, analyse
+from media.analysis import analyse
 from media.limits import Limits
-from media.probe import ProbeResult, probe
+from media.model import ProbeResult, SourceAnalysis
+from media.probe import probe
 from media.profiles import PROFILES
 from media.rendition import RenditionResult, make_rendition
 from tests.media import synth

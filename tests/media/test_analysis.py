@@ -6,9 +6,10 @@ import json
 
 import pytest
 
-from media.analysis import SourceAnalysis, analyse, measure_loudness
+from media.analysis import analyse, measure_loudness
 from media.errors import MediaError
 from media.limits import Limits
+from media.model import SourceAnalysis
 from media.probe import probe
 from tests.media import synth
 from tests.media.independent import ebur128

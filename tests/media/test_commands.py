@@ -8,7 +8,6 @@ import subprocess
 
 import pytest
 
-from media.analysis import SourceAnalysis
 from media.commands import (
     Compression,
     analysis_argv,
@@ -21,8 +20,7 @@ from media.commands import (
     probe_argv,
     scaled_size,
 )
-from media.loudness import Loudness
-from media.probe import ProbeResult
+from media.model import Loudness, ProbeResult, SourceAnalysis
 from media.profiles import PROFILES
 from media.runner import run, run_pipeline
 from tests.media.independent import ffprobe

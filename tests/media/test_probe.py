@@ -8,7 +8,8 @@ import pytest
 
 from media.errors import MediaError
 from media.limits import Limits
-from media.probe import ProbeResult, check_probe, displayed_size, probe
+from media.model import ProbeResult
+from media.probe import check_probe, displayed_size, probe
 from tests.media import synth
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from media.probe import ProbeResult
+from media.model import ProbeResult
 from media.profiles import PROFILES, profiles_for
 
 AUDIO = ProbeResult("mp3", 60.0, 1_000_000, 128_000, "mp3", 2, 44100)
