@@ -6,7 +6,7 @@ It writes a county of 10 townships, 200 sites and --members members (bulk insert
 - asks ``GET /api/v1/reports/participation?period=2026-Q4&format=xlsx`` through the Flask app in this process (after
   one large request that imports the export code) and measures what the request allocated (tracemalloc peak) and
   this process's RSS: the web side;
-- runs the export job as the worker does (``server.lessons.transcode.run_job``: a child process writes the XLSX in
+- runs the export job as the worker does (``server.jobs.runner.run_job``: a child process writes the XLSX in
 openpyxl's
   write-only mode) and reads the child's peak RSS, which the job records on the export;
 - as the reference, builds the same workbook in a child process with an ordinary in-memory openpyxl Workbook (what
@@ -84,7 +84,7 @@ def main() -> None:
 
     from server.accounts.auth import create_token
     from server.app import create_app
-    from server.lessons.transcode import run_job
+    from server.jobs.runner import run_job
     from tests.attendance_data import add_members, build_county
     from tests.conftest import make_services
 

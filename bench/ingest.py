@@ -48,6 +48,7 @@ from sqlalchemy import func, select  # noqa: E402
 
 from playlists import topics  # noqa: E402
 from server.devices import registry as devices  # noqa: E402
+from server.devices import enrolment  # noqa: E402
 from server.devices.models import Device, DeviceAssignment
 from server.events.models import DeviceEvent, DeviceSequence  # noqa: E402
 from server.lessons.models import Lesson, Rendition  # noqa: E402
@@ -77,7 +78,7 @@ def setup(services, count: int, lesson_id_box: list) -> list[dict]:
     with services.db.session() as session:
         codes = [devices.add(services, session, kind="radio", name=f"bench {n}", site_code="qs-01",
                              actor="bench").code for n in range(count)]
-    answers = [devices.enrol(services, code) for code in codes]
+    answers = [enrolment.enrol(services, code) for code in codes]
     now = datetime.now(timezone.utc)
     with services.db.session() as session:
         site = session.scalar(select(Site.id).where(Site.code == "qs-01"))

@@ -8,7 +8,10 @@ from typing import Any, Mapping, Optional
 from flask import Flask, Response, request
 
 from server import errors, settings as settings_mod, validation
-from server.instance import secret_key
+from server.api import (API_PREFIX, attendance, devices, exports, fleet, health, lessons, media, openapi, org,
+                        programmes, tuf, uploads)
+from server.i18n import DEFAULT_LANGUAGE, LANGUAGES, TRANSLATIONS_DIR, normalise
+from server.keyfiles import secret_key
 from server.lessons.upload_stream import LessoncastRequest, discard_unclaimed
 from server.services import Services
 
@@ -43,11 +46,11 @@ def create_app(overrides: Optional[Mapping[str, Any]] = None, services: Optional
     logging.basicConfig(level=services.settings.log_level)
 
     validation.register(app)  # before the blueprints: their <int:…> routes take its bounded converter
-    from server.api import (attendance, devices, exports, fleet, health, lessons, media, openapi, org, programmes, tuf,
-                            uploads)
 
-    for blueprint in (lessons.bp, uploads.bp, media.bp, health.bp, devices.bp, tuf.bp, org.bp,
-                      programmes.bp, attendance.bp, fleet.bp, exports.bp, openapi.bp):
+    for blueprint in (lessons.bp, uploads.bp, devices.bp, org.bp, programmes.bp, attendance.bp, fleet.bp, exports.bp,
+                      openapi.bp):
+        app.register_blueprint(blueprint, url_prefix=API_PREFIX + (blueprint.url_prefix or ""))
+    for blueprint in (media.bp, health.bp, tuf.bp):  # /media/…, /healthz and /tuf/… are not the API
         app.register_blueprint(blueprint)
     errors.register(app)
     app.teardown_request(discard_unclaimed)
@@ -85,7 +88,6 @@ def _babel(app: Flask) -> None:
     from flask import request
     from flask_babel import Babel
 
-    from server.i18n import DEFAULT_LANGUAGE, LANGUAGES, TRANSLATIONS_DIR, normalise
 
     def locale() -> str:
         try:

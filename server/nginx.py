@@ -24,6 +24,7 @@ import pwd
 import shutil
 from pathlib import Path
 
+from server.api.org import CSV_LIMIT
 from server.services import Services
 from server.settings import Settings
 
@@ -39,8 +40,6 @@ UPLOAD_LOCATIONS = ("= /api/v1/lessons", "^~ /api/v1/uploads")
 
 def body_limit() -> int:
     """The largest body nginx buffers for an ordinary route: the CSV imports' limit plus a multipart envelope."""
-    from server.api.org import CSV_LIMIT
-
     return CSV_LIMIT + 1024 * 1024
 
 

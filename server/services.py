@@ -12,9 +12,16 @@ from functools import cached_property
 from pathlib import Path
 from typing import Callable
 
+from flask import current_app
+
 from media.limits import Limits
+from server.accounts.token_use import TokenUse
+from server.attendance.rules import Rules
 from server.db import Database, utcnow
+from server.jobs.queue import build_huey
+from server.keyfiles import secret_key
 from server.lessons.media_store import FilesystemStore
+from server.org.cards import derive_key
 from server.settings import Settings
 
 
@@ -39,8 +46,6 @@ class Services:
     @cached_property
     def token_use(self):
         """When API tokens were last used, written off the request path (server.accounts.token_use.TokenUse)."""
-        from server.accounts.token_use import TokenUse
-
         return TokenUse(self.db, lambda: self.clock())
 
     @cached_property
@@ -78,8 +83,6 @@ class Services:
     @cached_property
     def rules(self):
         """The attendance thresholds (server.attendance.rules.Rules) from the settings."""
-        from server.attendance.rules import Rules
-
         s = self.settings
         return Rules(completion_threshold=s.attendance_completion, grace_days=s.attendance_grace_days,
                      class_min_s=s.attendance_class_minutes * 60.0, checkin_before_s=s.attendance_checkin_before,
@@ -89,9 +92,6 @@ class Services:
     @cached_property
     def card_key(self) -> bytes:
         """The key members' card tokens are hashed with (server/org/cards.py), derived from the instance secret."""
-        from server.instance import secret_key
-        from server.org.cards import derive_key
-
         return derive_key(self.settings.secret_key or secret_key(self.data))
 
     @cached_property
@@ -104,6 +104,9 @@ class Services:
     @cached_property
     def queue(self):
         """The huey instance (SqliteHuey in the data directory, or RedisHuey when a Redis URL is set)."""
-        from server.jobs.queue import build_huey
-
         return build_huey(self)
+
+
+def app_services() -> Services:
+    """The Services of the running Flask app: how views (and the request hooks below them) reach the services."""
+    return current_app.extensions["lessoncast"]

@@ -87,7 +87,7 @@ def auth(token) -> Callable[[str], dict]:
 @pytest.fixture
 def drain(services) -> Callable[[], int]:
     """Run every queued job in this process, as a worker would, until none is left; return how many ran."""
-    from server.lessons.transcode import run_job
+    from server.jobs.runner import run_job
 
     def run_all() -> int:
         count = 0
@@ -173,13 +173,13 @@ def broker(services):
 @pytest.fixture
 def enrolled(services):
     """Add and enrol a device through the service layer: enrolled('radio', name=..., site=...) -> enrolment answer."""
-    from server.devices import registry as devices
+    from server.devices import enrolment, registry as devices
 
     def make(kind: str = "radio", **fields) -> dict:
         with services.db.session() as session:
             new = devices.add(services, session, kind=kind, name=fields.pop("name", f"test {kind}"),
                               site_code=fields.pop("site", None), actor="test", **fields)
-        return devices.enrol(services, new.code)
+        return enrolment.enrol(services, new.code)
 
     return make
 

@@ -11,13 +11,15 @@ from typing import Callable, Optional
 
 from argon2 import PasswordHasher
 from argon2.exceptions import VerificationError
-from flask import current_app, g, request
+from flask import g, request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from server.accounts.models import ROLES, ApiToken, User
-from server.accounts.scope import COUNTY, Scope
+from server.accounts.scope import COUNTY, Scope, find_township
+from server.devices.models import Device
 from server.errors import ApiError
+from server.services import app_services
 
 # What each role may do. Reading is split by what the data is, so each role reads only what its work needs:
 # - read.lessons: lessons, programmes, the publish preview, channels and their manifests (no personal data);
@@ -77,8 +79,6 @@ def create_token(session: Session, *, name: str, role: str, township: Optional[s
                  expires_at: Optional[datetime] = None) -> str:
     """Create an API token and return it; only its hash is kept, so it can be shown once. An operator token's
     township is given by code (qs) or name (青山镇) and stored as the code; an unknown township is refused."""
-    from server.org.service import find_township
-
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}; choose one of {', '.join(ROLES)}")
     if role == "operator" and not township:
@@ -110,6 +110,12 @@ def find_token(session: Session, token: str) -> Optional[ApiToken]:
     return row if row is not None and row.revoked_at is None else None
 
 
+def find_device(session: Session, token: str) -> Optional[Device]:
+    """The enrolled device presenting this HTTP token, or None (revoked devices have none)."""
+    device = session.scalar(select(Device).where(Device.http_token_sha256 == _digest(token)))
+    return device if device is not None and device.state == "enrolled" else None
+
+
 def hash_password(password: str) -> str:
     """An argon2id hash of the password."""
     return PasswordHasher().hash(password)
@@ -133,12 +139,10 @@ def current_actor() -> Actor:
         raise ApiError(401, "unauthenticated",
                        "This needs an API token: send 'Authorization: Bearer TOKEN'. "
                        "Create one with 'lessoncast token create --role media --name NAME'.")
-    services = current_app.extensions["lessoncast"]
+    services = app_services()
     if token.strip().startswith("lcd_"):
-        from server.devices.registry import find_by_token
-
         with services.db.session() as session:
-            device = find_by_token(session, token.strip())
+            device = find_device(session, token.strip())
             if device is None:
                 raise ApiError(401, "bad_device_token",
                                "This device token is unknown or the device was revoked. Enrol the device again.")

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from server.devices.models import Device
@@ -91,3 +92,20 @@ class Scope:
 
 
 COUNTY = Scope(None)
+
+
+def find_township(session: Session, code_or_name: str) -> Township:
+    """The township with this code, or else with this name (青山镇); ValueError naming the choices when there is
+    none, or when two townships share the name."""
+    text = code_or_name.strip()
+    township = session.scalar(select(Township).where(Township.code == text))
+    if township is not None:
+        return township
+    named = session.scalars(select(Township).where(Township.name == text)).all()
+    if len(named) == 1:
+        return named[0]
+    known = ", ".join(f"{t.code} ({t.name})" for t in session.scalars(select(Township).order_by(Township.code)))
+    if named:
+        raise ValueError(f"{len(named)} townships are named {text!r}; give the code of one: {known}")
+    raise ValueError(f"there is no township {text!r}; give the code or the name of one of: {known or 'none yet'} "
+                     "(import the sites first: 'lessoncast org import sites.csv')")

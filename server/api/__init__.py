@@ -1,17 +1,15 @@
-"""Blueprints of the web app: one module per area, and the two things every JSON view needs."""
+"""Blueprints of the web app: one module per area, registered under API_PREFIX, and what every JSON view needs."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from flask import current_app, request
+from flask import request
 
 from server.errors import ApiError
 
-
-def app_services():
-    """The Services of the running app."""
-    return current_app.extensions["lessoncast"]
+# Every API blueprint is registered under this prefix (server/app.py); each names only its own part.
+API_PREFIX = "/api/v1"
 
 
 def json_body() -> dict[str, Any]:

@@ -10,12 +10,15 @@ from flask import Blueprint, Response, jsonify, request
 
 from server import validation
 from server.accounts.auth import current_actor, require
-from server.api import app_services, json_body
-from server.attendance import edit as attendance_edit, report_export, reports
+from server.api import json_body
+from server.attendance import edit as attendance_edit, exports, report_export, reports
+from server.attendance.exports import ReportRequest
 from server.errors import ApiError
 from server.i18n import normalise
+from server.org.csv_rows import OrgImportError, decode_csv
+from server.services import app_services
 
-bp = Blueprint("attendance_api", __name__, url_prefix="/api/v1")
+bp = Blueprint("attendance_api", __name__)
 
 
 def _township(requested: str | None = None) -> str | None:
@@ -68,10 +71,19 @@ def _period_or_programme(args=None) -> tuple[str, bool]:
     return (period or programme), bool(programme)
 
 
+def accepted(export_id: int, message: str) -> Response:
+    """202 with the export's state and its URL in Location: what every request for a worker-built report gets."""
+    services = app_services()
+    export, job = exports.get_for(services, export_id, current_actor())
+    response = jsonify({**exports.export_json(export, job), "message": message})
+    response.status_code = 202
+    response.headers["Location"] = f"/api/v1/exports/{export_id}"
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
 def report_request(args, default_format: str = "json"):
     """The participation report ARGS ask for (query or JSON fields), scoped to what the actor may see."""
-    from server.attendance.exports import ReportRequest
-
     period, programme = _period_or_programme(args)
     fmt = args.get("format") or default_format
     table = args.get("table") or ("sites" if fmt == "csv" else None)
@@ -86,9 +98,6 @@ def participation():
 
     A report covering more than LESSONCAST_REPORT_INLINE_MEMBERS members answers 202 with an export the worker
     builds (see /api/v1/exports), so no web process ever holds a county's 100,000 member rows."""
-    from server.api.exports import accepted
-    from server.attendance import exports
-
     period, programme = _period_or_programme()
     services = app_services()
     township = _township()
@@ -199,8 +208,6 @@ def remove_attendee(key: str, member_no: str):
 @require("attendance.write")
 def import_roster():
     """A roster CSV (multipart field 'file' or a text/csv body); all rows are checked before any is stored."""
-    from server.org.csv_rows import OrgImportError, decode_csv
-
     upload = request.files.get("file")
     data = upload.read() if upload is not None else request.get_data()
     name = upload.filename if upload is not None and upload.filename else "roster.csv"

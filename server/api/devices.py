@@ -7,13 +7,19 @@ from sqlalchemy import func, select
 
 from server import validation
 from server.accounts.auth import current_actor, require
-from server.api import app_services, json_body
-from server.devices import registry as devices
+from server.api import json_body
+from server.devices import enrolment, registry as devices
 from server.devices.models import Device
 from server.errors import ApiError
+from server.events.models import DeviceStatus
+from server.messaging import retained
+from server.org.csv_rows import OrgImportError, decode_csv
 from server.org.models import Site, Township
+from server.programmes import publish
+from server.programmes.trust import initialised
+from server.services import app_services
 
-bp = Blueprint("devices_api", __name__, url_prefix="/api/v1")
+bp = Blueprint("devices_api", __name__)
 
 
 
@@ -24,7 +30,7 @@ def enrol():
     code = body.get("code")
     if not isinstance(code, str) or not code.strip() or len(code) > 64:
         raise ApiError(400, "code_required", 'Send {"code": "K7QX-M3TD-WA9F"}: the one-time code printed for this device.')
-    return jsonify(devices.enrol(app_services(), code, address=request.remote_addr or ""))
+    return jsonify(enrolment.enrol(app_services(), code, address=request.remote_addr or ""))
 
 
 @bp.get("/devices")
@@ -69,8 +75,6 @@ def add_device():
 @require("devices.manage")
 def import_devices():
     """Add devices from a CSV (multipart field 'file' or a text/csv body); all or nothing. Answers their codes."""
-    from server.org.csv_rows import OrgImportError, decode_csv
-
     upload = request.files.get("file")
     data = upload.read() if upload is not None else request.get_data()
     try:
@@ -94,16 +98,11 @@ def show_device(uid: str):
 @require("devices.manage")
 def edit_device(uid: str):
     """Change site, language, groups, radio holder or settings; a device that changes audience moves channel at once."""
-    from server.programmes import publish
-    from server.programmes.trust import initialised
-
     services = app_services()
     moves = devices.update(services, uid, json_body(), current_actor().name, scope=current_actor().scope)
     if moves and initialised(services):
         publish.publish(services, None, current_actor().name)
     else:
-        from server.messaging import retained
-
         retained.flush_quietly(services)
     with services.db.session() as session:
         return jsonify(devices.device_json(devices.get(session, uid)))
@@ -121,8 +120,6 @@ def command(uid: str):
 @require("read.devices")
 def device_status(uid: str):
     """The device's last reported status (battery, storage, programme, sync, stale, queue) and when it arrived."""
-    from server.events.models import DeviceStatus
-
     services = app_services()
     with services.db.session() as session:
         devices.get(session, uid, current_actor().scope)

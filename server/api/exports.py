@@ -3,33 +3,22 @@ progress, then download GET /api/v1/exports/<id>/file. Large participation repor
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify, send_file
+from flask import Blueprint, jsonify, send_file
 
 from server.accounts.auth import current_actor, require
-from server.api import app_services, json_body
+from server.api import json_body
+from server.api.attendance import accepted, report_request
 from server.attendance import exports
 from server.errors import ApiError
+from server.services import app_services
 
-bp = Blueprint("exports_api", __name__, url_prefix="/api/v1/exports")
-
-
-def accepted(export_id: int, message: str) -> Response:
-    """202 with the export's state and its URL in Location: what every request for a worker-built report gets."""
-    services = app_services()
-    export, job = exports.get_for(services, export_id, current_actor())
-    response = jsonify({**exports.export_json(export, job), "message": message})
-    response.status_code = 202
-    response.headers["Location"] = f"/api/v1/exports/{export_id}"
-    response.headers["Cache-Control"] = "no-store"
-    return response
+bp = Blueprint("exports_api", __name__, url_prefix="/exports")
 
 
 @bp.post("")
 @require("read.attendance")
 def create():
     """{"report": "participation", "period" or "programme", "township", "format": xlsx|csv|json, "table", "lang"}."""
-    from server.api.attendance import report_request
-
     body = json_body()
     report = body.get("report", "participation")
     if report not in exports.REPORTS:

@@ -9,16 +9,15 @@ from sqlalchemy import func, select
 
 from server import validation
 from server.accounts.auth import current_actor, require
-from server.api import app_services
 from server.attendance.models import AttendanceExclusion
 from server.devices import registry as devices
 from server.devices.models import Device
-from server.errors import ApiError
 from server.events.batches import gaps
 from server.events.models import DeviceEvent, DeviceSequence, DeviceStatus, QuarantinedBatch
 from server.org.models import Site, Township
+from server.services import app_services
 
-bp = Blueprint("fleet_api", __name__, url_prefix="/api/v1")
+bp = Blueprint("fleet_api", __name__)
 _STATUS = ("battery", "storage_free_mb", "firmware", "agent_version", "manifest_version", "sync_state", "stale",
            "outbox_depth")
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, jsonify
 
 from server.health.checks import report
+from server.services import app_services
 
 bp = Blueprint("health", __name__)
 
@@ -12,5 +13,5 @@ bp = Blueprint("health", __name__)
 @bp.get("/healthz")
 def healthz():
     """The health document."""
-    body, ok = report(current_app.extensions["lessoncast"])
+    body, ok = report(app_services())
     return jsonify(body), 200 if ok else 503

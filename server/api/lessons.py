@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, g, jsonify, request
+from flask import Blueprint, g, jsonify, request
 from sqlalchemy import func, select
 
 from server import validation
@@ -10,19 +10,17 @@ from server.accounts.auth import current_actor, require
 from server.errors import ApiError
 from server.lessons import service as lessons, tus as uploads
 from server.lessons.models import Lesson
+from server.services import app_services
 
-bp = Blueprint("lessons_api", __name__, url_prefix="/api/v1/lessons")
+bp = Blueprint("lessons_api", __name__, url_prefix="/lessons")
 
-
-def _services():
-    return current_app.extensions["lessoncast"]
 
 
 @bp.post("")
 @require("lessons.write")
 def create():
     """Accept a multipart upload (fields 'file', 'title' and optional metadata); 201 new, 200 same bytes again."""
-    services = _services()
+    services = app_services()
     # Checked before the body is read: a file the disk cannot hold is refused before any of it is written.
     uploads.ensure_room(services, request.content_length or 0)
     if "file" not in request.files:
@@ -46,7 +44,7 @@ def create():
 @require("read.lessons")
 def index():
     """List lessons, newest first, 50 a page (?page=N, or ?limit= and ?offset=)."""
-    services = _services()
+    services = app_services()
     page = validation.paging(50, 200)
     with services.db.session() as session:
         total = session.scalar(select(func.count(Lesson.id)))
@@ -59,7 +57,7 @@ def index():
 @require("read.lessons")
 def show(lesson_id: int):
     """One lesson with each rendition's state, progress, sha256 and URL."""
-    services = _services()
+    services = app_services()
     return jsonify(lessons.lesson_json(services, lessons.get_lesson(services, lesson_id)))
 
 
@@ -67,5 +65,5 @@ def show(lesson_id: int):
 @require("lessons.write")
 def retry(lesson_id: int):
     """Queue the lesson's failed jobs again."""
-    services = _services()
+    services = app_services()
     return jsonify(lessons.lesson_json(services, lessons.retry(services, lesson_id)))

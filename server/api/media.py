@@ -10,6 +10,7 @@ from server.accounts.auth import current_actor
 from server.errors import ApiError
 from server.lessons.media_store import EXTENSION, SHA256
 from server.nginx import MEDIA_INTERNAL
+from server.services import app_services
 
 bp = Blueprint("media", __name__)
 
@@ -21,7 +22,7 @@ CACHE_FOREVER = f"public, max-age={ONE_YEAR}, immutable"
 @bp.get("/media/<name>")
 def download(name: str):
     """Serve a stored rendition or poster; its name is its hash, so it never changes and caches forever."""
-    services = current_app.extensions["lessoncast"]
+    services = app_services()
     if services.settings.media_require_token:
         current_actor()
     sha256, _, extension = name.partition(".")

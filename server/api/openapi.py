@@ -6,7 +6,7 @@ from flask import Blueprint, jsonify
 
 from server.api import openapi_doc as openapi
 
-bp = Blueprint("openapi_api", __name__, url_prefix="/api/v1")
+bp = Blueprint("openapi_api", __name__)
 
 
 @bp.get("/openapi.json")

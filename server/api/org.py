@@ -6,12 +6,13 @@ from flask import Blueprint, jsonify, request
 
 from server import validation
 from server.accounts.auth import current_actor, require
-from server.api import app_services, json_body
+from server.api import json_body
 from server.errors import ApiError
 from server.lessons.service import display_name
 from server.org import service as org
+from server.services import app_services
 
-bp = Blueprint("org_api", __name__, url_prefix="/api/v1")
+bp = Blueprint("org_api", __name__)
 
 # A county's members file is a few MB; anything far larger is not an org export.
 CSV_LIMIT = 20 * 1024 * 1024

@@ -8,12 +8,13 @@ from sqlalchemy import select
 from playlists.m3u import to_m3u8
 from playlists.manifest import parse_manifest
 from server.accounts.auth import current_actor, require
-from server.api import app_services, json_body
+from server.api import json_body
 from server.errors import ApiError
 from server.programmes import service as programmes, publish
 from server.programmes.models import Channel, Programme
+from server.services import app_services
 
-bp = Blueprint("programmes_api", __name__, url_prefix="/api/v1")
+bp = Blueprint("programmes_api", __name__)
 
 
 

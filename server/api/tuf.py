@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import re
 
-from flask import Blueprint, current_app, send_file
+from flask import Blueprint, send_file
 
 from server.errors import ApiError
 from server.programmes.trust import repo_dir
+from server.services import app_services
 
 bp = Blueprint("tuf", __name__, url_prefix="/tuf")
 METADATA_NAME = re.compile(r"(\d+\.)?(root|targets|snapshot|timestamp)\.json")
@@ -34,7 +35,7 @@ def metadata(name: str):
     match = METADATA_NAME.fullmatch(name)
     if not match:
         raise ApiError(404, "not_found", f"'{name}' is not a TUF metadata file name.")
-    services = current_app.extensions["lessoncast"]
+    services = app_services()
     return _send(repo_dir(services) / "metadata" / name, cache_forever=match.group(1) is not None)
 
 
@@ -43,5 +44,5 @@ def targets(target: str):
     """A target file (a channel manifest) under its consistent-snapshot name, which never changes."""
     if not TARGET_PATH.fullmatch(target) or ".." in target.split("/"):
         raise ApiError(404, "not_found", "Not a target path.")
-    services = current_app.extensions["lessoncast"]
+    services = app_services()
     return _send(repo_dir(services) / "targets" / target, cache_forever=True)

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, jsonify, request, url_for
+from flask import Blueprint, Response, jsonify, request, url_for
 
 from server.accounts.auth import current_actor, require
 from server.errors import ApiError
 from server.lessons import tus as uploads
+from server.services import app_services
 
-bp = Blueprint("uploads_api", __name__, url_prefix="/api/v1/uploads")
+bp = Blueprint("uploads_api", __name__, url_prefix="/uploads")
 
-
-def _services():
-    return current_app.extensions["lessoncast"]
 
 
 @bp.after_request
@@ -39,7 +37,7 @@ def options(upload_id: str | None = None):
     response = Response(status=204)
     response.headers["Tus-Version"] = uploads.TUS_VERSION
     response.headers["Tus-Extension"] = "creation,termination,expiration"
-    response.headers["Tus-Max-Size"] = str(_services().settings.max_upload_size)
+    response.headers["Tus-Max-Size"] = str(app_services().settings.max_upload_size)
     return response
 
 
@@ -49,7 +47,7 @@ def create():
     """Create an upload: Upload-Length and Upload-Metadata (title, filename, speaker, series, language...)."""
     actor = current_actor()
     metadata = request.headers.get("Upload-Metadata", "")
-    upload = uploads.create(_services(), request.headers.get("Upload-Length"), metadata, actor.token_id,
+    upload = uploads.create(app_services(), request.headers.get("Upload-Length"), metadata, actor.token_id,
                             actor.name)
     response = Response(status=201)
     response.headers["Location"] = url_for("uploads_api.head", upload_id=upload.id, _external=False)
@@ -61,7 +59,7 @@ def create():
 @require("lessons.write")
 def head(upload_id: str):
     """Report how many bytes are stored."""
-    upload = uploads.get(_services(), upload_id)
+    upload = uploads.get(app_services(), upload_id)
     response = Response(status=200)
     response.headers["Upload-Offset"] = str(upload.offset)
     response.headers["Upload-Length"] = str(upload.length)
@@ -74,7 +72,7 @@ def patch(upload_id: str):
     """Append bytes at Upload-Offset; on the last byte the file becomes a lesson (Lessoncast-Lesson-Id header)."""
     if request.mimetype != "application/offset+octet-stream":
         raise ApiError(415, "bad_content_type", "PATCH bodies must be 'application/offset+octet-stream'.")
-    services = _services()
+    services = app_services()
     request.max_content_length = services.settings.max_upload_size
     upload = uploads.append(services, upload_id, request.headers.get("Upload-Offset"), request.stream,
                             request.content_length)
@@ -89,7 +87,7 @@ def patch(upload_id: str):
 @require("lessons.write")
 def delete(upload_id: str):
     """Cancel an upload."""
-    uploads.terminate(_services(), upload_id)
+    uploads.terminate(app_services(), upload_id)
     return Response(status=204)
 
 
@@ -97,6 +95,6 @@ def delete(upload_id: str):
 @require("lessons.write")
 def status(upload_id: str):
     """JSON view of an upload: offset, length, and the lesson it became or why it was refused."""
-    upload = uploads.get(_services(), upload_id)
+    upload = uploads.get(app_services(), upload_id)
     return jsonify({"id": upload.id, "offset": upload.offset, "length": upload.length, "filename": upload.filename,
                     "lesson_id": upload.lesson_id, "error": upload.error})

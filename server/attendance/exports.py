@@ -24,6 +24,7 @@ from typing import Any, Optional
 from sqlalchemy import delete, func, select
 
 from server.accounts.auth import Actor
+from server.attendance import reports
 from server.attendance.models import Export
 from server.attendance.report_export import FORMATS
 from server.errors import ApiError
@@ -31,6 +32,7 @@ from server.jobs import leases as jobs
 from server.jobs.models import Job
 from server.org.models import Member, Site, Township
 from server.services import Services
+from server.settings import SETTINGS
 
 log = logging.getLogger(__name__)
 KIND = "export"
@@ -80,8 +82,6 @@ def is_large(services: Services, township: Optional[str]) -> bool:
 
 def validate(services: Services, req: ReportRequest) -> None:
     """Refuse now what the job would refuse later: an unknown format, table, period, programme or township."""
-    from server.attendance import reports
-
     if req.format not in FORMATS:
         raise ApiError(400, "bad_format", f"format {req.format!r}: use one of {', '.join(FORMATS)}.")
     if req.table is not None and req.table not in TABLES:
@@ -173,8 +173,6 @@ def run(services: Services, claim: jobs.Claim) -> None:
 
 
 def _run(services: Services, claim: jobs.Claim) -> None:
-    from server.lessons.transcode import _Ticker  # the same lease renewal and progress ticker as transcoding jobs
-
     with services.db.session() as session:
         export = session.scalar(select(Export).where(Export.job_id == claim.job_id))
     if export is None:
@@ -184,7 +182,7 @@ def _run(services: Services, claim: jobs.Claim) -> None:
     stored_as = f"{export.id}-{secrets.token_hex(8)}.{export.params['format']}"
     partial = directory / f"{stored_as}.part"
     errors = directory / f"{stored_as}.log"
-    ticker = _Ticker(services, claim, None)
+    ticker = jobs.Ticker(services, claim)
     try:
         with ticker.running(), os.fdopen(os.open(errors, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600), "w+",
                                          encoding="utf-8") as stderr:
@@ -240,8 +238,6 @@ def _build_in_child(services: Services, export_id: int, partial: Path, stderr, t
 def child_env(services: Services) -> dict[str, str]:
     """The environment of a builder: this process's, with every effective setting spelled out, so the child sees
     the same instance whichever way these settings were given (environment, config file, arguments)."""
-    from server.settings import SETTINGS
-
     env = dict(os.environ)
     for setting in SETTINGS:
         value = services.settings[setting.name]

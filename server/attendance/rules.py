@@ -23,7 +23,6 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Any, Iterable, Mapping, NamedTuple, Optional, Sequence
 from zoneinfo import ZoneInfo
 
-from server.events.batches import parse_instant
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 # The days a county's calendar can hold: earlier or later is a typo, and the far ends of Python's date range
@@ -64,6 +63,26 @@ class Rules:
 
 # ---------------------------------------------------------------------------------------------------------------
 # Time
+
+
+def parse_instant(value: object) -> Optional[datetime]:
+    """The time in VALUE, an ISO 8601 string with a UTC offset; None for anything else.
+
+    An event's device time is stored for attendance to correct the clock; an unreadable one does not make the
+    event worthless."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if parsed.utcoffset() is None:
+        return None
+    try:  # within a day of year 1 or 9999 a time with an offset may have no UTC instant (no column can hold it)
+        parsed.astimezone(timezone.utc)
+    except OverflowError:
+        return None
+    return parsed
 
 
 def _parse_instant(value: object) -> Optional[datetime]:

@@ -71,7 +71,7 @@ def device_import(file: Path, codes_out: Optional[Path]) -> None:
     for new in added:
         writer.writerow([new.uid, new.kind, new.name, new.site, new.code])
     if codes_out:
-        from server.instance import write_private
+        from server.keyfiles import write_private
 
         write_private(codes_out, out.getvalue())
         click.echo(f"{len(added)} devices added; codes in {codes_out} (keep it safe: each code enrols a device).")

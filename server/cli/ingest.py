@@ -19,7 +19,7 @@ from server.cli.stack import _initialised, _services
                    "taking over each other's session.")
 def ingest(client_id: str | None) -> None:
     """Run the event ingest in the foreground: store device events and status, and acknowledge them."""
-    from server.events.ingest import Ingest
+    from server.events.ingest_loop import Ingest
 
     services = _services()
     logging.basicConfig(level=services.settings.log_level, format="%(asctime)s ingest %(levelname)s %(message)s")
@@ -31,7 +31,8 @@ def ingest(client_id: str | None) -> None:
 def import_events(paths: tuple[Path, ...]) -> None:
     """Import the events radios wrote under PATHS (files, or folders holding *.events.jsonl or
     lessoncast-events/*.jsonl). Importing a file twice stores nothing new."""
-    from server.events.ingest import EventFileError, find_events_files, import_events_file
+    from server.events.batches import EventFileError, find_events_files
+    from server.events.ingest import import_events_file
 
     services = _services()
     _initialised(services)

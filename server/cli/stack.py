@@ -55,7 +55,7 @@ def _tell_secrets(services, lines: list[str]) -> None:
         for line in lines:
             click.secho(line, fg="yellow", bold=line.startswith("    "), err=True)
         return
-    from server.instance import write_private
+    from server.keyfiles import write_private
 
     path = services.data / SECRETS_FILE
     before = path.read_text(encoding="utf-8") if path.exists() else ""

@@ -39,7 +39,7 @@ class Device(Base):
     first_enrolled_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
     revoked_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
 
-    site: Mapped[Site] = relationship()
+    site: Mapped["Site"] = relationship()
     assignments: Mapped[list["DeviceAssignment"]] = relationship(
         back_populates="device", order_by="DeviceAssignment.from_date", cascade="all, delete-orphan")
 
@@ -56,4 +56,4 @@ class DeviceAssignment(Base):
     until_date: Mapped[Optional[date]] = mapped_column(Date)
 
     device: Mapped[Device] = relationship(back_populates="assignments")
-    member: Mapped[Member] = relationship()
+    member: Mapped["Member"] = relationship()

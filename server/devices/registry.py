@@ -17,17 +17,19 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from playlists import topics
-from playlists.model import Audience, is_language_tag
 from playlists.channels import channel_id
+from playlists.manifest import format_utc
+from playlists.model import Audience, is_hhmm, is_language_tag
 from playlists.payloads import DeviceConfig, encode
 from server import validation
 from server.accounts.scope import COUNTY, Scope
 from server.audit import AuditEntry
-from server.devices import enrol_limit
 from server.devices.models import DEVICE_KINDS, Device, DeviceAssignment
 from server.errors import ApiError
-from server.messaging import retained
+from server.messaging import broker, retained
+from server.messaging.mqtt_link import BrokerAddress, BrokerUnavailable, ServerLink
 from server.org.models import Group, GroupLink, Member, Site
+from server.org.service import default_site
 
 # Enrolment codes are typed by a technician from paper: no 0/O, 1/I/L, 2/Z, 5/S, 8/B.
 CODE_ALPHABET = "ACDEFGHJKMNPQRTUVWXY34679"
@@ -38,7 +40,8 @@ DEFAULT_DEVICE_SETTINGS: dict[str, Any] = {
 }
 
 
-def _sha(text: str) -> str:
+def code_digest(text: str) -> str:
+    """The sha256 (hex) stored for an enrolment code or a device token, never the secret itself."""
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -59,14 +62,12 @@ def new_uid(kind: str) -> str:
 
 def _issue_code(services, device: Device) -> str:
     code = new_code()
-    device.enrol_code_sha256 = _sha(normalise_code(code))
+    device.enrol_code_sha256 = code_digest(normalise_code(code))
     device.enrol_code_expires_at = services.clock() + timedelta(days=services.settings.enrol_code_days)
     return code
 
 
 def _site(session: Session, code: Optional[str], scope: Scope) -> Site:
-    from server.org.service import default_site
-
     if not code:
         if not scope.is_county:  # the default is the county's own site, which no operator manages
             raise ApiError(422, "site_required", f"site: give the code of the {scope.township} site the device "
@@ -220,92 +221,8 @@ def refresh_channel(services, session: Session, device: Device) -> bool:
     return changed
 
 
-def _refused(session: Session, address: str, prefix: str, now, error: ApiError) -> ApiError:
-    """ERROR, once the refused attempt is counted against the address and the code's prefix (and committed)."""
-    enrol_limit.record(session, address, prefix, now, error.code)
-    session.commit()
-    return error
-
-
-def enrol(services, code: str, address: str = "") -> dict[str, Any]:
-    """Exchange a one-time code for the device's credentials, trust root and addresses (the answer is shown once).
-
-    Refused attempts count against the client ADDRESS and the code's first group; past
-    ``enrol_attempts_per_hour`` of either, attempts are refused with 429 before the code is looked at."""
-    from server.messaging import broker
-    from server.messaging.broker import password_line
-    from server.programmes.trust import root_json
-
-    root = root_json(services)  # before anything changes: no keys, no enrolment
-    now = services.clock()
-    prefix = normalise_code(code)[:enrol_limit.PREFIX_LENGTH]
-    with services.db.session() as session:
-        enrol_limit.check(session, address, prefix, now, services.settings.enrol_attempts_per_hour)
-        device = session.scalar(select(Device).where(Device.enrol_code_sha256 == _sha(normalise_code(code))))
-        if device is None or device.state == "revoked":
-            raise _refused(session, address, prefix, now, ApiError(403, "bad_enrol_code",
-                           "This enrolment code is unknown or was already used. Ask the county office for a new one "
-                           "('lessoncast device code DEVICE')."))
-        if device.enrol_code_expires_at is None or device.enrol_code_expires_at < now:
-            raise _refused(session, address, prefix, now, ApiError(403, "enrol_code_expired",
-                           f"The enrolment code of {device.uid} expired on {device.enrol_code_expires_at:%Y-%m-%d}. "
-                           "Ask the county office for a new one."))
-        mqtt_password = secrets.token_urlsafe(24)
-        http_token = "lcd_" + secrets.token_urlsafe(32)
-        device.mqtt_password_hash = password_line(device.uid, mqtt_password).split(":", 1)[1]
-        device.http_token_sha256 = _sha(http_token)
-        device.enrol_code_sha256 = device.enrol_code_expires_at = None  # one time only
-        if device.enrolled_at is not None:
-            # Enrolled before (a replaced SD card, a wiped outbox): a new sequence epoch, so event sequence numbers
-            # that start again at 1 are not mistaken for ones the server already stored.
-            settings = device.settings or DEFAULT_DEVICE_SETTINGS
-            device.settings = {**settings, "sequence_epoch": int(settings.get("sequence_epoch", 1)) + 1}
-        device.state, device.enrolled_at = "enrolled", now
-        device.first_enrolled_at = device.first_enrolled_at or now
-        try:
-            refresh_channel(services, session, device)
-        except ValueError as exc:  # a setting stored before settings were checked; the code is not used up
-            raise ApiError(409, "device_settings_invalid",
-                           f"{exc}. Correct it with PATCH /api/v1/devices/{device.uid} "
-                           '({"settings": {...}}), then enrol again with the same code.') from None
-        session.add(AuditEntry(at=now, actor=device.uid, action="device.enrol", subject=device.uid))
-        uid, kind, channel, language = device.uid, device.kind, device.channel, device.language
-        config = config_payload(services, device)
-    broker.apply_auth(services)
-    if not _channel_published(services, channel):
-        # A new audience: sign a manifest for it now, so the device has something to verify and play at once.
-        from server.programmes import publish
-
-        publish.publish(services, None, uid)
-    retained.flush_quietly(services)
-    scheme, host, port = services.settings.device_mqtt
-    web = services.settings.web_url
-    return {
-        "device": uid, "kind": kind, "channel": channel, "language": language,
-        "mqtt": {"host": host, "port": port, "tls": scheme == "mqtts", "username": uid, "password": mqtt_password,
-                 "client_id": uid},
-        "http_token": http_token,
-        "root": root,
-        "repository_url": f"{web}/tuf/",
-        "metadata_url": f"{web}/tuf/metadata/",
-        "targets_url": f"{web}/tuf/targets/",
-        "media_base_url": (services.settings.media_base_url or web).rstrip("/") + "/",
-        "config": json.loads(config),
-    }
-
-
-def _channel_published(services, channel: str) -> bool:
-    from server.programmes.models import Channel
-
-    with services.db.session() as session:
-        row = session.get(Channel, channel)
-        return row is not None and row.manifest is not None
-
-
 def revoke(services, uid: str, actor: str, reason: str = "", scope: Scope = COUNTY) -> None:
     """Revoke a device: its broker account and HTTP token stop working at once; its retained config says so."""
-    from server.messaging import broker
-
     now = services.clock()
     with services.db.session() as session:
         device = get(session, uid, scope)
@@ -318,12 +235,6 @@ def revoke(services, uid: str, actor: str, reason: str = "", scope: Scope = COUN
         session.add(AuditEntry(at=now, actor=actor, action="device.revoke", subject=uid, note=reason))
     broker.apply_auth(services)
     retained.flush_quietly(services)
-
-
-def find_by_token(session: Session, token: str) -> Optional[Device]:
-    """The enrolled device presenting this HTTP token, or None (revoked devices have none)."""
-    device = session.scalar(select(Device).where(Device.http_token_sha256 == _sha(token)))
-    return device if device is not None and device.state == "enrolled" else None
 
 
 def device_json(device: Device) -> dict[str, Any]:
@@ -436,8 +347,6 @@ def check_settings(settings: dict[str, Any]) -> dict[str, Any]:
     """SETTINGS, each checked the way the device reads it; a 422 naming ``settings.<name>`` otherwise.
 
     Checked whether or not the device is enrolled yet: a stored bad value would break its enrolment later."""
-    from playlists.model import is_hhmm
-
     if "timezone" in settings:
         validation.time_zone(settings["timezone"], "settings.timezone")
     validation.integer(settings, "volume", 0, 100, field="settings.volume")
@@ -460,9 +369,6 @@ def send_command(services, uid: str, body: dict[str, Any], actor: str, expiry_s:
 
     The device reports the outcome as a "command" event carrying the same id.
     """
-    from playlists.manifest import format_utc
-    from server.messaging.mqtt_link import BrokerAddress, BrokerUnavailable, ServerLink
-
     kind = body.get("type")
     if kind not in COMMAND_TYPES:
         raise ApiError(422, "bad_command", f"type: '{kind}' is not a command; use one of {', '.join(COMMAND_TYPES)}.",

@@ -11,12 +11,13 @@ import json
 import re
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable, Mapping, NamedTuple, Optional
 
 from playlists import topics
 from playlists.manifest import canonical_json
+from server.attendance.rules import parse_instant
 
 MAX_SEQ = 2**31 - 1  # the columns are 32-bit integers
 _RANGE = re.compile(r"([0-9]{1,10})-([0-9]{1,10})")
@@ -158,26 +159,6 @@ def split_batch(payload: bytes) -> tuple[dict[str, Any], Optional[list[tuple[Any
             raise
         raise ValueError(f"batch: not JSON ({exc})") from None
     return top, events
-
-
-def parse_instant(value: object) -> Optional[datetime]:
-    """The time in VALUE, an ISO 8601 string with a UTC offset; None for anything else.
-
-    An event's device time is stored for attendance to correct the clock; an unreadable one does not make the
-    event worthless."""
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    if parsed.utcoffset() is None:
-        return None
-    try:  # within a day of year 1 or 9999 a time with an offset may have no UTC instant (no column can hold it)
-        parsed.astimezone(timezone.utc)
-    except OverflowError:
-        return None
-    return parsed
 
 
 def parse_event(raw: object, where: str, text: Optional[str] = None) -> Event:

@@ -32,20 +32,16 @@ from server.attendance.fold import Attributed, Lookups
 from server.attendance.rules import Rules
 from server.devices.models import Device
 from server.events.batches import (MAX_SEQ, Event, EventFileError, ack_payload, batch_range, contiguous_end,
-                                   find_events_files, parse_batch, read_events_file, strict_json)
-from server.events.ingest_loop import Ingest
+                                   parse_batch, read_events_file, strict_json)
 from server.events.models import DeviceEvent, DeviceSequence, DeviceStatus, QuarantinedBatch
 from server.messaging import retained
 from server.org import cards
+from server.org.models import Member
 
 log = logging.getLogger(__name__)
 
 INSERT_CHUNK = 200  # rows per INSERT: well under SQLite's bound-parameter limit
 ADVANCE_CHUNK = 2000  # stored ranges beyond the ack read at a time when the ack moves over them
-# The parsing and the MQTT loop live in their own modules; the CLI and the tests reach them through this one.
-__all__ = ["Event", "EventFileError", "ImportResult", "Incoming", "Ingest", "Stored", "quarantine_batch", "ack_payload", "acks_for_devices",
-           "batch_range", "contiguous_end", "find_events_files", "import_events_file", "parse_batch",
-           "read_events_file", "store_batch", "store_batches", "store_in", "store_status"]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -216,7 +212,6 @@ def _without_card_tokens(session: Session, events: list[Event], key: bytes) -> l
     checkins = [i for i, e in enumerate(events) if e.type == "checkin" and cards.credential_of(e.body)]
     if not checkins:
         return events
-    from server.org.models import Member
 
     given = {cards.credential_of(events[i].body) for i in checkins}
     numbers = set(session.scalars(select(Member.member_no).where(Member.member_no.in_(sorted(given)))))

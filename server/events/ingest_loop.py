@@ -20,6 +20,8 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from playlists import topics
+from server.attendance.fold import CACHE_TTL_S, Lookups
+from server.events.ingest import Incoming, quarantine_batch, store_batch, store_batches, store_status
 from server.events.ingest_queue import DeviceQueues, Limits
 from server.health.beats import Beater, clock_from_monotonic
 from server.messaging import retained
@@ -125,7 +127,6 @@ class Ingest:
         self._threads: list[threading.Thread] = []
         self._wake_flusher = threading.Event()
         self._client = self._make_client()
-        from server.attendance.fold import CACHE_TTL_S, Lookups
 
         # Devices, durations and programme windows for attendance, looked up once per CACHE_TTL_S, not per batch.
         self.lookups = Lookups(ttl_s=CACHE_TTL_S)
@@ -237,7 +238,6 @@ class Ingest:
 
     def _handle(self, group: list[_Message]) -> None:
         # Imported here, not at the top: server.events.ingest imports this module to re-export Ingest.
-        from server.events.ingest import Incoming, quarantine_batch, store_batch, store_batches, store_status
 
         item = group[0]
         if item.kind == "events":

@@ -20,6 +20,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from sqlalchemy.dialects import postgresql, sqlite
+
+from server.health.models import ProcessBeat
+
 log = logging.getLogger(__name__)
 
 BEAT_S = 5.0
@@ -77,6 +81,18 @@ def read_file_beats(services, name: str) -> list[dict[str, Any]]:
     return sorted(beats, key=lambda b: b["seen_at"], reverse=True)
 
 
+def beat(services, name: str) -> None:
+    """Record that the process NAME is alive now."""
+    now = services.clock()
+    values = {"name": name, "pid": os.getpid(), "host": socket.gethostname(), "seen_at": now}
+    dialect = services.db.engine.dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = insert(ProcessBeat).values(**values)
+    stmt = stmt.on_conflict_do_update(index_elements=["name"], set_={k: values[k] for k in ("pid", "host", "seen_at")})
+    with services.db.session() as session:
+        session.execute(stmt)
+
+
 class Beater:
     """A thread that beats for process NAME every BEAT_S seconds with the state STATE() gives, until stopped."""
 
@@ -108,8 +124,6 @@ class Beater:
                 return
 
     def _rows(self) -> None:
-        from server.jobs.worker import beat
-
         while True:
             try:
                 beat(self.services, self.name)

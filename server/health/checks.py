@@ -10,8 +10,10 @@ from urllib.parse import urlparse
 
 from sqlalchemy import select, text
 
+from playlists.trust import TrustError
 from server.health.beats import SILENCE_S, STALL_S, read_file_beats
 from server.health.models import ProcessBeat
+from server.programmes import trust as trust_service
 from server.services import Services
 
 
@@ -107,9 +109,6 @@ def check_broker(services: Services) -> dict[str, Any]:
 
 def trust_warnings(services: Services) -> list[str]:
     """Keys or signed metadata that expire within 30 days (they do not make the server unhealthy, yet)."""
-    from playlists.trust import TrustError
-    from server.programmes import trust as trust_service
-
     try:
         return trust_service.warnings(services)
     except TrustError as exc:

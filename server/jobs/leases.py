@@ -8,15 +8,25 @@ and woke up again cannot finish a job that another worker has since taken: a job
 
 from __future__ import annotations
 
+import logging
+import os
+import socket
+import threading
+import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from server.db import Database
 from server.jobs.models import Job
+
+log = logging.getLogger(__name__)
+# How often a running job renews its lease and records its progress.
+TICK_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -143,3 +153,48 @@ def release(db: Database, owner_prefix: str, now: datetime) -> list[int]:
             job.state, job.lease_owner, job.lease_expires_at, job.enqueued_at = "queued", None, None, now
             job.attempts = max(0, job.attempts - 1)  # a clean shutdown is not the job's fault
         return [job.id for job in held]
+
+
+def worker_id() -> str:
+    """A lease owner name unique to this process and call."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class Ticker:
+    """Renews a lease and records progress every TICK_S seconds while a job runs; ON_BEAT(progress), when given,
+    runs after each renewal (a render job shows its progress on the rendition)."""
+
+    def __init__(self, services, claim: Claim, on_beat: Optional[Callable[[float], None]] = None):
+        self.services, self.claim, self.on_beat = services, claim, on_beat
+        self.progress = 0.0
+        self.lost = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"lease-{claim.job_id}", daemon=True)
+
+    def __call__(self, fraction: float) -> None:
+        self.progress = max(0.0, min(1.0, fraction))
+
+    def _loop(self) -> None:
+        while not self._stop.wait(TICK_S):
+            try:
+                self._beat()
+            except Exception:
+                log.exception("could not renew the lease of job %s; will try again", self.claim.job_id)
+
+    def _beat(self) -> None:
+        now = self.services.clock()
+        if not renew(self.services.db, self.claim, self.services.settings.job_lease, now, self.progress):
+            self.lost = True
+            return
+        if self.on_beat is not None:
+            self.on_beat(self.progress)
+
+    @contextmanager
+    def running(self) -> Iterator["Ticker"]:
+        """Run the ticker for the duration of the block."""
+        self._thread.start()
+        try:
+            yield self
+        finally:
+            self._stop.set()
+            self._thread.join()

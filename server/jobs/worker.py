@@ -10,29 +10,18 @@ import threading
 import time
 from typing import Optional
 
-from sqlalchemy.dialects import postgresql, sqlite
-
 from server.attendance.exports import expire as expire_exports
 from server.health.beats import Beater, clock_from_monotonic
-from server.health.models import ProcessBeat
 from server.jobs import leases as jobs
+from server.jobs.models import Job
+from server.jobs.runner import run_job
 from server.lessons.tus import expire as expire_uploads, sweep as sweep_uploads
+from server.messaging import retained
+from server.programmes import trust as trust_service
 from server.services import Services
 
 log = logging.getLogger(__name__)
 BEAT_S = 5.0
-
-
-def beat(services: Services, name: str) -> None:
-    """Record that the process NAME is alive now."""
-    now = services.clock()
-    values = {"name": name, "pid": os.getpid(), "host": socket.gethostname(), "seen_at": now}
-    dialect = services.db.engine.dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = insert(ProcessBeat).values(**values)
-    stmt = stmt.on_conflict_do_update(index_elements=["name"], set_={k: values[k] for k in ("pid", "host", "seen_at")})
-    with services.db.session() as session:
-        session.execute(stmt)
 
 
 def reap_once(services: Services) -> jobs.Reaped:
@@ -50,7 +39,6 @@ def clean_work_dirs(services: Services) -> list[str]:
     """Delete scratch directories left by attempts that are no longer running (a killed worker's leftovers)."""
     from sqlalchemy import select
 
-    from server.jobs.models import Job
 
     with services.db.session() as session:
         live = {f"job-{job_id}-{attempt}" for job_id, attempt in
@@ -65,9 +53,6 @@ def clean_work_dirs(services: Services) -> list[str]:
 
 def keep_signed_and_delivered(services: Services) -> None:
     """Re-sign online TUF roles before they expire, and send retained messages the broker has not acknowledged."""
-    from server.messaging import retained
-    from server.programmes import trust as trust_service
-
     resigned = trust_service.resign(services)
     if resigned:
         log.info("re-signed %s before expiry", ", ".join(resigned))
@@ -110,8 +95,8 @@ class _Housekeeping:
 
 def run(services: Services) -> None:
     """Run the worker until SIGINT or SIGTERM: jobs in parallel threads (ffmpeg does the work in subprocesses)."""
-    consumer = services.queue.huey.create_consumer(
-        workers=services.settings.job_workers, worker_type="thread", max_delay=1.0, check_worker_health=True)
+    consumer = services.queue.consumer(
+        run_job, workers=services.settings.job_workers, worker_type="thread", max_delay=1.0, check_worker_health=True)
     # Whatever was queued before this worker started may have lost its queue message (a crash between
     # commit and enqueue, a wiped queue file): send every queued job again; claims drop the duplicates.
     for job_id in jobs.queued_ids(services.db):

@@ -7,14 +7,9 @@ second; results are written only if the lease is still ours, so a job is never d
 from __future__ import annotations
 
 import logging
-import os
 import shutil
-import socket
-import threading
-import uuid
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 from sqlalchemy import delete, select
 
@@ -29,30 +24,10 @@ from server.lessons.models import Lesson, Rendition, SourceFile
 from server.services import Services
 
 log = logging.getLogger(__name__)
-TICK_S = 1.0
 
 
-def worker_id() -> str:
-    """A lease owner name unique to this process and call."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-def run_job(services: Services, job_id: int) -> None:
-    """Claim and run one job; does nothing when the job is not queued (already done or held elsewhere)."""
-    lease = services.settings.job_lease
-    claim = jobs.claim(services.db, job_id, worker_id(), lease, services.clock())
-    if claim is None:
-        log.info("job %s is not queued; skipping", job_id)
-        return
-    with services.db.session() as session:
-        job = session.get(Job, job_id)
-        kind, lesson_id, rendition_id = job.kind, job.lesson_id, job.rendition_id
-    log.info("job %s (%s, lesson %s) attempt %s", job_id, kind, lesson_id, claim.attempt)
-    if kind == "export":
-        from server.attendance import exports
-
-        exports.run(services, claim)
-        return
+def run(services: Services, claim: jobs.Claim, kind: str, lesson_id: int, rendition_id: Optional[int]) -> None:
+    """Run a claimed analyse or render job of lesson LESSON_ID."""
     try:
         if kind == "analyse":
             _analyse(services, claim, lesson_id)
@@ -63,52 +38,20 @@ def run_job(services: Services, job_id: int) -> None:
     except Exception as exc:
         # Not a media problem but ours (a missing file, a full disk): keep the job failed and retryable, with
         # the reason on it, rather than leaving it running until its lease runs out.
-        log.exception("job %s (%s, lesson %s) failed", job_id, kind, lesson_id)
+        log.exception("job %s (%s, lesson %s) failed", claim.job_id, kind, lesson_id)
         _fail(services, claim, rendition_id if kind == "render" else None,
               {"code": "internal_error", "message": f"{type(exc).__name__}: {exc}. Fix the cause, then retry."},
               None)
 
 
-class _Ticker:
-    """Renews a lease and records progress every TICK_S seconds while a job runs."""
-
-    def __init__(self, services: Services, claim: jobs.Claim, rendition_id: Optional[int]):
-        self.services, self.claim, self.rendition_id = services, claim, rendition_id
-        self.progress = 0.0
-        self.lost = False
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=f"lease-{claim.job_id}", daemon=True)
-
-    def __call__(self, fraction: float) -> None:
-        self.progress = max(0.0, min(1.0, fraction))
-
-    def _loop(self) -> None:
-        while not self._stop.wait(TICK_S):
-            try:
-                self._beat()
-            except Exception:
-                log.exception("could not renew the lease of job %s; will try again", self.claim.job_id)
-
-    def _beat(self) -> None:
-        now = self.services.clock()
-        if not jobs.renew(self.services.db, self.claim, self.services.settings.job_lease, now, self.progress):
-            self.lost = True
-            return
-        if self.rendition_id is not None:
-            with self.services.db.session() as session:
-                rendition = session.get(Rendition, self.rendition_id)
-                if rendition is not None and rendition.state == "running":
-                    rendition.progress = self.progress
-
-    @contextmanager
-    def running(self) -> Iterator["_Ticker"]:
-        """Run the ticker for the duration of the block."""
-        self._thread.start()
-        try:
-            yield self
-        finally:
-            self._stop.set()
-            self._thread.join()
+def _rendition_progress(services: Services, rendition_id: int):
+    """What the ticker does after each renewal of a render job's lease: show the progress on the rendition."""
+    def record(progress: float) -> None:
+        with services.db.session() as session:
+            rendition = session.get(Rendition, rendition_id)
+            if rendition is not None and rendition.state == "running":
+                rendition.progress = progress
+    return record
 
 
 def _source(services: Services, lesson_id: int) -> tuple[Lesson, SourceFile, Path]:
@@ -124,7 +67,7 @@ def _source(services: Services, lesson_id: int) -> tuple[Lesson, SourceFile, Pat
 def _analyse(services: Services, claim: jobs.Claim, lesson_id: int) -> None:
     lesson, source, path = _source(services, lesson_id)
     probe = ProbeResult.from_dict(source.probe)
-    ticker = _Ticker(services, claim, None)
+    ticker = jobs.Ticker(services, claim)
     try:
         with ticker.running():
             result = analyse(path, probe, services.limits, source.original_name, on_progress=ticker)
@@ -180,7 +123,7 @@ def _render(services: Services, claim: jobs.Claim, lesson_id: int, rendition_id:
     tags = {"title": lesson.title, "artist": lesson.speaker, "album": lesson.series}
     out_dir = services.work_dir / f"job-{claim.job_id}-{claim.attempt}"
     out_dir.mkdir(parents=True, exist_ok=True)
-    ticker = _Ticker(services, claim, rendition_id)
+    ticker = jobs.Ticker(services, claim, _rendition_progress(services, rendition_id))
     try:
         with ticker.running():
             result = make_rendition(path, probe, analysis, profile, out_dir, tags=tags, on_progress=ticker,

@@ -8,7 +8,9 @@ import uuid
 from pathlib import Path
 from typing import IO, Optional
 
-from flask import Request, current_app, g
+from flask import Request, g
+
+from server.services import app_services
 
 
 class HashingFile:
@@ -74,7 +76,7 @@ class LessoncastRequest(Request):
 
     def _get_file_stream(self, total_content_length: Optional[int], content_type: Optional[str],
                          filename: Optional[str] = None, content_length: Optional[int] = None):
-        services = current_app.extensions["lessoncast"]
+        services = app_services()
         staged = HashingFile(services.upload_dir)
         g.setdefault("staged_files", []).append(staged)
         return staged

@@ -22,8 +22,9 @@ from typing import Iterable
 
 from playlists import topics
 
+from server.devices.models import Device
 from server.file_lock import exclusive
-from server.instance import write_private
+from server.keyfiles import secret_key, write_private
 from server.messaging import broker_gate
 from server.services import Services
 
@@ -49,22 +50,12 @@ def server_password(services: Services) -> str:
     return path.read_text().strip()
 
 
-def gate_admin_password(services: Services) -> str:
-    """The password of the subscription gate's admin account on the device listener, created on first use."""
-    path = services.data / "broker" / "gate-admin.secret"
-    if not path.exists():
-        write_private(path, secrets.token_urlsafe(32))
-    return path.read_text().strip()
-
-
 def share_group(services: Services) -> str:
     """Ingest's shared-subscription group: derived from the instance secret, so no device can name it.
 
     The device listener refuses every `$share` filter already; a group nobody outside the instance knows also keeps
     a session that subscribed before that refusal existed (persisted by the broker) out of ingest's group.
     """
-    from server.instance import secret_key
-
     secret = services.settings.secret_key or secret_key(services.data)
     digest = hmac.new(secret.encode(), b"lessoncast mqtt share group", hashlib.sha256)
     return "lessoncast-" + digest.hexdigest()[:24]
@@ -193,7 +184,6 @@ def _replace_private(path: Path, text: str) -> None:
 def _enrolled(services: Services) -> list:
     from sqlalchemy import select
 
-    from server.devices.models import Device
 
     with services.db.session() as session:
         return session.execute(select(Device.uid, Device.channel, Device.mqtt_password_hash)
@@ -203,7 +193,7 @@ def _enrolled(services: Services) -> list:
 def write_gate(services: Services) -> None:
     """Write the subscription gate's files from the database, for a broker about to start (it reads them once)."""
     broker = services.data / "broker"
-    admin_hash = password_line(broker_gate.ADMIN_USER, gate_admin_password(services)).split(":", 1)[1]
+    admin_hash = password_line(broker_gate.ADMIN_USER, broker_gate.gate_admin_password(services)).split(":", 1)[1]
     with exclusive(broker / "auth.lock"):
         broker_gate.write_file(broker / "gate.json",
                                broker_gate.config({u: c for u, c, _ in _enrolled(services)}, admin_hash))

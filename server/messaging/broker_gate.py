@@ -44,6 +44,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from playlists import topics
+from server.keyfiles import write_private
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,14 @@ PLUGIN_NAME = "mosquitto_dynamic_security.so"
 # The device listener refuses what no role grants; reads and writes fall through (defer) to the acl_file.
 DEFAULT_ACCESS = {"publishClientSend": False, "publishClientReceive": False, "subscribe": False,
                   "unsubscribe": True}
+
+
+def gate_admin_password(services) -> str:
+    """The password of the subscription gate's admin account on the device listener, created on first use."""
+    path = services.data / "broker" / "gate-admin.secret"
+    if not path.exists():
+        write_private(path, secrets.token_urlsafe(32))
+    return path.read_text().strip()
 
 
 class GateUnavailable(RuntimeError):
@@ -151,8 +160,6 @@ class GateAdmin:
     @classmethod
     def for_services(cls, services) -> "GateAdmin":
         """The admin of the broker lessoncast runs (its device listener, over loopback when it listens on all)."""
-        from server.messaging.broker import gate_admin_password
-
         s = services.settings
         host = "127.0.0.1" if s.mqtt_host in ("", "0.0.0.0", "::") else s.mqtt_host
         return cls(host, s.mqtt_port, gate_admin_password(services))
@@ -296,8 +303,6 @@ def forget(admin: GateAdmin, uids: list[str]) -> None:
 
 def write_file(path: Path, document: dict) -> None:
     """Write the plugin's JSON file (0600: it holds the admin's password hash)."""
-    from server.instance import write_private
-
     write_private(path, json.dumps(document, ensure_ascii=False, indent=1))
 
 

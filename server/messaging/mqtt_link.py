@@ -20,6 +20,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from server.messaging.broker import SERVER_USER, server_password
+
 
 class BrokerUnavailable(RuntimeError):
     """The broker could not be reached or refused the server's account."""
@@ -38,8 +40,6 @@ class BrokerAddress:
     @classmethod
     def from_services(cls, services) -> "BrokerAddress":
         """The external broker of LESSONCAST_MQTT_URL, or the server listener of the broker lessoncast runs."""
-        from server.messaging.broker import SERVER_USER, server_password
-
         s = services.settings
         if s.mqtt_url:
             url = urlsplit(s.mqtt_url)

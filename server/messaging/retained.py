@@ -14,6 +14,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from server.messaging.models import RetainedMessage
+from server.messaging.mqtt_link import BrokerAddress, BrokerUnavailable, ServerLink
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +58,6 @@ def _send_and_mark(session: Session, link, rows) -> None:
 
 def flush(services, link=None) -> int:
     """Send every retained message the broker lacks; return how many were sent. Raises BrokerUnavailable."""
-    from server.messaging.mqtt_link import BrokerAddress, ServerLink
-
     own: Optional[ServerLink] = None
     if link is None:
         own = link = ServerLink(BrokerAddress.from_services(services), "publisher").connect()
@@ -91,8 +90,6 @@ def flush(services, link=None) -> int:
 
 def flush_quietly(services) -> bool:
     """Flush now if the broker is up; otherwise log and leave it to the worker's retry. True when all went out."""
-    from server.messaging.mqtt_link import BrokerUnavailable
-
     try:
         flush(services)
         return True

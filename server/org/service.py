@@ -28,7 +28,7 @@ from server.services import Services
 # What callers use: the database side defined here, and the CSV reading they reach through this module.
 __all__ = ["DEFAULT_SITE", "DEFAULT_TOWNSHIP", "IMPORT_KINDS", "ImportResult", "MEMBER_FIELDS", "MEMBER_PAGE_LIMIT",
            "OrgImportError", "branch_key", "create_group", "decode_csv", "default_site", "detect_kind",
-           "find_township", "import_file", "import_groups", "import_members", "import_sites", "list_groups",
+           "import_file", "import_groups", "import_members", "import_sites", "list_groups",
            "list_members", "list_sites", "list_townships", "update_member", "update_site"]
 
 DEFAULT_TOWNSHIP = ("county", "县直属")
@@ -345,23 +345,6 @@ def _township_of(org: _Org, code: str, status: int = 422) -> Township:
         raise ApiError(status, "township_not_found",
                        f"no township with code {code!r}; see GET /api/v1/townships", field="township")
     return township
-
-
-def find_township(session: Session, code_or_name: str) -> Township:
-    """The township with this code, or else with this name (青山镇); ValueError naming the choices when there is
-    none, or when two townships share the name."""
-    text = code_or_name.strip()
-    township = session.scalar(select(Township).where(Township.code == text))
-    if township is not None:
-        return township
-    named = session.scalars(select(Township).where(Township.name == text)).all()
-    if len(named) == 1:
-        return named[0]
-    known = ", ".join(f"{t.code} ({t.name})" for t in session.scalars(select(Township).order_by(Township.code)))
-    if named:
-        raise ValueError(f"{len(named)} townships are named {text!r}; give the code of one: {known}")
-    raise ValueError(f"there is no township {text!r}; give the code or the name of one of: {known or 'none yet'} "
-                     "(import the sites first: 'lessoncast org import sites.csv')")
 
 
 def list_townships(services: Services) -> list[dict[str, Any]]:

@@ -24,9 +24,10 @@ from server.devices import registry as devices_mod
 from server.devices.models import Device
 from server.errors import ApiError
 from server.file_lock import exclusive
-from server.messaging import retained
+from server.messaging import broker, retained
 from server.programmes import service as programmes
 from server.programmes.models import Channel, Programme
+from server.programmes.trust import repository
 
 
 def manifest_target(channel: str) -> str:
@@ -138,9 +139,6 @@ def preview(services, ref: Any) -> dict[str, Any]:
 def publish(services, ref: Optional[Any], actor: str) -> dict[str, Any]:
     """Publish draft REF (or, with None, refresh every channel after org or device changes); return the preview
     of what was done, with the new TUF versions."""
-    from server.messaging import broker
-    from server.programmes.trust import repository
-
     repo = repository(services)
     # Two staff pressing publish at once must not interleave manifest versions.
     with exclusive(services.data / "publish.lock"), services.db.session() as session:

@@ -132,7 +132,7 @@ def covered_exactly_once(rows) -> set[int]:
 
 def start_ingest(services):
     """The server's event ingest, in this process."""
-    from server.events.ingest import Ingest
+    from server.events.ingest_loop import Ingest
 
     ingest = Ingest(services).start()
     assert ingest.subscribed.wait(10), "ingest did not subscribe"

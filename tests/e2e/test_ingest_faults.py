@@ -36,7 +36,7 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy import func, select
 
 from playlists import topics
-from server.devices import registry as devices
+from server.devices import enrolment, registry as devices
 from server.events.models import DeviceEvent, DeviceSequence, QuarantinedBatch
 from server.messaging.broker import SERVER_USER, server_password
 from server.messaging.models import RetainedMessage
@@ -72,7 +72,7 @@ def _enrol_fleet(services, count: int) -> list[dict]:
         codes = [devices.add(services, session, kind="terminal" if n < TERMINALS else "radio",
                              name=f"fleet {n:03d}", actor="test").code for n in range(count)]
     with _quiet("server.messaging.retained"):
-        return [devices.enrol(services, code) for code in codes]
+        return [enrolment.enrol(services, code) for code in codes]
 
 
 def _log_tails(paths) -> str:

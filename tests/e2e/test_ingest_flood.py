@@ -32,7 +32,7 @@ from paho.mqtt.properties import Properties
 from sqlalchemy import func, select
 
 from playlists import topics
-from server.devices import registry as devices
+from server.devices import enrolment, registry as devices
 from server.events.models import DeviceEvent, DeviceSequence, QuarantinedBatch
 from tests.conftest import free_port, make_services
 from tests.e2e.fleet_sim import MosquittoProcess, lessoncast_env, start_ingest
@@ -114,7 +114,7 @@ def test_a_flooding_device_delays_another_devices_events_by_less_than_5_s(tmp_pa
     with services.db.session() as session:
         codes = [devices.add(services, session, kind="radio", name=name, actor="test").code
                  for name in ("flooder", "good")]
-    answers = [devices.enrol(services, code) for code in codes]
+    answers = [enrolment.enrol(services, code) for code in codes]
     logging.getLogger("server.messaging.retained").disabled = False
     broker = MosquittoProcess(services).start()
     env = lessoncast_env(services)

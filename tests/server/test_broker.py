@@ -9,7 +9,7 @@ import time
 import pytest
 
 from playlists import topics
-from server.devices import registry as devices
+from server.devices import enrolment, registry as devices
 from server.messaging import retained
 from server.messaging.broker import SERVER_USER, server_password, write_config
 from server.messaging.mqtt_link import BrokerAddress, ServerLink
@@ -208,7 +208,7 @@ def test_devices_connect_over_the_tls_listener(tmp_path):
                              mqtt_tls_port=free_port(), mqtt_tls_cert=str(cert), mqtt_tls_key=str(key))
     with services.db.session() as session:
         code = devices.add(services, session, kind="radio", name="加密", actor="test").code
-    answer = devices.enrol(services, code)
+    answer = enrolment.enrol(services, code)
     assert answer["mqtt"]["tls"] and answer["mqtt"]["port"] == services.settings.mqtt_tls_port
     proc = subprocess.Popen([mosquitto_executable(services), "-c", str(write_config(services))],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -10,7 +10,7 @@ from datetime import date, datetime, timezone
 
 import pytest
 
-from server.devices import registry as devices
+from server.devices import enrolment, registry as devices
 from server.org import service as org
 from server.programmes import publish
 from tests.conftest import make_services
@@ -102,7 +102,7 @@ def test_new_devices_keep_county_days_in_the_county_time_zone(tmp_path):
                      "test")
     with services.db.session() as session:
         new = devices.add(services, session, kind="terminal", name="大屏", site_code="qs-01", actor="test")
-    config = devices.enrol(services, new.code)["config"]
+    config = enrolment.enrol(services, new.code)["config"]
     # The device reads its broadcast slots and download window in this zone: it must be the county's.
     assert config["timezone"] == "Asia/Urumqi"
     services.db.dispose()

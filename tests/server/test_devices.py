@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from lessoncast.cli import main
 from playlists.packs import verify_pack
 from playlists.trust import TrustError
-from server.devices import registry as devices
+from server.devices import enrolment, registry as devices
 from server.errors import ApiError
 
 
@@ -121,7 +121,7 @@ def test_cli_from_device_add_to_a_verified_pack(org, ready_lesson, tmp_path):
     added = run("device", "add", "--kind", "radio", "--name", "老张的收音机", "--site", "hw-01")
     assert added.exit_code == 0, added.output
     code = added.stdout.strip().splitlines()[-1]
-    answer = devices.enrol(services, code)
+    answer = enrolment.enrol(services, code)
     lesson = ready_lesson("第一课", 2.0)
     assert run("programme", "create", "--code", "2026-Q4", "--title", "第四季度", "--from", "2026-10-01",
                "--until", "2026-12-31", "--slot", "07:00/class").exit_code == 0

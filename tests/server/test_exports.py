@@ -194,7 +194,7 @@ def test_a_large_report_does_not_grow_the_web_process(tmp_path):
         assert answer.status_code == 202
         assert peak < 4 * 1024**2, f"the web process allocated {peak / 1024**2:.1f} MB answering"
 
-        from server.lessons.transcode import run_job
+        from server.jobs.runner import run_job
 
         with svc.db.session() as session:
             job_id = session.scalar(select(Job.id).where(Job.kind == "export").order_by(Job.id.desc()).limit(1))

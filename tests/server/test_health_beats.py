@@ -12,7 +12,7 @@ import uuid
 import pytest
 
 from playlists import topics
-from server.events.ingest import Ingest
+from server.events.ingest_loop import Ingest
 from server.health import checks as health
 from server.health.beats import Beater, beat_dir, write_file_beat
 from server.health.checks import check_ingest, check_worker

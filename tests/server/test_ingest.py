@@ -20,9 +20,10 @@ from sqlalchemy import func, select
 from lessoncast.cli import main
 from playlists import topics
 from server import settings as settings_mod
-from server.devices import registry as devices
-from server.events.ingest import (EventFileError, Ingest, acks_for_devices, contiguous_end, import_events_file,
-                                  store_batch, store_status)
+from server.devices import enrolment, registry as devices
+from server.events.batches import EventFileError, contiguous_end
+from server.events.ingest import acks_for_devices, import_events_file, store_batch, store_status
+from server.events.ingest_loop import Ingest
 from server.events.models import DeviceEvent, DeviceSequence, DeviceStatus, QuarantinedBatch
 from server.health.checks import check_ingest
 from server.messaging.broker import SERVER_USER, server_password
@@ -350,7 +351,7 @@ def test_storage_on_postgresql(tmp_path, pg_url):
     try:
         with services.db.session() as session:
             new = devices.add(services, session, kind="radio", name="pg radio", actor="test")
-        device = devices.enrol(services, new.code)["device"]
+        device = enrolment.enrol(services, new.code)["device"]
         late = [_play(4), _play(5, seq_last=9)]
         assert store_batch(services, device, _plain_props(device, 1, 4, 9), _batch(device, late), T0) == (1, 0)
         assert store_batch(services, device, _plain_props(device, 1, 4, 9), _batch(device, late), T0) == (1, 0)

@@ -27,7 +27,8 @@ from server.cli.stack import _ingest_children
 from server.devices import registry as devices
 from server.events import ingest as ingest_mod
 from server.events.batches import parse_batch, split_batch
-from server.events.ingest import Incoming, Ingest, fleet_columns, store_batch, store_batches, store_status
+from server.events.ingest import Incoming, fleet_columns, store_batch, store_batches, store_status
+from server.events.ingest_loop import Ingest
 from server.events.models import DeviceEvent, DeviceSequence, DeviceStatus, QuarantinedBatch
 from server.messaging import retained
 from server.messaging.broker import SERVER_USER, server_password

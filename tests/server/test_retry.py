@@ -3,7 +3,7 @@
 from sqlalchemy import select
 
 from server.jobs.models import Job
-from server.lessons.transcode import run_job
+from server.jobs.runner import run_job
 from tests.generated_media import speech_like
 
 

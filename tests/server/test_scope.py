@@ -26,7 +26,7 @@ from server.app import create_app
 from server.attendance import edit as attendance_edit, reports
 from server.attendance.models import SessionAttendee
 from server.db import Base
-from server.devices import registry as devices
+from server.devices import enrolment, registry as devices
 from server.devices.models import Device, DeviceAssignment
 from server.events.models import DeviceSequence
 from server.lessons.models import Lesson
@@ -86,7 +86,7 @@ def county(tmp_path_factory):
             session.add(DeviceSequence(device_uid=uid, epoch=1, acked=events, events=events, updated_at=now))
         session.flush()
         lesson_id = lesson.id
-    channel = devices.enrol(services, code)["channel"]
+    channel = enrolment.enrol(services, code)["channel"]
     programme = programmes.create(services, {"code": "2026-Q4", "title": "四季度", "valid_from": "2026-10-01",
                                              "valid_until": "2026-12-31"}, "test")
     with services.db.session() as session:
