@@ -65,3 +65,30 @@ def test_import_folder_from_usb_stick(tmp_path):
     assert again.exit_code == 0 and "already there" in again.output
     listing = CliRunner().invoke(main, ["lesson", "list"], env=_env(tmp_path))
     assert "第一讲" in listing.output and "第二讲" in listing.output
+
+
+def test_the_command_table_help_is_each_commands_own_summary():
+    import importlib
+
+    from lessoncast.cli import COMMANDS
+
+    for name, (module, attr, summary) in COMMANDS.items():
+        command = getattr(importlib.import_module(module), attr)
+        own = " ".join((command.help or "").strip().split("\n\n")[0].split())
+        assert summary == own, f"lessoncast {name}: the table says {summary!r}, the command {own!r}"
+
+
+def test_choices_come_from_the_domain_constants():
+    from server.accounts.models import ROLES
+    from server.cli.devices import device
+    from server.cli.stack import token
+    from server.devices.models import DEVICE_KINDS, DEVICE_STATES
+    from server.devices.registry import COMMAND_TYPES
+
+    def choices(command, param):
+        return tuple(next(p for p in command.params if p.name == param).type.choices)
+
+    assert choices(token.commands["create"], "role") == tuple(ROLES)
+    assert choices(device.commands["add"], "kind") == tuple(DEVICE_KINDS)
+    assert choices(device.commands["list"], "state") == tuple(DEVICE_STATES)
+    assert choices(device.commands["command"], "kind") == tuple(COMMAND_TYPES)

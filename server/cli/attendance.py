@@ -8,8 +8,8 @@ from typing import Optional
 
 import click
 
-from server.cli.devices import api_errors
-from server.cli.stack import _initialised, _services
+from server.attendance.report_export import FORMATS
+from server.cli.common import api_errors, initialised, load_services
 
 
 @click.group()
@@ -23,8 +23,8 @@ def rebuild_cmd() -> None:
     a programme's dates or the attendance settings). Entered sessions and attendees are kept."""
     from server.attendance import fold as attendance_mod
 
-    services = _services()
-    _initialised(services)
+    services = load_services()
+    initialised(services)
     bar = None
 
     def progress(done: int, total: int) -> None:
@@ -52,8 +52,8 @@ def roster_cmd(csv_file: Path, actor: str) -> None:
     from server.attendance.edit import import_roster
     from server.org.csv_rows import OrgImportError, decode_csv
 
-    services = _services()
-    _initialised(services)
+    services = load_services()
+    initialised(services)
     try:
         text = decode_csv(csv_file.read_bytes())
     except OrgImportError as exc:
@@ -75,8 +75,8 @@ def sessions_cmd(period: str, township: Optional[str], site: Optional[str], clas
     from server.attendance.edit import list_sessions
     from server.attendance.reports import resolve_period
 
-    services = _services()
-    _initialised(services)
+    services = load_services()
+    initialised(services)
     with api_errors(), services.db.session() as session:
         p, _programme = resolve_period(session, period, services.rules)
         rows = list_sessions(session, services.rules, p.start, p.end, township=township, site=site,
@@ -92,7 +92,7 @@ def sessions_cmd(period: str, township: Optional[str], site: Optional[str], clas
 @click.option("--period", default=None, help="Report on 2026, 2026-Q4 or 2026-01-01..2026-06-30.")
 @click.option("--township", default=None, help="Only this township's sites and members.")
 @click.option("--member", "member_no", default=None, help="One member's record (lessons and classes, with dates).")
-@click.option("--format", "fmt", type=click.Choice(["csv", "xlsx", "json"]), default="xlsx", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="xlsx", show_default=True)
 @click.option("--table", default=None,
               help="For CSV, which table: county, townships, sites (default for a report), members, "
                    "sites_without_class, untrained; lessons or classes for a member.")
@@ -101,7 +101,9 @@ def sessions_cmd(period: str, township: Optional[str], site: Optional[str], clas
               help="File to write (default: report-<period>.<format> in the current folder; - for stdout).")
 def report(programme: Optional[str], period: Optional[str], township: Optional[str], member_no: Optional[str],
            fmt: str, table: Optional[str], lang: str, output: Optional[Path]) -> None:
-    """Participation report of a programme or period (county, townships, sites, members, sites without a
+    """Participation report of a programme or period, or a member's record (XLSX, CSV, JSON).
+
+    Participation report of a programme or period (county, townships, sites, members, sites without a
     class, members untrained this year), or one member's record, as XLSX, CSV or JSON."""
     from server.attendance import report_export, reports
     from server.i18n import normalise
@@ -112,8 +114,8 @@ def report(programme: Optional[str], period: Optional[str], township: Optional[s
         lang = normalise(lang)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
-    services = _services()
-    _initialised(services)
+    services = load_services()
+    initialised(services)
     label = programme or period
     with api_errors(), services.db.session() as session:
         if member_no:

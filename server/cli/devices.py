@@ -5,24 +5,14 @@ from __future__ import annotations
 import csv
 import io
 import sys
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import click
 
-from server.cli.stack import _initialised, _services
-
-
-@contextmanager
-def api_errors() -> Iterator[None]:
-    """Turn a service's ApiError into a CLI error that says what to do."""
-    from server.errors import ApiError
-
-    try:
-        yield
-    except ApiError as exc:
-        raise click.ClickException(exc.message) from None
+from server.cli.common import api_errors, initialised, load_services
+from server.devices.models import DEVICE_KINDS, DEVICE_STATES
+from server.devices.registry import COMMAND_TYPES
 
 
 @click.group()
@@ -31,7 +21,7 @@ def device() -> None:
 
 
 @device.command("add")
-@click.option("--kind", required=True, type=click.Choice(["radio", "terminal"]), help="What the device is.")
+@click.option("--kind", required=True, type=click.Choice(DEVICE_KINDS), help="What the device is.")
 @click.option("--name", required=True, help="A name staff recognise, e.g. '王大爷的收音机' or '东村村部终端'.")
 @click.option("--site", default=None, help="Site code; without it the device goes to the county's default site.")
 @click.option("--language", default="cmn", show_default=True, help="BCP 47 language tag (cmn, bo, nan, cdo ...).")
@@ -43,8 +33,8 @@ def device_add(kind: str, name: str, site: Optional[str], language: str, groups:
     """Add a device. The last line printed is its one-time enrolment code."""
     from server.devices import registry as devices
 
-    services = _services()
-    _initialised(services)
+    services = load_services()
+    initialised(services)
     with api_errors(), services.db.session() as session:
         new = devices.add(services, session, kind=kind, name=name, site_code=site, language=language,
                           groups=groups, member_no=member, uid=uid, actor="cli")
@@ -61,8 +51,8 @@ def device_import(file: Path, codes_out: Optional[Path]) -> None:
     from server.devices import registry as devices
     from server.org.service import decode_csv
 
-    services = _services()
-    _initialised(services)
+    services = load_services()
+    initialised(services)
     with api_errors():
         added = devices.import_csv(services, decode_csv(file.read_bytes()), "cli")
     out = io.StringIO()
@@ -81,7 +71,7 @@ def device_import(file: Path, codes_out: Optional[Path]) -> None:
 
 @device.command("list")
 @click.option("--site", default=None, help="Only this site's devices.")
-@click.option("--state", type=click.Choice(["pending", "enrolled", "revoked"]), default=None, help="Only this state.")
+@click.option("--state", type=click.Choice(DEVICE_STATES), default=None, help="Only this state.")
 def device_list(site: Optional[str], state: Optional[str]) -> None:
     """List devices with their site, state and channel."""
     from sqlalchemy import select
@@ -89,7 +79,7 @@ def device_list(site: Optional[str], state: Optional[str]) -> None:
     from server.devices.models import Device
     from server.org.models import Site
 
-    services = _services()
+    services = load_services()
     with services.db.session() as session:
         query = select(Device).join(Site).order_by(Device.uid)
         if site:
@@ -108,12 +98,12 @@ def device_code(uid: str) -> None:
     from server.devices import registry as devices
 
     with api_errors():
-        click.echo(devices.reissue_code(_services(), uid, "cli"))
+        click.echo(devices.reissue_code(load_services(), uid, "cli"))
 
 
 @device.command("command")
 @click.argument("uid")
-@click.argument("kind", type=click.Choice(["resync", "play-now", "stop", "set-volume", "reboot"]))
+@click.argument("kind", type=click.Choice(COMMAND_TYPES))
 @click.option("--volume", type=click.IntRange(0, 100), default=None, help="For set-volume: 0 to 100.")
 @click.option("--programme", default=None, help="For play-now: the programme code.")
 @click.option("--position", type=int, default=None, help="For play-now: the item number in the programme.")
@@ -123,7 +113,7 @@ def device_command(uid: str, kind: str, volume, programme, position) -> None:
 
     body = {"type": kind, "volume": volume, "programme": programme, "position": position}
     with api_errors():
-        sent = devices.send_command(_services(), uid, {k: v for k, v in body.items() if v is not None}, "cli")
+        sent = devices.send_command(load_services(), uid, {k: v for k, v in body.items() if v is not None}, "cli")
     click.echo(f"Sent {kind} to {uid} as command {sent['id']}.")
 
 
@@ -135,6 +125,6 @@ def device_revoke(uid: str, reason: str) -> None:
     from server.devices import registry as devices
 
     with api_errors():
-        devices.revoke(_services(), uid, "cli", reason)
+        devices.revoke(load_services(), uid, "cli", reason)
     click.echo(f"{uid} revoked.")
     sys.exit(0)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from server.cli.stack import _initialised, _services
+from server.cli.common import initialised, load_services
 
 
 @click.command()
@@ -21,7 +21,7 @@ def ingest(client_id: str | None) -> None:
     """Run the event ingest in the foreground: store device events and status, and acknowledge them."""
     from server.events.ingest_loop import Ingest
 
-    services = _services()
+    services = load_services()
     logging.basicConfig(level=services.settings.log_level, format="%(asctime)s ingest %(levelname)s %(message)s")
     Ingest(services, client_id=client_id).run()
 
@@ -29,13 +29,15 @@ def ingest(client_id: str | None) -> None:
 @click.command("import-events")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 def import_events(paths: tuple[Path, ...]) -> None:
-    """Import the events radios wrote under PATHS (files, or folders holding *.events.jsonl or
+    """Import device events a radio wrote onto a USB stick or SD card.
+
+    Import the events radios wrote under PATHS (files, or folders holding *.events.jsonl or
     lessoncast-events/*.jsonl). Importing a file twice stores nothing new."""
     from server.events.batches import EventFileError, find_events_files
     from server.events.ingest import import_events_file
 
-    services = _services()
-    _initialised(services)
+    services = load_services()
+    initialised(services)
     files = sorted({f for root in paths for f in find_events_files(root)})
     if not files:
         raise click.ClickException("No events files found (looked for *.events.jsonl and lessoncast-events/*.jsonl).")

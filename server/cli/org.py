@@ -8,7 +8,8 @@ from typing import Optional
 
 import click
 
-from server.cli.stack import _initialised, _services
+from server.cli.common import initialised, load_services
+from server.org.csv_rows import IMPORT_KINDS
 
 
 @click.group()
@@ -18,14 +19,14 @@ def org() -> None:
 
 @org.command("import")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--kind", type=click.Choice(["sites", "groups", "members"]), default=None,
+@click.option("--kind", type=click.Choice(IMPORT_KINDS), default=None,
               help="What the file holds; detected from its header when not given.")
 def org_import(file: Path, kind: Optional[str]) -> None:
     """Import FILE; every bad row is reported as FILE:LINE and nothing is written unless all rows are good."""
     from server.org import service as org_service
 
-    services = _services()
-    _initialised(services)
+    services = load_services()
+    initialised(services)
     data = file.read_bytes()
     try:
         if kind is None:
@@ -63,8 +64,8 @@ def org_list(what: str, township: Optional[str], site: Optional[str], kind: Opti
     from server.errors import ApiError
     from server.org import service as org_service
 
-    services = _services()
-    _initialised(services)
+    services = load_services()
+    initialised(services)
     try:
         if what == "townships":
             items = org_service.list_townships(services)

@@ -8,8 +8,7 @@ from typing import Optional
 
 import click
 
-from server.cli.devices import api_errors
-from server.cli.stack import _initialised, _services
+from server.cli.common import api_errors, initialised, load_services
 
 
 def _size(n: int) -> str:
@@ -39,8 +38,8 @@ def programme_create(code: str, title: str, valid_from: str, valid_until: str, s
     """Create a draft programme; add lessons with 'lessoncast programme add'."""
     from server.programmes import service as programmes
 
-    services = _services()
-    _initialised(services)
+    services = load_services()
+    initialised(services)
     data = json.loads(json_file.read_text(encoding="utf-8")) if json_file else {}
     data |= {"code": code, "title": title, "valid_from": valid_from, "valid_until": valid_until}
     if slots:
@@ -61,7 +60,7 @@ def programme_add(ref: str, lesson: int, optional: bool, groups: tuple[str, ...]
     """Append LESSON to draft programme REF (its code or id)."""
     from server.programmes import service as programmes
 
-    services = _services()
+    services = load_services()
     with api_errors():
         with services.db.session() as session:
             current = programmes.programme_json(programmes.get(session, ref))
@@ -80,7 +79,7 @@ def programme_list() -> None:
 
     from server.programmes.models import Programme
 
-    services = _services()
+    services = load_services()
     with services.db.session() as session:
         for p in session.scalars(select(Programme).order_by(Programme.code, Programme.version)):
             click.echo(f"{p.id:>4}  {p.code:<14} v{p.version:<3} {p.state:<11} {p.valid_from} – {p.valid_until}  "
@@ -94,7 +93,7 @@ def programme_new_version(ref: str) -> None:
     from server.programmes import service as programmes
 
     with api_errors():
-        pid = programmes.new_version(_services(), ref, "cli")
+        pid = programmes.new_version(load_services(), ref, "cli")
     click.echo(f"Draft created (id {pid}); edit it, then 'lessoncast publish {pid}'.")
 
 
@@ -127,8 +126,8 @@ def publish(ref: str, yes: bool) -> None:
     """Publish draft programme REF (code or id): show the preview, then sign and notify every device."""
     from server.programmes import publish as publish_service
 
-    services = _services()
-    _initialised(services)
+    services = load_services()
+    initialised(services)
     with api_errors():
         preview = publish_service.preview(services, ref)
     print_preview(preview)

@@ -10,73 +10,25 @@ from pathlib import Path
 import click
 
 from server import settings as settings_mod
+from server.accounts.models import ROLES
+from server.cli.common import initialised, load_services
 
 MEDIA_EXTENSIONS = {".mp3", ".wav", ".flac", ".m4a", ".aac", ".ogg", ".oga", ".opus", ".wma", ".amr", ".mp4",
                     ".m4v", ".mov", ".mkv", ".avi", ".wmv", ".3gp", ".ts", ".webm", ".mpg", ".mpeg", ".flv"}
 
 
-def _services():
-    from server.services import Services
-
-    try:
-        return Services(settings_mod.load())
-    except settings_mod.SettingsError as exc:
-        raise click.ClickException(str(exc)) from None
-
-
-SECRETS_FILE = "one-time-secrets.txt"
-
-
-def _initialised(services) -> None:
-    from server.instance import initialise
-
-    result = initialise(services)
-    secrets: list[str] = []
-    if result.admin_password:
-        secrets += ["First admin account created. Its password is shown only this once:",
-                    f"    user: admin    password: {result.admin_password}"]
-    if result.root_key and result.root_passphrase:
-        secrets += [f"The passphrase of the root key {result.root_key} (shown only this once):",
-                    f"    passphrase: {result.root_passphrase}"]
-    if secrets:
-        _tell_secrets(services, secrets)
-    if result.root_key:
-        click.secho("The county's signing keys were created. The root key signs only key changes and belongs OFFLINE:",
-                    fg="yellow", err=True)
-        click.secho(f"    root key: {result.root_key}", fg="yellow", bold=True, err=True)
-        click.secho("    Copy it (and its passphrase) to a USB stick kept in the office safe, then delete it here. "
-                    "You need it again only for 'lessoncast keys rotate-root'.", fg="yellow", err=True)
-
-
-def _tell_secrets(services, lines: list[str]) -> None:
-    """Show one-time secrets on the terminal only. Without one (a service, output sent to a log file) they go to a
-    file only this account can read, and the output says where: a log file must never hold them."""
-    if sys.stderr.isatty():
-        for line in lines:
-            click.secho(line, fg="yellow", bold=line.startswith("    "), err=True)
-        return
-    from server.keyfiles import write_private
-
-    path = services.data / SECRETS_FILE
-    before = path.read_text(encoding="utf-8") if path.exists() else ""
-    write_private(path, before + "\n".join(lines) + "\n")
-    click.secho(f"One-time secrets (the first admin's password, the root key's passphrase) were written to {path}, "
-                "readable only by this account: read them, keep them safe, then delete the file.", fg="yellow",
-                err=True)
-
-
 @click.command()
 def init() -> None:
     """Create the data directory, migrate the database, and create the first admin account."""
-    services = _services()
-    _initialised(services)
+    services = load_services()
+    initialised(services)
     click.echo(f"Instance ready in {services.data}")
 
 
 @click.command()
 def config() -> None:
     """Print every setting with its effective value (secrets masked) and where it came from."""
-    settings = _services().settings
+    settings = load_services().settings
     rows = settings.masked()
     width = max(len(name) for name, _, _ in rows)
     for name, value, source in rows:
@@ -89,7 +41,7 @@ def token() -> None:
 
 
 @token.command("create")
-@click.option("--role", required=True, type=click.Choice(["admin", "media", "operator", "viewer"]),
+@click.option("--role", required=True, type=click.Choice(ROLES),
               help="What the token may do: admin; media (lessons, programmes, publish); operator; viewer.")
 @click.option("--name", required=True, help="Who or what uses the token, e.g. 'county-media-pc'.")
 @click.option("--township", default=None,
@@ -101,8 +53,8 @@ def token_create(role: str, name: str, township: str | None, expires_in: int | N
     """Create a token; it is printed once, as the last line."""
     from server.accounts.auth import create_token, token_expiry
 
-    services = _services()
-    _initialised(services)
+    services = load_services()
+    initialised(services)
     now = services.clock()
     try:
         expires_at = token_expiry(role, expires_in, services.settings.operator_token_days, now)
@@ -122,7 +74,7 @@ def token_list() -> None:
 
     from server.accounts.models import ApiToken
 
-    services = _services()
+    services = load_services()
     with services.db.session() as session:
         for t in session.scalars(select(ApiToken).order_by(ApiToken.id)):
             expired = t.expires_at is not None and t.expires_at <= services.clock()
@@ -139,7 +91,7 @@ def token_revoke(token_id: int) -> None:
     """Revoke the token with id TOKEN_ID (see 'lessoncast token list')."""
     from server.accounts.models import ApiToken
 
-    services = _services()
+    services = load_services()
     with services.db.session() as session:
         row = session.get(ApiToken, token_id)
         if row is None:
@@ -161,8 +113,8 @@ def import_media(paths: tuple[Path, ...], speaker: str, series: str, language: s
     from server.lessons import service as lessons
     from server.lessons.upload_stream import HashingFile
 
-    services = _services()
-    _initialised(services)
+    services = load_services()
+    initialised(services)
     files = sorted(_media_files(paths))
     if not files:
         raise click.ClickException("No media files found (looked for: " + " ".join(sorted(MEDIA_EXTENSIONS)) + ").")
@@ -265,7 +217,7 @@ def lesson_list() -> None:
 
     from server.lessons.models import Lesson
 
-    services = _services()
+    services = load_services()
     with services.db.session() as session:
         for item in session.scalars(select(Lesson).order_by(Lesson.id)):
             parts = ", ".join(f"{r.profile} {r.state}" for r in item.renditions)
@@ -283,7 +235,7 @@ def db_upgrade(revision: str) -> None:
     """Migrate the database up."""
     from server import migrate
 
-    services = _services()
+    services = load_services()
     migrate.upgrade(services.settings.db_url, revision, card_key=services.card_key)
     click.echo("Database migrated.")
 
@@ -294,7 +246,7 @@ def db_downgrade(revision: str) -> None:
     """Migrate the database down to REVISION ('base' empties it)."""
     from server import migrate
 
-    migrate.downgrade(_services().settings.db_url, revision)
+    migrate.downgrade(load_services().settings.db_url, revision)
     click.echo(f"Database at {revision}.")
 
 
@@ -357,7 +309,7 @@ def _web_children(services, env: dict[str, str]) -> list:
 @click.command()
 def web() -> None:
     """Run the web server in the foreground (gunicorn, gthread workers, on HOST:PORT without nginx)."""
-    settings = _services().settings
+    settings = load_services().settings
     os.execve(sys.executable, _web_argv(settings), _child_env(settings))
 
 
@@ -366,7 +318,7 @@ def worker() -> None:
     """Run the job worker in the foreground (huey consumer plus lease reaper)."""
     from server.jobs import worker as worker_mod
 
-    services = _services()
+    services = load_services()
     logging.basicConfig(level=services.settings.log_level, format="%(asctime)s worker %(levelname)s %(message)s")
     worker_mod.run(services)
 
@@ -377,7 +329,7 @@ def broker(write_only: bool) -> None:
     """Write the Mosquitto config into the data directory and run Mosquitto in the foreground."""
     from server.messaging.broker import mosquitto_executable, write_config
 
-    services = _services()
+    services = load_services()
     conf = write_config(services)
     click.echo(f"Broker config: {conf}", err=True)
     if not write_only:
@@ -389,15 +341,15 @@ def broker(write_only: bool) -> None:
 
 @click.command()
 def run() -> None:
-    """Start the broker, the worker, ingest and the web server (nginx and gunicorn); supervise them until Ctrl-C."""
+    """Start the whole stack: broker, worker, ingest and web (nginx and gunicorn), supervised until Ctrl-C."""
     from server.messaging.broker import mosquitto_executable, write_config
     from server.supervisor import Child, Supervisor
 
-    services = _services()
+    services = load_services()
     settings = services.settings
     logging.basicConfig(level=settings.log_level, format="%(asctime)s run %(levelname)s %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    _initialised(services)
+    initialised(services)
     env = _child_env(settings)
     children = []
     if not settings.mqtt_url:

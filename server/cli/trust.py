@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from server.cli.stack import _services
+from server.cli.common import load_services
 
 
 def _passphrase(services, prompt: str = "Root key passphrase") -> str:
@@ -27,7 +27,7 @@ def keys_init() -> None:
     from playlists.trust import TrustError
     from server.programmes import trust as trust_service
 
-    services = _services()
+    services = load_services()
     passphrase = trust_service.root_passphrase(services) or click.prompt(
         "Passphrase for the new root key", hide_input=True, confirmation_prompt=True)
     try:
@@ -43,7 +43,7 @@ def keys_status() -> None:
     """Show each role's version and expiry, and warn 30 days ahead."""
     from server.programmes import trust as trust_service
 
-    services = _services()
+    services = load_services()
     if not trust_service.initialised(services):
         raise click.ClickException("No keys yet: run 'lessoncast keys init'.")
     repo = trust_service.repository(services)
@@ -66,7 +66,7 @@ def keys_rotate_root(keep_online_keys: bool) -> None:
     from playlists.trust import TrustError
     from server.programmes import trust as trust_service
 
-    services = _services()
+    services = load_services()
     if not trust_service.root_key_path(services).exists():
         raise click.ClickException(f"Put the offline root key back at {trust_service.root_key_path(services)} "
                                    "first (it is needed to sign the new root).")
@@ -111,7 +111,7 @@ def pack(channel: str, out: Path, as_tar: bool) -> None:
     from server.programmes.models import Channel
     from server.programmes.publish import manifest_target
 
-    services = _services()
+    services = load_services()
     with services.db.session() as session:
         row = session.get(Channel, channel)
         if row is None or not row.manifest:
