@@ -12,7 +12,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Optional
 
-from playlists.trust import Expiries, Repository, TrustError, init_keys
+from playlists.trust import TrustError
+from playlists.trust_repository import Expiries, Repository, init_keys
 from server.errors import ApiError
 
 

@@ -153,7 +153,7 @@ def test_outside_the_download_window_a_sync_is_deferred_and_reports_stale_metada
 
 
 def test_an_unreachable_server_is_a_network_failure_not_a_refusal(store, tmp_path):
-    from playlists.trust import init_keys
+    from playlists.trust_repository import init_keys
 
     init_keys(tmp_path / "keys", tmp_path / "repo", "a passphrase", now=T0)
     store.root_path.write_bytes((tmp_path / "repo" / "metadata" / "root.json").read_bytes())
@@ -173,7 +173,7 @@ def test_a_url_in_the_config_never_redirects_the_device(store, tmp_path):
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     from device_agent.sync import enrolled_urls
-    from playlists.trust import init_keys
+    from playlists.trust_repository import init_keys
 
     seen: list[str] = []
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from playlists.trust import Expiries, FileFetcher, Repository, Versions, init_keys, open_updater
+from playlists.trust import FileFetcher, open_updater
+from playlists.trust_repository import Expiries, Repository, Versions, init_keys
 
 PASSPHRASE = "correct horse battery staple"
 BASE = "https://county.example/tuf/"

@@ -10,7 +10,8 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from securesystemslib.signer import CryptoSigner
 from tuf.api.metadata import Metadata, MetaFile
 
-from playlists.trust import Expiries, Repository, TrustError, Versions, fetch_manifest, init_keys, verify_media
+from playlists.trust import TrustError, fetch_manifest, verify_media
+from playlists.trust_repository import Expiries, Repository, Versions, init_keys
 
 from .conftest import CHANNEL_A, CHANNEL_B, PASSPHRASE, make_county, media_target
 
