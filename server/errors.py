@@ -10,19 +10,93 @@ from werkzeug.exceptions import HTTPException
 from media.errors import MediaError
 
 
-class ApiError(Exception):
-    """A refusal to show the caller: HTTP status, stable code, and a message that says what to do."""
+class DomainError(Exception):
+    """A refusal by a service: a stable code and a message that says what to do, with any extra fields for the
+    JSON. Services raise its kinds below; ``register`` maps them to the JSON error shape and an HTTP status (the
+    one place that does), and the CLI maps them to a click error (``server.cli.common.api_errors``)."""
 
-    def __init__(self, status: int, code: str, message: str, **extra: Any):
+    def __init__(self, code: str, message: str, **extra: Any):
         super().__init__(message)
-        self.status = status
         self.code = code
         self.message = message
         self.extra = extra
 
+    @property
+    def status(self) -> int:
+        """The HTTP status this refusal answers with."""
+        return http_status(self)
+
     def to_dict(self) -> dict[str, Any]:
         """The JSON body: ``{"error": {"code", "message", ...}}``."""
         return {"error": {"code": self.code, "message": self.message, **self.extra}}
+
+
+class BadRequest(DomainError):
+    """The request as a whole cannot be read (a missing part, a malformed header or file)."""
+
+
+class Invalid(DomainError):
+    """A value is wrong: the message names the field and what it must be."""
+
+
+class Unauthenticated(DomainError):
+    """No credentials, or unknown ones."""
+
+
+class Forbidden(DomainError):
+    """Known caller, not allowed: another township, a role without the permission, a used code."""
+
+
+class NotFound(DomainError):
+    """What was named does not exist (or is out of the caller's sight)."""
+
+
+class Conflict(DomainError):
+    """The request contradicts the current state (a published programme, a duplicate, a device not enrolled)."""
+
+
+class Gone(DomainError):
+    """It existed and has expired."""
+
+
+class TooLarge(DomainError):
+    """Over a size limit."""
+
+
+class UnsupportedType(DomainError):
+    """A body of a type this endpoint does not take."""
+
+
+class TooMany(DomainError):
+    """Over a rate limit; ``retry_after`` (seconds) says when to try again."""
+
+
+class Unavailable(DomainError):
+    """A part of the stack this needs is down for now (the broker, the signing keys)."""
+
+
+class NoSpace(DomainError):
+    """The disk is too full to store it."""
+
+
+HTTP_STATUS: dict[type, int] = {BadRequest: 400, Invalid: 422, Unauthenticated: 401, Forbidden: 403, NotFound: 404,
+                                Conflict: 409, Gone: 410, TooLarge: 413, UnsupportedType: 415, TooMany: 429,
+                                Unavailable: 503, NoSpace: 507}
+
+
+def http_status(exc: DomainError) -> int:
+    """The HTTP status of a refusal: its kind's, or the one an ApiError was given."""
+    if isinstance(exc, ApiError):
+        return exc.http
+    return next(HTTP_STATUS[kind] for kind in type(exc).__mro__ if kind in HTTP_STATUS)
+
+
+class ApiError(DomainError):
+    """A refusal made by the HTTP layer itself (views, request checks), with its status given there."""
+
+    def __init__(self, status: int, code: str, message: str, **extra: Any):
+        super().__init__(code, message, **extra)
+        self.http = status
 
 
 def media_error_body(exc: MediaError) -> dict[str, Any]:
@@ -33,8 +107,8 @@ def media_error_body(exc: MediaError) -> dict[str, Any]:
 def register(app: Flask) -> None:
     """Make every error, including Flask's own 404/405/413, answer as JSON."""
 
-    @app.errorhandler(ApiError)
-    def _api(exc: ApiError):
+    @app.errorhandler(DomainError)
+    def _refused(exc: DomainError):
         response = jsonify(exc.to_dict())
         if "retry_after" in exc.extra:
             response.headers["Retry-After"] = str(exc.extra["retry_after"])

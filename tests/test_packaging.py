@@ -31,6 +31,13 @@ def _pip(python: Path, *args: str, timeout: float = 600) -> None:
 @pytest.fixture(scope="session")
 def wheels(tmp_path_factory) -> Path:
     """A directory holding lessoncast's wheel (from this checkout) and every dependency wheel of its extras."""
+    # Build from a copy, so no build/ or egg-info lands in the checkout.
+    source = tmp_path_factory.mktemp("source")
+    for name in (*PACKAGES, "pyproject.toml", "README.md"):
+        if (ROOT / name).is_dir():
+            shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(ROOT / name, source / name)
     pyproject = (ROOT / "pyproject.toml").read_bytes()
     cache_root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "lessoncast-test-wheels"
     deps = cache_root / hashlib.sha256(pyproject).hexdigest()[:16]
@@ -39,16 +46,10 @@ def wheels(tmp_path_factory) -> Path:
         deps.mkdir(parents=True)
         # The build backend too, so the project's own wheel builds without an index.
         _pip(Path(sys.executable), "wheel", "-w", str(deps), "setuptools>=77", "wheel")
-        _pip(Path(sys.executable), "wheel", "-w", str(deps), f"{ROOT}[server,agent]", timeout=1200)
+        _pip(Path(sys.executable), "wheel", "-w", str(deps), f"{source}[server,agent]", timeout=1200)
         for built in deps.glob("lessoncast-*.whl"):
             built.unlink()  # built from whatever the checkout held then: rebuilt below for every run
         (deps / ".complete").touch()
-    # Build from a copy, so no build/ or egg-info lands in the checkout.
-    source = tmp_path_factory.mktemp("source")
-    for name in (*PACKAGES, "pyproject.toml", "README.md"):
-        copy = shutil.copytree if (ROOT / name).is_dir() else shutil.copy2
-        copy(ROOT / name, source / name, **({"ignore": shutil.ignore_patterns("__pycache__")}
-                                              if (ROOT / name).is_dir() else {}))
     own = tmp_path_factory.mktemp("own")
     _pip(Path(sys.executable), "wheel", "--no-deps", "--no-index", "--find-links", str(deps), "-w", str(own),
          str(source))

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from server.accounts.models import ROLES, ApiToken, User
 from server.accounts.scope import COUNTY, Scope, find_township
 from server.devices.models import Device
-from server.errors import ApiError
+from server.errors import Forbidden, Unauthenticated
 from server.services import app_services
 
 # What each role may do. Reading is split by what the data is, so each role reads only what its work needs:
@@ -96,12 +96,12 @@ def create_token(session: Session, *, name: str, role: str, township: Optional[s
 
 
 def refuse_expired(row: ApiToken, now: datetime) -> None:
-    """A 401 ApiError when the token's expiry has passed, saying how to get a new one."""
+    """Unauthenticated when the token's expiry has passed, saying how to get a new one."""
     if row.expires_at is not None and row.expires_at <= now:
         township = f" --township {row.township}" if row.township else ""
-        raise ApiError(401, "token_expired",
-                       f"The API token '{row.name}' expired on {row.expires_at:%Y-%m-%d %H:%M} UTC. Ask an admin "
-                       f"for a new one ('lessoncast token create --role {row.role}{township} --name NAME').")
+        raise Unauthenticated(
+            "token_expired", f"The API token '{row.name}' expired on {row.expires_at:%Y-%m-%d %H:%M} UTC. Ask an "
+            f"admin for a new one ('lessoncast token create --role {row.role}{township} --name NAME').")
 
 
 def find_token(session: Session, token: str) -> Optional[ApiToken]:
@@ -136,22 +136,22 @@ def current_actor() -> Actor:
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise ApiError(401, "unauthenticated",
-                       "This needs an API token: send 'Authorization: Bearer TOKEN'. "
-                       "Create one with 'lessoncast token create --role media --name NAME'.")
+        raise Unauthenticated("unauthenticated",
+                              "This needs an API token: send 'Authorization: Bearer TOKEN'. "
+                              "Create one with 'lessoncast token create --role media --name NAME'.")
     services = app_services()
     if token.strip().startswith("lcd_"):
         with services.db.session() as session:
             device = find_device(session, token.strip())
             if device is None:
-                raise ApiError(401, "bad_device_token",
-                               "This device token is unknown or the device was revoked. Enrol the device again.")
+                raise Unauthenticated("bad_device_token",
+                                      "This device token is unknown or the device was revoked. Enrol the device again.")
             g.actor = Actor(None, device.uid, "device", None)
         return g.actor
     with services.db.session() as session:
         row = find_token(session, token.strip())
         if row is None:
-            raise ApiError(401, "bad_token", "The API token is unknown or revoked. Ask an admin for a new one.")
+            raise Unauthenticated("bad_token", "The API token is unknown or revoked. Ask an admin for a new one.")
         refuse_expired(row, services.clock())
         # Noted, not written here: a read request must not wait for the database's write lock.
         services.token_use.seen(row.id, row.last_used_at)
@@ -167,8 +167,8 @@ def require(permission: str) -> Callable:
         def wrapped(*args, **kwargs):
             actor = current_actor()
             if not actor.may(permission):
-                raise ApiError(403, "forbidden",
-                               f"The '{actor.role}' role may not do this (needs '{permission}').")
+                raise Forbidden("forbidden",
+                                f"The '{actor.role}' role may not do this (needs '{permission}').")
             return view(*args, **kwargs)
 
         return wrapped

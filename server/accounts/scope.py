@@ -21,7 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from server.devices.models import Device
-from server.errors import ApiError
+from server.errors import DomainError, Forbidden
 from server.org.models import Group, Member, Site, Township
 
 
@@ -40,11 +40,11 @@ class Scope:
         """Whether an object of township TOWNSHIP_CODE is inside the scope."""
         return self.township is None or township_code == self.township
 
-    def refuse(self, what: str) -> ApiError:
+    def refuse(self, what: str) -> DomainError:
         """The error for WHAT (e.g. "Site hs-01") lying outside the scope."""
-        return ApiError(403, "other_township",
-                        f"{what} belongs to another township; an operator of {self.township} sees and changes only "
-                        f"{self.township}'s sites, devices, members and classes.")
+        return Forbidden("other_township",
+                         f"{what} belongs to another township; an operator of {self.township} sees and changes only "
+                         f"{self.township}'s sites, devices, members and classes.")
 
     def township_filter(self, requested: Optional[str]) -> Optional[str]:
         """The township a listing or report is limited to: staff choose (None: all); an operator always gets their

@@ -19,7 +19,7 @@ from server.accounts.scope import COUNTY, Scope
 from server.attendance.models import ClassSession, SessionAttendee
 from server.attendance.rules import FIRST_DAY, LAST_DAY, Rules
 from server.audit import AuditEntry
-from server.errors import ApiError
+from server.errors import DomainError, Forbidden, Invalid, NotFound
 from server.org.models import Member, Site, Township
 
 # English or Chinese headers, as an Excel sheet from a township office would have them.
@@ -36,7 +36,7 @@ ROSTER_HEADERS = {
 def _site(session: Session, code: str, scope: Scope) -> Site:
     site = session.scalar(select(Site).where(Site.code == code))
     if site is None:
-        raise ApiError(422, "unknown_site", f"There is no site {code!r}. See GET /api/v1/sites.")
+        raise Invalid("unknown_site", f"There is no site {code!r}. See GET /api/v1/sites.")
     return scope.check_site(site)
 
 
@@ -63,10 +63,10 @@ def add_session(session: Session, rules: Rules, site_code: str, day: date, at: t
 
 
 def get_session(session: Session, key: str, scope: Scope = COUNTY) -> ClassSession:
-    """The class session KEY, or a 404 ApiError (403 when it was held outside SCOPE)."""
+    """The class session KEY, or NotFound (Forbidden when it was held outside SCOPE)."""
     row = session.scalar(select(ClassSession).where(ClassSession.key == key))
     if row is None:
-        raise ApiError(404, "unknown_session", f"There is no session {key!r}. See GET /api/v1/sessions.")
+        raise NotFound("unknown_session", f"There is no session {key!r}. See GET /api/v1/sessions.")
     scope.check_site_id(session, row.site_id, f"Session {key}")
     return row
 
@@ -74,7 +74,7 @@ def get_session(session: Session, key: str, scope: Scope = COUNTY) -> ClassSessi
 def _member(session: Session, member_no: str, scope: Scope) -> Member:
     member = session.scalar(select(Member).where(Member.member_no == member_no))
     if member is None:
-        raise ApiError(422, "unknown_member", f"There is no member {member_no!r}. Import the members first.")
+        raise Invalid("unknown_member", f"There is no member {member_no!r}. Import the members first.")
     return scope.check_member(session, member)
 
 
@@ -130,13 +130,13 @@ def import_roster(session: Session, rules: Rules, text: str, actor: str, now: da
     reader = csv.reader(text.splitlines())
     header = next(reader, None)
     if not header:
-        raise ApiError(422, "csv_invalid", f"{filename}: empty; the first line names the columns "
+        raise Invalid("csv_invalid", f"{filename}: empty; the first line names the columns "
                                            "(session or site,date[,time]; member).")
     columns = [ROSTER_HEADERS.get(h.strip().lstrip("\ufeff").lower(), ROSTER_HEADERS.get(h.strip().lstrip("\ufeff")))
                for h in header]
     unknown = [h for h, c in zip(header, columns) if c is None]
     if unknown or "member" not in columns or not ({"session"} <= set(columns) or {"site", "date"} <= set(columns)):
-        raise ApiError(422, "csv_invalid", f"{filename}:1: columns must be member plus either session or site and "
+        raise Invalid("csv_invalid", f"{filename}:1: columns must be member plus either session or site and "
                                            f"date (and optionally time, title); unknown: {', '.join(unknown) or '-'}")
     errors: list[str] = []
     planned: list[tuple[Any, str, str]] = []
@@ -173,12 +173,12 @@ def import_roster(session: Session, rules: Rules, text: str, actor: str, now: da
         planned.append((target, member, row.get("title", "")))
         lines.setdefault(target, line)
     if errors:
-        raise ApiError(422, "csv_invalid", f"{len(errors)} problem(s), nothing was stored:\n" + "\n".join(errors[:50]))
+        raise Invalid("csv_invalid", f"{len(errors)} problem(s), nothing was stored:\n" + "\n".join(errors[:50]))
     if foreign:
-        raise ApiError(403, "other_township", f"{len(foreign)} member(s) of another township, nothing was "
+        raise Forbidden("other_township", f"{len(foreign)} member(s) of another township, nothing was "
                                               "stored:\n" + "\n".join(foreign[:50]))
     if not planned:
-        raise ApiError(422, "csv_invalid", f"{filename}: no rows below the header")
+        raise Invalid("csv_invalid", f"{filename}: no rows below the header")
     keys: dict[Any, str] = {}
     created = 0
     for target, _member_no, title in planned:
@@ -193,9 +193,8 @@ def import_roster(session: Session, rules: Rules, text: str, actor: str, now: da
                 keys[target] = add_session(session, rules, target[0], target[1], target[2], title, actor, now,
                                            scope).key
                 created += 0 if existed else 1
-        except ApiError as exc:
-            raise ApiError(exc.status, exc.code, f"{filename}:{lines[target]}: {exc.message} Nothing was stored.") \
-                from None
+        except DomainError as exc:
+            raise type(exc)(exc.code, f"{filename}:{lines[target]}: {exc.message} Nothing was stored.") from None
     count = 0
     for target, member_no, _title in planned:
         key = keys[target]

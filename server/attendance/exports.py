@@ -27,7 +27,7 @@ from server.accounts.auth import Actor
 from server.attendance import reports
 from server.attendance.models import Export
 from server.attendance.report_export import FORMATS
-from server.errors import ApiError
+from server.errors import BadRequest, NotFound
 from server.jobs import leases as jobs
 from server.jobs.models import Job
 from server.org.models import Member, Site, Township
@@ -83,14 +83,14 @@ def is_large(services: Services, township: Optional[str]) -> bool:
 def validate(services: Services, req: ReportRequest) -> None:
     """Refuse now what the job would refuse later: an unknown format, table, period, programme or township."""
     if req.format not in FORMATS:
-        raise ApiError(400, "bad_format", f"format {req.format!r}: use one of {', '.join(FORMATS)}.")
+        raise BadRequest("bad_format", f"format {req.format!r}: use one of {', '.join(FORMATS)}.")
     if req.table is not None and req.table not in TABLES:
-        raise ApiError(400, "bad_format", f"table {req.table!r}: a CSV holds one of {', '.join(TABLES)}.")
+        raise BadRequest("bad_format", f"table {req.table!r}: a CSV holds one of {', '.join(TABLES)}.")
     with services.db.session() as session:
         reports.resolve_period(session, req.period, services.rules, programme=req.programme)
         if req.township and not session.scalar(
                 select(func.count(Site.id)).join(Township).where(Township.code == req.township)):
-            raise ApiError(404, "unknown_township", f"There is no township {req.township!r} with sites.")
+            raise NotFound("unknown_township", f"There is no township {req.township!r} with sites.")
 
 
 def request_export(services: Services, actor: Actor, req: ReportRequest) -> int:
@@ -135,7 +135,7 @@ def get_for(services: Services, export_id: int, actor: Actor) -> tuple[Export, J
         export = session.get(Export, export_id)
         job = session.get(Job, export.job_id) if export is not None else None
     if export is None or job is None or not may_read(actor, export) or export.expires_at < services.clock():
-        raise ApiError(404, "export_not_found", f"There is no export {export_id} for this token; it may have "
+        raise NotFound("export_not_found", f"There is no export {export_id} for this token; it may have "
                                                 "expired. Ask for the report again.")
     return export, job
 

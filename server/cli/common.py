@@ -10,7 +10,7 @@ from typing import Iterator
 import click
 
 from server import settings as settings_mod
-from server.errors import ApiError
+from server.errors import DomainError
 from server.instance import initialise
 from server.keyfiles import write_private
 from server.services import Services
@@ -64,8 +64,8 @@ def _tell_secrets(services, lines: list[str]) -> None:
 
 @contextmanager
 def api_errors() -> Iterator[None]:
-    """Turn a service's ApiError into a CLI error that says what to do."""
+    """Turn a service's refusal (any DomainError) into a CLI error that says what to do: the one place that does."""
     try:
         yield
-    except ApiError as exc:
+    except DomainError as exc:
         raise click.ClickException(exc.message) from None

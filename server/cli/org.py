@@ -8,7 +8,7 @@ from typing import Optional
 
 import click
 
-from server.cli.common import initialised, load_services
+from server.cli.common import api_errors, initialised, load_services
 from server.org.csv_rows import IMPORT_KINDS
 
 
@@ -61,12 +61,11 @@ def _table(rows: list[list[str]], headers: list[str]) -> None:
 @click.option("--limit", default=200, show_default=True, help="Show at most this many members.")
 def org_list(what: str, township: Optional[str], site: Optional[str], kind: Optional[str], limit: int) -> None:
     """List townships, sites (default), groups or members as a table."""
-    from server.errors import ApiError
     from server.org import service as org_service
 
     services = load_services()
     initialised(services)
-    try:
+    with api_errors():
         if what == "townships":
             items = org_service.list_townships(services)
             _table([[t["code"], t["name"], str(t["sites"])] for t in items], ["CODE", "NAME", "SITES"])
@@ -86,7 +85,5 @@ def org_list(what: str, township: Optional[str], site: Optional[str], kind: Opti
                     for m in items], ["MEMBER", "NAME", "SITE", "BRANCH", "FLAGS"])
             if page["total"] > len(items):
                 click.echo(f"... {page['total'] - len(items)} more; use --site, --township or --limit", err=True)
-    except ApiError as exc:
-        raise click.ClickException(exc.message) from None
     if not items:
         click.echo(f"No {what} yet; import them with 'lessoncast org import FILE'.", err=True)

@@ -109,7 +109,7 @@ def token_revoke(token_id: int) -> None:
 def import_media(paths: tuple[Path, ...], speaker: str, series: str, language: str, wait: bool) -> None:
     """Import every media file under PATHS (files or folders); each file's name becomes its lesson title."""
     from media.errors import MediaError
-    from server.errors import ApiError
+    from server.errors import DomainError
     from server.lessons import service as lessons
     from server.lessons.upload_stream import HashingFile
 
@@ -129,7 +129,7 @@ def import_media(paths: tuple[Path, ...], speaker: str, series: str, language: s
                                        "language": language})
             lesson, created = lessons.ingest(services, lessons.StagedFile(staged.path, staged.sha256, staged.size),
                                              lessons.display_name(path.name), meta, "import")
-        except (MediaError, ApiError) as exc:
+        except (MediaError, DomainError) as exc:
             staged.discard()
             counts["refused"] += 1
             click.secho(f"[{n}/{len(files)}] {path}: refused: {exc.message}", fg="red")

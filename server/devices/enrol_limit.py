@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from server.audit import AuditEntry
-from server.errors import ApiError
+from server.errors import TooMany
 
 REFUSED = "device.enrol_refused"
 WINDOW = timedelta(hours=1)
@@ -24,7 +24,7 @@ PREFIX_LENGTH = 4  # one group of the printed code: an attacker who saw part of 
 
 
 def check(session: Session, address: str, prefix: str, now: datetime, per_hour: int) -> None:
-    """Raise a 429 ApiError when ADDRESS or PREFIX already had PER_HOUR refused attempts in the last hour."""
+    """Raise TooMany when ADDRESS or PREFIX already had PER_HOUR refused attempts in the last hour."""
     if per_hour <= 0:
         return
     since = now - WINDOW
@@ -38,10 +38,10 @@ def check(session: Session, address: str, prefix: str, now: datetime, per_hour: 
             oldest = session.scalar(select(func.min(AuditEntry.at)).where(
                 AuditEntry.action == REFUSED, AuditEntry.at >= since, column == key))
             retry = max(1, math.ceil((oldest + WINDOW - now).total_seconds()))
-            raise ApiError(429, "enrol_rate_limited",
-                           f"Too many refused enrolment attempts {what} in the last hour (the limit is {per_hour}). "
-                           f"Check the code on the device's paper slip and try again in {math.ceil(retry / 60)} "
-                           "minutes, or ask the county office for a new code.", retry_after=retry)
+            raise TooMany("enrol_rate_limited",
+                          f"Too many refused enrolment attempts {what} in the last hour (the limit is {per_hour}). "
+                          f"Check the code on the device's paper slip and try again in {math.ceil(retry / 60)} "
+                          "minutes, or ask the county office for a new code.", retry_after=retry)
 
 
 def record(session: Session, address: str, prefix: str, now: datetime, reason: str) -> None:

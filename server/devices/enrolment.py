@@ -16,13 +16,13 @@ from sqlalchemy.orm import Session
 from server.audit import AuditEntry
 from server.devices import enrol_limit, registry
 from server.devices.models import Device
-from server.errors import ApiError
+from server.errors import Conflict, DomainError, Forbidden
 from server.messaging import broker, retained
 from server.programmes import publish, trust
 from server.programmes.models import Channel
 
 
-def _refused(session: Session, address: str, prefix: str, now, error: ApiError) -> ApiError:
+def _refused(session: Session, address: str, prefix: str, now, error: DomainError) -> DomainError:
     """ERROR, once the refused attempt is counted against the address and the code's prefix (and committed)."""
     enrol_limit.record(session, address, prefix, now, error.code)
     session.commit()
@@ -42,11 +42,11 @@ def enrol(services, code: str, address: str = "") -> dict[str, Any]:
         digest = registry.code_digest(registry.normalise_code(code))
         device = session.scalar(select(Device).where(Device.enrol_code_sha256 == digest))
         if device is None or device.state == "revoked":
-            raise _refused(session, address, prefix, now, ApiError(403, "bad_enrol_code",
+            raise _refused(session, address, prefix, now, Forbidden("bad_enrol_code",
                            "This enrolment code is unknown or was already used. Ask the county office for a new one "
                            "('lessoncast device code DEVICE')."))
         if device.enrol_code_expires_at is None or device.enrol_code_expires_at < now:
-            raise _refused(session, address, prefix, now, ApiError(403, "enrol_code_expired",
+            raise _refused(session, address, prefix, now, Forbidden("enrol_code_expired",
                            f"The enrolment code of {device.uid} expired on {device.enrol_code_expires_at:%Y-%m-%d}. "
                            "Ask the county office for a new one."))
         mqtt_password = secrets.token_urlsafe(24)
@@ -64,7 +64,7 @@ def enrol(services, code: str, address: str = "") -> dict[str, Any]:
         try:
             registry.refresh_channel(services, session, device)
         except ValueError as exc:  # a setting stored before settings were checked; the code is not used up
-            raise ApiError(409, "device_settings_invalid",
+            raise Conflict("device_settings_invalid",
                            f"{exc}. Correct it with PATCH /api/v1/devices/{device.uid} "
                            '({"settings": {...}}), then enrol again with the same code.') from None
         session.add(AuditEntry(at=now, actor=device.uid, action="device.enrol", subject=device.uid))

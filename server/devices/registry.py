@@ -25,7 +25,7 @@ from server import validation
 from server.accounts.scope import COUNTY, Scope
 from server.audit import AuditEntry
 from server.devices.models import DEVICE_KINDS, Device, DeviceAssignment
-from server.errors import ApiError
+from server.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, Unavailable
 from server.messaging import broker, retained
 from server.messaging.mqtt_link import BrokerAddress, BrokerUnavailable, ServerLink
 from server.org.models import Group, GroupLink, Member, Site
@@ -70,13 +70,13 @@ def _issue_code(services, device: Device) -> str:
 def _site(session: Session, code: Optional[str], scope: Scope) -> Site:
     if not code:
         if not scope.is_county:  # the default is the county's own site, which no operator manages
-            raise ApiError(422, "site_required", f"site: give the code of the {scope.township} site the device "
+            raise Invalid("site_required", f"site: give the code of the {scope.township} site the device "
                                                  "serves; operators add devices to their own township's sites.",
-                           field="site")
+                          field="site")
         return default_site(session)
     site = session.scalar(select(Site).where(Site.code == code))
     if site is None:
-        raise ApiError(422, "unknown_site", f"There is no site with code '{code}'. Import the sites first "
+        raise Invalid("unknown_site", f"There is no site with code '{code}'. Import the sites first "
                                             "('lessoncast org import sites.csv') or leave the site empty.")
     return scope.check_site(site)
 
@@ -84,7 +84,7 @@ def _site(session: Session, code: Optional[str], scope: Scope) -> Site:
 def _group(session: Session, key: str, scope: Scope) -> Group:
     group = session.scalar(select(Group).where(Group.key == key))
     if group is None:
-        raise ApiError(422, "unknown_group", f"There is no group '{key}'.", field="groups")
+        raise Invalid("unknown_group", f"There is no group '{key}'.", field="groups")
     return scope.check_group(session, group)
 
 
@@ -100,15 +100,15 @@ class NewDevice:
 
 
 def validate_new(kind: str, name: str, language: str, uid: Optional[str]) -> None:
-    """Raise ApiError when a new device's fields are unusable."""
+    """Raise Invalid when a new device's fields are unusable."""
     if kind not in DEVICE_KINDS:
-        raise ApiError(422, "bad_kind", f"Device kind '{kind}' is unknown: use radio or terminal.")
+        raise Invalid("bad_kind", f"Device kind '{kind}' is unknown: use radio or terminal.")
     if not name.strip() or len(name) > 100:
-        raise ApiError(422, "bad_name", "A device needs a name of 1 to 100 characters.")
+        raise Invalid("bad_name", "A device needs a name of 1 to 100 characters.")
     if not is_language_tag(language):
-        raise ApiError(422, "bad_language", f"'{language}' is not a BCP 47 language tag (e.g. cmn, bo, nan, cdo).")
+        raise Invalid("bad_language", f"'{language}' is not a BCP 47 language tag (e.g. cmn, bo, nan, cdo).")
     if uid is not None and not topics.is_valid_id(uid):
-        raise ApiError(422, "bad_device_id", f"Device id '{uid}' may hold only letters, digits, '_', '.' and '-'.")
+        raise Invalid("bad_device_id", f"Device id '{uid}' may hold only letters, digits, '_', '.' and '-'.")
 
 
 def add(services, session: Session, *, kind: str, name: str, site_code: Optional[str] = None,
@@ -120,7 +120,7 @@ def add(services, session: Session, *, kind: str, name: str, site_code: Optional
     site = _site(session, site_code, scope)
     uid = uid or new_uid(kind)
     if session.scalar(select(Device.id).where(Device.uid == uid)) is not None:
-        raise ApiError(409, "device_exists", f"A device with id '{uid}' already exists.")
+        raise Conflict("device_exists", f"A device with id '{uid}' already exists.")
     now = services.clock()
     device = Device(uid=uid, name=name.strip(), kind=kind, site=site, language=language, state="pending",
                     settings={**DEFAULT_DEVICE_SETTINGS, "timezone": services.settings.county_timezone},
@@ -132,7 +132,7 @@ def add(services, session: Session, *, kind: str, name: str, site_code: Optional
         session.add(GroupLink(group_id=_group(session, key, scope).id, device_id=device.id))
     if member_no:
         if kind != "radio":
-            raise ApiError(422, "not_a_radio", "Only radios are assigned to a member; terminals serve a site.")
+            raise Invalid("not_a_radio", "Only radios are assigned to a member; terminals serve a site.")
         assign(services, session, device, member_no, services.today(), scope)
     session.add(AuditEntry(at=now, actor=actor, action="device.add", subject=uid,
                            details={"kind": kind, "site": site.code}))
@@ -144,17 +144,17 @@ def reissue_code(services, uid: str, actor: str, scope: Scope = COUNTY) -> str:
     with services.db.session() as session:
         device = get(session, uid, scope)
         if device.state == "revoked":
-            raise ApiError(409, "device_revoked", f"Device '{uid}' is revoked; add a new device instead.")
+            raise Conflict("device_revoked", f"Device '{uid}' is revoked; add a new device instead.")
         code = _issue_code(services, device)
         session.add(AuditEntry(at=services.clock(), actor=actor, action="device.code", subject=uid))
     return code
 
 
 def get(session: Session, uid: str, scope: Scope = COUNTY) -> Device:
-    """The device with this id, or a 404 ApiError (403 when it stands outside SCOPE)."""
+    """The device with this id, or NotFound (Forbidden when it stands outside SCOPE)."""
     device = session.scalar(select(Device).where(Device.uid == uid))
     if device is None:
-        raise ApiError(404, "no_such_device", f"There is no device '{uid}'.")
+        raise NotFound("no_such_device", f"There is no device '{uid}'.")
     return scope.check_device(device)
 
 
@@ -163,13 +163,13 @@ def assign(services, session: Session, device: Device, member_no: str, from_date
     """Hand a radio to a member (in SCOPE) from FROM_DATE, closing the previous holder's assignment the day before."""
     member = session.scalar(select(Member).where(Member.member_no == member_no))
     if member is None:
-        raise ApiError(422, "unknown_member", f"There is no member '{member_no}'. Import the members first.",
-                       field="member")
+        raise Invalid("unknown_member", f"There is no member '{member_no}'. Import the members first.",
+                      field="member")
     scope.check_member(session, member)
     for held in device.assignments:
         if held.until_date is None or held.until_date >= from_date:
             if held.from_date >= from_date:
-                raise ApiError(409, "assignment_overlap",
+                raise Conflict("assignment_overlap",
                                f"{device.uid} is assigned from {held.from_date}; assign from a later date.")
             held.until_date = from_date - timedelta(days=1)
     device.assignments.append(DeviceAssignment(member=member, from_date=from_date))
@@ -262,7 +262,7 @@ def import_csv(services, text: str, actor: str, scope: Scope = COUNTY) -> list[N
     header = [h.strip() for h in (reader.fieldnames or [])]
     unknown = sorted(set(header) - set(DEVICE_CSV_COLUMNS))
     if not header or unknown or not {"kind", "name"} <= set(header):
-        raise ApiError(422, "csv_invalid", f"line 1: columns must be among {', '.join(DEVICE_CSV_COLUMNS)} "
+        raise Invalid("csv_invalid", f"line 1: columns must be among {', '.join(DEVICE_CSV_COLUMNS)} "
                                            f"with at least kind and name (found {', '.join(header) or 'none'}).")
     added, errors, foreign = [], [], False
     with services.db.session() as session:
@@ -278,14 +278,13 @@ def import_csv(services, text: str, actor: str, scope: Scope = COUNTY) -> list[N
                                  groups=[g for g in row.get("groups", "").replace("；", ";").split(";") if g],
                                  member_no=row.get("member") or None, uid=row.get("id") or None, actor=actor,
                                  scope=scope))
-            except ApiError as exc:
+            except DomainError as exc:
                 errors.append(f"line {line}: {exc.message}")
                 foreign = foreign or exc.code == "other_township"
         if errors:
             session.rollback()
-            status, code = (403, "other_township") if foreign else (422, "csv_invalid")
-            raise ApiError(status, code, f"{len(errors)} rows have problems; no device was added. "
-                                         + " ".join(errors), rows=errors)
+            kind, code = (Forbidden, "other_township") if foreign else (Invalid, "csv_invalid")
+            raise kind(code, f"{len(errors)} rows have problems; no device was added. " + " ".join(errors), rows=errors)
     return added
 
 
@@ -299,12 +298,12 @@ def update(services, uid: str, changes: dict[str, Any], actor: str, scope: Scope
     another channel (the caller then refreshes the channels)."""
     unknown = sorted(set(changes) - {"name", "site", "language", "groups", "member", "member_from", "settings"})
     if unknown:
-        raise ApiError(422, "unknown_field", f"{unknown[0]}: not a device field that can change.", field=unknown[0])
+        raise Invalid("unknown_field", f"{unknown[0]}: not a device field that can change.", field=unknown[0])
     now = services.clock()
     with services.db.session() as session:
         device = get(session, uid, scope)
         if device.state == "revoked":
-            raise ApiError(409, "device_revoked", f"Device '{uid}' is revoked and cannot change.")
+            raise Conflict("device_revoked", f"Device '{uid}' is revoked and cannot change.")
         if "name" in changes:
             validate_new(device.kind, validation.text(changes, "name", default=""), device.language, None)
             device.name = changes["name"].strip()
@@ -320,7 +319,7 @@ def update(services, uid: str, changes: dict[str, Any], actor: str, scope: Scope
                 session.add(GroupLink(group_id=_group(session, key, scope).id, device_id=device.id))
         if "member" in changes:
             if device.kind != "radio":
-                raise ApiError(422, "not_a_radio", "Only radios are assigned to a member.", field="member")
+                raise Invalid("not_a_radio", "Only radios are assigned to a member.", field="member")
             day = (validation.day(changes["member_from"], "member_from") if changes.get("member_from")
                    else services.today())
             assign(services, session, device, validation.text(changes, "member", required=True), day, scope)
@@ -328,15 +327,15 @@ def update(services, uid: str, changes: dict[str, Any], actor: str, scope: Scope
             settings = validation.mapping(changes, "settings") or {}
             extra = sorted(set(settings) - EDITABLE_SETTINGS)
             if extra:
-                raise ApiError(422, "unknown_setting", f"settings.{extra[0]}: not a device setting "
-                               f"({', '.join(sorted(EDITABLE_SETTINGS))}).", field=f"settings.{extra[0]}")
+                raise Invalid("unknown_setting", f"settings.{extra[0]}: not a device setting "
+                              f"({', '.join(sorted(EDITABLE_SETTINGS))}).", field=f"settings.{extra[0]}")
             merged = {**(device.settings or DEFAULT_DEVICE_SETTINGS), **check_settings(settings)}
             device.settings = merged
             if device.channel:
                 try:
                     payload = config_payload(services, device)
                 except ValueError as exc:
-                    raise ApiError(422, "bad_setting", str(exc), field="settings") from None
+                    raise Invalid("bad_setting", str(exc), field="settings") from None
                 retained.put(session, topics.config(uid), payload, now)
         session.add(AuditEntry(at=now, actor=actor, action="device.edit", subject=uid,
                                details={"fields": sorted(changes)}))
@@ -355,8 +354,8 @@ def check_settings(settings: dict[str, Any]) -> dict[str, Any]:
     window = settings.get("download_window")
     if window is not None and not (isinstance(window, list) and len(window) == 2 and window[0] != window[1]
                                    and all(isinstance(t, str) and is_hhmm(t) for t in window)):
-        raise ApiError(422, "field_invalid", "settings.download_window: two different times, e.g. "
-                       '["00:00", "06:00"], or null for no window.', field="settings.download_window")
+        raise Invalid("field_invalid", "settings.download_window: two different times, e.g. "
+                      '["00:00", "06:00"], or null for no window.', field="settings.download_window")
     return settings
 
 
@@ -371,22 +370,22 @@ def send_command(services, uid: str, body: dict[str, Any], actor: str, expiry_s:
     """
     kind = body.get("type")
     if kind not in COMMAND_TYPES:
-        raise ApiError(422, "bad_command", f"type: '{kind}' is not a command; use one of {', '.join(COMMAND_TYPES)}.",
-                       field="type")
+        raise Invalid("bad_command", f"type: '{kind}' is not a command; use one of {', '.join(COMMAND_TYPES)}.",
+                      field="type")
     volume, position = body.get("volume"), body.get("position")
     # PROTOCOL.md: true and false are refused where a number is expected (bool is an int in Python).
     if kind == "set-volume" and not (type(volume) is int and 0 <= volume <= 100):
-        raise ApiError(422, "bad_command", "volume: an integer from 0 to 100.", field="volume")
+        raise Invalid("bad_command", "volume: an integer from 0 to 100.", field="volume")
     if kind == "play-now" and not isinstance(body.get("programme"), str):
-        raise ApiError(422, "bad_command", "play-now needs 'programme' (its code) and 'position' (the item number).",
-                       field="programme")
+        raise Invalid("bad_command", "play-now needs 'programme' (its code) and 'position' (the item number).",
+                      field="programme")
     if kind == "play-now" and not (type(position) is int and 0 <= position < 10_000):
-        raise ApiError(422, "bad_command", "position: the item number, a whole number from 0.", field="position")
+        raise Invalid("bad_command", "position: the item number, a whole number from 0.", field="position")
     now = services.clock()
     with services.db.session() as session:
         device = get(session, uid, scope)
         if device.state != "enrolled":
-            raise ApiError(409, "not_enrolled", f"Device '{uid}' is {device.state}; only enrolled devices take commands.")
+            raise Conflict("not_enrolled", f"Device '{uid}' is {device.state}; only enrolled devices take commands.")
         command = {k: v for k, v in body.items() if k in ("type", "volume", "programme", "position")}
         command |= {"id": f"c-{secrets.token_hex(6)}", "issued_at": format_utc(now)}
         session.add(AuditEntry(at=now, actor=actor, action="device.command", subject=uid, details=command))
@@ -394,5 +393,5 @@ def send_command(services, uid: str, body: dict[str, Any], actor: str, expiry_s:
         with ServerLink(BrokerAddress.from_services(services), "command") as link:
             link.publish(topics.cmd(uid), json.dumps(command).encode(), expiry_s=expiry_s)
     except BrokerUnavailable as exc:
-        raise ApiError(503, "broker_unavailable", f"The command could not be sent: {exc}. Try again shortly.") from None
+        raise Unavailable("broker_unavailable", f"The command could not be sent: {exc}. Try again shortly.") from None
     return command

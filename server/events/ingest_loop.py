@@ -21,7 +21,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from playlists import topics
 from server.attendance.fold import CACHE_TTL_S, Lookups
-from server.events.ingest import Incoming, quarantine_batch, store_batch, store_batches, store_status
+from server.events import ingest
 from server.events.ingest_queue import DeviceQueues, Limits
 from server.health.beats import Beater, clock_from_monotonic
 from server.messaging import retained
@@ -237,13 +237,11 @@ class Ingest:
             self._wake_flusher.set()
 
     def _handle(self, group: list[_Message]) -> None:
-        # Imported here, not at the top: server.events.ingest imports this module to re-export Ingest.
-
         item = group[0]
         if item.kind == "events":
             try:
-                store_batches(self.services, [Incoming(m.device, m.properties, m.payload, m.received_at)
-                                              for m in group], self.lookups)
+                ingest.store_batches(self.services, [ingest.Incoming(m.device, m.properties, m.payload,
+                                                                     m.received_at) for m in group], self.lookups)
                 return
             except SQLAlchemyError as exc:
                 if len(group) > 1:
@@ -253,7 +251,7 @@ class Ingest:
                 log.warning("storing %d batch(es) failed (%r); storing them one by one", len(group), exc)
             for m in group:
                 try:
-                    store_batch(self.services, m.device, m.properties, m.payload, m.received_at, self.lookups)
+                    ingest.store_batch(self.services, m.device, m.properties, m.payload, m.received_at, self.lookups)
                 except OperationalError:
                     log.exception("events of %s (epoch %s, seq %s) not stored: the database is unavailable or "
                                   "busy; not acked, the device sends them again", m.device,
@@ -262,12 +260,12 @@ class Ingest:
                     log.exception("events of %s (epoch %s, seq %s) cannot be stored; quarantining the batch",
                                   m.device, m.properties.get("epoch"), m.properties.get("seq"))
                     try:
-                        quarantine_batch(self.services, m.device, m.properties, m.payload, m.received_at,
-                                         f"could not be stored: {exc!r}"[:1000])
+                        ingest.quarantine_batch(self.services, m.device, m.properties, m.payload, m.received_at,
+                                                f"could not be stored: {exc!r}"[:1000])
                     except SQLAlchemyError:
                         log.exception("quarantining it failed too; not acked, the device sends it again")
         elif item.kind == "status":
-            store_status(self.services, item.device, item.payload, item.received_at, retained_copy=item.retained)
+            ingest.store_status(self.services, item.device, item.payload, item.received_at, retained_copy=item.retained)
 
     def _flusher(self) -> None:
         """Send the acks (retained messages) the worker's commits made, in their own thread: the worker goes on

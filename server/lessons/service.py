@@ -16,7 +16,7 @@ from media.errors import MediaError
 from media.model import ProbeResult
 from media.probe import probe
 from media.profiles import profiles_for
-from server.errors import ApiError
+from server.errors import Conflict, Invalid, NotFound
 from server.jobs import leases as jobs
 from server.jobs.models import Job
 from server.lessons.models import Lesson, Rendition, SourceFile
@@ -50,21 +50,21 @@ class StagedFile:
 
 
 def parse_meta(fields: Mapping[str, Any]) -> LessonMeta:
-    """Validate lesson metadata from a form or tus metadata; ApiError 422 naming the bad field."""
+    """Validate lesson metadata from a form or tus metadata; Invalid naming the bad field."""
     values = {name: str(fields.get(name) or "").strip() for name in ("title", "speaker", "series", "description")}
     if not values["title"]:
-        raise ApiError(422, "title_required", "A lesson needs a title: send the 'title' field.")
+        raise Invalid("title_required", "A lesson needs a title: send the 'title' field.")
     for name, limit in FIELD_LIMITS.items():
         if len(values[name]) > limit:
-            raise ApiError(422, "field_too_long", f"'{name}' is {len(values[name])} characters; the limit is {limit}.",
-                           field=name, limit=limit)
+            raise Invalid("field_too_long", f"'{name}' is {len(values[name])} characters; the limit is {limit}.",
+                          field=name, limit=limit)
         if any(unicodedata.category(ch) == "Cc" and ch not in "\n\t" for ch in values[name]):
-            raise ApiError(422, "bad_characters", f"'{name}' contains control characters.", field=name)
+            raise Invalid("bad_characters", f"'{name}' contains control characters.", field=name)
     language = str(fields.get("language") or "cmn").strip()
     if not LANGUAGE_TAG.match(language):
-        raise ApiError(422, "bad_language",
-                       f"'{language}' is not a BCP 47 language tag. Use e.g. cmn (Mandarin), bo (Tibetan), "
-                       "nan (Minnan), cdo (Fuzhou).", field="language")
+        raise Invalid("bad_language",
+                      f"'{language}' is not a BCP 47 language tag. Use e.g. cmn (Mandarin), bo (Tibetan), "
+                      "nan (Minnan), cdo (Fuzhou).", field="language")
     return LessonMeta(language=language, **values)
 
 
@@ -141,28 +141,28 @@ PROFILE_SOURCE_EXT = {"mp3": "mp3", "wav": "wav", "flac": "flac", "ogg": "ogg", 
 
 
 def get_lesson(services: Services, lesson_id: int) -> Lesson:
-    """The lesson with its renditions loaded; ApiError 404 when there is none."""
+    """The lesson with its renditions loaded; NotFound when there is none."""
     with services.db.session() as session:
         lesson = session.get(Lesson, lesson_id)
         if lesson is None:
-            raise ApiError(404, "lesson_not_found", f"There is no lesson {lesson_id}.")
+            raise NotFound("lesson_not_found", f"There is no lesson {lesson_id}.")
         _ = lesson.renditions, lesson.source
         return lesson
 
 
 def retry(services: Services, lesson_id: int) -> Lesson:
-    """Queue every failed job of a lesson again; ApiError 409 when nothing failed or the lesson was rejected."""
+    """Queue every failed job of a lesson again; Conflict when nothing failed or the lesson was rejected."""
     now = services.clock()
     with services.db.session() as session:
         lesson = session.get(Lesson, lesson_id)
         if lesson is None:
-            raise ApiError(404, "lesson_not_found", f"There is no lesson {lesson_id}.")
+            raise NotFound("lesson_not_found", f"There is no lesson {lesson_id}.")
         if lesson.state == "rejected":
-            raise ApiError(409, "lesson_rejected",
+            raise Conflict("lesson_rejected",
                            "This lesson's file was refused, so there is nothing to retry. Upload a corrected file.")
         failed = session.scalars(select(Job).where(Job.lesson_id == lesson_id, Job.state == "failed")).all()
         if not failed:
-            raise ApiError(409, "nothing_to_retry", "No job of this lesson has failed.")
+            raise Conflict("nothing_to_retry", "No job of this lesson has failed.")
         for job in failed:
             jobs.retry(session, job, now)
             # A failed analysis failed every rendition with it; a failed render, just its own.

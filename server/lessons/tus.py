@@ -23,7 +23,7 @@ from typing import IO, Any, Optional
 from sqlalchemy import delete, func, select, update
 
 from media.errors import MediaError
-from server.errors import ApiError
+from server.errors import BadRequest, Conflict, Gone, Invalid, NoSpace, NotFound, TooLarge, TooMany
 from server.lessons import service as lessons
 from server.lessons.models import Upload
 from server.services import Services
@@ -55,8 +55,8 @@ def parse_metadata(header: str) -> dict[str, str]:
         try:
             result[key] = base64.b64decode(value, validate=True).decode("utf-8") if value else ""
         except (binascii.Error, UnicodeDecodeError):
-            raise ApiError(400, "bad_metadata",
-                           f"Upload-Metadata value for '{key}' is not base64 of UTF-8 text.") from None
+            raise BadRequest("bad_metadata",
+                             f"Upload-Metadata value for '{key}' is not base64 of UTF-8 text.") from None
     return result
 
 
@@ -70,15 +70,15 @@ def create(services: Services, length: Optional[str], metadata: str, token_id: O
     """Start an upload of LENGTH bytes; metadata must carry at least the lesson title."""
     size = byte_count(length)
     if size is None:
-        raise ApiError(400, "length_required",
-                       "Send Upload-Length with the file's size in bytes as ASCII digits, such as 'Upload-Length: "
-                       "1048576' (deferred length is not supported).")
+        raise BadRequest("length_required",
+                         "Send Upload-Length with the file's size in bytes as ASCII digits, such as 'Upload-Length: "
+                         "1048576' (deferred length is not supported).")
     limit = services.settings.max_upload_size
     if size > limit:
-        raise ApiError(413, "too_large", f"The file is {size / 1024**3:.1f} GB; the limit is "
+        raise TooLarge("too_large", f"The file is {size / 1024**3:.1f} GB; the limit is "
                        f"{limit / 1024**3:.1f} GB (LESSONCAST_MAX_UPLOAD_SIZE).", limit=limit)
     if size == 0:
-        raise ApiError(422, "empty_file", "The file is empty (0 bytes). Copy it again from the source.")
+        raise Invalid("empty_file", "The file is empty (0 bytes). Copy it again from the source.")
     meta = parse_metadata(metadata)
     lessons.parse_meta(meta)  # refuse bad metadata now, not after gigabytes have arrived
     meta["created_by"] = actor  # who uploaded is the token's name, never what the client claims
@@ -100,7 +100,7 @@ def get(services: Services, upload_id: str) -> Upload:
     with services.db.session() as session:
         upload = session.get(Upload, upload_id)
     if upload is None or (upload.lesson_id is None and upload.error is None and upload.expires_at < services.clock()):
-        raise ApiError(404, "upload_not_found", f"There is no upload {upload_id}; it may have expired. Start again.")
+        raise NotFound("upload_not_found", f"There is no upload {upload_id}; it may have expired. Start again.")
     return upload
 
 
@@ -114,14 +114,14 @@ def append(services: Services, upload_id: str, offset_header: Optional[str], bod
     get(services, upload_id)
     offset = byte_count(offset_header)
     if offset is None:
-        raise ApiError(400, "offset_required",
-                       "Send Upload-Offset with the number of bytes already uploaded, as ASCII digits.")
+        raise BadRequest("offset_required",
+                         "Send Upload-Offset with the number of bytes already uploaded, as ASCII digits.")
     path = part_path(services, upload_id)
     try:
         fh = open(path, "r+b", buffering=0)  # unbuffered: what write() returned is what the file holds
     except FileNotFoundError:
         _forget(services, upload_id)
-        raise ApiError(410, "upload_lost", f"The bytes of upload {upload_id} are gone from the server (removed by "
+        raise Gone("upload_lost", f"The bytes of upload {upload_id} are gone from the server (removed by "
                                            "hand or lost with a disk). Start the upload again.") from None
     with fh:
         # One writer per upload: a second PATCH racing the first waits, then sees the new offset and is refused.
@@ -129,13 +129,13 @@ def append(services: Services, upload_id: str, offset_header: Optional[str], bod
         fcntl.flock(fh, fcntl.LOCK_EX)
         upload = get(services, upload_id)
         if upload.lesson_id is not None or upload.error is not None:
-            raise ApiError(409, "upload_complete", "This upload is already complete.", offset=upload.offset)
+            raise Conflict("upload_complete", "This upload is already complete.", offset=upload.offset)
         if offset != upload.offset:
-            raise ApiError(409, "offset_mismatch",
+            raise Conflict("offset_mismatch",
                            f"Upload-Offset {offset} does not match the {upload.offset} bytes stored; "
                            "ask with HEAD and continue from there.", offset=upload.offset)
         if content_length is not None and offset + content_length > upload.length:
-            raise ApiError(413, "past_length",
+            raise TooLarge("past_length",
                            f"The body of {content_length} bytes at offset {offset} goes past the declared "
                            f"Upload-Length of {upload.length}; send at most {upload.length - offset} bytes.",
                            offset=offset)
@@ -172,8 +172,8 @@ def _receive(services: Services, upload: Upload, fh: IO[bytes], body: IO[bytes])
             _checkpoint(services, upload.id, fh, written)
             raise
         fh.truncate(durable)
-        raise ApiError(507, "disk_full", f"The disk holding uploads filled up at byte {durable} of this upload. "
-                       "Free space on the server, then resume from there.", offset=durable) from None
+        raise NoSpace("disk_full", f"The disk holding uploads filled up at byte {durable} of this upload. "
+                      "Free space on the server, then resume from there.", offset=durable) from None
     except BaseException:
         # A dropped connection: keep whatever arrived, that is what resuming is for.
         _checkpoint(services, upload.id, fh, written)
@@ -182,7 +182,7 @@ def _receive(services: Services, upload: Upload, fh: IO[bytes], body: IO[bytes])
         # A chunked body longer than the file: refuse all of this request (it may be another file's bytes).
         fh.truncate(start)
         _checkpoint(services, upload.id, fh, start)
-        raise ApiError(413, "past_length", f"The body goes past the declared Upload-Length of {upload.length}; "
+        raise TooLarge("past_length", f"The body goes past the declared Upload-Length of {upload.length}; "
                        f"nothing of it was kept. Send at most {upload.length - start} bytes from offset {start}.",
                        offset=start)
     _checkpoint(services, upload.id, fh, written)
@@ -260,10 +260,10 @@ def _check_open_uploads(services: Services, token_id: Optional[int], now) -> Non
         held = session.scalars(select(Upload.id).where(Upload.token_id == token_id, *_open_uploads(now))
                                .order_by(Upload.created_at)).all()
     if len(held) >= cap:
-        raise ApiError(429, "too_many_uploads",
-                       f"This token has {len(held)} unfinished uploads, the most it may hold "
-                       "(LESSONCAST_MAX_OPEN_UPLOADS). Finish one, or cancel it with DELETE "
-                       "/api/v1/uploads/<id>, then start this one.", open=list(held), limit=cap)
+        raise TooMany("too_many_uploads",
+                      f"This token has {len(held)} unfinished uploads, the most it may hold "
+                      "(LESSONCAST_MAX_OPEN_UPLOADS). Finish one, or cancel it with DELETE "
+                      "/api/v1/uploads/<id>, then start this one.", open=list(held), limit=cap)
 
 
 def _size_text(n: int) -> str:
@@ -281,12 +281,12 @@ def ensure_room(services: Services, size: int) -> None:
             .where(*_open_uploads(services.clock()))).one()
     room = free - margin - int(reserved)
     if size > room:
-        raise ApiError(507, "insufficient_storage",
-                       f"The file is {_size_text(size)}, but the disk holding uploads has {_size_text(free)} free, "
-                       f"of which {_size_text(int(reserved))} is set aside for {count} unfinished uploads and "
-                       f"{_size_text(margin)} is kept free (LESSONCAST_UPLOAD_FREE_MARGIN). Free space on the "
-                       "server, or finish or cancel other uploads, then try again.",
-                       free=free, reserved=int(reserved), margin=margin, room=max(0, room))
+        raise NoSpace("insufficient_storage",
+                      f"The file is {_size_text(size)}, but the disk holding uploads has {_size_text(free)} free, "
+                      f"of which {_size_text(int(reserved))} is set aside for {count} unfinished uploads and "
+                      f"{_size_text(margin)} is kept free (LESSONCAST_UPLOAD_FREE_MARGIN). Free space on the "
+                      "server, or finish or cancel other uploads, then try again.",
+                      free=free, reserved=int(reserved), margin=margin, room=max(0, room))
 
 
 def expire(services: Services) -> int:

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from server.accounts.scope import COUNTY, Scope
 from server.audit import AuditEntry
-from server.errors import ApiError
+from server.errors import Conflict, DomainError, Invalid, NotFound
 from server.org import cards
 from server.org.csv_rows import (BRANCH_LIMIT, BRANCH_PREFIX, MANAGED_MEMBER_KINDS, FieldError, ImportResult,
                                  MemberContext, MemberRow, Table, check_card, check_code, check_date, check_flags,
@@ -319,8 +319,8 @@ def import_file(services: Services, data: bytes, kind: str, actor: str, source: 
 MEMBER_PAGE_LIMIT = 500
 
 
-def _api_field(exc: FieldError) -> ApiError:
-    return ApiError(422, "field_invalid", exc.message, field=exc.field)
+def _api_field(exc: FieldError) -> DomainError:
+    return Invalid("field_invalid", exc.message, field=exc.field)
 
 
 def _text(changes: Mapping[str, Any], name: str) -> str:
@@ -328,22 +328,22 @@ def _text(changes: Mapping[str, Any], name: str) -> str:
     if value is None:
         return ""
     if not isinstance(value, str):
-        raise ApiError(422, "field_invalid", f"{name} must be a string", field=name)
+        raise Invalid("field_invalid", f"{name} must be a string", field=name)
     return value
 
 
 def _only(changes: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
     unknown = sorted(set(changes) - set(allowed))
     if unknown:
-        raise ApiError(422, "unknown_field", f"cannot set {', '.join(unknown)}; the fields are {', '.join(allowed)}",
-                       field=unknown[0])
+        raise Invalid("unknown_field", f"cannot set {', '.join(unknown)}; the fields are {', '.join(allowed)}",
+                      field=unknown[0])
 
 
-def _township_of(org: _Org, code: str, status: int = 422) -> Township:
+def _township_of(org: _Org, code: str, missing: type[DomainError] = Invalid) -> Township:
     township = org.townships.get(code)
     if township is None:
-        raise ApiError(status, "township_not_found",
-                       f"no township with code {code!r}; see GET /api/v1/townships", field="township")
+        raise missing("township_not_found",
+                      f"no township with code {code!r}; see GET /api/v1/townships", field="township")
     return township
 
 
@@ -365,7 +365,7 @@ def list_sites(services: Services, township: Optional[str] = None) -> list[dict[
     with services.db.session() as session:
         query = select(Site).join(Township).order_by(Site.code)
         if township:
-            _township_of(_Org(session), township, 404)
+            _township_of(_Org(session), township, NotFound)
             query = query.where(Township.code == township)
         counts = dict(session.execute(select(Member.site_id, func.count(Member.id)).group_by(Member.site_id)).all())
         return [_site_json(site, counts.get(site.id, 0)) for site in session.scalars(query)]
@@ -413,8 +413,8 @@ def list_members(services: Services, site: Optional[str] = None, township: Optio
     """A page of members by member id, filtered by site, township and a search of name or id, with the total;
     only SCOPE's members (an operator asking for another township is refused)."""
     if not 1 <= limit <= MEMBER_PAGE_LIMIT or offset < 0:
-        raise ApiError(422, "field_invalid", f"limit is 1-{MEMBER_PAGE_LIMIT} and offset 0 or more",
-                       field="limit" if not 1 <= limit <= MEMBER_PAGE_LIMIT else "offset")
+        raise Invalid("field_invalid", f"limit is 1-{MEMBER_PAGE_LIMIT} and offset 0 or more",
+                      field="limit" if not 1 <= limit <= MEMBER_PAGE_LIMIT else "offset")
     township = scope.township_filter(township)
     with services.db.session() as session:
         query = select(Member).join(Site, Site.id == Member.site_id).join(Township, Township.id == Site.township_id)
@@ -441,7 +441,7 @@ def update_site(services: Services, code: str, changes: Mapping[str, Any], actor
         org = _Org(session)
         site = org.sites.get(code)
         if site is None:
-            raise ApiError(404, "site_not_found", f"no site with code {code!r}; see GET /api/v1/sites")
+            raise NotFound("site_not_found", f"no site with code {code!r}; see GET /api/v1/sites")
         scope.check_site(site)
         try:
             name = check_name(_text(changes, "name"), "name") if "name" in changes else site.name
@@ -464,7 +464,7 @@ def create_group(services: Services, fields: Mapping[str, Any], actor: str, scop
     _only(fields, ("key", "name", "kind", "township"))
     for name in ("key", "name", "kind"):
         if name not in fields:
-            raise ApiError(422, "field_invalid", f"{name} is missing; a group needs key, name and kind", field=name)
+            raise Invalid("field_invalid", f"{name} is missing; a group needs key, name and kind", field=name)
     try:
         kind = check_kind(_text(fields, "kind"))
         key = check_group_key(_text(fields, "key"), "key", kind)
@@ -474,7 +474,7 @@ def create_group(services: Services, fields: Mapping[str, Any], actor: str, scop
     with services.db.session() as session:
         org = _Org(session)
         if key in org.groups:
-            raise ApiError(409, "group_exists", f"group {key!r} already exists; pick another key")
+            raise Conflict("group_exists", f"group {key!r} already exists; pick another key")
         township = _township_of(org, _text(fields, "township")) if fields.get("township") else None
         if not scope.is_county and township is None:
             raise scope.refuse("A county-wide group")
@@ -526,7 +526,7 @@ def update_member(services: Services, member_id: str, changes: Mapping[str, Any]
         org = _Org(session)
         member = session.scalar(select(Member).where(Member.member_no == member_id))
         if member is None:
-            raise ApiError(404, "member_not_found", f"no member {member_id!r}; see GET /api/v1/members")
+            raise NotFound("member_not_found", f"no member {member_id!r}; see GET /api/v1/members")
         scope.check_member(session, member)
         try:
             values, keys = _member_changes(org, member, changes)
@@ -541,7 +541,7 @@ def update_member(services: Services, member_id: str, changes: Mapping[str, Any]
             values["card_token"] = cards.digest(services.card_key, card)
             if session.scalar(select(Member.member_no).where(Member.card_token == values["card_token"],
                                                              Member.id != member.id)):
-                raise ApiError(409, "card_taken", f"card {card!r} belongs to another member; give them another "
+                raise Conflict("card_taken", f"card {card!r} belongs to another member; give them another "
                                                   "card first", field="card_token")
         changed = _assign(member, **values)
         session.flush()

@@ -22,7 +22,7 @@ from playlists.payloads import Notify, encode
 from server.audit import AuditEntry
 from server.devices import registry as devices_mod
 from server.devices.models import Device
-from server.errors import ApiError
+from server.errors import Conflict
 from server.file_lock import exclusive
 from server.messaging import broker, retained
 from server.programmes import service as programmes
@@ -144,12 +144,12 @@ def publish(services, ref: Optional[Any], actor: str) -> dict[str, Any]:
     with exclusive(services.data / "publish.lock"), services.db.session() as session:
         programme = programmes.get(session, ref) if ref is not None else None
         if programme is not None and programme.state != "draft":
-            raise ApiError(409, "already_published",
+            raise Conflict("already_published",
                            f"{programme.code} v{programme.version} is already {programme.state}. "
                            "Make a new version to change it.")
         result = plan(services, session, programme)
         if result.problems:
-            raise ApiError(409, "lessons_not_ready", "Some lessons are not ready: " + "; ".join(result.problems)
+            raise Conflict("lessons_not_ready", "Some lessons are not ready: " + "; ".join(result.problems)
                            + ". Wait for them, or retry the failed ones, then publish again.",
                            problems=result.problems)
         now = services.clock()

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from playlists import model as pl
 from server.attendance.rules import FIRST_DAY, LAST_DAY
 from server.audit import AuditEntry
-from server.errors import ApiError
+from server.errors import Conflict, Invalid, NotFound
 from server.lessons.models import Lesson
 from server.org.models import Group
 from server.programmes.models import Programme, ProgrammeItem
@@ -30,14 +30,14 @@ def _date(value: Any, field: str) -> date:
     except ValueError:
         day = None
     if day is None or not FIRST_DAY <= day <= LAST_DAY:
-        raise ApiError(422, "bad_date", f"{field}: '{value}' is not a date like 2026-10-01 "
+        raise Invalid("bad_date", f"{field}: '{value}' is not a date like 2026-10-01 "
                                         f"(within {FIRST_DAY.year}-{LAST_DAY.year}).", field=field)
     return day
 
 
 def _slots(value: Any) -> list[dict[str, Any]]:
     if not isinstance(value, list):
-        raise ApiError(422, "bad_slots", 'slots: expected a list like [{"time": "07:00", "kind": "broadcast"}].')
+        raise Invalid("bad_slots", 'slots: expected a list like [{"time": "07:00", "kind": "broadcast"}].')
     slots = []
     for n, raw in enumerate(value, 1):
         raw = {"time": raw} if isinstance(raw, str) else raw
@@ -45,7 +45,7 @@ def _slots(value: Any) -> list[dict[str, Any]]:
             slot = pl.Slot(time=str(raw.get("time")), kind=str(raw.get("kind", "broadcast")),
                            item_position=raw.get("item_position"))
         except (ValueError, AttributeError) as exc:
-            raise ApiError(422, "bad_slots", f"slot {n}: {exc}. Use HH:MM and kind broadcast or class.") from None
+            raise Invalid("bad_slots", f"slot {n}: {exc}. Use HH:MM and kind broadcast or class.") from None
         slots.append({"time": slot.time, "kind": slot.kind, "item_position": slot.item_position})
     return sorted(slots, key=lambda s: s["time"])
 
@@ -53,30 +53,30 @@ def _slots(value: Any) -> list[dict[str, Any]]:
 def _lesson(session: Session, lesson_id: Any, where: str) -> Lesson:
     lesson = session.get(Lesson, lesson_id) if type(lesson_id) is int and 0 < lesson_id < 2**53 else None
     if lesson is None:
-        raise ApiError(422, "unknown_lesson", f"{where}: there is no lesson {lesson_id!r}.")
+        raise Invalid("unknown_lesson", f"{where}: there is no lesson {lesson_id!r}.")
     return lesson
 
 
 def _items(session: Session, value: Any) -> list[ProgrammeItem]:
     if not isinstance(value, list):
-        raise ApiError(422, "bad_items", 'items: expected a list like [{"lesson": 12, "mandatory": true}].')
+        raise Invalid("bad_items", 'items: expected a list like [{"lesson": 12, "mandatory": true}].')
     known_groups = set(session.scalars(select(Group.key)))
     items = []
     for n, raw in enumerate(value, 1):
         raw = {"lesson": raw} if isinstance(raw, int) else raw
         if not isinstance(raw, dict):
-            raise ApiError(422, "bad_items", f"item {n}: expected an object with 'lesson'.")
+            raise Invalid("bad_items", f"item {n}: expected an object with 'lesson'.")
         lesson = _lesson(session, raw.get("lesson"), f"item {n}")
         groups = raw.get("groups") or []
         if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
-            raise ApiError(422, "bad_items", f"item {n}: groups must be a list of group keys.", field="items")
+            raise Invalid("bad_items", f"item {n}: groups must be a list of group keys.", field="items")
         unknown = sorted(set(groups) - known_groups)
         if unknown:
-            raise ApiError(422, "unknown_group", f"item {n}: no group {', '.join(map(str, unknown))}. "
+            raise Invalid("unknown_group", f"item {n}: no group {', '.join(map(str, unknown))}. "
                                                  "See GET /api/v1/groups for the keys.")
         variants = raw.get("variants") or []
         if not isinstance(variants, list):
-            raise ApiError(422, "bad_items", f"item {n}: variants must be a list of lesson ids.", field="items")
+            raise Invalid("bad_items", f"item {n}: variants must be a list of lesson ids.", field="items")
         variants = [_lesson(session, v, f"item {n} variant").id for v in variants]
         items.append(ProgrammeItem(position=n, lesson_id=lesson.id, mandatory=bool(raw.get("mandatory", True)),
                                    groups=sorted(groups), variant_lesson_ids=variants))
@@ -87,7 +87,7 @@ def _apply(session: Session, programme: Programme, data: Mapping[str, Any]) -> N
     if "code" in data:
         code = str(data["code"]).strip()
         if not code or len(code) > 64:
-            raise ApiError(422, "bad_code", "code: 1 to 64 characters, e.g. 2026-Q4.")
+            raise Invalid("bad_code", "code: 1 to 64 characters, e.g. 2026-Q4.")
         programme.code = code
     if "title" in data:
         programme.title = str(data["title"]).strip()[:200]
@@ -105,13 +105,13 @@ def _apply(session: Session, programme: Programme, data: Mapping[str, Any]) -> N
             session.flush()
         programme.items = items
     if not programme.title:
-        raise ApiError(422, "bad_title", "title: a programme needs a title.")
+        raise Invalid("bad_title", "title: a programme needs a title.")
     if programme.valid_from is None or programme.valid_until is None or programme.valid_from > programme.valid_until:
-        raise ApiError(422, "bad_window", "valid_from and valid_until: the window must start before it ends.")
+        raise Invalid("bad_window", "valid_from and valid_until: the window must start before it ends.")
     positions = {item.position for item in programme.items}
     for slot in programme.slots:
         if slot["item_position"] is not None and slot["item_position"] not in positions:
-            raise ApiError(422, "bad_slots", f"slot {slot['time']}: there is no item {slot['item_position']}.")
+            raise Invalid("bad_slots", f"slot {slot['time']}: there is no item {slot['item_position']}.")
 
 
 def create(services, data: Mapping[str, Any], actor: str) -> int:
@@ -119,7 +119,7 @@ def create(services, data: Mapping[str, Any], actor: str) -> int:
     with services.db.session() as session:
         code = str(data.get("code", "")).strip()
         if session.scalar(select(Programme.id).where(Programme.code == code)) is not None:
-            raise ApiError(409, "programme_exists",
+            raise Conflict("programme_exists",
                            f"Programme {code} exists. Edit its draft, or make a new version of the published one.")
         programme = Programme(code=code, version=1, title="", state="draft", slots=[], created_at=services.clock())
         _apply(session, programme, {"title": "", "slots": [], "items": [], **data})
@@ -130,7 +130,7 @@ def create(services, data: Mapping[str, Any], actor: str) -> int:
 
 
 def get(session: Session, ref: Any) -> Programme:
-    """A programme by id, or by code (its newest version); 404 ApiError otherwise."""
+    """A programme by id, or by code (its newest version); NotFound otherwise."""
     programme = None
     if isinstance(ref, int) or (isinstance(ref, str) and ref.isascii() and ref.isdigit() and len(ref) < 16):
         programme = session.get(Programme, int(ref))
@@ -138,7 +138,7 @@ def get(session: Session, ref: Any) -> Programme:
         programme = session.scalar(select(Programme).where(Programme.code == str(ref))
                                    .order_by(Programme.version.desc()).limit(1))
     if programme is None:
-        raise ApiError(404, "no_such_programme", f"There is no programme {ref}.")
+        raise NotFound("no_such_programme", f"There is no programme {ref}.")
     return programme
 
 
@@ -147,11 +147,11 @@ def update(services, ref: Any, data: Mapping[str, Any], actor: str) -> None:
     with services.db.session() as session:
         programme = get(session, ref)
         if programme.state != "draft":
-            raise ApiError(409, "programme_frozen",
+            raise Conflict("programme_frozen",
                            f"{programme.code} v{programme.version} is {programme.state} and cannot change. "
                            "Make a new version (POST .../new-version), edit it and publish it.")
         if "code" in data and data["code"] != programme.code:
-            raise ApiError(422, "bad_code", "code: a programme's code does not change.")
+            raise Invalid("bad_code", "code: a programme's code does not change.")
         _apply(session, programme, data)
         session.add(AuditEntry(at=services.clock(), actor=actor, action="programme.edit", subject=programme.code,
                                details={"version": programme.version, "fields": sorted(data)}))
@@ -162,11 +162,11 @@ def new_version(services, ref: Any, actor: str) -> int:
     with services.db.session() as session:
         old = get(session, ref)
         if old.state == "draft":
-            raise ApiError(409, "still_draft", f"{old.code} v{old.version} is a draft: edit it directly.")
+            raise Conflict("still_draft", f"{old.code} v{old.version} is a draft: edit it directly.")
         newest = session.scalar(select(Programme).where(Programme.code == old.code)
                                 .order_by(Programme.version.desc()).limit(1))
         if newest.state == "draft":
-            raise ApiError(409, "draft_exists", f"{old.code} already has a draft, v{newest.version}.")
+            raise Conflict("draft_exists", f"{old.code} already has a draft, v{newest.version}.")
         copy = Programme(code=old.code, version=newest.version + 1, title=old.title, valid_from=old.valid_from,
                          valid_until=old.valid_until, slots=list(old.slots), state="draft", supersedes_id=old.id,
                          created_at=services.clock(),

@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 from playlists.trust import TrustError
 from playlists.trust_repository import Expiries, Repository, init_keys
-from server.errors import ApiError
+from server.errors import Unavailable
 
 
 def keys_dir(services) -> Path:
@@ -61,11 +61,11 @@ def create_keys(services, passphrase: Optional[str] = None) -> Optional[str]:
 
 
 def repository(services) -> Repository:
-    """The county's repository; a 503 ApiError (with what to run) while no keys exist."""
+    """The county's repository; Unavailable (with what to run) while no keys exist."""
     if not initialised(services):
-        raise ApiError(503, "trust_not_initialised",
-                       "The county's signing keys do not exist yet. Run 'lessoncast keys init' (or 'lessoncast run', "
-                       "which creates them on first start).")
+        raise Unavailable("trust_not_initialised",
+                          "The county's signing keys do not exist yet. Run 'lessoncast keys init' (or 'lessoncast "
+                          "run', which creates them on first start).")
     return Repository(repo_dir(services), keys_dir(services), Expiries())
 
 

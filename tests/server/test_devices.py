@@ -11,7 +11,7 @@ from lessoncast.cli import main
 from playlists.packs import verify_pack
 from playlists.trust import TrustError
 from server.devices import enrolment, registry as devices
-from server.errors import ApiError
+from server.errors import DomainError
 
 
 def _add(services, **kw):
@@ -102,7 +102,7 @@ def test_device_csv_import_is_all_or_nothing(org):
     added = devices.import_csv(org, good, "test")
     assert [d.kind for d in added] == ["radio", "terminal"]
     bad = "kind,name,site\nradio,李四,qs-02\nradio,王五,nowhere\nphone,x,qs-01\n"
-    with pytest.raises(ApiError) as caught:
+    with pytest.raises(DomainError) as caught:
         devices.import_csv(org, bad, "test")
     assert "line 3" in caught.value.message and "line 4" in caught.value.message
     with org.db.session() as session:

@@ -10,7 +10,7 @@ import requests
 from playlists import topics
 from playlists.manifest import parse_manifest
 from playlists.trust import TrustError, fetch_manifest, open_updater, verify_media
-from server.errors import ApiError
+from server.errors import DomainError
 from server.programmes import service as programmes, publish
 from tests.mqtt_client import MqttProbe
 
@@ -75,10 +75,10 @@ def test_published_programme_is_frozen_and_superseded_by_a_new_version(broker, e
     pid, for_qs, everyone, _ = quarter
     radio = enrolled("radio", site="qs-02")
     publish.publish(broker, pid, "test")
-    with pytest.raises(ApiError) as frozen:
+    with pytest.raises(DomainError) as frozen:
         programmes.update(broker, pid, {"title": "改标题"}, "test")
     assert frozen.value.code == "programme_frozen"
-    with pytest.raises(ApiError) as again:
+    with pytest.raises(DomainError) as again:
         publish.publish(broker, pid, "test")
     assert again.value.code == "already_published"
 
@@ -111,7 +111,7 @@ def test_publish_refuses_lessons_that_are_not_ready(org, enrolled):
         lesson_id = lesson.id
     pid = programmes.create(org, {"code": "X", "title": "x", "valid_from": "2026-10-01",
                                   "valid_until": "2026-12-31", "items": [{"lesson": lesson_id}]}, "test")
-    with pytest.raises(ApiError) as caught:
+    with pytest.raises(DomainError) as caught:
         publish.publish(org, pid, "test")
     assert caught.value.code == "lessons_not_ready" and "还在转码" in caught.value.message
     with org.db.session() as session:
@@ -128,7 +128,7 @@ def test_publish_refuses_lessons_that_are_not_ready(org, enrolled):
       "slots": [{"time": "07:00", "kind": "class", "item_position": 3}]}, "bad_slots"),
 ])
 def test_bad_programmes_are_refused(org, data, code):
-    with pytest.raises(ApiError) as caught:
+    with pytest.raises(DomainError) as caught:
         programmes.create(org, {"code": "Q", **data}, "test")
     assert caught.value.code == code
 

@@ -35,7 +35,7 @@ from server.accounts.scope import Scope
 from server.attendance import fold as attendance, edit as attendance_edit, report_export, reports
 from server.attendance.models import AttendanceExclusion
 from server.devices.models import Device, DeviceAssignment
-from server.errors import ApiError
+from server.errors import DomainError
 from server.i18n import TRANSLATIONS_DIR, translator
 from server.org import cards
 from server.org.models import Member
@@ -200,7 +200,7 @@ def test_a_township_report_holds_only_its_sites(services, county):
     assert [s.code for s in rep.sites] == ["t01-s00", "t01-s01"] and [t.code for t in rep.townships] == ["t01"]
     assert numbers(rep.county)[1:4] == (6, 1, 0.1667)
     assert all(m.township == "t01" for m in rep.members + rep.untrained_this_year)
-    with pytest.raises(ApiError) as caught:
+    with pytest.raises(DomainError) as caught:
         report(services, township="nowhere")
     assert caught.value.status == 404
 
@@ -298,13 +298,13 @@ def test_programme_report_runs_to_the_end_of_the_grace_period(services, county):
         excluded = dict(session.execute(select(AttendanceExclusion.reason, AttendanceExclusion.events)
                                         .where(AttendanceExclusion.device_uid == "r-t01-s01-000")).all())
     assert excluded == {"outside_window": 1}
-    with pytest.raises(ApiError) as caught:
+    with pytest.raises(DomainError) as caught:
         report(services, "2025-Q9-winter", programme=True)
     assert caught.value.status == 422
 
 
 def test_an_unknown_period_names_the_accepted_forms(services, county):
-    with pytest.raises(ApiError) as caught:
+    with pytest.raises(DomainError) as caught:
         report(services, "last quarter")
     assert caught.value.status == 422 and caught.value.code == "unknown_period"
     assert all(form in caught.value.message for form in ("2026", "2026-Q4", "2026-01-01..2026-06-30", "programme"))
@@ -324,7 +324,7 @@ def test_member_record_lists_lessons_and_classes_with_dates(services, county):
         {"session": county.class_key, "date": "2026-10-12", "site": "t00-s00", "lesson": county.a[0],
          "title": "第1课", "recorded_by": "checkin", "clock_flagged": False}]
     assert record(services, "M00000001", "2026-Q3").classes == []
-    with pytest.raises(ApiError) as caught:
+    with pytest.raises(DomainError) as caught:
         record(services, "M99")
     assert caught.value.status == 404
 
@@ -351,7 +351,7 @@ def test_an_operator_removal_outranks_the_check_in(services, county):
     attendance.rebuild(services)
     assert member(report(services), "M00000001").classes == 0
     # Another township's operator may not touch this class.
-    with services.db.session() as session, pytest.raises(ApiError) as caught:
+    with services.db.session() as session, pytest.raises(DomainError) as caught:
         attendance_edit.set_attendee(session, county.class_key, "M00000001", True, "op-t01", now, Scope("t01"))
     assert caught.value.status == 403
 

@@ -528,23 +528,23 @@ def test_operator_ingest_metrics_count_their_township_only(world):
 def test_services_apply_the_scope_for_any_caller(world):
     """The rule lives in the services, so a caller other than the API (the console to come) gets it too."""
     from server.accounts.scope import Scope
-    from server.errors import ApiError
+    from server.errors import DomainError
 
     services, qs = world.services, Scope("qs")
-    with services.db.session() as session, pytest.raises(ApiError) as caught:
+    with services.db.session() as session, pytest.raises(DomainError) as caught:
         devices.add(services, session, kind="radio", name="x", site_code="hw-01", actor="t", scope=qs)
     assert caught.value.code == "other_township"
     for act in (lambda: devices.update(services, "r-qs-2", {"member": "HW-M1"}, "t", scope=qs),
                 lambda: devices.revoke(services, "r-hw-1", "t", "", qs),
                 lambda: devices.reissue_code(services, "r-hw-1", "t", qs)):
-        with pytest.raises(ApiError) as caught:
+        with pytest.raises(DomainError) as caught:
             act()
         assert caught.value.code == "other_township"
     with services.db.session() as session:
-        with pytest.raises(ApiError):
+        with pytest.raises(DomainError):
             attendance_edit.set_attendee(session, world.values["qs_session"], "HW-M1", True, "t",
                                          services.clock(), qs)
-        with pytest.raises(ApiError):
+        with pytest.raises(DomainError):
             reports.member_record(session, "HW-M1", "2026", services.rules, scope=qs)
         assert reports.member_record(session, "HW-M1", "2026", services.rules, scope=COUNTY).member_no == "HW-M1"
 
