@@ -21,12 +21,12 @@ from __future__ import annotations
 import grp
 import os
 import pwd
-import shutil
 from pathlib import Path
 
 from server.api.org import CSV_LIMIT
 from server.services import Services
 from server.settings import Settings
+from server.supervisor import system_executable
 
 # The internal location media downloads are redirected to; only an X-Accel-Redirect from the app can reach it.
 MEDIA_INTERNAL = "/_lessoncast/media/"
@@ -199,13 +199,8 @@ def write_config(services: Services) -> Path:
 
 
 def nginx_executable(services: Services) -> str | None:
-    """The nginx binary to run: the setting on PATH, or Debian's /usr/sbin copy (not on a user's PATH)."""
-    name = services.settings.nginx_bin
-    found = shutil.which(name)
-    if found:
-        return found
-    fallback = Path("/usr/sbin") / name
-    return str(fallback) if fallback.is_file() and os.access(fallback, os.X_OK) else None
+    """The nginx binary to run (the setting's name), found as the supervisor finds every program it starts."""
+    return system_executable(services.settings.nginx_bin)
 
 
 def argv(executable: str, conf: Path) -> list[str]:

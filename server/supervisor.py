@@ -9,12 +9,24 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Optional
 
 log = logging.getLogger(__name__)
+
+
+def system_executable(name: str) -> str | None:
+    """A program the stack runs (Mosquitto, nginx): NAME on PATH, or Debian's /usr/sbin copy, which is not on a
+    user's PATH; None when neither is there."""
+    found = shutil.which(name)
+    if found:
+        return found
+    fallback = Path("/usr/sbin") / name
+    return str(fallback) if fallback.is_file() and os.access(fallback, os.X_OK) else None
 
 
 @dataclass

@@ -15,7 +15,6 @@ import logging
 import os
 import pwd
 import secrets
-import shutil
 import signal
 from pathlib import Path
 from typing import Iterable
@@ -27,6 +26,7 @@ from server.file_lock import exclusive
 from server.keyfiles import secret_key, write_private
 from server.messaging import broker_gate
 from server.services import Services
+from server.supervisor import system_executable
 
 log = logging.getLogger(__name__)
 
@@ -138,13 +138,8 @@ def write_config(services: Services) -> Path:
 
 
 def mosquitto_executable(services: Services) -> str | None:
-    """The Mosquitto binary to run: the setting on PATH, or Debian's /usr/sbin copy (not on a user's PATH)."""
-    name = services.settings.mosquitto_bin
-    found = shutil.which(name)
-    if found:
-        return found
-    fallback = Path("/usr/sbin") / name
-    return str(fallback) if fallback.is_file() and os.access(fallback, os.X_OK) else None
+    """The Mosquitto binary to run (the setting's name), found as the supervisor finds every program it starts."""
+    return system_executable(services.settings.mosquitto_bin)
 
 
 def acl_text(devices: Iterable[tuple[str, str | None]]) -> str:
