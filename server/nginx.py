@@ -23,10 +23,10 @@ import os
 import pwd
 from pathlib import Path
 
-from server.api.org import CSV_LIMIT
 from server.services import Services
 from server.settings import Settings
 from server.supervisor import system_executable
+from server.validation import CSV_LIMIT
 
 # The internal location media downloads are redirected to; only an X-Accel-Redirect from the app can reach it.
 MEDIA_INTERNAL = "/_lessoncast/media/"

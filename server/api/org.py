@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, jsonify, request
 
 from server import validation
+from server.validation import CSV_LIMIT
 from server.accounts.auth import current_actor, require
 from server.api import json_body
 from server.errors import ApiError
@@ -13,11 +14,6 @@ from server.org import service as org
 from server.services import app_services
 
 bp = Blueprint("org_api", __name__)
-
-# A county's members file is a few MB; anything far larger is not an org export.
-CSV_LIMIT = 20 * 1024 * 1024
-
-
 
 
 def _csv_upload() -> tuple[bytes, str]:
