@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from server import instance_location
+
 PREFIX = "LESSONCAST_"
 
 
@@ -42,12 +44,21 @@ def _bool(text: str) -> bool:
 
 
 def _size(text: str) -> int:
-    """Parse a byte size such as ``4G``, ``500M`` or ``1048576``."""
-    value = str(text).strip().upper().removesuffix("B")
+    """Parse a byte size such as ``4G``, ``4 GiB``, ``500M`` or ``1048576``."""
+    value = str(text).strip().upper().replace(" ", "").removesuffix("IB").removesuffix("B")
     for suffix, factor in (("K", 1024), ("M", 1024**2), ("G", 1024**3), ("T", 1024**4)):
         if value.endswith(suffix):
             return int(float(value[:-1]) * factor)
     return int(value)
+
+
+def human_size(size: int) -> str:
+    """SIZE in bytes as a person reads it and ``_size`` reads it back: 4 GiB, 512 KiB, 1.5 GiB, 1000 B."""
+    for unit, factor in (("TiB", 1024**4), ("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if size >= factor:
+            whole, rest = divmod(size, factor)
+            return f"{whole} {unit}" if not rest else f"{size / factor:.2f} {unit}".replace(".00 ", " ")
+    return f"{size} B"
 
 
 def _positive_int(text: str) -> int:
@@ -111,7 +122,9 @@ def _duration(text: str) -> float:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("data_dir", "./instance", "Where the database, media store, uploads, keys and broker files live."),
+    Setting("data_dir", "", "Where the database, media store, uploads, keys and broker files live. Default: the "
+            "instance 'lessoncast init' or 'lessoncast run' last used (recorded in ~/.config/lessoncast/instance), "
+            "else ~/.local/share/lessoncast."),
     Setting("config", "", "Path of the instance config file (TOML). Default: lessoncast.toml in the data directory."),
     Setting("host", "127.0.0.1", "Address the web server listens on. Use 0.0.0.0 to serve devices on the network."),
     Setting("port", 8750, "Port of the web server (API, console and media downloads).", int),
@@ -124,7 +137,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("mqtt_host", "127.0.0.1", "Address the broker that lessoncast starts listens on."),
     Setting("mqtt_port", 1884, "Port of the broker's device listener (lessoncast run starts the broker).", int),
     Setting("mqtt_server_host", "127.0.0.1", "Address of the broker listener for lessoncast's own processes."),
-    Setting("mqtt_server_port", 1885, "Port of the broker listener for lessoncast's own processes.", int),
+    Setting("mqtt_server_port", 0, "Port of the broker listener for lessoncast's own processes (0: MQTT_PORT + 1, "
+            "so LESSONCAST_MQTT_PORT alone moves both listeners).", _count),
     Setting("mqtt_tls_port", 0, "Port of an extra TLS listener for devices (0: none).", int),
     Setting("mqtt_tls_cert", "", "PEM certificate chain of the TLS listener."),
     Setting("mqtt_tls_key", "", "PEM private key of the TLS listener.", secret=True),
@@ -200,6 +214,8 @@ SETTINGS: tuple[Setting, ...] = (
             _zone),
     Setting("secret_key", "", "Flask secret key. Default: generated once and kept in the data directory.", secret=True),
     Setting("log_level", "INFO", "Logging level: DEBUG, INFO, WARNING or ERROR."),
+    Setting("access_log", False, "Log every HTTP request gunicorn answers (one line each) to lessoncast run's output.",
+            _bool),
 )
 
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
@@ -269,6 +285,8 @@ class Settings(Mapping[str, Any]):
         for s in SETTINGS:
             value = self._values[s.name]
             shown = "********" if (s.secret and value) else str(value)
+            if s.parse is _size and isinstance(value, int):
+                shown = human_size(value)
             if s.name in ("mqtt_url", "redis_url", "database_url") and value and "@" in str(value):
                 shown = _mask_url(str(value))
             rows.append((s.env, shown, self.sources[s.name]))
@@ -304,7 +322,11 @@ def load(environ: Mapping[str, str] | None = None, overrides: Mapping[str, Any] 
             return str(overrides[name])
         return environ.get(BY_NAME[name].env, "") or str(BY_NAME[name].default)
 
-    data_dir = Path(early("data_dir")).expanduser()
+    if early("data_dir"):
+        data_dir = Path(early("data_dir")).expanduser()
+        data_source = None
+    else:
+        data_dir, data_source = instance_location.resolve(environ)
     config_path = Path(early("config")) if early("config") else data_dir / "lessoncast.toml"
     file_values: dict[str, Any] = {}
     if config_path.is_file():
@@ -333,4 +355,9 @@ def load(environ: Mapping[str, str] | None = None, overrides: Mapping[str, Any] 
         else:
             values[s.name] = s.default
             sources[s.name] = "default"
+    if data_source is not None and sources["data_dir"] == "default":
+        values["data_dir"], sources["data_dir"] = str(data_dir), data_source
+    if not values["mqtt_server_port"]:
+        values["mqtt_server_port"] = values["mqtt_port"] + 1
+        sources["mqtt_server_port"] = "default (LESSONCAST_MQTT_PORT + 1)"
     return Settings(values, sources)

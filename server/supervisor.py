@@ -1,11 +1,20 @@
 """Supervise the processes of one lessoncast machine: broker, worker and web server.
 
-Each child runs in its own process group, so stopping one stops whatever it started (ffmpeg under the worker).
-A child that dies is restarted with backoff; Ctrl-C or SIGTERM stops all of them, web first, broker last.
+Each child runs in its own process group, so stopping one stops whatever it started (ffmpeg under the worker), and
+a Ctrl-C in the terminal reaches the supervisor alone, which then stops the children in order. A child that dies is
+restarted with backoff; Ctrl-C, SIGTERM or SIGHUP (a closed terminal, a dropped SSH session) stops all of them, web
+first, broker last.
+
+A supervisor that cannot stop them (SIGKILL, the OOM killer) must not leave them behind: a restart would find the
+ports taken and two sets of ingest processes pushing each other off the broker. On Linux each child asks the kernel
+for SIGTERM when its parent dies (``PR_SET_PDEATHSIG``). The children's own children die with them: gunicorn's
+arbiter stops its workers on SIGTERM, nginx's master its workers, and a job's ffmpeg loses its reader.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import os
 import signal
@@ -29,6 +38,26 @@ def system_executable(name: str) -> str | None:
     return str(fallback) if fallback.is_file() and os.access(fallback, os.X_OK) else None
 
 
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def _die_with_parent(parent: int) -> Callable[[], None]:
+    """A ``preexec_fn`` that makes the child get SIGTERM when PARENT (the supervisor) dies, on Linux; elsewhere it
+    does nothing and the supervisor's own stop is all there is."""
+    libc_name = ctypes.util.find_library("c")
+    libc = ctypes.CDLL(libc_name, use_errno=True) if libc_name and os.uname().sysname == "Linux" else None
+
+    def preexec() -> None:
+        if libc is None:
+            return
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        # The supervisor may have died between fork and prctl: then no signal will ever come.
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return preexec
+
+
 @dataclass
 class Child:
     """A supervised process: how to start it, and its current state."""
@@ -40,8 +69,9 @@ class Child:
     restarts: list[float] = field(default_factory=list)
 
     def start(self) -> None:
-        """Start the process in a new session (its own process group)."""
-        self.proc = subprocess.Popen(self.argv, env=self.env, start_new_session=True)
+        """Start the process in a new session (its own process group), to get SIGTERM when this process dies."""
+        self.proc = subprocess.Popen(self.argv, env=self.env, start_new_session=True,
+                                     preexec_fn=_die_with_parent(os.getpid()))
         log.info("started %s (pid %s)", self.name, self.proc.pid)
 
     def signal(self, sig: int) -> None:
@@ -73,6 +103,8 @@ class Supervisor:
         """Run until asked to stop or a child keeps dying; return the exit status."""
         signal.signal(signal.SIGINT, self._request_stop)
         signal.signal(signal.SIGTERM, self._request_stop)
+        # A closed terminal or a dropped SSH session: stop cleanly instead of dying with the children left running.
+        signal.signal(signal.SIGHUP, self._request_stop)
         status = 0
         try:
             for child in self.children:

@@ -17,6 +17,23 @@ from server.jobs.models import Job
 from server.services import Services
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _own_instance_record(tmp_path_factory):
+    """Keep `lessoncast init`/`run` from recording test instances in the real ~/.config, and the default data
+    directory out of the real ~/.local/share: each test session (each xdist worker) has its own."""
+    import os
+
+    home = tmp_path_factory.mktemp("xdg")
+    saved = {name: os.environ.get(name) for name in ("XDG_CONFIG_HOME", "XDG_DATA_HOME")}
+    os.environ["XDG_CONFIG_HOME"], os.environ["XDG_DATA_HOME"] = str(home / "config"), str(home / "share")
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 def free_port() -> int:
     """A TCP port nobody listens on right now."""
     with socket.socket() as sock:

@@ -13,6 +13,14 @@ def _env(tmp_path, **extra):
     return {"LESSONCAST_DATA_DIR": str(tmp_path / "data"), **extra}
 
 
+def _initialised(tmp_path, **extra):
+    """The environment of an instance `lessoncast init` created (no other command creates one)."""
+    env = _env(tmp_path, **extra)
+    result = CliRunner().invoke(main, ["init"], env=env)
+    assert result.exit_code == 0, result.output
+    return env
+
+
 def test_help_imports_no_server_code():
     code = ("import sys; from lessoncast.cli import main\n"
             "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
@@ -24,10 +32,11 @@ def test_help_imports_no_server_code():
 
 
 def test_token_create_prints_token_last(tmp_path):
-    result = CliRunner().invoke(main, ["token", "create", "--role", "media", "--name", "office"], env=_env(tmp_path))
+    env = _initialised(tmp_path)
+    result = CliRunner().invoke(main, ["token", "create", "--role", "media", "--name", "office"], env=env)
     assert result.exit_code == 0, result.output
     assert result.stdout.strip().splitlines()[-1].startswith("lc_")
-    listed = CliRunner().invoke(main, ["token", "list"], env=_env(tmp_path))
+    listed = CliRunner().invoke(main, ["token", "list"], env=env)
     assert "office" in listed.output and "lc_" not in listed.output
 
 
@@ -37,7 +46,7 @@ def test_token_create_refuses_bad_role(tmp_path):
 
 
 def test_config_masks_secrets_and_names_sources(tmp_path):
-    env = _env(tmp_path, LESSONCAST_REDIS_URL="redis://:s3cret@127.0.0.1:6379/0", LESSONCAST_PORT="9999")
+    env = _initialised(tmp_path, LESSONCAST_REDIS_URL="redis://:s3cret@127.0.0.1:6379/0", LESSONCAST_PORT="9999")
     result = CliRunner().invoke(main, ["config"], env=env)
     assert result.exit_code == 0
     assert "s3cret" not in result.output
@@ -57,6 +66,7 @@ def test_import_folder_from_usb_stick(tmp_path):
     (stick / "冬训" / "说明.txt").write_text("not media")
     (stick / "冬训" / "broken.mp3").write_text("this is not audio")
     tone(stick / "冬训" / ".Trashes" / "old.mp3", 1)
+    _initialised(tmp_path)
     result = CliRunner().invoke(main, ["import", str(stick), "--series", "2026 冬训"], env=_env(tmp_path))
     assert result.exit_code == 1, result.output  # one file was refused
     assert "2 imported, 0 already there, 1 refused" in result.output

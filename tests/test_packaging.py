@@ -91,10 +91,11 @@ def test_the_server_extra_alone_imports_every_server_module_and_creates_keys(whe
     data = tmp_path / "data"
     env = {key: value for key, value in os.environ.items() if not key.startswith("LESSONCAST_")}
     env.update(LESSONCAST_DATA_DIR=str(data), LESSONCAST_ROOT_PASSPHRASE="correct horse battery staple")
-    keys = subprocess.run([str(tmp_path / "venv" / "bin" / "lessoncast"), "keys", "init"], capture_output=True,
+    # Only `init` (and `run`) create an instance; `init` creates the keys too.
+    keys = subprocess.run([str(tmp_path / "venv" / "bin" / "lessoncast"), "init"], capture_output=True,
                           text=True, timeout=120, cwd=tmp_path, env=env)
     assert keys.returncode == 0, keys.stdout + keys.stderr
-    assert list(data.rglob("root.json")), "keys init wrote no root metadata"
+    assert list(data.rglob("root.json")), "init wrote no root metadata"
 
 
 def test_the_agent_extra_alone_imports_every_agent_module_without_the_server_stack(wheels, tmp_path):

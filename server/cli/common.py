@@ -3,25 +3,72 @@ refusal into a CLI error (the one place that does)."""
 
 from __future__ import annotations
 
+import os
 import sys
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Iterator, Mapping, Optional
 
 import click
 
+from server import instance_location
 from server import settings as settings_mod
 from server.errors import DomainError
+from server.i18n import _, translator
 from server.instance import initialise
 from server.keyfiles import write_private
 from server.services import Services
 
 
-def load_services() -> Services:
-    """The Services of this command, from the settings; a bad setting is a CLI error naming it."""
+def cli_language(environ: Optional[Mapping[str, str]] = None) -> str:
+    """The language of a command's words: English when the locale says so (LANG=en_US.UTF-8), else zh_CN, the
+    default."""
+    environ = os.environ if environ is None else environ
+    for name in ("LC_ALL", "LC_MESSAGES", "LANG"):
+        if environ.get(name):
+            return "en" if environ[name].lower().startswith("en") else "zh_CN"
+    return "zh_CN"
+
+
+def say(msgid: str, **values) -> str:
+    """MSGID in the command's language (the console's catalogue), with %(name)s VALUES filled in."""
+    text = translator(cli_language())(msgid)
+    return text % values if values else text
+
+
+def load_services(require_instance: bool = True) -> Services:
+    """The Services of this command, from the settings; a bad setting is a CLI error naming it. A missing instance
+    is an error that says where it looked and how to point it, unless REQUIRE_INSTANCE is false (``init`` and
+    ``run``, which create it, and ``config``)."""
     try:
-        return Services(settings_mod.load())
+        services = Services(settings_mod.load())
     except settings_mod.SettingsError as exc:
         raise click.ClickException(str(exc)) from None
+    if require_instance and not instance_location.exists(services.data):
+        raise click.ClickException(no_instance_message(services.settings))
+    return services
+
+
+def no_instance_message(settings) -> str:
+    """Where a command looked for the instance, and how to point it at one."""
+    source = settings.sources["data_dir"]
+    hint = say(_("Commands other than 'lessoncast init' and 'lessoncast run' never create an instance. Point this "
+                 "command at yours with %(setting)s=/path/to/instance, or create one with 'lessoncast init'."),
+               setting=instance_location.SETTING)
+    if source in ("environment", "arguments") or not (source == "default" or source.startswith("recorded")):
+        return say(_("No lessoncast instance in %(path)s, where %(setting)s points."), path=settings.data_path,
+                   setting=instance_location.SETTING) + " " + hint
+    recorded = instance_location.recorded(os.environ)
+    return say(_("No lessoncast instance in %(path)s. Looked at: %(setting)s (not set), %(record)s (%(recorded)s), "
+                 "then the default %(default)s."),
+               path=settings.data_path, setting=instance_location.SETTING,
+               record=instance_location.record_path(os.environ),
+               recorded=str(recorded) if recorded else say(_("nothing recorded")),
+               default=instance_location.default_data_dir(os.environ)) + " " + hint
+
+
+def remember_instance(services: Services):
+    """Record this instance for later commands run from any folder (``init`` and ``run``); the record's path."""
+    return instance_location.record(services.data)
 
 
 SECRETS_FILE = "one-time-secrets.txt"

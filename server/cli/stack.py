@@ -11,7 +11,8 @@ import click
 
 from server import settings as settings_mod
 from server.accounts.models import ROLES
-from server.cli.common import initialised, load_services
+from server.cli.common import initialised, load_services, remember_instance, say
+from server.i18n import _
 
 MEDIA_EXTENSIONS = {".mp3", ".wav", ".flac", ".m4a", ".aac", ".ogg", ".oga", ".opus", ".wma", ".amr", ".mp4",
                     ".m4v", ".mov", ".mkv", ".avi", ".wmv", ".3gp", ".ts", ".webm", ".mpg", ".mpeg", ".flv"}
@@ -20,19 +21,27 @@ MEDIA_EXTENSIONS = {".mp3", ".wav", ".flac", ".m4a", ".aac", ".ogg", ".oga", ".o
 @click.command()
 def init() -> None:
     """Create the data directory, migrate the database, and create the first admin account."""
-    services = load_services()
+    services = load_services(require_instance=False)
     initialised(services)
+    record = remember_instance(services)
     click.echo(f"Instance ready in {services.data}")
+    click.echo(say(_("Recorded in %(record)s: lessoncast commands run from any folder use this instance."),
+                   record=record), err=True)
 
 
 @click.command()
 def config() -> None:
     """Print every setting with its effective value (secrets masked) and where it came from."""
-    settings = load_services().settings
+    from server import instance_location
+    from server.cli.common import no_instance_message
+
+    settings = load_services(require_instance=False).settings
     rows = settings.masked()
-    width = max(len(name) for name, _, _ in rows)
+    width = max(len(row[0]) for row in rows)
     for name, value, source in rows:
         click.echo(f"{name:<{width}}  {value}    [{source}]")
+    if not instance_location.exists(settings.data_path):
+        raise click.ClickException(no_instance_message(settings))
 
 
 @click.group()
@@ -278,7 +287,7 @@ def _web_argv(settings, behind_nginx: bool = False) -> list[str]:
     return [sys.executable, "-m", "gunicorn", "--worker-class", "gthread",
             "--workers", str(settings.web_workers), "--threads", str(settings.web_threads),
             "--bind", bind, "--graceful-timeout", "10", "--timeout", "120",
-            "--access-logfile", "-", "--log-level", settings.log_level.lower(),
+            *(["--access-logfile", "-"] if settings.access_log else []), "--log-level", settings.log_level.lower(),
             # gunicorn's control socket defaults to one path per user, which two stacks on one machine would share.
             "--no-control-socket",
             f"server.app:create_app(behind_nginx={behind_nginx})"]
@@ -339,17 +348,66 @@ def broker(write_only: bool) -> None:
         os.execv(executable, [executable, "-c", str(conf)])
 
 
+def _quiet_logging(settings) -> None:
+    """The supervisor's log: its own lines at LOG_LEVEL; Alembic's per-migration chatter only when debugging."""
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s run %(levelname)s %(message)s")
+    if settings.log_level.upper() != "DEBUG":
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def _claim_instance(services):
+    """Take the instance's run lock and check every port the stack binds; a CLI error naming what is in the way.
+    Returns the lock, held until this process exits."""
+    from server import ports
+    from server.run_lock import AlreadyRunning, RunLock
+
+    try:
+        lock = RunLock(services.data).acquire()
+    except AlreadyRunning as exc:
+        raise click.ClickException(say(
+            _("lessoncast is already running on the instance in %(path)s (pid %(pid)s). Stop it first (Ctrl-C in "
+              "its terminal, or: kill %(pid)s), or give this one its own %(setting)s."),
+            path=services.data, pid=exc.pid if exc.pid else "?", setting="LESSONCAST_DATA_DIR")) from None
+    clashes = ports.check(ports.stack_ports(services.settings))
+    if clashes:
+        lock.release()
+        raise click.ClickException("\n".join(_clash_line(clash) for clash in clashes))
+    return lock
+
+
+def _clash_line(clash) -> str:
+    """One port the stack cannot bind, in words: the port, what would listen there, the setting, the holder."""
+    port = clash.port
+    where = say(_("Port %(port)s (%(what)s, %(host)s)"), port=port.port, what=say(port.what), host=port.host)
+    if clash.reason == "twice":
+        return where + " " + say(_("is given to two listeners of this stack: set %(setting)s to another port."),
+                                 setting=port.setting)
+    if clash.reason == "denied":
+        problem = say(_("cannot be opened by this account (a port below 1024 needs root)."))
+    elif clash.holder_pid:
+        problem = say(_("is in use by pid %(pid)s: %(command)s."), pid=clash.holder_pid, command=clash.holder)
+    else:
+        problem = say(_("is in use by another program (this account cannot see which)."))
+    if port.derived_from:
+        fix = say(_("Stop that program, or set %(setting)s (it is %(base)s + 1 unless set), or move this stack with "
+                    "%(base)s."), setting=port.setting, base=port.derived_from)
+    else:
+        fix = say(_("Stop that program, or move this stack with %(setting)s."), setting=port.setting)
+    return f"{where} {problem} {fix}"
+
+
 @click.command()
 def run() -> None:
     """Start the whole stack: broker, worker, ingest and web (nginx and gunicorn), supervised until Ctrl-C."""
     from server.messaging.broker import mosquitto_executable, write_config
     from server.supervisor import Child, Supervisor
 
-    services = load_services()
+    services = load_services(require_instance=False)
     settings = services.settings
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s run %(levelname)s %(message)s")
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    _quiet_logging(settings)
+    lock = _claim_instance(services)
     initialised(services)
+    remember_instance(services)
     env = _child_env(settings)
     children = []
     if not settings.mqtt_url:
@@ -368,4 +426,8 @@ def run() -> None:
         click.secho(f"lessoncast is running: {settings.web_url}  (data in {services.data}). Ctrl-C stops it.",
                     fg="green", err=True)
 
-    sys.exit(Supervisor(children, on_ready=ready).run())
+    try:
+        status = Supervisor(children, on_ready=ready).run()
+    finally:
+        lock.release()
+    sys.exit(status)

@@ -148,6 +148,7 @@ def test_client_address_is_trusted_only_from_nginx(tmp_path):
 
 def test_run_without_nginx_says_what_to_install(tmp_path):
     env = {"LESSONCAST_DATA_DIR": str(tmp_path / "data"), "LESSONCAST_NGINX_BIN": "lessoncast-no-such-nginx",
+           "LESSONCAST_PORT": str(free_port()), "LESSONCAST_WEB_BACKEND_PORT": str(free_port()),
            "LESSONCAST_MQTT_PORT": str(free_port()), "LESSONCAST_MQTT_SERVER_PORT": str(free_port())}
     result = CliRunner().invoke(main, ["run"], env=env)
     assert result.exit_code == 1, result.output

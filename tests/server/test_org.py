@@ -367,6 +367,7 @@ def test_api_edits(client, auth, loaded):
 
 def test_cli_import_detects_kind_and_reports_line_errors(tmp_path):
     env = {"LESSONCAST_DATA_DIR": str(tmp_path / "data")}
+    assert CliRunner().invoke(main, ["init"], env=env).exit_code == 0
     sites = tmp_path / "村.csv"
     sites.write_bytes(SITES.encode("gb18030"))
     result = CliRunner().invoke(main, ["org", "import", str(sites)], env=env)
