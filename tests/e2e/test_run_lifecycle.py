@@ -1,0 +1,133 @@
+"""`lessoncast run` as a process: its children die with it (SIGKILL, SIGHUP), a second stack on the same ports or
+instance refuses clearly and harms nothing, a port another program holds is named with its holder."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.stack import VENV_BIN, get_json, stack_env, start, stop, wait_for
+
+LANG_EN = {"LANG": "en_US.UTF-8", "LC_ALL": "", "LC_MESSAGES": ""}
+
+
+def _descendants(pid: int) -> dict[int, str]:
+    """Every process under PID, each with its start time (so a recycled pid is not taken for a survivor)."""
+    found: dict[int, str] = {}
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        for task in Path(f"/proc/{parent}/task").glob("*"):
+            try:
+                children = (task / "children").read_text().split()
+            except OSError:
+                continue
+            for child in map(int, children):
+                if child not in found and (start := _start_time(child)):
+                    found[child] = start
+                    todo.append(child)
+    return found
+
+
+def _start_time(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _survivors(processes: dict[int, str]) -> dict[int, str]:
+    alive = {}
+    for pid, started in processes.items():
+        if _start_time(pid) == started:
+            try:
+                alive[pid] = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+    return alive
+
+
+def _healthy(base: str, log: Path):
+    return wait_for(lambda: (s := get_json(f"{base}/healthz"))[0] == 200 and s[1], 90, "a healthy stack", log)
+
+
+def _all_started(proc: subprocess.Popen, log: Path, count: int = 7) -> dict[int, str]:
+    """Wait until the supervisor's children (broker, worker, 2 ingest, web, nginx) and their workers exist."""
+    return wait_for(lambda: (d := _descendants(proc.pid)) and len(d) >= count and d, 60, "the stack's processes", log)
+
+
+def _run_once(env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([str(VENV_BIN / "lessoncast"), "run"], env={**env, **LANG_EN}, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_children_die_with_the_supervisor_and_a_second_stack_refuses(tmp_path):
+    env = stack_env(tmp_path / "data")
+    base = f"http://127.0.0.1:{env['LESSONCAST_PORT']}"
+    log = tmp_path / "run.log"
+    proc = start(["run"], env, log)
+    try:
+        _healthy(base, log)
+        # Another instance on the same ports: refused before it starts anything, naming port and setting.
+        other = _run_once({**env, "LESSONCAST_DATA_DIR": str(tmp_path / "other")})
+        assert other.returncode != 0
+        assert f"Port {env['LESSONCAST_PORT']}" in other.stderr and "LESSONCAST_PORT" in other.stderr, other.stderr
+        assert f"Port {env['LESSONCAST_MQTT_PORT']}" in other.stderr and "LESSONCAST_MQTT_PORT" in other.stderr
+        assert "lessoncast is running" not in other.stderr
+        # The same instance twice: the run lock names the supervisor that holds it.
+        same = _run_once(env)
+        assert same.returncode != 0 and f"already running" in same.stderr and str(proc.pid) in same.stderr
+        assert get_json(f"{base}/healthz")[0] == 200, "the first stack is unharmed"
+        started = _all_started(proc, log)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        wait_for(lambda: not _survivors(started), 30, f"the children to die: {_survivors(started)}", log)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    # A restart finds nothing it did not start, and comes up; SIGHUP (a closed terminal) stops it cleanly.
+    restarted = start(["run"], env, log)
+    try:
+        _healthy(base, log)
+        started = _all_started(restarted, log)
+        assert stop(restarted, signal.SIGHUP) == 0
+        wait_for(lambda: not _survivors(started), 30, f"the children to stop: {_survivors(started)}", log)
+    finally:
+        if restarted.poll() is None:
+            restarted.kill()
+    assert "received SIGHUP; stopping" in log.read_text()
+
+
+@pytest.mark.parametrize("setting", ["LESSONCAST_MQTT_PORT", "LESSONCAST_PORT"])
+def test_a_port_another_program_holds_is_named_with_its_holder(tmp_path, setting):
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        env = stack_env(tmp_path / "data", **{setting.removeprefix("LESSONCAST_").lower(): port})
+        refused = _run_once(env)
+    assert refused.returncode != 0
+    assert f"Port {port}" in refused.stderr and setting in refused.stderr, refused.stderr
+    assert f"pid {os.getpid()}" in refused.stderr, "the holder is named"
+    assert not (tmp_path / "data" / "lessoncast.db").exists(), "nothing was set up for a stack that cannot start"
+
+
+def test_the_broker_server_port_follows_the_device_port(tmp_path):
+    from server import settings as settings_mod
+
+    settings = settings_mod.load(environ={"LESSONCAST_DATA_DIR": str(tmp_path), "LESSONCAST_MQTT_PORT": "2884"})
+    assert settings.mqtt_server_port == 2885, "one setting moves both broker listeners"
+    env = stack_env(tmp_path / "data")
+    del env["LESSONCAST_MQTT_SERVER_PORT"]
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        refused = _run_once({**env, "LESSONCAST_MQTT_PORT": str(port - 1)})
+    assert f"Port {port}" in refused.stderr and "LESSONCAST_MQTT_SERVER_PORT" in refused.stderr
+    assert "LESSONCAST_MQTT_PORT + 1" in refused.stderr, refused.stderr
