@@ -3,6 +3,7 @@
 import subprocess
 import sys
 
+import pytest
 from click.testing import CliRunner
 
 from lessoncast.cli import main
@@ -102,3 +103,52 @@ def test_choices_come_from_the_domain_constants():
     assert choices(device.commands["add"], "kind") == tuple(DEVICE_KINDS)
     assert choices(device.commands["list"], "state") == tuple(DEVICE_STATES)
     assert choices(device.commands["command"], "kind") == tuple(COMMAND_TYPES)
+
+
+def _no_instance_env(tmp_path):
+    """Nothing set, nothing recorded: a newcomer's shell, with the config and data homes under TMP_PATH."""
+    return {"LESSONCAST_DATA_DIR": None, "XDG_CONFIG_HOME": str(tmp_path / "config"),
+            "XDG_DATA_HOME": str(tmp_path / "share"), "LANG": "en_US.UTF-8"}
+
+
+def test_a_command_from_another_folder_finds_the_instance_init_recorded(tmp_path, monkeypatch):
+    env = _no_instance_env(tmp_path)
+    (tmp_path / "checkout").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "checkout")
+    made = CliRunner().invoke(main, ["init"], env={**env, "LESSONCAST_DATA_DIR": "county"})  # relative, on purpose
+    assert made.exit_code == 0, made.output
+    instance = tmp_path / "checkout" / "county"
+    assert (tmp_path / "config" / "lessoncast" / "instance").read_text().strip() == str(instance)
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    created = CliRunner().invoke(main, ["token", "create", "--role", "viewer", "--name", "from-elsewhere"], env=env)
+    assert created.exit_code == 0, created.output
+    listed = CliRunner().invoke(main, ["token", "list"], env=env)
+    assert "from-elsewhere" in listed.output
+    shown = CliRunner().invoke(main, ["config"], env=env)
+    assert f"{instance}    [recorded in {tmp_path / 'config' / 'lessoncast' / 'instance'}]" in shown.output
+    assert list((tmp_path / "elsewhere").iterdir()) == [], "no second county in the current folder"
+    assert not (tmp_path / "share").exists()
+
+
+@pytest.mark.parametrize("argv", [["token", "list"], ["lesson", "list"], ["db", "upgrade"], ["keys", "init"],
+                                  ["org", "list", "sites"], ["config"]])
+def test_a_command_without_an_instance_refuses_and_creates_nothing(tmp_path, monkeypatch, argv):
+    env = _no_instance_env(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    refused = CliRunner().invoke(main, argv, env={**env, "LESSONCAST_ROOT_PASSPHRASE": "x"})
+    assert refused.exit_code == 1, refused.output
+    default = tmp_path / "share" / "lessoncast"
+    assert f"No lessoncast instance in {default}" in refused.output
+    assert "LESSONCAST_DATA_DIR" in refused.output and "lessoncast init" in refused.output
+    assert str(tmp_path / "config" / "lessoncast" / "instance") in refused.output, "it says where it looked"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [], "nothing created"
+    pointed = CliRunner().invoke(main, argv, env={**env, "LESSONCAST_DATA_DIR": str(tmp_path / "typo")})
+    assert pointed.exit_code == 1 and f"No lessoncast instance in {tmp_path / 'typo'}" in pointed.output
+    assert not (tmp_path / "typo").exists()
+
+
+def test_config_shows_sizes_as_people_read_them(tmp_path):
+    shown = CliRunner().invoke(main, ["config"], env=_initialised(tmp_path, LESSONCAST_MAX_UPLOAD_SIZE="4G"))
+    assert "LESSONCAST_MAX_UPLOAD_SIZE" in shown.output and "4 GiB" in shown.output
+    assert "4294967296" not in shown.output
