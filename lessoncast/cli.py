@@ -19,6 +19,9 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
              "Create the data directory, migrate the database, and create the first admin account."),
     "config": ("server.cli.stack", "config",
                "Print every setting with its effective value (secrets masked) and where it came from."),
+    "doctor": ("server.cli.doctor", "doctor",
+               "Check this deployment (database, Redis, broker, media store, ffmpeg, keys, permissions, ports) in "
+               "plain words."),
     "token": ("server.cli.stack", "token", "Create, list and revoke API tokens."),
     "import": ("server.cli.stack", "import_media",
                "Import every media file under PATHS (files or folders); each file's name becomes its lesson title."),

@@ -29,3 +29,19 @@ def upgrade(url: str, revision: str = "head", card_key: Optional[bytes] = None) 
 def downgrade(url: str, revision: str) -> None:
     """Migrate the database at URL down to REVISION."""
     command.downgrade(alembic_config(url), revision)
+
+
+def revisions(url: str) -> tuple[Optional[str], str]:
+    """(the revision the database at URL is at, or None when it has none; the newest revision there is)."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+    from sqlalchemy import create_engine
+
+    head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            current = MigrationContext.configure(conn).get_current_revision()
+    finally:
+        engine.dispose()
+    return current, head

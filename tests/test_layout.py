@@ -30,7 +30,7 @@ LAYERS = {
     "worker": {"attendance", "health", "jobs", "lessons", "messaging", "programmes"},
     "enrolment": {"devices", "messaging", "programmes"},
     "events": {"attendance", "health", "messaging", "org"},
-    "health": {"programmes"},
+    "health": {"messaging", "programmes"},
     "programmes": {"attendance", "devices", "messaging"},
     "devices": {"accounts", "messaging", "org"},
     "attendance": {"accounts", "jobs", "org"},
