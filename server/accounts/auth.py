@@ -1,4 +1,4 @@
-"""API tokens, staff passwords and role checks. Roles: admin, media, operator (one township), viewer."""
+"""API tokens, staff passwords and role checks. Roles: admin, media, operator (one township), viewer, monitor."""
 
 from __future__ import annotations
 
@@ -29,14 +29,16 @@ from server.services import app_services
 # - read.attendance: participation reports, member records, class sessions and their attendees.
 # Media staff make and publish lessons: no member, attendance or device data. The viewer role is the organisation
 # department, which reads reports and records. Operators read and manage their own township only; services narrow
-# every read and write to ``Actor.scope`` (server/accounts/scope.py).
+# every read and write to ``Actor.scope`` (server/accounts/scope.py). The monitor role is a scraper's (Prometheus):
+# it reads GET /metrics (read.metrics: counts and durations, no names) and nothing else.
 _READ_ALL = frozenset({"read.lessons", "read.org", "read.devices", "read.people", "read.attendance"})
 PERMISSIONS: dict[str, frozenset[str]] = {
-    "admin": _READ_ALL | {"lessons.write", "tokens.manage", "devices.manage", "org.write", "programmes.write",
-                          "attendance.write"},
+    "admin": _READ_ALL | {"read.metrics", "lessons.write", "tokens.manage", "devices.manage", "org.write",
+                          "programmes.write", "attendance.write"},
     "media": frozenset({"read.lessons", "read.org", "lessons.write", "programmes.write"}),
     "operator": _READ_ALL | {"devices.manage", "attendance.write"},
     "viewer": _READ_ALL,
+    "monitor": frozenset({"read.metrics"}),
     # An enrolled device's HTTP token: it may download (when media need a token) and nothing else.
     "device": frozenset({"device"}),
 }

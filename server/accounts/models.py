@@ -10,7 +10,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from server.db import Base, UTCDateTime
 
-ROLES = ("admin", "media", "operator", "viewer")
+ROLES = ("admin", "media", "operator", "viewer", "monitor")
 
 
 class User(Base):
