@@ -151,7 +151,7 @@ def _account(stack: EventStack, name: str, fleet: Fleet, before: list, **figures
 
 def _run(stack: EventStack, fleet: Fleet, fault) -> list:
     """Send the fleet's plan; at 30 % of it take a snapshot of what is stored, then call FAULT(fleet)."""
-    fleet.connect()
+    fleet.connect(timeout=scaled(30, 240))  # 500 paho clients, each with its thread, take a while to connect
     fleet.start(rate=RATE)
     fleet.wait_until_progress(0.3, 120)
     before = _stored(stack.services, [d.uid for d in fleet.devices])
