@@ -6,10 +6,10 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 # command:package pairs; a command that is missing has its package installed with apt-get.
-SYSTEM_DEPS := ffmpeg:ffmpeg ffprobe:ffmpeg mosquitto:mosquitto nginx:nginx espeak-ng:espeak-ng
+SYSTEM_DEPS := ffmpeg:ffmpeg ffprobe:ffmpeg mosquitto:mosquitto nginx:nginx espeak-ng:espeak-ng wrk:wrk
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test deps system-deps clean bench translations
+.PHONY: run test test-faults deps system-deps clean bench translations
 .DEFAULT_GOAL := run
 
 run: deps
@@ -17,6 +17,10 @@ run: deps
 
 test: deps
 	$(VENV)/bin/pytest -q
+
+# The fault-injection scenarios at full size (make test runs their short versions); each prints its event account.
+test-faults: deps
+	FAULTS=full $(VENV)/bin/pytest -q -rA tests/e2e/faults
 
 bench: deps
 	$(VENV)/bin/python bench/transcode.py

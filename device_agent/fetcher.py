@@ -6,6 +6,7 @@ rate, and never write past the file's signed length.
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 from dataclasses import dataclass
@@ -24,6 +25,13 @@ class DownloadError(Exception):
 class SlowTransfer(DownloadError):
     """The transfer ran below the minimum rate: a failed attempt even though some bytes arrived."""
 
+
+class StorageFull(DownloadError):
+    """The device's storage filled up during a download. Not a network problem: retrying will not help until room is
+    made, and the partial copy is removed at once so the outbox, the logs and the OS keep their room."""
+
+
+FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 DRAIN_LIMIT = 64 * 1024  # an error answer's body is read and thrown away up to this size; a longer one closes the link
 
@@ -65,8 +73,10 @@ class HttpFetcher:
     """Downloads media to a partial file, resuming it across dropped connections and across agent restarts."""
 
     def __init__(self, *, token: Optional[str] = None, limits: FetchLimits = FetchLimits(),
-                 on_date: Callable[[Optional[str]], None] = lambda _d: None, sleep=time.sleep):
+                 on_date: Callable[[Optional[str]], None] = lambda _d: None, sleep=time.sleep,
+                 reserve_bytes: int = 0):
         self.token = token
+        self.reserve_bytes = reserve_bytes  # a download stops before the filesystem's free space drops below this
         self.limits = limits
         self.on_date = on_date
         self.sleep = sleep
@@ -105,6 +115,9 @@ class HttpFetcher:
                 return partial
             try:
                 self._fetch_from(url, partial, have, length)
+            except StorageFull:
+                partial.unlink(missing_ok=True)  # give the room back to the outbox, the logs and the OS
+                raise
             except (urllib3.exceptions.HTTPError, OSError, DownloadError) as exc:
                 last_error = f"{type(exc).__name__}: {exc}"
                 now_have = partial.stat().st_size if partial.exists() else 0
@@ -128,30 +141,52 @@ class HttpFetcher:
             if have and response.status != 206:
                 have = 0  # the server ignored Range: start again from the beginning
             mode = "ab" if have else "wb"
-            window_start, window_bytes = time.monotonic(), 0
-            with open(partial, mode) as out:
-                # read1 hands over whatever has arrived, so a dropped connection keeps every byte received so far.
-                for chunk in iter(lambda: response.read1(64 * 1024), b""):
-                    self.bytes_received += len(chunk)  # over the wire, kept or not: the data budget pays for it
-                    room = length - have
-                    if len(chunk) > room:
-                        out.write(chunk[:room])  # never past the signed length; verification will decide
-                        have = length
-                        break
-                    out.write(chunk)
-                    have += len(chunk)
-                    window_bytes += len(chunk)
-                    elapsed = time.monotonic() - window_start
-                    if elapsed >= self.limits.rate_window:
-                        if window_bytes / elapsed < self.limits.min_rate:
-                            raise SlowTransfer(f"slower than {self.limits.min_rate:.0f} B/s")
-                        window_start, window_bytes = time.monotonic(), 0
-                out.flush()
-                os.fsync(out.fileno())
+            try:
+                have = self._write(response, partial, mode, have, length)
+            except OSError as exc:
+                if exc.errno in FULL_ERRNOS:
+                    raise StorageFull(self._full(partial, length)) from exc
+                raise
             if have < length:
                 raise DownloadError(f"connection closed at {have} of {length} bytes")
         finally:
             give_back(response, drain=DRAIN_LIMIT if response.status >= 400 else 0)
+
+    def _full(self, partial: Path, length: int) -> str:
+        reached = partial.stat().st_size if partial.exists() else 0
+        return (f"{partial.name}: no space left on the device's storage after {reached} of {length} bytes; the "
+                "partial copy was removed. Free some storage and sync again")
+
+    def _free(self, directory: Path) -> int:
+        stat = os.statvfs(directory)
+        return stat.f_bavail * stat.f_frsize
+
+    def _write(self, response, partial: Path, mode: str, have: int, length: int) -> int:
+        """Append the response's body to PARTIAL, never past LENGTH bytes, and never below the storage reserve;
+        return how many bytes PARTIAL holds."""
+        window_start, window_bytes = time.monotonic(), 0
+        with open(partial, mode) as out:
+            # read1 hands over whatever has arrived, so a dropped connection keeps every byte received so far.
+            for chunk in iter(lambda: response.read1(64 * 1024), b""):
+                self.bytes_received += len(chunk)  # over the wire, kept or not: the data budget pays for it
+                if self.reserve_bytes and self._free(partial.parent) - len(chunk) < self.reserve_bytes:
+                    raise StorageFull(self._full(partial, length) + f" (keeping {self.reserve_bytes} bytes free)")
+                room = length - have
+                if len(chunk) > room:
+                    out.write(chunk[:room])  # never past the signed length; verification will decide
+                    have = length
+                    break
+                out.write(chunk)
+                have += len(chunk)
+                window_bytes += len(chunk)
+                elapsed = time.monotonic() - window_start
+                if elapsed >= self.limits.rate_window:
+                    if window_bytes / elapsed < self.limits.min_rate:
+                        raise SlowTransfer(f"slower than {self.limits.min_rate:.0f} B/s")
+                    window_start, window_bytes = time.monotonic(), 0
+            out.flush()
+            os.fsync(out.fileno())
+        return have
 
 
 class TufFetcher(FetcherInterface):

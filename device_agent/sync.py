@@ -20,7 +20,7 @@ from tuf.api import exceptions as tuf_exceptions
 from playlists.manifest import ManifestError, media_of, parse_manifest
 from playlists.trust import FetchError, TrustError, fetch_manifest, open_updater, verify_media
 
-from device_agent.fetcher import DownloadError, HttpFetcher, TufFetcher
+from device_agent.fetcher import DownloadError, HttpFetcher, StorageFull, TufFetcher
 from device_agent.store import AgentStore, write_atomic
 
 log = logging.getLogger(__name__)
@@ -99,13 +99,15 @@ class Syncer:
     """One device's sync, with its store, hardware storage, trusted time and HTTP fetchers."""
 
     def __init__(self, store: AgentStore, storage, timekeeper, *, quota_bytes: Optional[int] = None,
-                 fetcher: Optional[HttpFetcher] = None):
+                 fetcher: Optional[HttpFetcher] = None, reserve_bytes: int = RESERVE_BYTES):
         self.store = store
         self.storage = storage
         self.time = timekeeper
         self.quota_bytes = quota_bytes
         creds = store.credentials()
-        self.fetcher = fetcher or HttpFetcher(token=creds.get("http_token"), on_date=timekeeper.observe_date_header)
+        # The download stops short of the last RESERVE_BYTES of the real filesystem, whatever else filled it.
+        self.fetcher = fetcher or HttpFetcher(token=creds.get("http_token"), on_date=timekeeper.observe_date_header,
+                                              reserve_bytes=reserve_bytes)
 
     # -- data budget -----------------------------------------------------------------------------------------
     def _usage(self, month: str) -> int:
@@ -163,6 +165,9 @@ class Syncer:
         except (DownloadError, TrustError) as exc:
             got = self.fetcher.bytes_received - before
             self._add_usage(now.strftime("%Y-%m"), got)
+            if isinstance(exc, StorageFull):  # no room: a limit, like a full quota, not worth a retry in a minute
+                return SyncResult("error", manifest.version, downloaded_bytes=got, reason=str(exc),
+                                  missing=sorted(missing), problem="limit")
             network = isinstance(exc, (DownloadError, FetchError))  # a file that arrived but does not match: refused
             return SyncResult("error", manifest.version, downloaded_bytes=got,
                               reason=(NETWORK if network else "") + str(exc), missing=sorted(missing),

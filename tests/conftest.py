@@ -16,6 +16,9 @@ from server.instance import initialise
 from server.jobs.models import Job
 from server.services import Services
 
+# Lists the fault scenarios' event accounts at the end of the run (tests/e2e/faults/).
+pytest_plugins = ["tests.e2e.faults.plugin"]
+
 
 @pytest.fixture(autouse=True, scope="session")
 def _own_instance_record(tmp_path_factory):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from device_agent.fetcher import DownloadError, FetchLimits, HttpFetcher
+from device_agent.fetcher import DownloadError, FetchLimits, HttpFetcher, StorageFull
 from device_agent.store import AgentStore
 from device_agent.timekeeping import TimeKeeper, record_enrolment_time
 from firmware_stub.sim import SimClock
@@ -293,3 +293,40 @@ def test_a_media_error_answer_does_not_poison_the_next_download(keepalive_server
             fetcher.download(keepalive_server + "7.root.json", tmp_path / f"missing-{n}", 10)
         fetcher.download(keepalive_server + "timestamp.json", tmp_path / f"ts-{n}", len(TIMESTAMP))
         assert (tmp_path / f"ts-{n}").read_bytes() == TIMESTAMP
+
+
+@pytest.fixture
+def card(tmp_path):
+    """A 512 kB tmpfs, the device's storage card: nobody else writes there, and a full one gives a real ENOSPC."""
+    import subprocess
+
+    disk = tmp_path / "card"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(disk)]).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)])
+
+
+def test_a_full_disk_stops_the_download_at_once_and_removes_the_partial(server, card):
+    (card / "photos").write_bytes(b"\1" * 400_000)  # something else filled most of the card
+    partial = card / "partial" / "lesson.mp3"
+    waits = []
+    fetcher = HttpFetcher(limits=FetchLimits(attempts=5, backoff=0), sleep=waits.append)
+
+    with pytest.raises(StorageFull, match="no space left on the device's storage.*Free some storage"):
+        fetcher.download(server.url, partial, len(BODY))  # 300 kB into about 100 kB: a real ENOSPC
+
+    assert not partial.exists(), "the partial copy gave its room back"
+    assert len(server.requests) == 1 and waits == [], "a full disk is not retried like a dropped connection"
+
+
+def test_a_download_stops_short_of_the_storage_reserve(server, card):
+    partial = card / "partial" / "lesson.mp3"
+    fetcher = HttpFetcher(reserve_bytes=400_000, **NO_WAIT)  # 512 kB card: room for about a third of the file
+
+    with pytest.raises(StorageFull, match="keeping 400000 bytes free"):
+        fetcher.download(server.url, partial, len(BODY))
+
+    assert not partial.exists()
+    assert server.requests and not any(r["range"] for r in server.requests), "no retry"
