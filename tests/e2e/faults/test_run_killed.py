@@ -15,7 +15,6 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import pytest
 
 from server.devices import enrolment, registry as devices
 from tests.conftest import make_services
@@ -48,8 +47,6 @@ def _healthy(base: str):
     return status == 200 and health
 
 
-@pytest.mark.xfail(strict=True, reason="lessoncast run's children outlive a SIGKILL of it until the supervisor gives "
-                                       "them a parent-death signal (issue 13, the supervisor helper's work)")
 def test_run_killed_with_sigkill_leaves_nothing_running(tmp_path, fault_account):
     data = tmp_path / "data"
     env = stack_env(data, ingest_processes=1)
