@@ -15,7 +15,6 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-
 from server.devices import enrolment, registry as devices
 from tests.conftest import make_services
 from tests.e2e.faults.accounting import Account, rows_checksum, scaled
