@@ -14,11 +14,14 @@ import random
 import uuid
 from datetime import datetime, timedelta, timezone
 
+import pytest
 from sqlalchemy import func, select
 
 from server.attendance import fold as attendance
 from server.events.models import DeviceEvent
 from tests import attendance_data as ad
+
+pytestmark = pytest.mark.databases  # each test runs on SQLite and on PostgreSQL
 
 TOTAL = 1_000_000
 START = datetime(2026, 10, 1, 1, tzinfo=timezone.utc)
