@@ -325,6 +325,9 @@ def _run_pair(args, root: Path, database_url: str) -> dict:
         with psycopg.connect(database_url.replace("postgresql+psycopg://", "postgresql://")) as db:
             rows = db.execute(f"SELECT {COLUMNS} FROM device_events ORDER BY id").fetchall()
         lost = len(sent_ids - {r[4] for r in rows})
+        from psycopg.types.json import Json
+
+        rows = [(*r[:6], Json(r[6]), *r[7:]) for r in rows]  # the body column is JSON
         bare_rate = bare_postgresql(rows, database_url, BATCH, copy=False)
         bare_copy = bare_postgresql(rows, database_url, BATCH, copy=True)
         bare_one = bare_postgresql(rows, database_url, len(rows), copy=True)
