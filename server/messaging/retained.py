@@ -83,7 +83,7 @@ def flush(services, link=None) -> int:
                 if locking:
                     _send_and_mark(session, link, rows)
             if not locking:
-                with services.db.session() as session:
+                with services.db.writing(), services.db.session() as session:
                     _send_and_mark(session, link, rows)
             sent += len(rows)
     finally:
