@@ -30,6 +30,7 @@ import os
 import shutil
 import signal
 import sqlite3
+import statistics
 import sys
 import tempfile
 import threading
@@ -184,7 +185,7 @@ def drive(radios: list[Radio], window: int, warmup: float, seconds: float) -> tu
     return rate, sum(r.next_seq - 1 for r in radios)
 
 
-def bare(rows: list[tuple], path: Path, per_transaction: int) -> float:
+def bare_sqlite(rows: list[tuple], path: Path, per_transaction: int) -> float:
     """Rows per second of executemany into a table like device_events (same unique index), PER_TRANSACTION rows
     per commit, WAL and synchronous=NORMAL as lessoncast's SQLite."""
     if path.exists():
@@ -197,8 +198,7 @@ def bare(rows: list[tuple], path: Path, per_transaction: int) -> float:
                "VARCHAR(32) NOT NULL, body JSON NOT NULL, device_time DATETIME, received_at DATETIME NOT NULL, at "
                "DATETIME, clock_flag VARCHAR(16), CONSTRAINT uq UNIQUE (device_uid, event_id))")
     db.execute("CREATE INDEX ix_seq ON device_events (device_uid, epoch, seq)")
-    sql = ("INSERT INTO device_events (device_uid, epoch, seq, seq_last, event_id, type, body, device_time, "
-           "received_at, at, clock_flag) VALUES (?,?,?,?,?,?,?,?,?,?,?)")
+    sql = f"INSERT INTO device_events ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
     began = time.perf_counter()
     for start in range(0, len(rows), per_transaction):
         db.execute("BEGIN")
@@ -206,38 +206,102 @@ def bare(rows: list[tuple], path: Path, per_transaction: int) -> float:
         db.execute("COMMIT")
     elapsed = time.perf_counter() - began
     db.close()
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(path) + suffix).unlink(missing_ok=True)
     return len(rows) / elapsed
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=float, default=60.0, help="measured seconds (after the warm-up)")
-    parser.add_argument("--warmup", type=float, default=5.0)
-    parser.add_argument("--devices", type=int, default=40)
-    parser.add_argument("--window", type=int, default=4, help="batches each radio keeps unacked")
-    parser.add_argument("--ingests", type=int, default=1, help="ingest processes sharing the subscription")
-    parser.add_argument("--keep", type=Path, default=None, help="keep the instance here")
-    args = parser.parse_args()
-    root = args.keep or Path(tempfile.mkdtemp(prefix="lc-bench-ingest-"))
+def bare_postgresql(rows: list[tuple], url: str, per_transaction: int, copy: bool) -> float:
+    """Rows per second into a new table in the same PostgreSQL database, made LIKE device_events (same columns,
+    unique index and seq index), PER_TRANSACTION rows per commit: executemany (psycopg pipelines it) or COPY."""
+    import psycopg
+
+    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as db:
+        db.execute("DROP TABLE IF EXISTS bare_events")
+        db.execute("CREATE TABLE bare_events (LIKE device_events INCLUDING ALL)")
+        sql = f"INSERT INTO bare_events ({COLUMNS}) VALUES ({', '.join(['%s'] * 11)})"
+        began = time.perf_counter()
+        for start in range(0, len(rows), per_transaction):
+            with db.transaction(), db.cursor() as cur:
+                chunk = rows[start:start + per_transaction]
+                if copy:
+                    with cur.copy(f"COPY bare_events ({COLUMNS}) FROM STDIN") as out:
+                        for row in chunk:
+                            out.write_row(row)
+                else:
+                    cur.executemany(sql, chunk)
+        elapsed = time.perf_counter() - began
+        db.execute("DROP TABLE bare_events")
+    return len(rows) / elapsed
+
+
+COLUMNS = "device_uid, epoch, seq, seq_last, event_id, type, body, device_time, received_at, at, clock_flag"
+
+
+class PostgresServer:
+    """A new database for one run on the server --database names, dropped afterwards."""
+
+    def __init__(self, url: str):
+        from sqlalchemy.engine import make_url
+
+        base = make_url(url).set(drivername="postgresql+psycopg")
+        self.admin = base.set(database="postgres").render_as_string(hide_password=False)
+        self.name = f"lc_bench_ingest_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+        self.url = base.set(database=self.name).render_as_string(hide_password=False)
+
+    def _sql(self, sql: str) -> None:
+        from sqlalchemy import create_engine, text
+        from sqlalchemy.pool import NullPool
+
+        engine = create_engine(self.admin, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+        with engine.connect() as conn:
+            conn.execute(text(sql))
+        engine.dispose()
+
+    def create(self) -> str:
+        self._sql(f'CREATE DATABASE "{self.name}"')
+        return self.url
+
+    def drop(self) -> None:
+        self._sql(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+
+
+def run_once(args, root: Path) -> dict:
+    """One pair: the ingest measured, then the bare insert of the rows it stored, on the same database."""
     shutil.rmtree(root / "data", ignore_errors=True)
-    services = make_services(root / "data", port=free_port(), mqtt_port=free_port(), mqtt_server_port=free_port())
+    server = PostgresServer(args.database) if args.database else None
+    database_url = server.create() if server else ""
+    try:
+        return _run_pair(args, root, database_url)
+    finally:
+        if server:
+            server.drop()
+
+
+def _run_pair(args, root: Path, database_url: str) -> dict:
+    services = make_services(root / "data", port=free_port(), mqtt_port=free_port(), mqtt_server_port=free_port(),
+                             database_url=database_url)
     lesson: list[int] = []
     answers = setup(services, args.devices, lesson)
     broker = MosquittoProcess(services).start()
     from tests.e2e.stack import stop
 
     logs = [root / f"ingest-{n}.log" for n in range(args.ingests)]
+    for log in logs:
+        log.unlink(missing_ok=True)
     ingests = [start_ingest(lessoncast_env(services), f"bench-ingest-{n}", log) for n, log in enumerate(logs)]
     radios: list[Radio] = []
     try:
         deadline = time.monotonic() + 30
         for log in logs:
-            while "ingest connected" not in log.read_text(errors="replace"):
+            while "ingest connected" not in (log.read_text(errors="replace") if log.exists() else ""):
                 if time.monotonic() > deadline:
                     raise SystemExit("ingest did not connect:\n" + log.read_text()[-2000:])
                 time.sleep(0.1)
         radios = [Radio(a["device"], a["mqtt"]["password"], services.settings.mqtt_port, lesson[0]) for a in answers]
         time.sleep(1.0)
+        if args.profile_pids is not None:
+            args.profile_pids.extend(p.pid for p in ingests)
         rate, sent = drive(radios, args.window, args.warmup, args.seconds)
         deadline = time.monotonic() + 120
         while any(r.acked < r.next_seq - 1 for r in radios) and time.monotonic() < deadline:
@@ -255,32 +319,109 @@ def main() -> None:
         distinct = session.scalar(select(func.count(func.distinct(DeviceEvent.event_id))))
         counted = session.scalar(select(func.coalesce(func.sum(DeviceSequence.events), 0)))
     services.db.dispose()
-    db_path = services.data / "lessoncast.db"
-    with sqlite3.connect(db_path) as db:
-        rows = db.execute("SELECT device_uid, epoch, seq, seq_last, event_id, type, body, device_time, received_at, "
-                          "at, clock_flag FROM device_events ORDER BY id").fetchall()
-        stored_ids = {r[4] for r in rows}
-    lost = len(sent_ids - stored_ids)
+    if database_url:
+        import psycopg
+
+        with psycopg.connect(database_url.replace("postgresql+psycopg://", "postgresql://")) as db:
+            rows = db.execute(f"SELECT {COLUMNS} FROM device_events ORDER BY id").fetchall()
+        lost = len(sent_ids - {r[4] for r in rows})
+        from psycopg.types.json import Json
+
+        rows = [(*r[:6], Json(r[6]), *r[7:]) for r in rows]  # the body column is JSON
+        bare_rate = bare_postgresql(rows, database_url, BATCH, copy=False)
+        bare_copy = bare_postgresql(rows, database_url, BATCH, copy=True)
+        bare_one = bare_postgresql(rows, database_url, len(rows), copy=True)
+    else:
+        db_path = services.data / "lessoncast.db"
+        with sqlite3.connect(db_path) as db:
+            rows = db.execute(f"SELECT {COLUMNS} FROM device_events ORDER BY id").fetchall()
+        lost = len(sent_ids - {r[4] for r in rows})
+        bare_rate = bare_sqlite(rows, db_path.parent / "bare.db", BATCH)
+        bare_copy = None
+        bare_one = bare_sqlite(rows, db_path.parent / "bare.db", len(rows))
     duplicated = (stored - distinct) + (counted - stored)
-    bare_path = db_path.parent / "bare.db"
-    bare_rate = bare(rows, bare_path, BATCH)
-    bare_one = bare(rows, bare_path, len(rows))
-    bare_path.unlink()
-    for suffix in ("-wal", "-shm"):
-        Path(str(bare_path) + suffix).unlink(missing_ok=True)
+    return {"events_per_s": round(rate), "bare_rows_per_s": round(bare_rate), "ratio": round(rate / bare_rate, 3),
+            "lost": lost, "duplicated": duplicated, "sent": len(sent_ids), "stored": stored,
+            "bare_copy_rows_per_s": None if bare_copy is None else round(bare_copy),
+            "bare_one_transaction_rows_per_s": round(bare_one)}
+
+
+def spread(values: list[float]) -> dict:
+    """Median, minimum and maximum."""
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=60.0, help="measured seconds of each run (after the warm-up)")
+    parser.add_argument("--warmup", type=float, default=5.0, help="seconds of publishing before measuring")
+    parser.add_argument("--devices", type=int, default=60, help="radios publishing at once")
+    parser.add_argument("--window", type=int, default=4, help="batches each radio keeps unacked")
+    parser.add_argument("--ingests", type=int, default=None,
+                        help="ingest processes sharing the subscription (default: the product's, "
+                             "LESSONCAST_INGEST_PROCESSES, as lessoncast run starts)")
+    parser.add_argument("--runs", type=int, default=3, help="pairs (ingest, then bare insert) to run; the median "
+                                                            "and the spread are reported")
+    parser.add_argument("--database", default="",
+                        help="a PostgreSQL server URL (postgresql://user@host:port/db): each run makes a new database "
+                             "there and drops it after; default SQLite in the instance's folder")
+    parser.add_argument("--keep", type=Path, default=None, help="keep the last instance here")
+    parser.add_argument("--py-spy", type=Path, default=None, dest="py_spy",
+                        help="record a py-spy profile of the ingest processes of the first run into this folder")
+    args = parser.parse_args()
+    if args.ingests is None:
+        from server import settings as settings_mod
+
+        args.ingests = settings_mod.load(environ={}).ingest_processes
+    if args.database and not args.database.startswith("postgresql"):
+        parser.error(f"--database {args.database}: only postgresql://... URLs are measured (SQLite is the default)")
+    root = args.keep or Path(tempfile.mkdtemp(prefix="lc-bench-ingest-"))
+    results = []
+    for n in range(args.runs):
+        args.profile_pids = [] if args.py_spy and n == 0 else None
+        profiler = _profile(args) if args.profile_pids is not None else None
+        results.append(run_once(args, root))
+        if profiler:
+            profiler.join()
+        print(f"run {n + 1}: " + json.dumps(results[-1]), flush=True)
     if args.keep is None:
         shutil.rmtree(root, ignore_errors=True)
-    ratio = rate / bare_rate
-    print(f"{'':<46}{'rows/s':>12}")
-    print(f"{f'lessoncast ingest x{args.ingests} (MQTT -> SQLite, acked)':<46}{rate:>12,.0f}")
-    print(f"{'bare executemany, a transaction per 200 rows':<46}{bare_rate:>12,.0f}")
-    print(f"{'bare executemany, one transaction (reference)':<46}{bare_one:>12,.0f}")
-    print(f"ratio {ratio:.2f} (target >= 0.5); sent {len(sent_ids):,}, stored {stored:,}, lost {lost}, "
-          f"duplicated {duplicated}")
-    print(json.dumps({"events_per_s": round(rate), "bare_rows_per_s": round(bare_rate), "ratio": round(ratio, 3),
-                      "lost": lost, "duplicated": duplicated, "seconds": args.seconds, "devices": args.devices, "ingests": args.ingests,
-                      "batch": BATCH, "sent": len(sent_ids), "stored": stored,
-                      "bare_one_transaction_rows_per_s": round(bare_one), "cpus": os.cpu_count()}))
+    rates = spread([r["events_per_s"] for r in results])
+    bares = spread([r["bare_rows_per_s"] for r in results])
+    ratios = spread([r["ratio"] for r in results])
+    lost, duplicated = sum(r["lost"] for r in results), sum(r["duplicated"] for r in results)
+    store = "PostgreSQL" if args.database else "SQLite"
+    print(f"{'':<50}{'median':>10}{'min':>10}{'max':>10}")
+    for label, s_ in ((f"lessoncast ingest x{args.ingests} (MQTT -> {store}, acked)", rates),
+                      (f"bare executemany into {store}, a commit per 200 rows", bares)):
+        print(f"{label:<50}{s_['median']:>10,.0f}{s_['min']:>10,.0f}{s_['max']:>10,.0f}")
+    print(f"{'ratio (target >= 0.5)':<50}{ratios['median']:>10.2f}{ratios['min']:>10.2f}{ratios['max']:>10.2f}")
+    print(f"{args.runs} runs of {args.seconds:g} s, {args.devices} radios; lost {lost}, duplicated {duplicated}")
+    print(json.dumps({"database": store.lower(), "events_per_s": rates, "bare_rows_per_s": bares, "ratio": ratios,
+                      "lost": lost, "duplicated": duplicated, "runs": results, "seconds": args.seconds,
+                      "devices": args.devices, "ingests": args.ingests, "batch": BATCH, "cpus": os.cpu_count()}))
+
+
+def _profile(args) -> threading.Thread:
+    """py-spy record of each ingest process for the measured seconds of the first run (flame graphs, SVG)."""
+    import subprocess
+
+    def record() -> None:
+        deadline = time.monotonic() + 120
+        while not args.profile_pids and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(args.warmup)
+        args.py_spy.mkdir(parents=True, exist_ok=True)
+        procs = [subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid),
+                                   "--duration", str(int(args.seconds)), "--rate", "50", "--format", "raw",
+                                   "-o", str(args.py_spy / f"ingest-{pid}.txt")],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for pid in args.profile_pids]
+        for proc in procs:
+            proc.wait()
+
+    thread = threading.Thread(target=record, daemon=True)
+    thread.start()
+    return thread
 
 
 if __name__ == "__main__":

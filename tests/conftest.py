@@ -63,13 +63,116 @@ def stage_file(services: Services, path: Path):
     return StagedFile(staged.path, staged.sha256, staged.size)
 
 
+DATABASES = ("sqlite", "postgresql")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "databases: run each test of the module on SQLite and on PostgreSQL (the "
+                                       "`database_url` fixture is parametrized)")
+
+
+def pytest_generate_tests(metafunc):
+    """A test marked `databases` that uses the instance runs once per database: test_x[sqlite], test_x[postgresql]."""
+    if "database_url" in metafunc.fixturenames and metafunc.definition.get_closest_marker("databases"):
+        metafunc.parametrize("database_url", DATABASES, indirect=True)
+
+
+class PostgresDatabases:
+    """PostgreSQL databases for one test process: one migrated template, made on first use, and a copy of it per
+    test (CREATE DATABASE ... TEMPLATE copies files, much faster than migrating). Names carry the xdist worker and
+    the process id, so parallel workers and other test runs on the same server never share one."""
+
+    def __init__(self):
+        import os
+
+        self.prefix = f"lc_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}_{os.getpid()}"
+        self.template = f"{self.prefix}_template"
+        self._admin = None
+        self._count = 0
+        self._made = False
+
+    def url(self, name: str) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+
+    def _execute(self, sql: str) -> None:
+        from sqlalchemy import create_engine, text
+        from sqlalchemy.pool import NullPool
+
+        if self._admin is None:
+            self._admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+        with self._admin.connect() as conn:
+            conn.execute(text(sql))
+
+    def _make_template(self) -> None:
+        from server import migrate
+
+        try:
+            self._execute(f'DROP DATABASE IF EXISTS "{self.template}"')
+            self._execute(f'CREATE DATABASE "{self.template}"')
+        except Exception as exc:  # PostgreSQL on 127.0.0.1:5432 is part of the test environment
+            pytest.fail(f"these tests need PostgreSQL at {PG_ADMIN}: {exc}")
+        # A migration that moves card tokens needs a key; an empty database has none to move.
+        migrate.upgrade(self.url(self.template), card_key=b"\0" * 32)
+        self._made = True
+
+    def create(self) -> str:
+        """A new database, migrated to the head revision and otherwise empty; returns its URL."""
+        if not self._made:
+            self._make_template()
+        self._count += 1
+        name = f"{self.prefix}_{self._count}"
+        self._execute(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}"')
+        return self.url(name)
+
+    def drop(self, url: str) -> None:
+        self._execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
+
+    def close(self) -> None:
+        if self._made:
+            self._execute(f'DROP DATABASE IF EXISTS "{self.template}" WITH (FORCE)')
+        if self._admin is not None:
+            self._admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_databases():
+    """This test process's PostgreSQL template and copies (see PostgresDatabases)."""
+    databases = PostgresDatabases()
+    yield databases
+    databases.close()
+
+
 @pytest.fixture
-def services(tmp_path) -> Services:
-    """A fresh, initialised instance on a temporary SQLite database."""
+def database_url(request, postgres_databases):
+    """The instance's database: "" (SQLite in the data directory) unless the test runs on PostgreSQL, then the URL
+    of a fresh migrated database, dropped after the test. Modules marked `databases` run on both."""
+    if getattr(request, "param", "sqlite") == "sqlite":
+        yield ""
+        return
+    url = postgres_databases.create()
+    yield url
+    postgres_databases.drop(url)
+
+
+@pytest.fixture
+def services(tmp_path, database_url) -> Services:
+    """A fresh, initialised instance on a temporary database: SQLite, or PostgreSQL in modules marked `databases`."""
     # The web port is chosen here, so the URLs the server hands out (enrolment answers) reach `live_server`.
-    svc = make_services(tmp_path / "data", port=free_port(), mqtt_port=free_port(), mqtt_server_port=free_port())
+    svc = make_services(tmp_path / "data", port=free_port(), mqtt_port=free_port(), mqtt_server_port=free_port(),
+                        database_url=database_url)
     yield svc
     svc.db.dispose()
+
+
+def cli_env(services: Services) -> dict[str, str]:
+    """The environment a `lessoncast` command needs to reach the instance SERVICES: its data directory, database and
+    ports."""
+    st = services.settings
+    env = {"LESSONCAST_DATA_DIR": str(services.data), "LESSONCAST_PORT": str(st.port),
+           "LESSONCAST_MQTT_PORT": str(st.mqtt_port), "LESSONCAST_MQTT_SERVER_PORT": str(st.mqtt_server_port)}
+    if st.database_url:
+        env["LESSONCAST_DATABASE_URL"] = st.database_url
+    return env
 
 
 @pytest.fixture

@@ -27,7 +27,10 @@ from server.events import ingest
 from server.events.models import DeviceEvent
 from server.programmes.models import Programme
 from tests.attendance_data import numbered, store
+from tests.conftest import cli_env
 from tests.server.test_reports import local, make_county, playing
+
+pytestmark = pytest.mark.databases  # each test runs on SQLite and on PostgreSQL
 
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 REPORT = "/api/v1/reports/participation"
@@ -408,9 +411,7 @@ def test_ingest_metrics_add_up_over_devices(services, client, auth, county):
 
 @pytest.fixture
 def run(services):
-    env = {"LESSONCAST_DATA_DIR": str(services.data), "LESSONCAST_PORT": str(services.settings.port),
-           "LESSONCAST_MQTT_PORT": str(services.settings.mqtt_port),
-           "LESSONCAST_MQTT_SERVER_PORT": str(services.settings.mqtt_server_port)}
+    env = cli_env(services)
     return lambda *args: CliRunner().invoke(main, list(args), env=env)
 
 

@@ -15,6 +15,8 @@ from server.org import service as org
 from server.programmes import publish
 from tests.conftest import make_services
 
+pytestmark = pytest.mark.databases  # each test runs on SQLite and on PostgreSQL
+
 # 00:30 on 15 December 2026 in the county (UTC+8) is 16:30 on the 14th in UTC.
 AT_0030 = datetime(2026, 12, 14, 16, 30, tzinfo=timezone.utc)
 COUNTY_DAY = date(2026, 12, 15)

@@ -12,6 +12,9 @@ from playlists.packs import verify_pack
 from playlists.trust import TrustError
 from server.devices import enrolment, registry as devices
 from server.errors import DomainError
+from tests.conftest import cli_env
+
+pytestmark = pytest.mark.databases  # each test runs on SQLite and on PostgreSQL
 
 
 def _add(services, **kw):
@@ -115,8 +118,7 @@ def test_device_csv_import_is_all_or_nothing(org):
 
 def test_cli_from_device_add_to_a_verified_pack(org, ready_lesson, tmp_path):
     services = org
-    env = {"LESSONCAST_DATA_DIR": str(services.data), "LESSONCAST_MQTT_PORT": str(services.settings.mqtt_port),
-           "LESSONCAST_MQTT_SERVER_PORT": str(services.settings.mqtt_server_port)}
+    env = cli_env(services)
     run = lambda *args, **kw: CliRunner().invoke(main, list(args), env=env, catch_exceptions=False, **kw)
     added = run("device", "add", "--kind", "radio", "--name", "老张的收音机", "--site", "hw-01")
     assert added.exit_code == 0, added.output

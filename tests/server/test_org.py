@@ -12,6 +12,8 @@ from server.audit import AuditEntry
 from server.org import service as org
 from server.org.models import Group, GroupLink, Member, Site, Township
 
+pytestmark = pytest.mark.databases  # each test runs on SQLite and on PostgreSQL
+
 NOW = datetime(2026, 3, 1, 8, 0, tzinfo=timezone.utc)
 
 SITES = ("township_code,township_name,site_code,site_name\n"
@@ -365,8 +367,8 @@ def test_api_edits(client, auth, loaded):
 # --- CLI -------------------------------------------------------------------------------------------------------
 
 
-def test_cli_import_detects_kind_and_reports_line_errors(tmp_path):
-    env = {"LESSONCAST_DATA_DIR": str(tmp_path / "data")}
+def test_cli_import_detects_kind_and_reports_line_errors(tmp_path, database_url):
+    env = {"LESSONCAST_DATA_DIR": str(tmp_path / "data"), "LESSONCAST_DATABASE_URL": database_url}
     assert CliRunner().invoke(main, ["init"], env=env).exit_code == 0
     sites = tmp_path / "村.csv"
     sites.write_bytes(SITES.encode("gb18030"))

@@ -41,6 +41,8 @@ from server.org import cards
 from server.org.models import Member
 from tests.attendance_data import build_county, checkin, numbered, play, store
 
+pytestmark = pytest.mark.databases  # each test runs on SQLite and on PostgreSQL
+
 CST = ZoneInfo("Asia/Shanghai")
 
 
