@@ -44,6 +44,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
              "Write a sideload pack for CHANNEL to OUT: signed metadata, manifest and media, FAT32-safe."),
     "attendance": ("server.cli.attendance", "attendance",
                    "Rebuild attendance from the stored events, import class rosters, list class sessions."),
+    "simulate": ("device_agent.fleet.cli", "simulate",
+                 "Run N simulated devices (the agent's own code, one event loop) against a running lessoncast."),
     "report": ("server.cli.attendance", "report",
                "Participation report of a programme or period, or a member's record (XLSX, CSV, JSON)."),
 }
