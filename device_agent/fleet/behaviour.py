@@ -17,7 +17,9 @@ from typing import Callable, Optional, Sequence
 from zoneinfo import ZoneInfo
 
 DAY = 86400.0
-LISTENING_HOURS = (6, 7, 12, 19, 20, 21)  # local hours when members pick up their radios
+# How likely a member picks up the radio in each local hour (relative weights): mornings, lunch and evenings most,
+# the working day a little, never at night.
+HOUR_WEIGHTS = (0, 0, 0, 0, 0, 1, 3, 3, 1, 1, 1, 1, 3, 2, 1, 1, 1, 1, 2, 3, 3, 3, 1, 0)
 ZONE = ZoneInfo("Asia/Shanghai")
 
 
@@ -25,7 +27,8 @@ ZONE = ZoneInfo("Asia/Shanghai")
 class Habits:
     """How often things happen, per device and per device-clock day."""
 
-    plays_per_day: float = 1.0  # a member's presses of play (only in listening hours)
+    plays_per_day: float = 1.0  # a member's presses of play, spread over the day by HOUR_WEIGHTS
+    hour_weights: tuple[float, ...] = HOUR_WEIGHTS
     boat_share: float = 0.05  # radios that go out of range for days at a time
     boat_trip_days: tuple[float, float] = (1.0, 6.0)
     clock_resets_per_day: float = 0.01  # an RTC that lost its battery comes back at 2000-01-01
@@ -90,9 +93,9 @@ class Behaviour:
         return self.rng.random() < 1.0 - math.exp(-per_day * elapsed / DAY)
 
     def _radio(self, device, hw, now: float, elapsed: float) -> None:
-        local_hour = hw.clock.now().astimezone(ZONE).hour
-        share = len(LISTENING_HOURS) / 24.0
-        if local_hour in LISTENING_HOURS and self._happens(self.habits.plays_per_day / share, elapsed):
+        weights = self.habits.hour_weights
+        weight = weights[device.agent.time.now().astimezone(ZONE).hour] / (sum(weights) / 24.0)
+        if weight and self._happens(self.habits.plays_per_day * weight, elapsed):
             hw.keys.press("play_pause")
             self.counts.presses += 1
         battery = hw.battery

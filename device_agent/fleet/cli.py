@@ -28,6 +28,8 @@ from device_agent.fleet.mux import Mux
               help="Share of the new devices that are village terminals (the rest are radios).")
 @click.option("--existing", is_flag=True,
               help="Also enrol every device the county registered but nobody enrolled yet (a fresh code each).")
+@click.option("--codes", "codes_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="A JSON file of {device id: one-time enrolment code} to enrol (what 'lessoncast demo' writes).")
 @click.option("--dir", "root", type=click.Path(file_okay=False, path_type=Path), default=Path("fleet"),
               show_default=True, help="Where the devices' stores live; a second run continues the same fleet.")
 @click.option("--speed", type=click.FloatRange(min=0.01), default=1.0, show_default=True,
@@ -42,7 +44,7 @@ from device_agent.fleet.mux import Mux
 @click.option("--report-every", type=click.FloatRange(min=0.5), default=10.0, show_default=True,
               help="Real seconds between two progress lines.")
 @click.option("--json", "as_json", is_flag=True, help="End with the fleet's summary as one line of JSON.")
-def simulate(server, token, count, terminal_share, existing, root, speed, seed, duration, sync_threads,
+def simulate(server, token, count, terminal_share, existing, codes_file, root, speed, seed, duration, sync_threads,
              plays_per_day, report_every, as_json) -> None:
     """Run N simulated devices (the agent's own code, one event loop) against a running lessoncast."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -52,6 +54,8 @@ def simulate(server, token, count, terminal_share, existing, root, speed, seed, 
         sites = api.sites()
         stores = enrolment.existing_stores(root)
         codes: list[tuple[str, str]] = []
+        if codes_file is not None:
+            codes += [(uid, code) for uid, code in json.loads(codes_file.read_text()).items() if uid not in stores]
         if existing:
             codes += [(d["id"], api.new_code(d["id"])) for d in api.devices()
                       if d["state"] not in ("revoked",) and not d.get("enrolled_at") and d["id"] not in stores]

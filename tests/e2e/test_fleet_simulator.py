@@ -5,7 +5,7 @@ manifest, every play a device recorded is stored exactly once, and a radio hande
 from __future__ import annotations
 
 import threading
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, timedelta
 
 from sqlalchemy import select
 
@@ -21,8 +21,6 @@ from tests.e2e.agent_harness import covered_exactly_once, poll, publish_lessons,
 MEMBERS = ("member_id,name,site_code\n" + "".join(f"M{n:03d},成员{n},{('qs-01', 'qs-02', 'hw-01')[n % 3]}\n"
                                                  for n in range(30))).encode()
 SITES = ["qs-01", "qs-02", "hw-01"]
-# 11:58 in Shanghai: the fast clock reaches the noon listening hour at once.
-START = datetime.combine(date.today(), datetime.min.time(), timezone.utc) + timedelta(hours=3, minutes=58)
 
 
 def test_fifty_devices_verify_play_and_deliver_exactly_once(broker, org, ready_lesson, live_server, token, tmp_path):
@@ -42,8 +40,8 @@ def test_fifty_devices_verify_play_and_deliver_exactly_once(broker, org, ready_l
     publish_lessons(services, lessons[:1])
     stores = enrolment.enrol_all(tmp_path / "fleet", base, [(d["id"], d["enrol_code"]) for d in added])
     mux = Mux(speed=60.0, tick_s=60.0, sync_threads=4, spread_s=2.0)
-    habits = Habits(plays_per_day=40.0, boat_share=0.0, clock_resets_per_day=0.0, handovers_per_day=0.0)
-    fleet = simulator.build(mux, stores.values(), seed=7, habits=habits, start=START)
+    habits = Habits(plays_per_day=40.0, hour_weights=(1.0,) * 24, boat_share=0.0, clock_resets_per_day=0.0, handovers_per_day=0.0)
+    fleet = simulator.build(mux, stores.values(), seed=7, habits=habits)
     thread = threading.Thread(target=mux.run, name="fleet", daemon=True)
     thread.start()
     try:
