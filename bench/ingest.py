@@ -17,6 +17,7 @@ In one run:
 
     .venv/bin/python bench/ingest.py                    # 60 s measured
     .venv/bin/python bench/ingest.py --seconds 20 --devices 20
+    .venv/bin/python bench/ingest.py --source simulate  # the fleet simulator's agents deliver their outboxes
 
 Prints a table, then one line of JSON: events_per_s, bare_rows_per_s, ratio, lost, duplicated (and more).
 """
@@ -217,6 +218,11 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=4, help="batches each radio keeps unacked")
     parser.add_argument("--ingests", type=int, default=1, help="ingest processes sharing the subscription")
     parser.add_argument("--keep", type=Path, default=None, help="keep the instance here")
+    parser.add_argument("--source", choices=("raw", "simulate"), default="raw",
+                        help="raw: paho clients publishing prepared batches; simulate: the fleet simulator's agents "
+                             "delivering their outboxes (bench/ingest_simulated.py)")
+    parser.add_argument("--events-per-device", type=int, default=3000,
+                        help="with --source simulate: events in each agent's outbox at the start")
     args = parser.parse_args()
     root = args.keep or Path(tempfile.mkdtemp(prefix="lc-bench-ingest-"))
     shutil.rmtree(root / "data", ignore_errors=True)
@@ -236,9 +242,16 @@ def main() -> None:
                 if time.monotonic() > deadline:
                     raise SystemExit("ingest did not connect:\n" + log.read_text()[-2000:])
                 time.sleep(0.1)
-        radios = [Radio(a["device"], a["mqtt"]["password"], services.settings.mqtt_port, lesson[0]) for a in answers]
-        time.sleep(1.0)
-        rate, sent = drive(radios, args.window, args.warmup, args.seconds)
+        if args.source == "simulate":
+            from bench import ingest_simulated
+
+            rate, simulated_ids = ingest_simulated.drive(answers, root / "fleet", lesson[0], args.events_per_device,
+                                                         args.warmup, args.seconds)
+        else:
+            radios = [Radio(a["device"], a["mqtt"]["password"], services.settings.mqtt_port, lesson[0])
+                      for a in answers]
+            time.sleep(1.0)
+            rate, sent = drive(radios, args.window, args.warmup, args.seconds)
         deadline = time.monotonic() + 120
         while any(r.acked < r.next_seq - 1 for r in radios) and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -249,7 +262,7 @@ def main() -> None:
             stop(proc, signal.SIGTERM)
         broker.stop()
 
-    sent_ids = {i for r in radios for i in r.ids}
+    sent_ids = simulated_ids if args.source == "simulate" else {i for r in radios for i in r.ids}
     with services.db.session() as session:
         stored = session.scalar(select(func.count()).select_from(DeviceEvent))
         distinct = session.scalar(select(func.count(func.distinct(DeviceEvent.event_id))))
@@ -272,13 +285,13 @@ def main() -> None:
         shutil.rmtree(root, ignore_errors=True)
     ratio = rate / bare_rate
     print(f"{'':<46}{'rows/s':>12}")
-    print(f"{f'lessoncast ingest x{args.ingests} (MQTT -> SQLite, acked)':<46}{rate:>12,.0f}")
+    print(f"{f'lessoncast ingest x{args.ingests} ({args.source}, MQTT -> SQLite, acked)':<46}{rate:>12,.0f}")
     print(f"{'bare executemany, a transaction per 200 rows':<46}{bare_rate:>12,.0f}")
     print(f"{'bare executemany, one transaction (reference)':<46}{bare_one:>12,.0f}")
     print(f"ratio {ratio:.2f} (target >= 0.5); sent {len(sent_ids):,}, stored {stored:,}, lost {lost}, "
           f"duplicated {duplicated}")
     print(json.dumps({"events_per_s": round(rate), "bare_rows_per_s": round(bare_rate), "ratio": round(ratio, 3),
-                      "lost": lost, "duplicated": duplicated, "seconds": args.seconds, "devices": args.devices, "ingests": args.ingests,
+                      "lost": lost, "duplicated": duplicated, "source": args.source, "seconds": args.seconds, "devices": args.devices, "ingests": args.ingests,
                       "batch": BATCH, "sent": len(sent_ids), "stored": stored,
                       "bare_one_transaction_rows_per_s": round(bare_one), "cpus": os.cpu_count()}))
 

@@ -20,6 +20,7 @@ from server.events.models import DeviceEvent, DeviceStatus
 from server.health.checks import check_worker
 from server.i18n import _, translator
 from server.keyfiles import write_private
+from server.org.csv_rows import OrgImportError
 
 SIZES = {"county": demo.CountySize(),
          "small": demo.CountySize(townships=2, sites=4, members=40, radios=16, terminals=4, lessons=2)}
@@ -62,6 +63,8 @@ def demo_command(size: str, speed: float, duration: float, report_every: float) 
         click.echo(_say(_("programme %(code)s published"), code=county.programme))
     except DomainError as exc:
         raise click.ClickException(exc.message) from None
+    except OrgImportError as exc:
+        raise click.ClickException(exc.summary("demo")) from None
     with services.db.session() as session:
         token = create_token(session, name="demo-simulator", role="admin", township=None, now=services.clock())
     server = f"http://127.0.0.1:{services.settings.port}"

@@ -69,11 +69,13 @@ class DemoCounty:
 
 def site_codes(size: CountySize) -> list[tuple[str, str, str, str]]:
     """(township code, township name, site code, site name) for SIZE, sites dealt round the townships."""
+    towns = TOWNSHIPS[:max(1, min(size.townships, len(TOWNSHIPS)))]
     rows = []
     for n in range(size.sites):
-        code, name = TOWNSHIPS[n % min(size.townships, len(TOWNSHIPS))]
-        village = VILLAGES[(n // len(TOWNSHIPS)) % len(VILLAGES)]
-        rows.append((code, name, f"{code}-{n // len(TOWNSHIPS) + 1:02d}", f"{name}{village}"))
+        code, name = towns[n % len(towns)]
+        k = n // len(towns)  # the township's k-th site
+        village = VILLAGES[k % len(VILLAGES)] + (str(k // len(VILLAGES)) if k >= len(VILLAGES) else "")
+        rows.append((code, name, f"{code}-{k + 1:02d}", f"{name}{village}"))
     return rows
 
 

@@ -32,15 +32,16 @@ def test_fifty_devices_verify_play_and_deliver_exactly_once(broker, org, ready_l
     for d in added:  # no download window: a new programme is fetched as soon as it is announced
         devices.update(services, d["id"], {"settings": {"download_window": None}}, "test")
     radio = next(d["id"] for d in added if d["kind"] == "radio")
-    devices.update(services, radio, {"member": "M001", "member_from": (date.today() - timedelta(days=3)).isoformat()},
-                   "test")
+    since = (date.today() - timedelta(days=3)).isoformat()
+    devices.update(services, radio, {"member": "M001", "member_from": since}, "test")
     api.hand_over(radio, "M002")  # from today on, its plays are M002's
 
     ingest = start_ingest(services)
     publish_lessons(services, lessons[:1])
     stores = enrolment.enrol_all(tmp_path / "fleet", base, [(d["id"], d["enrol_code"]) for d in added])
     mux = Mux(speed=60.0, tick_s=60.0, sync_threads=4, spread_s=2.0)
-    habits = Habits(plays_per_day=40.0, hour_weights=(1.0,) * 24, boat_share=0.0, clock_resets_per_day=0.0, handovers_per_day=0.0)
+    habits = Habits(plays_per_day=400.0, hour_weights=(1.0,) * 24, boat_share=0.0, clock_resets_per_day=0.0,
+                    handovers_per_day=0.0)
     fleet = simulator.build(mux, stores.values(), seed=7, habits=habits)
     thread = threading.Thread(target=mux.run, name="fleet", daemon=True)
     thread.start()
