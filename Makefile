@@ -1,6 +1,7 @@
 # lessoncast: two commands on a fresh Debian/Ubuntu machine.
 #   make run   installs what is missing and starts lessoncast on its embedded defaults
 #   make test  installs the same and runs the whole test suite
+#   make demo  (with `make run` going in another terminal) builds a demo county and runs a simulated fleet on it
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -9,7 +10,7 @@ STAMP := $(VENV)/.installed
 SYSTEM_DEPS := ffmpeg:ffmpeg ffprobe:ffmpeg mosquitto:mosquitto nginx:nginx espeak-ng:espeak-ng wrk:wrk
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test test-faults deps system-deps clean bench translations
+.PHONY: run test test-faults deps system-deps clean bench translations demo
 .DEFAULT_GOAL := run
 
 run: deps
@@ -22,11 +23,15 @@ test: deps
 test-faults: deps
 	FAULTS=full $(VENV)/bin/pytest -q -rA tests/e2e/faults
 
+demo: deps
+	$(VENV)/bin/lessoncast demo
+
 bench: deps
 	$(VENV)/bin/python bench/transcode.py
 	$(VENV)/bin/python bench/agent_footprint.py
 	$(VENV)/bin/python bench/ingest.py --ingests 2 --devices 60
 	$(VENV)/bin/python bench/report.py
+	$(VENV)/bin/python bench/fanout.py
 
 deps: system-deps $(STAMP)
 

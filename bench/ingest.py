@@ -17,6 +17,7 @@ In one run:
 
     .venv/bin/python bench/ingest.py                    # 60 s measured
     .venv/bin/python bench/ingest.py --seconds 20 --devices 20
+    .venv/bin/python bench/ingest.py --source simulate  # the fleet simulator's agents deliver their outboxes
 
 Prints a table, then one line of JSON: events_per_s, bare_rows_per_s, ratio, lost, duplicated (and more).
 """
@@ -298,11 +299,18 @@ def _run_pair(args, root: Path, database_url: str) -> dict:
                 if time.monotonic() > deadline:
                     raise SystemExit("ingest did not connect:\n" + log.read_text()[-2000:])
                 time.sleep(0.1)
-        radios = [Radio(a["device"], a["mqtt"]["password"], services.settings.mqtt_port, lesson[0]) for a in answers]
-        time.sleep(1.0)
         if args.profile_pids is not None:
             args.profile_pids.extend(p.pid for p in ingests)
-        rate, sent = drive(radios, args.window, args.warmup, args.seconds)
+        if args.source == "simulate":
+            from bench import ingest_simulated
+
+            rate, simulated_ids = ingest_simulated.drive(answers, root / "fleet", lesson[0], args.events_per_device,
+                                                         args.warmup, args.seconds)
+        else:
+            radios = [Radio(a["device"], a["mqtt"]["password"], services.settings.mqtt_port, lesson[0])
+                      for a in answers]
+            time.sleep(1.0)
+            rate, sent = drive(radios, args.window, args.warmup, args.seconds)
         deadline = time.monotonic() + 120
         while any(r.acked < r.next_seq - 1 for r in radios) and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -313,7 +321,7 @@ def _run_pair(args, root: Path, database_url: str) -> dict:
             stop(proc, signal.SIGTERM)
         broker.stop()
 
-    sent_ids = {i for r in radios for i in r.ids}
+    sent_ids = simulated_ids if args.source == "simulate" else {i for r in radios for i in r.ids}
     with services.db.session() as session:
         stored = session.scalar(select(func.count()).select_from(DeviceEvent))
         distinct = session.scalar(select(func.count(func.distinct(DeviceEvent.event_id))))
@@ -366,6 +374,11 @@ def main() -> None:
                         help="a PostgreSQL server URL (postgresql://user@host:port/db): each run makes a new database "
                              "there and drops it after; default SQLite in the instance's folder")
     parser.add_argument("--keep", type=Path, default=None, help="keep the last instance here")
+    parser.add_argument("--source", choices=("raw", "simulate"), default="raw",
+                        help="raw: paho clients publishing prepared batches; simulate: the fleet simulator's agents "
+                             "delivering their outboxes (bench/ingest_simulated.py)")
+    parser.add_argument("--events-per-device", type=int, default=3000,
+                        help="with --source simulate: events in each agent's outbox at the start")
     parser.add_argument("--py-spy", type=Path, default=None, dest="py_spy",
                         help="record a py-spy profile of the ingest processes of the first run into this folder")
     args = parser.parse_args()
@@ -392,12 +405,12 @@ def main() -> None:
     lost, duplicated = sum(r["lost"] for r in results), sum(r["duplicated"] for r in results)
     store = "PostgreSQL" if args.database else "SQLite"
     print(f"{'':<50}{'median':>10}{'min':>10}{'max':>10}")
-    for label, s_ in ((f"lessoncast ingest x{args.ingests} (MQTT -> {store}, acked)", rates),
+    for label, s_ in ((f"lessoncast ingest x{args.ingests} ({args.source}, MQTT -> {store}, acked)", rates),
                       (f"bare executemany into {store}, a commit per 200 rows", bares)):
         print(f"{label:<50}{s_['median']:>10,.0f}{s_['min']:>10,.0f}{s_['max']:>10,.0f}")
     print(f"{'ratio (target >= 0.5)':<50}{ratios['median']:>10.2f}{ratios['min']:>10.2f}{ratios['max']:>10.2f}")
     print(f"{args.runs} runs of {args.seconds:g} s, {args.devices} radios; lost {lost}, duplicated {duplicated}")
-    print(json.dumps({"database": store.lower(), "events_per_s": rates, "bare_rows_per_s": bares, "ratio": ratios,
+    print(json.dumps({"database": store.lower(), "source": args.source, "events_per_s": rates, "bare_rows_per_s": bares, "ratio": ratios,
                       "lost": lost, "duplicated": duplicated, "runs": results, "seconds": args.seconds,
                       "devices": args.devices, "ingests": args.ingests, "batch": BATCH, "cpus": os.cpu_count()}))
 

@@ -72,11 +72,21 @@ class Backoff:
         self.failures = 0
 
 
+def _start_thread(target: Callable[..., None], *args: Any) -> threading.Thread:
+    """Run TARGET(*ARGS) in a daemon thread of its own (a device runs one sync at a time)."""
+    thread = threading.Thread(target=target, args=args, name="sync", daemon=True)
+    thread.start()
+    return thread
+
+
 class Agent:
     """Everything one device does, over its store and hardware."""
 
     def __init__(self, store: AgentStore, hw, options: AgentOptions = AgentOptions(),
-                 reboot: Callable[[], None] = lambda: None, rng: Optional[random.Random] = None):
+                 reboot: Callable[[], None] = lambda: None, rng: Optional[random.Random] = None, *,
+                 link_factory: Callable[..., Link] = Link, spawn: Optional[Callable[..., Any]] = None):
+        """LINK_FACTORY builds the MQTT link and SPAWN(fn, *args) runs a sync off the main loop and returns a handle;
+        the fleet simulator passes links driven by its one event loop and a thread pool's submit."""
         self.store = store
         self.hw = hw
         self.options = options
@@ -94,11 +104,12 @@ class Agent:
         self.syncer = Syncer(store, hw.storage, self.time, quota_bytes=options.quota_bytes)
         self.inbox: queue.Queue = queue.Queue()
         self.wake = threading.Event()
-        self.link = Link(self.creds, self._on_message, options=options.link, on_connect=self._on_connect)
+        self.link = link_factory(self.creds, self._on_message, options=options.link, on_connect=self._on_connect)
+        self._spawn = spawn or _start_thread
         self.link.channel = self.config.get("channel")
         self.manifest: Optional[Manifest] = self._load_manifest()
         self.sync_state, self.sync_reason, self.stale = "idle", "", False
-        self._sync_thread: Optional[threading.Thread] = None
+        self._sync_thread: Any = None  # the running sync's thread (or future); None when none runs
         self._sync_wanted: Optional[bool] = None  # None: no sync wanted; else whether to force it
         self._sync_forced = False  # whether the running sync ignores the download window
         self._last_sync = -1e18
@@ -329,9 +340,7 @@ class Agent:
         self._last_sync = now
         self.sync_state = "checking"
         config = dict(self.config)
-        self._sync_thread = threading.Thread(target=self._sync_worker, args=(config, force), name="sync",
-                                             daemon=True)
-        self._sync_thread.start()
+        self._sync_thread = self._spawn(self._sync_worker, config, force)
 
     def _sync_worker(self, config: dict, force: bool) -> None:
         try:

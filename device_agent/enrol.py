@@ -35,9 +35,14 @@ def enrol(store: AgentStore, server: str, code: str, timeout: float = 30.0) -> d
     for key in ("device", "mqtt", "http_token", "root", "metadata_url", "targets_url"):
         if key not in answer:
             raise EnrolError(f"the server's answer lacks '{key}'; is {server} a lessoncast server?")
+    keep_answer(store, answer, date_header)
+    return answer
+
+
+def keep_answer(store: AgentStore, answer: dict[str, Any], date_header: str | None = None) -> None:
+    """Store an enrolment ANSWER: root.json and credentials 0600, the first config, the enrolment time."""
     store.ensure()
     store.write_json("root.json", answer["root"], private=True)
     store.write_json("credentials.json", {k: v for k, v in answer.items() if k != "root"}, private=True)
     store.write_json("config.json", answer.get("config") or {})
     record_enrolment_time(store, date_header)
-    return answer

@@ -47,6 +47,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
              "Write a sideload pack for CHANNEL to OUT: signed metadata, manifest and media, FAT32-safe."),
     "attendance": ("server.cli.attendance", "attendance",
                    "Rebuild attendance from the stored events, import class rosters, list class sessions."),
+    "demo": ("server.cli.demo", "demo_command",
+             "Build a demo county (organisation, devices, spoken lessons, a published quarter) and run it with a "
+             "simulated fleet."),
+    "simulate": ("device_agent.fleet.cli", "simulate",
+                 "Run N simulated devices (the agent's own code, one event loop) against a running lessoncast."),
     "report": ("server.cli.attendance", "report",
                "Participation report of a programme or period, or a member's record (XLSX, CSV, JSON)."),
 }

@@ -1,0 +1,1 @@
+"""Many simulated devices in one process: the fleet simulator behind `lessoncast simulate`."""

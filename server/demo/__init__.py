@@ -1,0 +1,1 @@
+"""The demo county: everything `lessoncast demo` builds, through the services staff use."""
