@@ -46,6 +46,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
                    "Rebuild attendance from the stored events, import class rosters, list class sessions."),
     "report": ("server.cli.attendance", "report",
                "Participation report of a programme or period, or a member's record (XLSX, CSV, JSON)."),
+    "training": ("server.cli.training", "training",
+                 "Study hours against quotas, off-system training rosters, certificates."),
 }
 
 

@@ -50,6 +50,22 @@ def _size(text: str) -> int:
     return int(value)
 
 
+def parse_quotas(text: str) -> dict[str, float]:
+    """Yearly study-hour quotas as 'member=32,branch_secretary=56': every role needs one."""
+    quotas: dict[str, float] = {}
+    for part in str(text).split(","):
+        role, sep, hours = part.partition("=")
+        if not sep or role.strip() not in ("member", "branch_secretary", "committee"):
+            raise ValueError(f"{part!r}: write role=hours with role member, branch_secretary or committee")
+        quotas[role.strip()] = float(hours)
+        if quotas[role.strip()] < 0:
+            raise ValueError(f"{part!r}: hours cannot be negative")
+    missing = {"member", "branch_secretary", "committee"} - set(quotas)
+    if missing:
+        raise ValueError(f"no quota for {', '.join(sorted(missing))}")
+    return quotas
+
+
 def _positive_int(text: str) -> int:
     """A whole number of at least 1."""
     value = int(text)
@@ -196,6 +212,10 @@ SETTINGS: tuple[Setting, ...] = (
             "it (seconds, or with m/h).", _duration),
     Setting("attendance_clock_tolerance", 10 * 60.0, "Clock skew tolerated before an event's time counts as "
             "implausible (seconds, or with m/h).", _duration),
+    Setting("training_minutes_per_hour", 45.0, "Minutes of a completed lesson that earn one study hour (学时), unless "
+            "the lesson sets its own credited hours.", float),
+    Setting("training_quotas", "member=32,branch_secretary=56,committee=56", "Study hours a year each role must earn: "
+            "role=hours pairs separated by commas (roles: member, branch_secretary, committee).", parse_quotas),
     Setting("county_timezone", "Asia/Shanghai", "Time zone of the county: days, quarters and years of reports.",
             _zone),
     Setting("secret_key", "", "Flask secret key. Default: generated once and kept in the data directory.", secret=True),

@@ -27,6 +27,7 @@ ALLOWED = {
 LAYERS = {
     "api": "*",
     "cli": "*",
+    "training": {"accounts", "attendance", "devices", "org", "programmes"},
     "worker": {"attendance", "health", "jobs", "lessons", "messaging", "programmes"},
     "enrolment": {"devices", "messaging", "programmes"},
     "events": {"attendance", "health", "messaging", "org"},

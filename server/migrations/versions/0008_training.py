@@ -1,0 +1,80 @@
+"""training records
+
+Members' roles over time (study-hour quotas depend on them), off-system trainings entered or imported as rosters,
+training certificates, and a lesson's credited study hours.
+
+Revision ID: 0008
+Revises: 0007
+Create Date: 2026-12-03 08:00:00
+"""
+from alembic import op
+import sqlalchemy as sa
+
+
+revision = '0008'
+down_revision = '0007'
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table('lessons', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('credited_hours', sa.Float(), nullable=True))
+    op.create_table('member_roles',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('member_id', sa.Integer(), nullable=False),
+    sa.Column('role', sa.String(length=32), nullable=False),
+    sa.Column('from_date', sa.Date(), nullable=False),
+    sa.ForeignKeyConstraint(['member_id'], ['members.id'], ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('member_id', 'from_date', name='uq_member_roles_day')
+    )
+    op.create_index('ix_member_roles_member_id', 'member_roles', ['member_id'])
+    op.create_table('off_system_trainings',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('member_id', sa.Integer(), nullable=False),
+    sa.Column('title', sa.String(length=200), nullable=False),
+    sa.Column('day', sa.Date(), nullable=False),
+    sa.Column('hours', sa.Float(), nullable=False),
+    sa.Column('entered_by', sa.String(length=100), nullable=False),
+    sa.Column('entered_at', sa.DateTime(), nullable=False),
+    sa.ForeignKeyConstraint(['member_id'], ['members.id'], ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('member_id', 'day', 'title', name='uq_off_system_training')
+    )
+    op.create_index('ix_off_system_trainings_member_id', 'off_system_trainings', ['member_id'])
+    op.create_index('ix_off_system_trainings_day', 'off_system_trainings', ['day'])
+    op.create_table('certificates',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('number', sa.String(length=32), nullable=False),
+    sa.Column('code', sa.String(length=32), nullable=False),
+    sa.Column('code_digest', sa.String(length=64), nullable=False),
+    sa.Column('member_id', sa.Integer(), nullable=False),
+    sa.Column('name', sa.String(length=100), nullable=False),
+    sa.Column('programme', sa.String(length=64), nullable=False),
+    sa.Column('programme_title', sa.String(length=200), nullable=False),
+    sa.Column('hours', sa.Float(), nullable=False),
+    sa.Column('completed_on', sa.Date(), nullable=False),
+    sa.Column('issued_at', sa.DateTime(), nullable=False),
+    sa.Column('issued_by', sa.String(length=100), nullable=False),
+    sa.Column('prints', sa.Integer(), nullable=False),
+    sa.Column('revoked_at', sa.DateTime(), nullable=True),
+    sa.ForeignKeyConstraint(['member_id'], ['members.id'], ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('number'),
+    sa.UniqueConstraint('code_digest'),
+    sa.UniqueConstraint('member_id', 'programme', name='uq_certificate_member_programme')
+    )
+    op.create_index('ix_certificates_member_id', 'certificates', ['member_id'])
+
+
+def downgrade() -> None:
+    op.drop_index('ix_certificates_member_id', table_name='certificates')
+    op.drop_table('certificates')
+    op.drop_index('ix_off_system_trainings_day', table_name='off_system_trainings')
+    op.drop_index('ix_off_system_trainings_member_id', table_name='off_system_trainings')
+    op.drop_table('off_system_trainings')
+    op.drop_index('ix_member_roles_member_id', table_name='member_roles')
+    op.drop_table('member_roles')
+    with op.batch_alter_table('lessons', schema=None) as batch_op:
+        batch_op.drop_column('credited_hours')
