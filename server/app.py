@@ -50,7 +50,7 @@ def create_app(overrides: Optional[Mapping[str, Any]] = None, services: Optional
     for blueprint in (lessons.bp, uploads.bp, devices.bp, org.bp, programmes.bp, attendance.bp, fleet.bp, exports.bp,
                       training.bp, openapi.bp):
         app.register_blueprint(blueprint, url_prefix=API_PREFIX + (blueprint.url_prefix or ""))
-    for blueprint in (media.bp, health.bp, tuf.bp):  # /media/…, /healthz and /tuf/… are not the API
+    for blueprint in (media.bp, health.bp, tuf.bp, training.verify_bp):  # /media/…, /healthz and /tuf/… are not the API
         app.register_blueprint(blueprint)
     errors.register(app)
     app.teardown_request(discard_unclaimed)

@@ -4,17 +4,17 @@ lives in ``verify_bp``."""
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 
 from server import validation
 from server.accounts.auth import current_actor, require
 from server.api import json_body
-from server.api.attendance import _send, _township
+from server.api.attendance import _language, _send, _township
 from server.errors import ApiError, NotFound
 from server.lessons.models import Lesson
 from server.org.csv_rows import OrgImportError, decode_csv
 from server.services import app_services
-from server.training import hours, hours_export, trainings
+from server.training import certificates, hours, hours_export, printing, trainings
 
 bp = Blueprint("training_api", __name__)
 
@@ -93,3 +93,96 @@ def set_credited_hours(lesson_id: int):
             raise NotFound("lesson_not_found", f"There is no lesson {lesson_id}.")
         lesson.credited_hours = credited
     return jsonify({"lesson": lesson_id, "credited_hours": credited})
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Certificates
+
+
+def _cert_json(cert, member_no: str, site: str) -> dict:
+    return {"number": cert.number, "member_no": member_no, "site": site, "name": cert.name,
+            "programme": cert.programme, "programme_title": cert.programme_title, "hours": cert.hours,
+            "completed_on": cert.completed_on.isoformat(), "issued_at": cert.issued_at.isoformat(),
+            "prints": cert.prints, "print_url": f"/api/v1/certificates/{cert.number}/print"}
+
+
+def _html(text: str) -> Response:
+    response = Response(text, mimetype="text/html")
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.post("/certificates")
+@require("attendance.write")
+def issue_certificates():
+    """Issue certificates for {"programme", "site"?, "hours"?} to every member who completed it and has none."""
+    body = json_body()
+    services = app_services()
+    programme = validation.text(body, "programme", max_length=64, required=True)
+    site = validation.text(body, "site", max_length=64, default=None)
+    min_hours = None if body.get("hours") is None else trainings.check_hours(body.get("hours"), "hours")
+    actor = current_actor()
+    with services.db.session() as session:
+        issued = certificates.issue(session, programme, services.rules, hours.hour_rules_from(services.settings),
+                                    actor.scope, actor.name, services.clock(), site=site, min_hours=min_hours)
+        numbers = [c.number for c in issued]
+    return jsonify({"issued": numbers}), 201
+
+
+@bp.get("/certificates")
+@require("read.attendance")
+def list_certificates():
+    """Certificates issued [?programme=] [&site=], by number (an operator sees their township's)."""
+    with app_services().db.session() as session:
+        rows = certificates.listing(session, current_actor().scope, programme=request.args.get("programme"),
+                                    site=request.args.get("site"))
+        return jsonify({"certificates": [_cert_json(*row) for row in rows]})
+
+
+@bp.get("/certificates/<number>/print")
+@require("read.attendance")
+def print_certificate(number: str):
+    """One certificate as an A4 print page (a reprint counts in 'prints')."""
+    services = app_services()
+    with services.db.session() as session:
+        cert = certificates.for_print(session, current_actor().scope, number)
+        page = printing.certificates_html([cert], services.settings.web_url, _language())
+    return _html(page)
+
+
+@bp.get("/certificates/print")
+@require("read.attendance")
+def print_batch():
+    """Every certificate of ?programme= at ?site= as A4 pages, for printing a site's batch at once."""
+    services = app_services()
+    programme, site = request.args.get("programme"), request.args.get("site")
+    if not programme or not site:
+        raise ApiError(400, "programme_and_site_required", "Add ?programme=<code>&site=<site code>.")
+    with services.db.session() as session:
+        rows = certificates.listing(session, current_actor().scope, programme=programme, site=site)
+        for cert, _no, _site in rows:
+            cert.prints += 1
+        page = printing.certificates_html([row[0] for row in rows], services.settings.web_url, _language())
+    return _html(page)
+
+
+verify_bp = Blueprint("verify", __name__)
+
+
+@verify_bp.get("/verify/<path:code>")
+def verify(code: str):
+    """Public: whether a certificate is genuine, with only its holder's name, programme and date."""
+    services = app_services()
+    with services.db.session() as session:
+        found = certificates.verify(session, code)
+    response = _html(printing.verify_html(found, _language()))
+    response.status_code = 200 if found else 404
+    return response
+
+
+@verify_bp.get("/training/print.css")
+def print_css():
+    """The print stylesheet of certificates and logbooks."""
+    response = Response(printing.stylesheet(), mimetype="text/css")
+    response.headers["Cache-Control"] = "public, max-age=3600"
+    return response
