@@ -216,6 +216,11 @@ SETTINGS: tuple[Setting, ...] = (
             "the lesson sets its own credited hours.", float),
     Setting("training_quotas", "member=32,branch_secretary=56,committee=56", "Study hours a year each role must earn: "
             "role=hours pairs separated by commas (roles: member, branch_secretary, committee).", parse_quotas),
+    Setting("logbook_sessions_per_month", 2, "Class sessions a site must hold each month (site logbooks' check).",
+            _positive_int),
+    Setting("logbook_viewing_hours_per_month", 20.0, "Hours of viewing (sessions and broadcasts) a site must log "
+            "each month.", float),
+    Setting("logbook_classes_per_quarter", 1, "Classes a site must hold each quarter.", _positive_int),
     Setting("county_timezone", "Asia/Shanghai", "Time zone of the county: days, quarters and years of reports.",
             _zone),
     Setting("secret_key", "", "Flask secret key. Default: generated once and kept in the data directory.", secret=True),

@@ -14,7 +14,7 @@ from server.errors import ApiError, NotFound
 from server.lessons.models import Lesson
 from server.org.csv_rows import OrgImportError, decode_csv
 from server.services import app_services
-from server.training import certificates, hours, hours_export, printing, trainings
+from server.training import certificates, hours, hours_export, logbooks, printing, trainings
 
 bp = Blueprint("training_api", __name__)
 
@@ -47,7 +47,7 @@ def member_study_hours(member_no: str):
     with services.db.session() as session:
         record = hours.member_hours(session, member_no, year, services.rules,
                                     hours.hour_rules_from(services.settings), current_actor().scope)
-    return _send(hours_export.record_tables(record), {"member_no": member_no, "year": year},
+    return _send(hours_export.record_tables(record), {"member_no": member_no, "period": str(year)},
                  f"study-hours-{member_no}-{year}", "sources")
 
 
@@ -186,3 +186,55 @@ def print_css():
     response = Response(printing.stylesheet(), mimetype="text/css")
     response.headers["Cache-Control"] = "public, max-age=3600"
     return response
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Site logbooks
+
+
+@bp.get("/sites/<site_code>/logbook")
+@require("read.attendance")
+def site_logbook(site_code: str):
+    """The site's logbooks (四簿一册) of ?month=2026-10 [&format=json|csv|xlsx|html] [&table=] [&lang=]."""
+    services = app_services()
+    month = request.args.get("month")
+    if not month:
+        raise ApiError(400, "month_required", "Add ?month=2026-10.")
+    with services.db.session() as session:
+        tables, meta = logbooks.logbook(session, site_code, month, services.rules,
+                                        hours.hour_rules_from(services.settings), current_actor().scope,
+                                        _language())
+    if request.args.get("format") == "html":
+        return _html(printing.logbook_html(tables, meta, _language()))
+    return _send(tables, meta, f"logbook-{site_code}-{month}", "viewing")
+
+
+@bp.post("/sites/<site_code>/feedback")
+@require("attendance.write")
+def add_feedback(site_code: str):
+    """Write an entry in the site's feedback log: {"text": "..."}."""
+    body = json_body()
+    services = app_services()
+    actor = current_actor()
+    with services.db.session() as session:
+        row = logbooks.add_feedback(session, site_code, validation.text(body, "text", max_length=1000, default=""),
+                                    actor.name, services.clock(), actor.scope)
+        session.flush()
+        return jsonify({"id": row.id, "at": row.at.isoformat()}), 201
+
+
+@bp.get("/reports/site-rules")
+@require("read.attendance")
+def site_rules_report():
+    """Every site's ?month= against the site rules (sessions, viewing hours, a class a quarter) [&township=]
+    [&short=1 for only the sites falling short]."""
+    services = app_services()
+    month = request.args.get("month")
+    if not month:
+        raise ApiError(400, "month_required", "Add ?month=2026-10.")
+    with services.db.session() as session:
+        rows = logbooks.shortfalls(session, month, services.rules, logbooks.site_rules_from(services.settings),
+                                   township=_township())
+    if request.args.get("short") in ("1", "true"):
+        rows = [r for r in rows if r.short]
+    return jsonify({"month": month, "sites": [vars(r) for r in rows]})

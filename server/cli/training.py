@@ -56,7 +56,7 @@ def hours_cmd(year: int, township: Optional[str], member_no: Optional[str], fmt:
         year = hours.parse_year(year)
         if member_no:
             record = hours.member_hours(session, member_no, year, services.rules, hrules, COUNTY)
-            tables, meta, stem = hours_export.record_tables(record), {"member_no": member_no, "year": year}, \
+            tables, meta, stem = hours_export.record_tables(record), {"member_no": member_no, "period": str(year)}, \
                 f"study-hours-{member_no}-{year}"
             table = table or ("sources" if fmt == "csv" else None)
         else:

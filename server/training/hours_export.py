@@ -39,7 +39,7 @@ def tables(report: HoursReport) -> list[Table]:
 
 
 def meta(report: HoursReport) -> dict[str, Any]:
-    return {"report": "study_hours", "year": report.year, "township": report.township or "",
+    return {"period": str(report.year), "township": report.township or "",
             "generated_at": report.generated_at}
 
 

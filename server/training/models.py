@@ -63,3 +63,17 @@ class Certificate(Base):
     issued_by: Mapped[str] = mapped_column(String(100), default="")
     prints: Mapped[int] = mapped_column(Integer, default=0)
     revoked_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+
+
+class SiteFeedback(Base):
+    """A feedback entry of a site's logbook (意见反馈记录): what an operator wrote, or a device sent."""
+
+    __tablename__ = "site_feedback"
+    __table_args__ = (Index("ix_site_feedback_site_at", "site_id", "at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    author: Mapped[str] = mapped_column(String(100), default="")
+    source: Mapped[str] = mapped_column(String(16), default="operator")
+    text: Mapped[str] = mapped_column(String(1000))

@@ -52,3 +52,10 @@ def verify_html(found: Optional[Verified], language: Optional[str] = None) -> st
     """The public verification page: genuine with name, programme and date, or a refusal of the same shape."""
     lang = normalise(language)
     return _environment().get_template("verify.html").render(found=found, t=translator(lang), lang=lang)
+
+
+def logbook_html(tables, meta: dict, language: Optional[str] = None) -> str:
+    """The five books of a site's month as A4 pages with headers and signature lines for operator and inspector."""
+    lang = normalise(language)
+    gettext = translator(lang)
+    return _environment().get_template("logbook.html").render(tables=tables, meta=meta, t=gettext, lang=lang)

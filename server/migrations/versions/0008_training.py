@@ -1,7 +1,8 @@
 """training records
 
 Members' roles over time (study-hour quotas depend on them), off-system trainings entered or imported as rosters,
-training certificates, and a lesson's credited study hours.
+training certificates, site logbooks' feedback entries, a lesson's credited study hours, and an index that lets
+the operating log read a terminal's commands and errors without its plays.
 
 Revision ID: 0008
 Revises: 0007
@@ -66,9 +67,25 @@ def upgrade() -> None:
     sa.UniqueConstraint('member_id', 'programme', name='uq_certificate_member_programme')
     )
     op.create_index('ix_certificates_member_id', 'certificates', ['member_id'])
+    op.create_table('site_feedback',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('site_id', sa.Integer(), nullable=False),
+    sa.Column('at', sa.DateTime(), nullable=False),
+    sa.Column('author', sa.String(length=100), nullable=False),
+    sa.Column('source', sa.String(length=16), nullable=False),
+    sa.Column('text', sa.String(length=1000), nullable=False),
+    sa.ForeignKeyConstraint(['site_id'], ['sites.id'], ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id')
+    )
+    op.create_index('ix_site_feedback_site_at', 'site_feedback', ['site_id', 'at'])
+    # The operating log reads a terminal's commands and errors of a month without touching its plays.
+    op.create_index('ix_device_events_type_device_at', 'device_events', ['type', 'device_uid', 'at'])
 
 
 def downgrade() -> None:
+    op.drop_index('ix_device_events_type_device_at', table_name='device_events')
+    op.drop_index('ix_site_feedback_site_at', table_name='site_feedback')
+    op.drop_table('site_feedback')
     op.drop_index('ix_certificates_member_id', table_name='certificates')
     op.drop_table('certificates')
     op.drop_index('ix_off_system_trainings_day', table_name='off_system_trainings')
