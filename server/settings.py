@@ -50,6 +50,13 @@ def _size(text: str) -> int:
     return int(value)
 
 
+def _makeup_mode(text: str) -> str:
+    value = str(text).strip().lower()
+    if value not in ("on", "off", "approval"):
+        raise ValueError(f"expected on, off or approval, got {text!r}")
+    return value
+
+
 def parse_quotas(text: str) -> dict[str, float]:
     """Yearly study-hour quotas as 'member=32,branch_secretary=56': every role needs one."""
     quotas: dict[str, float] = {}
@@ -221,6 +228,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("logbook_viewing_hours_per_month", 20.0, "Hours of viewing (sessions and broadcasts) a site must log "
             "each month.", float),
     Setting("logbook_classes_per_quarter", 1, "Classes a site must hold each quarter.", _positive_int),
+    Setting("makeup_mode", "on", "Make-up lessons (补课) for members absent from a class: on, off, or approval (an "
+            "operator approves each class's make-ups before they are pushed).", _makeup_mode),
+    Setting("makeup_days", 30, "Days after a class a member has to complete its make-up before it is overdue.",
+            _positive_int),
     Setting("county_timezone", "Asia/Shanghai", "Time zone of the county: days, quarters and years of reports.",
             _zone),
     Setting("secret_key", "", "Flask secret key. Default: generated once and kept in the data directory.", secret=True),

@@ -14,7 +14,8 @@ from server.errors import ApiError, NotFound
 from server.lessons.models import Lesson
 from server.org.csv_rows import OrgImportError, decode_csv
 from server.services import app_services
-from server.training import certificates, hours, hours_export, logbooks, printing, trainings
+from server.attendance import reports
+from server.training import certificates, hours, hours_export, logbooks, makeup, printing, trainings
 
 bp = Blueprint("training_api", __name__)
 
@@ -238,3 +239,65 @@ def site_rules_report():
     if request.args.get("short") in ("1", "true"):
         rows = [r for r in rows if r.short]
     return jsonify({"month": month, "sites": [vars(r) for r in rows]})
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Make-up lessons
+
+
+def _owed_json(o, now) -> dict:
+    return {"session": o.session_key, "member_no": o.member_no, "name": o.name, "site": o.site,
+            "township": o.township, "lesson": o.lesson_id, "radio": o.radio, "due_at": o.due_at.isoformat(),
+            "done_at": o.done_at.isoformat() if o.done_at else None, "late": o.late, "state": o.state(now)}
+
+
+@bp.post("/makeups/sweep")
+@require("attendance.write")
+def makeup_sweep():
+    """Record the make-ups of every class that is over, and push them to the absent members' radios."""
+    services = app_services()
+    if current_actor().scope.township is not None:
+        raise ApiError(403, "county_only", "The make-up sweep covers the county; ask a county administrator.")
+    published = makeup.sweep(services, services.clock(), current_actor().name)
+    return jsonify({"published": published})
+
+
+@bp.post("/makeups/<path:session_key>/approve")
+@require("attendance.write")
+def makeup_approve(session_key: str):
+    """Approve a class's make-ups (LESSONCAST_MAKEUP_MODE=approval): they are pushed to the radios now."""
+    services = app_services()
+    actor = current_actor()
+    return jsonify({"published": makeup.approve(services, session_key, actor.scope, actor.name)})
+
+
+@bp.get("/reports/makeups")
+@require("read.attendance")
+def makeup_report():
+    """Make-ups owed, done, late and overdue per site, every owed make-up, and the participation of ?period=
+    (e.g. a winter-training campaign 2026-11-01..2027-02-28) with and without make-ups [&township=]."""
+    services = app_services()
+    now, township = services.clock(), _township()
+    with services.db.session() as session:
+        period = None
+        if request.args.get("period"):
+            period, _programme = reports.resolve_period(session, request.args["period"], services.rules)
+        rows = makeup.owed(session, township=township, period=period, rules=services.rules)
+        body = {"sites": [vars(s) for s in makeup.by_site(rows, now)],
+                "owed": [_owed_json(o, now) for o in rows]}
+        if period is not None:
+            p = makeup.participation(session, period, services.rules, now, township=township)
+            body["participation"] = {"period": period.label, "members": p.members, "attended": p.attended,
+                                     "made_up": p.made_up, "overdue": p.overdue, "rate": p.rate,
+                                     "rate_with_makeups": p.rate_with_makeups}
+    return jsonify(body)
+
+
+@bp.get("/makeups/visits")
+@require("read.attendance")
+def makeup_visits():
+    """Make-ups of members without a radio, not done yet: the operator's list for a home visit or the next class."""
+    services = app_services()
+    with services.db.session() as session:
+        rows = makeup.visit_list(session, current_actor().scope, services.clock())
+    return jsonify({"visits": [_owed_json(o, services.clock()) for o in rows]})

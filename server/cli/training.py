@@ -90,3 +90,15 @@ def import_cmd(csv_file: Path, actor: str) -> None:
         rows = trainings.parse_roster(text, csv_file.name)
         result = trainings.add_trainings(session, rows, COUNTY, actor, services.clock(), csv_file.name)
     click.echo(f"{csv_file}: {result['added']} training(s) added, {result['updated']} updated.")
+
+
+@training.command("makeups")
+def makeups_cmd() -> None:
+    """Record the make-ups of every class that is over and push them to absent members' radios."""
+    from server.training import makeup
+
+    services = load_services()
+    initialised(services)
+    with api_errors():
+        published = makeup.sweep(services, services.clock(), "cli")
+    click.echo(f"{len(published)} make-up programme(s) published: {', '.join(published) or '-'}.")

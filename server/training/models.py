@@ -77,3 +77,32 @@ class SiteFeedback(Base):
     author: Mapped[str] = mapped_column(String(100), default="")
     source: Mapped[str] = mapped_column(String(16), default="operator")
     text: Mapped[str] = mapped_column(String(1000))
+
+
+class MakeupSession(Base):
+    """A class session the make-up sweep has handled: what it decided (``owed``, ``awaiting_approval``, ``off``,
+    ``nothing_owed``), the make-up programme it published and the deadline."""
+
+    __tablename__ = "makeup_sessions"
+
+    session_key: Mapped[str] = mapped_column(String(160), primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"), index=True)
+    state: Mapped[str] = mapped_column(String(24))
+    programme: Mapped[Optional[str]] = mapped_column(String(64))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    handled_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    approved_by: Mapped[str] = mapped_column(String(100), default="")
+
+
+class MakeupOwed(Base):
+    """A lesson a member owes because they missed a class: delivered to their radio, or on the operator's list."""
+
+    __tablename__ = "makeups_owed"
+    __table_args__ = (UniqueConstraint("session_key", "member_id", "lesson_id", name="uq_makeup_owed"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    session_key: Mapped[str] = mapped_column(String(160), index=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id", ondelete="CASCADE"), index=True)
+    lesson_id: Mapped[int] = mapped_column(Integer)
+    radio: Mapped[Optional[str]] = mapped_column(String(64))

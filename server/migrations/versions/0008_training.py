@@ -78,11 +78,41 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id')
     )
     op.create_index('ix_site_feedback_site_at', 'site_feedback', ['site_id', 'at'])
+    op.create_table('makeup_sessions',
+    sa.Column('session_key', sa.String(length=160), nullable=False),
+    sa.Column('site_id', sa.Integer(), nullable=False),
+    sa.Column('state', sa.String(length=24), nullable=False),
+    sa.Column('programme', sa.String(length=64), nullable=True),
+    sa.Column('started_at', sa.DateTime(), nullable=False),
+    sa.Column('due_at', sa.DateTime(), nullable=False),
+    sa.Column('handled_at', sa.DateTime(), nullable=False),
+    sa.Column('approved_by', sa.String(length=100), nullable=False),
+    sa.ForeignKeyConstraint(['site_id'], ['sites.id'], ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('session_key')
+    )
+    op.create_index('ix_makeup_sessions_site_id', 'makeup_sessions', ['site_id'])
+    op.create_table('makeups_owed',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('session_key', sa.String(length=160), nullable=False),
+    sa.Column('member_id', sa.Integer(), nullable=False),
+    sa.Column('lesson_id', sa.Integer(), nullable=False),
+    sa.Column('radio', sa.String(length=64), nullable=True),
+    sa.ForeignKeyConstraint(['member_id'], ['members.id'], ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('session_key', 'member_id', 'lesson_id', name='uq_makeup_owed')
+    )
+    op.create_index('ix_makeups_owed_session_key', 'makeups_owed', ['session_key'])
+    op.create_index('ix_makeups_owed_member_id', 'makeups_owed', ['member_id'])
     # The operating log reads a terminal's commands and errors of a month without touching its plays.
     op.create_index('ix_device_events_type_device_at', 'device_events', ['type', 'device_uid', 'at'])
 
 
 def downgrade() -> None:
+    op.drop_index('ix_makeups_owed_member_id', table_name='makeups_owed')
+    op.drop_index('ix_makeups_owed_session_key', table_name='makeups_owed')
+    op.drop_table('makeups_owed')
+    op.drop_index('ix_makeup_sessions_site_id', table_name='makeup_sessions')
+    op.drop_table('makeup_sessions')
     op.drop_index('ix_device_events_type_device_at', table_name='device_events')
     op.drop_index('ix_site_feedback_site_at', table_name='site_feedback')
     op.drop_table('site_feedback')
