@@ -23,7 +23,7 @@ from server.errors import Invalid, NotFound
 from server.lessons.models import Lesson
 from server.org.models import Member, Site, Township
 from server.training import rules as hour_rules
-from server.training.models import MemberRole, OffSystemTraining
+from server.training.models import MakeupOwed, MakeupSession, MemberRole, OffSystemTraining
 from server.training.rules import HourRules, Source
 
 
@@ -191,6 +191,13 @@ def _sources(session: Session, wanted: set[int], start: datetime, end: datetime,
             title = s.title or titles.get(s.lesson_id, "") or s.site
             out[member_id].append(Source("class", key, title, rules.local_day(s.started_at),
                                          hour_rules.class_hours(s.started_at.timestamp(), s.ended_at.timestamp())))
+    owed: dict[tuple[int, int], datetime] = {}  # (member, lesson) -> start of the class they missed
+    for member_id, lesson_id, started in session.execute(of(MakeupOwed.member_id,
+            select(MakeupOwed.member_id, MakeupOwed.lesson_id, MakeupSession.started_at)
+            .join(MakeupSession, MakeupSession.session_key == MakeupOwed.session_key)
+            .where(MakeupSession.state == "owed"))):
+        key = (member_id, lesson_id)
+        owed[key] = min(owed.get(key, started), started)
     completions: dict[int, list] = defaultdict(list)
     for member_id, lesson_id, completed_at, duration, title, credited in session.execute(of(LessonCoverage.member_id,
             select(LessonCoverage.member_id, LessonCoverage.lesson_id, LessonCoverage.completed_at,
@@ -198,8 +205,9 @@ def _sources(session: Session, wanted: set[int], start: datetime, end: datetime,
             .join(Lesson, Lesson.id == LessonCoverage.lesson_id)
             .where(LessonCoverage.completed_at >= start, LessonCoverage.completed_at < end))):
         if member_id in wanted:
+            missed = owed.get((member_id, lesson_id))
             completions[member_id].append((lesson_id, title, rules.local_day(completed_at), duration, credited,
-                                           False))
+                                           missed is not None and completed_at >= missed))
     for member_id, rows in completions.items():
         out[member_id].extend(hour_rules.lesson_sources(rows, class_lessons.get(member_id, set()), hrules))
     for member_id, tid, title, day, hours in session.execute(of(OffSystemTraining.member_id,

@@ -18,7 +18,8 @@ from server.attendance.models import ClassSession, LessonCoverage
 from server.attendance.rules import Period
 from server.org import service as org_service
 from server.org.models import Member
-from server.training import makeup
+from server.accounts.scope import COUNTY
+from server.training import hours, makeup
 from tests.conftest import free_port, make_services
 from tests.e2e.agent_harness import add_and_enrol, poll, publish_lessons, start_agent, start_ingest
 
@@ -100,3 +101,6 @@ def test_absent_members_get_the_lesson_on_their_radio_and_the_reports_count_it(b
         assert [(s.site, s.owed, s.done, s.late, s.overdue) for s in sites] == [("qs-01", 2, 1, 0, 1)]
         states = {o.member_no: o.state(after_deadline) for o in makeup.owed(session)}
         assert states == {"M4": "done", "M5": "overdue"}
+        record = hours.member_hours(session, "M4", day.year, services.rules, hours.hour_rules_from(services.settings),
+                                    COUNTY)
+        assert [(s.kind, s.makeup) for s in record.sources] == [("lesson", True)], "marked as a make-up"

@@ -219,3 +219,26 @@ def test_cli_study_hours(services, county, tmp_path, monkeypatch):
     assert done.exit_code == 0, done.output
     rows = list(csv.reader(io.StringIO(out.read_text("utf-8-sig"))))
     assert next(row for row in rows if row[0] == "M00010000")[rows[0].index("Study hours")] == "24.0"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Make-ups: done, late, open, overdue
+
+
+@pytest.mark.parametrize("done_day, now_day, state, late", [
+    (10, 20, "done", False),     # completed within the 30 days
+    (40, 50, "done_late", True),  # completed after the deadline: done, recorded as late
+    (None, 20, "open", False),    # not yet, deadline ahead
+    (None, 32, "overdue", False),  # not done, deadline passed
+    (30, 30, "done", False),      # exactly at the deadline still counts as in time
+])
+def test_a_makeup_completed_after_its_deadline_is_recorded_as_late(done_day, now_day, state, late):
+    from datetime import datetime, timedelta, timezone
+
+    from server.training.makeup import Owed
+
+    start = datetime(2026, 11, 1, 11, tzinfo=timezone.utc)
+    due = start + timedelta(days=30)
+    done = None if done_day is None else start + timedelta(days=done_day)
+    owed = Owed("dev:t:1", 1, "M1", "党员1", "s", "t", 7, "r-1", due, done)
+    assert (owed.state(start + timedelta(days=now_day)), owed.late) == (state, late)
