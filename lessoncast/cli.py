@@ -54,6 +54,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
                  "Run N simulated devices (the agent's own code, one event loop) against a running lessoncast."),
     "report": ("server.cli.attendance", "report",
                "Participation report of a programme or period, or a member's record (XLSX, CSV, JSON)."),
+    "training": ("server.cli.training", "training",
+                 "Study hours against quotas, off-system training rosters, certificates."),
 }
 
 

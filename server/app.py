@@ -9,7 +9,7 @@ from flask import Flask, Response, request
 
 from server import errors, settings as settings_mod, validation
 from server.api import (API_PREFIX, attendance, devices, exports, fleet, health, lessons, media, openapi, org,
-                        programmes, tuf, uploads)
+                        programmes, training, tuf, uploads)
 from server.i18n import DEFAULT_LANGUAGE, LANGUAGES, TRANSLATIONS_DIR, normalise
 from server.keyfiles import secret_key
 from server.lessons.upload_stream import LessoncastRequest, discard_unclaimed
@@ -48,9 +48,9 @@ def create_app(overrides: Optional[Mapping[str, Any]] = None, services: Optional
     validation.register(app)  # before the blueprints: their <int:…> routes take its bounded converter
 
     for blueprint in (lessons.bp, uploads.bp, devices.bp, org.bp, programmes.bp, attendance.bp, fleet.bp, exports.bp,
-                      openapi.bp):
+                      training.bp, openapi.bp):
         app.register_blueprint(blueprint, url_prefix=API_PREFIX + (blueprint.url_prefix or ""))
-    for blueprint in (media.bp, health.bp, tuf.bp):  # /media/…, /healthz and /tuf/… are not the API
+    for blueprint in (media.bp, health.bp, tuf.bp, training.verify_bp):  # /media/…, /healthz and /tuf/… are not the API
         app.register_blueprint(blueprint)
     errors.register(app)
     app.teardown_request(discard_unclaimed)

@@ -15,3 +15,4 @@ from server.lessons import models as lessons_models  # noqa: F401
 from server.messaging import models as messaging_models  # noqa: F401
 from server.org import models as org_models  # noqa: F401
 from server.programmes import models as programmes_models  # noqa: F401
+from server.training import models as training_models  # noqa: F401

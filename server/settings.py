@@ -59,6 +59,27 @@ def human_size(size: int) -> str:
             whole, rest = divmod(size, factor)
             return f"{whole} {unit}" if not rest else f"{size / factor:.2f} {unit}".replace(".00 ", " ")
     return f"{size} B"
+def _makeup_mode(text: str) -> str:
+    value = str(text).strip().lower()
+    if value not in ("on", "off", "approval"):
+        raise ValueError(f"expected on, off or approval, got {text!r}")
+    return value
+
+
+def parse_quotas(text: str) -> dict[str, float]:
+    """Yearly study-hour quotas as 'member=32,branch_secretary=56': every role needs one."""
+    quotas: dict[str, float] = {}
+    for part in str(text).split(","):
+        role, sep, hours = part.partition("=")
+        if not sep or role.strip() not in ("member", "branch_secretary", "committee"):
+            raise ValueError(f"{part!r}: write role=hours with role member, branch_secretary or committee")
+        quotas[role.strip()] = float(hours)
+        if quotas[role.strip()] < 0:
+            raise ValueError(f"{part!r}: hours cannot be negative")
+    missing = {"member", "branch_secretary", "committee"} - set(quotas)
+    if missing:
+        raise ValueError(f"no quota for {', '.join(sorted(missing))}")
+    return quotas
 
 
 def _positive_int(text: str) -> int:
@@ -210,6 +231,19 @@ SETTINGS: tuple[Setting, ...] = (
             "it (seconds, or with m/h).", _duration),
     Setting("attendance_clock_tolerance", 10 * 60.0, "Clock skew tolerated before an event's time counts as "
             "implausible (seconds, or with m/h).", _duration),
+    Setting("training_minutes_per_hour", 45.0, "Minutes of a completed lesson that earn one study hour (学时), unless "
+            "the lesson sets its own credited hours.", float),
+    Setting("training_quotas", "member=32,branch_secretary=56,committee=56", "Study hours a year each role must earn: "
+            "role=hours pairs separated by commas (roles: member, branch_secretary, committee).", parse_quotas),
+    Setting("logbook_sessions_per_month", 2, "Class sessions a site must hold each month (site logbooks' check).",
+            _positive_int),
+    Setting("logbook_viewing_hours_per_month", 20.0, "Hours of viewing (sessions and broadcasts) a site must log "
+            "each month.", float),
+    Setting("logbook_classes_per_quarter", 1, "Classes a site must hold each quarter.", _positive_int),
+    Setting("makeup_mode", "on", "Make-up lessons (补课) for members absent from a class: on, off, or approval (an "
+            "operator approves each class's make-ups before they are pushed).", _makeup_mode),
+    Setting("makeup_days", 30, "Days after a class a member has to complete its make-up before it is overdue.",
+            _positive_int),
     Setting("county_timezone", "Asia/Shanghai", "Time zone of the county: days, quarters and years of reports.",
             _zone),
     Setting("secret_key", "", "Flask secret key. Default: generated once and kept in the data directory.", secret=True),

@@ -28,6 +28,7 @@ LAYERS = {
     "api": "*",
     "cli": "*",
     "demo": {"devices", "lessons", "org", "programmes"},
+    "training": {"accounts", "attendance", "devices", "org", "programmes"},
     "worker": {"attendance", "health", "jobs", "lessons", "messaging", "programmes"},
     "enrolment": {"devices", "messaging", "programmes"},
     "events": {"attendance", "health", "messaging", "org"},

@@ -26,6 +26,7 @@ class DeviceEvent(Base):
     __table_args__ = (
         UniqueConstraint("device_uid", "event_id", name="uq_device_events_device_event"),
         Index("ix_device_events_device_epoch_seq", "device_uid", "epoch", "seq"),
+        Index("ix_device_events_type_device_at", "type", "device_uid", "at"),  # logbooks' operating log
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -39,6 +39,8 @@ class Lesson(Base):
     series: Mapped[str] = mapped_column(String(200), default="")
     language: Mapped[str] = mapped_column(String(35), default="cmn")
     description: Mapped[str] = mapped_column(Text, default="")
+    # study hours a completed lesson earns; None: its duration at LESSONCAST_TRAINING_MINUTES_PER_HOUR
+    credited_hours: Mapped[Optional[float]] = mapped_column(Float)
     # processing -> ready | rejected | failed
     state: Mapped[str] = mapped_column(String(16), default="processing")
     error: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)

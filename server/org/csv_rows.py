@@ -52,12 +52,19 @@ HEADER_ALIASES: dict[str, tuple[str, ...]] = {
     "groups": ("分组",),
     "key": ("编码", "分组编码"),
     "kind": ("类型", "分组类型"),
+    "role": ("职务", "身份"),
+    "role_from": ("任职日期",),
 }
+# A member's role (its study-hour quota, server/training): the names a members file may give it.
+ROLE_NAMES = {"member": "member", "党员": "member", "branch_secretary": "branch_secretary",
+              "支部书记": "branch_secretary", "书记": "branch_secretary", "committee": "committee",
+              "支委": "committee", "支委委员": "committee", "委员": "committee"}
 # kind -> (required columns, optional columns)
 COLUMNS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "sites": (("township_code", "township_name", "site_code", "site_name"), ()),
     "groups": (("key", "name", "kind"), ("township_code",)),
-    "members": (("member_id", "name", "site_code"), ("branch", "card_token", "joined", "left", "flags", "groups")),
+    "members": (("member_id", "name", "site_code"), ("branch", "card_token", "joined", "left", "flags", "groups",
+                                                   "role", "role_from")),
 }
 
 
@@ -470,6 +477,20 @@ class MemberRow:
     left: Optional[date] = None
     flags: list[str] = field(default_factory=list)
     groups: list[str] = field(default_factory=list)
+    role: Optional[str] = None
+    role_from: Optional[date] = None
+
+
+def check_role(value: str, name: str = "role") -> Optional[str]:
+    """A member's role (member, branch_secretary, committee or 党员, 支部书记, 支委); None when empty."""
+    value = unicodedata.normalize("NFKC", value).strip()
+    if not value:
+        return None
+    role = ROLE_NAMES.get(value.lower()) or ROLE_NAMES.get(value)
+    if role is None:
+        raise FieldError(name, f"role {value!r} is not known; write member (党员), branch_secretary (支部书记) or "
+                               "committee (支委)")
+    return role
 
 
 def check_group_refs(keys: list[str], group_kinds: Mapping[str, str], name: str = "groups") -> list[str]:
@@ -503,6 +524,10 @@ def check_members(table: Table, known: MemberContext) -> list[MemberRow]:
         joined = row.take("joined", check_date) if "joined" in has else None
         left = row.take("left", check_date) if "left" in has else None
         flags = row.take("flags", check_flags) if "flags" in has else None
+        role = row.take("role", check_role) if "role" in has else None
+        role_from = row.take("role_from", check_date) if "role_from" in has else None
+        if role_from and not role:
+            row.fail("role_from", "role_from needs a role in the same row")
         groups = None
         if "groups" in has:
             groups = row.take("groups", lambda v, n: check_group_refs(split_keys(v), known.group_kinds, n))
@@ -527,7 +552,7 @@ def check_members(table: Table, known: MemberContext) -> list[MemberRow]:
                 cards[card] = (member_no or "?", line)
         if None not in (member_no, name, site) and not any(e.line == line for e in errors):
             rows.append(MemberRow(line, member_no, name, site, given, branch or "", card, joined, left,
-                                  flags or [], groups or []))
+                                  flags or [], groups or [], role, role_from))
     if errors:
         raise OrgImportError(errors)
     return rows

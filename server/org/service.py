@@ -8,6 +8,7 @@ changes nothing.
 from __future__ import annotations
 
 import dataclasses
+from datetime import date
 from typing import Any, Callable, Mapping, Optional
 
 from sqlalchemy import func, or_, select
@@ -23,6 +24,7 @@ from server.org.csv_rows import (BRANCH_LIMIT, BRANCH_PREFIX, MANAGED_MEMBER_KIN
                                  check_sites, decode_csv, read_table, split_keys)
 from server.org.csv_rows import IMPORT_KINDS, OrgImportError, detect_kind
 from server.org.models import Group, GroupLink, Member, Site, Township
+from server.training.models import MemberRole
 from server.services import Services
 
 # What callers use: the database side defined here, and the CSV reading they reach through this module.
@@ -235,12 +237,32 @@ def _write_members(services: Services, session: Session, org: _Org, members: dic
         keys = row.groups if "groups" in row.given else None
         if _sync_member_groups(org, member, keys, links.get(member.id, {})):
             changed.add(row.member_no)
+    for row in rows:
+        if row.role and _set_role(session, members[row.member_no], row.role, row.role_from or services.today()):
+            changed.add(row.member_no)
     counter = _Counter()
     for row in rows:
         if row.member_no in changed:
             members[row.member_no].updated_at = now
         counter.add(row.member_no in created, row.member_no in changed)
     return counter.result()
+
+
+def _set_role(session: Session, member: Member, role: str, since: date) -> bool:
+    """Record that MEMBER holds ROLE from SINCE (their role history sets their study-hour quota); whether it changed.
+
+    A role equal to the one held on SINCE changes nothing, so importing the same file again adds no row."""
+    history = session.scalars(select(MemberRole).where(MemberRole.member_id == member.id)
+                              .order_by(MemberRole.from_date)).all()
+    held = [r for r in history if r.from_date <= since]
+    if (held[-1].role if held else "member") == role:
+        return False
+    same_day = next((r for r in history if r.from_date == since), None)
+    if same_day is not None:
+        same_day.role = role
+    else:
+        session.add(MemberRole(member_id=member.id, role=role, from_date=since))
+    return True
 
 
 def _member_values(row: MemberRow, site_id: int) -> dict[str, Any]:

@@ -1,0 +1,104 @@
+"""``lessoncast training``: study-hours reports and member records, off-system training rosters, certificates."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import click
+
+from server.attendance.report_export import FORMATS
+from server.cli.common import api_errors, initialised, load_services
+
+
+@click.group()
+def training() -> None:
+    """Study hours against quotas, off-system training rosters, certificates."""
+
+
+def _write(data: bytes, output: Optional[Path], default: str) -> None:
+    if output is not None and str(output) == "-":
+        sys.stdout.buffer.write(data)
+        return
+    path = output or Path(default.replace("/", "_"))
+    path.write_bytes(data)
+    click.echo(f"Wrote {path} ({len(data)} bytes).")
+
+
+@training.command("hours")
+@click.option("--year", required=True, type=int, help="The year, e.g. 2026.")
+@click.option("--township", default=None, help="Only this township's sites and members.")
+@click.option("--member", "member_no", default=None, help="One member's hours, with every source and its date.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="xlsx", show_default=True,
+              help="File format.")
+@click.option("--table", default=None, help="For CSV, which table: county, townships, sites, members (default), "
+                                            "below_quota; member or sources for --member.")
+@click.option("--lang", default="zh_CN", show_default=True, help="Language of headers: zh_CN or en.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="File to write (default: study-hours-<year>.<format> in the current folder; - for stdout).")
+def hours_cmd(year: int, township: Optional[str], member_no: Optional[str], fmt: str, table: Optional[str],
+              lang: str, output: Optional[Path]) -> None:
+    """Study-hours report of a year (members against quota, below quota, sites, townships), or one member's."""
+    from server.accounts.scope import COUNTY
+    from server.attendance import report_export
+    from server.i18n import normalise
+    from server.training import hours, hours_export
+
+    try:
+        lang = normalise(lang)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    services = load_services()
+    initialised(services)
+    hrules = hours.hour_rules_from(services.settings)
+    with api_errors(), services.db.session() as session:
+        year = hours.parse_year(year)
+        if member_no:
+            record = hours.member_hours(session, member_no, year, services.rules, hrules, COUNTY)
+            tables, meta, stem = hours_export.record_tables(record), {"member_no": member_no, "period": str(year)}, \
+                f"study-hours-{member_no}-{year}"
+            table = table or ("sources" if fmt == "csv" else None)
+        else:
+            result = hours.collect(session, year, services.rules, hrules, township=township, now=services.clock())
+            tables, meta = hours_export.tables(result), hours_export.meta(result)
+            stem = f"study-hours-{year}" + (f"-{township}" if township else "")
+            table = table or ("members" if fmt == "csv" else None)
+    try:
+        data, _media = report_export.render(tables, meta, fmt, table=table, language=lang)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    _write(data, output, f"{stem}{'-' + table if fmt == 'csv' and table else ''}.{fmt}")
+
+
+@training.command("import")
+@click.argument("csv_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--actor", default="cli", show_default=True, help="Who is importing (recorded in the audit log).")
+def import_cmd(csv_file: Path, actor: str) -> None:
+    """Import off-system trainings: columns member, title, date, hours (党员编号, 培训名称, 日期, 学时)."""
+    from server.accounts.scope import COUNTY
+    from server.org.csv_rows import OrgImportError, decode_csv
+    from server.training import trainings
+
+    services = load_services()
+    initialised(services)
+    try:
+        text = decode_csv(csv_file.read_bytes())
+    except OrgImportError as exc:
+        raise click.ClickException(exc.summary(csv_file.name)) from None
+    with api_errors(), services.db.session() as session:
+        rows = trainings.parse_roster(text, csv_file.name)
+        result = trainings.add_trainings(session, rows, COUNTY, actor, services.clock(), csv_file.name)
+    click.echo(f"{csv_file}: {result['added']} training(s) added, {result['updated']} updated.")
+
+
+@training.command("makeups")
+def makeups_cmd() -> None:
+    """Record the make-ups of every class that is over and push them to absent members' radios."""
+    from server.training import makeup
+
+    services = load_services()
+    initialised(services)
+    with api_errors():
+        published = makeup.sweep(services, services.clock(), "cli")
+    click.echo(f"{len(published)} make-up programme(s) published: {', '.join(published) or '-'}.")
