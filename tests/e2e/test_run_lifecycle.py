@@ -3,7 +3,9 @@ instance refuses clearly and harms nothing, a port another program holds is name
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -83,6 +85,12 @@ def test_children_die_with_the_supervisor_and_a_second_stack_refuses(tmp_path):
         same = _run_once(env)
         assert same.returncode != 0 and f"already running" in same.stderr and str(proc.pid) in same.stderr
         assert get_json(f"{base}/healthz")[0] == 200, "the first stack is unharmed"
+        doctor = subprocess.run([str(VENV_BIN / "lessoncast"), "doctor", "--json", "--lang", "en"], env=env,
+                                capture_output=True, text=True, timeout=120)
+        report = json.loads(doctor.stdout)
+        assert doctor.returncode == 0 and report["ok"], doctor.stdout + doctor.stderr
+        statuses = {c["check"]: c["status"] for c in report["checks"]}
+        assert statuses["ports"] == statuses["broker-auth"] == statuses["broker-acl"] == "ok", report
         started = _all_started(proc, log)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
@@ -100,7 +108,10 @@ def test_children_die_with_the_supervisor_and_a_second_stack_refuses(tmp_path):
     finally:
         if restarted.poll() is None:
             restarted.kill()
-    assert "received SIGHUP; stopping" in log.read_text()
+    text = log.read_text()
+    assert "received SIGHUP; stopping" in text
+    assert not re.search(r'"GET /healthz HTTP/1.1" \d{3}', text), "no access log unless LESSONCAST_ACCESS_LOG asks"
+    assert "setup plugin" not in text, "no Alembic chatter"
 
 
 @pytest.mark.parametrize("setting", ["LESSONCAST_MQTT_PORT", "LESSONCAST_PORT"])
