@@ -68,6 +68,16 @@ def _run_once(env: dict[str, str], timeout: float = 60) -> subprocess.CompletedP
                           text=True, timeout=timeout)
 
 
+def _invoke(args: list[str], env: dict[str, str]):
+    """`lessoncast ARGS` in this process (a refusal needs no new interpreter): (exit code, output)."""
+    from click.testing import CliRunner
+
+    from lessoncast.cli import main
+
+    result = CliRunner().invoke(main, args, env={**env, **LANG_EN})
+    return result.exit_code, result.output
+
+
 def test_children_die_with_the_supervisor_and_a_second_stack_refuses(tmp_path):
     env = stack_env(tmp_path / "data")
     base = f"http://127.0.0.1:{env['LESSONCAST_PORT']}"
@@ -76,19 +86,18 @@ def test_children_die_with_the_supervisor_and_a_second_stack_refuses(tmp_path):
     try:
         _healthy(base, log)
         # Another instance on the same ports: refused before it starts anything, naming port and setting.
-        other = _run_once({**env, "LESSONCAST_DATA_DIR": str(tmp_path / "other")})
-        assert other.returncode != 0
-        assert f"Port {env['LESSONCAST_PORT']}" in other.stderr and "LESSONCAST_PORT" in other.stderr, other.stderr
-        assert f"Port {env['LESSONCAST_MQTT_PORT']}" in other.stderr and "LESSONCAST_MQTT_PORT" in other.stderr
-        assert "lessoncast is running" not in other.stderr
+        code, said = _invoke(["run"], {**env, "LESSONCAST_DATA_DIR": str(tmp_path / "other")})
+        assert code != 0
+        assert f"Port {env['LESSONCAST_PORT']}" in said and "LESSONCAST_PORT" in said, said
+        assert f"Port {env['LESSONCAST_MQTT_PORT']}" in said and "LESSONCAST_MQTT_PORT" in said
+        assert "lessoncast is running" not in said
         # The same instance twice: the run lock names the supervisor that holds it.
-        same = _run_once(env)
-        assert same.returncode != 0 and f"already running" in same.stderr and str(proc.pid) in same.stderr
+        code, said = _invoke(["run"], env)
+        assert code != 0 and "already running" in said and str(proc.pid) in said, said
         assert get_json(f"{base}/healthz")[0] == 200, "the first stack is unharmed"
-        doctor = subprocess.run([str(VENV_BIN / "lessoncast"), "doctor", "--json", "--lang", "en"], env=env,
-                                capture_output=True, text=True, timeout=120)
-        report = json.loads(doctor.stdout)
-        assert doctor.returncode == 0 and report["ok"], doctor.stdout + doctor.stderr
+        code, said = _invoke(["doctor", "--json"], env)
+        report = json.loads(said)
+        assert code == 0 and report["ok"], said
         statuses = {c["check"]: c["status"] for c in report["checks"]}
         assert statuses["ports"] == statuses["broker-auth"] == statuses["broker-acl"] == "ok", report
         started = _all_started(proc, log)
