@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import signal
 import socket
@@ -16,6 +17,27 @@ import pytest
 from tests.e2e.stack import VENV_BIN, get_json, stack_env, start, stop, wait_for
 
 LANG_EN = {"LANG": "en_US.UTF-8", "LC_ALL": "", "LC_MESSAGES": ""}
+
+
+def _port_outside_the_ephemeral_range() -> int:
+    """A free port the kernel never hands out by itself: the stack here stops and starts again on the same ports,
+    and in between another test's connection or free_port() must not take one (they all draw ephemeral ports)."""
+    low, _high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    while True:
+        port = random.randrange(max(1024, low - 12000), low)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                continue
+
+
+def _restartable_env(data: Path) -> dict[str, str]:
+    env = stack_env(data)
+    for name in ("PORT", "WEB_BACKEND_PORT", "MQTT_PORT", "MQTT_SERVER_PORT"):
+        env[f"LESSONCAST_{name}"] = str(_port_outside_the_ephemeral_range())
+    return env
 
 
 def _descendants(pid: int) -> dict[int, str]:
@@ -79,7 +101,7 @@ def _invoke(args: list[str], env: dict[str, str]):
 
 
 def test_children_die_with_the_supervisor_and_a_second_stack_refuses(tmp_path):
-    env = stack_env(tmp_path / "data")
+    env = _restartable_env(tmp_path / "data")
     base = f"http://127.0.0.1:{env['LESSONCAST_PORT']}"
     log = tmp_path / "run.log"
     proc = start(["run"], env, log)
