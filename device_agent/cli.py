@@ -30,11 +30,17 @@ def agent() -> None:
     """The device agent: enrol, run, status, sideload packs."""
 
 
+hal_option = click.option("--hal", type=click.Choice(["sim", "linux"]), default="linux", show_default=True,
+                          help="Real hardware (linux) or the simulated one (sim: tests and demos on a laptop).")
+
+
 @agent.command("enrol")
 @click.option("--server", required=True, help="The county server, e.g. http://192.168.1.10:8750.")
 @click.option("--code", required=True, help="The one-time enrolment code printed for this device.")
+@click.option("--hal", type=click.Choice(["sim", "linux"]), default="linux", show_default=True,
+              help="The hardware the agent will run with (sim on a laptop); the start command printed names it.")
 @data_option
-def enrol_cmd(server: str, code: str, data_dir: str) -> None:
+def enrol_cmd(server: str, code: str, hal: str, data_dir: str) -> None:
     """Exchange the enrolment code for this device's credentials and the county's trusted root."""
     from device_agent.enrol import EnrolError, enrol
 
@@ -43,7 +49,12 @@ def enrol_cmd(server: str, code: str, data_dir: str) -> None:
     except EnrolError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"Enrolled as {answer['device']} ({answer['kind']}), channel {answer['channel']}. "
-               f"Start it with: lessoncast agent run --data {data_dir}")
+               f"Start it with: {start_command(hal, data_dir)}")
+
+
+def start_command(hal: str, data_dir: str) -> str:
+    """The command that starts the agent just enrolled: with --hal sim when it runs on simulated hardware."""
+    return "lessoncast agent run " + ("--hal sim " if hal == "sim" else "") + f"--data {data_dir}"
 
 
 def _hardware(hal: str, kind: str, store, speed: float, checkin_device=None):
@@ -63,8 +74,7 @@ def _hardware(hal: str, kind: str, store, speed: float, checkin_device=None):
 
 
 @agent.command("run")
-@click.option("--hal", type=click.Choice(["sim", "linux"]), default="linux", show_default=True,
-              help="Real hardware (linux) or the simulated one (sim: tests and demos).")
+@hal_option
 @click.option("--speed", type=float, default=1.0, help="Simulated clock speed (sim only).")
 @click.option("--checkin-device", default=None, envvar="LESSONCAST_AGENT_CHECKIN_DEVICE",
               help="Input device of a card or QR reader (linux only), e.g. /dev/input/by-id/usb-reader-event-kbd.")
@@ -97,17 +107,42 @@ def run_cmd(hal: str, speed: float, checkin_device, data_dir: str) -> None:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, shutdown)
-    if hal == "sim" and sys.stdin.isatty():
-        _keypad(device)
+    if hal == "sim":
+        _keypad(device, keypad_source(sys.stdin))
     device.run(stop)
 
 
 SIM_KEYS = {"p": "play_pause", "n": "next", "b": "previous", "m": "menu", "+": "volume_up", "-": "volume_down"}
 
 
-def _keypad(device) -> None:
-    """With simulated hardware, the terminal is the keypad: p, n, b, m, + and - then Enter."""
-    click.echo("Simulated keys: p play/pause, n next, b back, m menu, + and - volume (then Enter).", err=True)
+def keypad_source(stdin) -> str:
+    """Where simulated key presses come from: "terminal", "pipe" (a script feeding stdin), or "none" (stdin is
+    /dev/null or a file, as under systemd: nothing will ever be typed)."""
+    import stat
+
+    try:
+        if stdin.isatty():
+            return "terminal"
+        mode = os.fstat(stdin.fileno()).st_mode
+    except (OSError, ValueError, AttributeError):
+        return "none"
+    return "pipe" if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) else "none"
+
+
+KEYPAD_HINTS = {
+    "terminal": "Simulated keys: p play/pause, n next, b back, m menu, + and - volume (then Enter).",
+    "pipe": "Simulated keys are read from the pipe on stdin: p play/pause, n next, b back, m menu, + and - volume, "
+            "one line at a time.",
+    "none": "stdin is not a terminal or a pipe, so the simulated keypad gets no keys. Run this in a terminal and "
+            "type p + Enter to play, or pipe keys in (printf 'p\\n' | lessoncast agent run --hal sim ...).",
+}
+
+
+def _keypad(device, source: str) -> None:
+    """With simulated hardware, the terminal (or a pipe) is the keypad: p, n, b, m, + and - then Enter."""
+    click.echo(KEYPAD_HINTS[source], err=True)
+    if source == "none":
+        return
 
     def read() -> None:
         for line in sys.stdin:

@@ -152,3 +152,12 @@ def test_config_shows_sizes_as_people_read_them(tmp_path):
     shown = CliRunner().invoke(main, ["config"], env=_initialised(tmp_path, LESSONCAST_MAX_UPLOAD_SIZE="4G"))
     assert "LESSONCAST_MAX_UPLOAD_SIZE" in shown.output and "4 GiB" in shown.output
     assert "4294967296" not in shown.output
+
+
+def test_init_without_a_writable_config_folder_still_works_and_says_how_to_point_commands(tmp_path):
+    blocked = tmp_path / "config"
+    blocked.write_text("a file where the config folder would be")
+    env = {"LESSONCAST_DATA_DIR": str(tmp_path / "data"), "XDG_CONFIG_HOME": str(blocked), "LANG": "en_US.UTF-8"}
+    made = CliRunner().invoke(main, ["init"], env=env)
+    assert made.exit_code == 0, made.output
+    assert f"LESSONCAST_DATA_DIR={tmp_path / 'data'}" in made.output

@@ -67,8 +67,16 @@ def no_instance_message(settings) -> str:
 
 
 def remember_instance(services: Services):
-    """Record this instance for later commands run from any folder (``init`` and ``run``); the record's path."""
-    return instance_location.record(services.data)
+    """Record this instance for later commands run from any folder (``init`` and ``run``); the record's path, or
+    None when it cannot be written (an account without a home folder: its commands set LESSONCAST_DATA_DIR)."""
+    try:
+        return instance_location.record(services.data)
+    except OSError as exc:
+        click.secho(say(_("Could not record this instance in %(record)s (%(error)s): other commands find it only "
+                          "with %(setting)s=%(path)s."),
+                        record=instance_location.record_path(os.environ), error=exc.strerror or str(exc),
+                        setting=instance_location.SETTING, path=services.data), fg="yellow", err=True)
+        return None
 
 
 SECRETS_FILE = "one-time-secrets.txt"

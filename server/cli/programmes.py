@@ -8,7 +8,8 @@ from typing import Optional
 
 import click
 
-from server.cli.common import api_errors, initialised, load_services
+from server.cli.common import api_errors, initialised, load_services, say
+from server.i18n import _
 
 
 def _size(n: int) -> str:
@@ -64,6 +65,12 @@ def programme_add(ref: str, lesson: int, optional: bool, groups: tuple[str, ...]
     with api_errors():
         with services.db.session() as session:
             current = programmes.programme_json(programmes.get(session, ref))
+        if current["state"] != "draft":
+            raise click.ClickException(say(
+                _("%(code)s v%(version)s is %(state)s and cannot change. Make a new draft with 'lessoncast programme "
+                  "new-version %(code)s', add the lesson to it ('lessoncast programme add ID %(lesson)s' with the id "
+                  "it prints), then publish it."),
+                code=current["code"], version=current["version"], state=current["state"], lesson=lesson))
         items = [{"lesson": i["lesson"], "mandatory": i["mandatory"], "groups": i["groups"],
                   "variants": i["variants"]} for i in current["items"]]
         items.append({"lesson": lesson, "mandatory": not optional, "groups": list(groups),

@@ -25,8 +25,9 @@ def init() -> None:
     initialised(services)
     record = remember_instance(services)
     click.echo(f"Instance ready in {services.data}")
-    click.echo(say(_("Recorded in %(record)s: lessoncast commands run from any folder use this instance."),
-                   record=record), err=True)
+    if record:
+        click.echo(say(_("Recorded in %(record)s: lessoncast commands run from any folder use this instance."),
+                       record=record), err=True)
 
 
 @click.command()

@@ -72,7 +72,7 @@ def _connect(host: str, port: int, username: Optional[str], password: Optional[s
     return session
 
 
-def anonymous(services, timeout: float = 5.0) -> Session:
+def anonymous(services, timeout: float = 15.0) -> Session:
     """A connection without credentials to the device listener (the broker must refuse it)."""
     admin = broker_gate.GateAdmin.for_services(services)
     return _connect(admin.host, admin.port, None, None, [], timeout)
@@ -87,7 +87,7 @@ def device_filters(services, uid: str) -> dict[str, str]:
             "all": "#"}
 
 
-def as_device(services, timeout: float = 5.0) -> tuple[Session, dict[str, str]]:
+def as_device(services, timeout: float = 15.0) -> tuple[Session, dict[str, str]]:
     """Connect as a throw-away device and try DEVICE_FILTERS; (session, name -> filter). Raises
     broker_gate.GateUnavailable when the gate's admin cannot create the probe."""
     uid = f"lessoncast-doctor-{secrets.token_hex(4)}"

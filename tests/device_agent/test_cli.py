@@ -156,3 +156,31 @@ def test_agent_unit_prints_the_systemd_unit():
     assert result.exit_code == 0
     assert "WatchdogSec=" in result.output and "Restart=always" in result.output
     assert "lessoncast agent run --hal linux" in result.output
+
+
+def test_the_start_hint_after_enrolling_on_simulated_hardware_says_hal_sim(tmp_path, server):
+    data = tmp_path / "agent"
+    result = agent("enrol", "--server", server.url, "--code", "P7DQ-VU6E-M7FT", "--hal", "sim", "--data", str(data))
+    assert result.exit_code == 0, result.output
+    assert f"Start it with: lessoncast agent run --hal sim --data {data}" in result.output
+    real = agent("enrol", "--server", server.url, "--code", "P7DQ-VU6E-M7FT", "--data", str(tmp_path / "real"))
+    assert f"Start it with: lessoncast agent run --data {tmp_path / 'real'}" in real.output
+
+
+def test_the_simulated_keypad_says_where_its_keys_come_from(tmp_path):
+    import os
+    import pty
+
+    from device_agent.cli import KEYPAD_HINTS, keypad_source
+
+    with open(os.devnull, "rb") as devnull:
+        assert keypad_source(devnull) == "none"
+    assert "not a terminal" in KEYPAD_HINTS["none"] and "p + Enter" in KEYPAD_HINTS["none"]
+    read_end, write_end = os.pipe()
+    with os.fdopen(read_end, "rb") as pipe:
+        assert keypad_source(pipe) == "pipe"
+    os.close(write_end)
+    leader, follower = pty.openpty()
+    with os.fdopen(follower, "rb") as terminal:
+        assert keypad_source(terminal) == "terminal"
+    os.close(leader)

@@ -3,7 +3,10 @@ instance refuses clearly and harms nothing, a port another program holds is name
 
 from __future__ import annotations
 
+import json
 import os
+import random
+import re
 import signal
 import socket
 import subprocess
@@ -14,6 +17,27 @@ import pytest
 from tests.e2e.stack import VENV_BIN, get_json, stack_env, start, stop, wait_for
 
 LANG_EN = {"LANG": "en_US.UTF-8", "LC_ALL": "", "LC_MESSAGES": ""}
+
+
+def _port_outside_the_ephemeral_range() -> int:
+    """A free port the kernel never hands out by itself: the stack here stops and starts again on the same ports,
+    and in between another test's connection or free_port() must not take one (they all draw ephemeral ports)."""
+    low, _high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    while True:
+        port = random.randrange(max(1024, low - 12000), low)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                continue
+
+
+def _restartable_env(data: Path) -> dict[str, str]:
+    env = stack_env(data)
+    for name in ("PORT", "WEB_BACKEND_PORT", "MQTT_PORT", "MQTT_SERVER_PORT"):
+        env[f"LESSONCAST_{name}"] = str(_port_outside_the_ephemeral_range())
+    return env
 
 
 def _descendants(pid: int) -> dict[int, str]:
@@ -66,23 +90,38 @@ def _run_once(env: dict[str, str], timeout: float = 60) -> subprocess.CompletedP
                           text=True, timeout=timeout)
 
 
+def _invoke(args: list[str], env: dict[str, str]):
+    """`lessoncast ARGS` in this process (a refusal needs no new interpreter): (exit code, output)."""
+    from click.testing import CliRunner
+
+    from lessoncast.cli import main
+
+    result = CliRunner().invoke(main, args, env={**env, **LANG_EN})
+    return result.exit_code, result.output
+
+
 def test_children_die_with_the_supervisor_and_a_second_stack_refuses(tmp_path):
-    env = stack_env(tmp_path / "data")
+    env = _restartable_env(tmp_path / "data")
     base = f"http://127.0.0.1:{env['LESSONCAST_PORT']}"
     log = tmp_path / "run.log"
     proc = start(["run"], env, log)
     try:
         _healthy(base, log)
         # Another instance on the same ports: refused before it starts anything, naming port and setting.
-        other = _run_once({**env, "LESSONCAST_DATA_DIR": str(tmp_path / "other")})
-        assert other.returncode != 0
-        assert f"Port {env['LESSONCAST_PORT']}" in other.stderr and "LESSONCAST_PORT" in other.stderr, other.stderr
-        assert f"Port {env['LESSONCAST_MQTT_PORT']}" in other.stderr and "LESSONCAST_MQTT_PORT" in other.stderr
-        assert "lessoncast is running" not in other.stderr
+        code, said = _invoke(["run"], {**env, "LESSONCAST_DATA_DIR": str(tmp_path / "other")})
+        assert code != 0
+        assert f"Port {env['LESSONCAST_PORT']}" in said and "LESSONCAST_PORT" in said, said
+        assert f"Port {env['LESSONCAST_MQTT_PORT']}" in said and "LESSONCAST_MQTT_PORT" in said
+        assert "lessoncast is running" not in said
         # The same instance twice: the run lock names the supervisor that holds it.
-        same = _run_once(env)
-        assert same.returncode != 0 and f"already running" in same.stderr and str(proc.pid) in same.stderr
+        code, said = _invoke(["run"], env)
+        assert code != 0 and "already running" in said and str(proc.pid) in said, said
         assert get_json(f"{base}/healthz")[0] == 200, "the first stack is unharmed"
+        code, said = _invoke(["doctor", "--json"], env)
+        report = json.loads(said)
+        assert code == 0 and report["ok"], said
+        statuses = {c["check"]: c["status"] for c in report["checks"]}
+        assert statuses["ports"] == statuses["broker-auth"] == statuses["broker-acl"] == "ok", report
         started = _all_started(proc, log)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
@@ -100,7 +139,10 @@ def test_children_die_with_the_supervisor_and_a_second_stack_refuses(tmp_path):
     finally:
         if restarted.poll() is None:
             restarted.kill()
-    assert "received SIGHUP; stopping" in log.read_text()
+    text = log.read_text()
+    assert "received SIGHUP; stopping" in text
+    assert not re.search(r'"GET /healthz HTTP/1.1" \d{3}', text), "no access log unless LESSONCAST_ACCESS_LOG asks"
+    assert "setup plugin" not in text, "no Alembic chatter"
 
 
 @pytest.mark.parametrize("setting", ["LESSONCAST_MQTT_PORT", "LESSONCAST_PORT"])

@@ -80,3 +80,17 @@ def test_a_missing_ffmpeg_fails(services, tmp_path):
     assert checks["ffmpeg"]["status"] == "fail"
     assert "ffmpeg, ffprobe not found on PATH" in checks["ffmpeg"]["message"]
     assert "apt-get install ffmpeg" in checks["ffmpeg"]["message"]
+
+
+def test_expired_signed_metadata_fails_and_a_full_disk_fails(services):
+    from datetime import timedelta
+
+    from server.health import doctor
+
+    now = services.clock()
+    services.clock = lambda: now + timedelta(days=800)  # past the root metadata's expiry
+    keys = doctor.check_keys(services)
+    assert any(f.status == "fail" and "expired" in f.values.get("warning", "") for f in keys), keys
+    services.disk_free = lambda _path: 100 * 1024**2
+    media = doctor.check_media_store(services)
+    assert media.status == "fail" and media.values["free"] == "100 MiB", media
