@@ -26,6 +26,7 @@ ALLOWED = {
 # import every layer.
 LAYERS = {
     "api": "*",
+    "console": "*",
     "cli": "*",
     "worker": {"attendance", "health", "jobs", "lessons", "messaging", "programmes"},
     "enrolment": {"devices", "messaging", "programmes"},
