@@ -87,11 +87,20 @@ def security_headers(response: Response) -> Response:
 def _babel(app: Flask) -> None:
     """Flask-Babel on the same catalogue exports use (server.i18n): ?lang=, the signed-in user's choice, the
     browser's Accept-Language, then zh_CN (server/console/session.py)."""
-    from flask_babel import Babel
+    from flask_babel import Babel, Domain, get_locale
 
     from server.console.session import locale
+    from server.i18n import catalogue
+
+    class SharedCatalogue(Domain):
+        """Pages read server.i18n's catalogue by its language name. Flask-Babel would look for a folder named after
+        Babel's parse of zh_CN, zh_Hans_CN, and find none."""
+
+        def get_translations(self):
+            return catalogue(str(get_locale() or DEFAULT_LANGUAGE))
 
     app.config.setdefault("BABEL_DEFAULT_LOCALE", DEFAULT_LANGUAGE)
     app.config.setdefault("BABEL_TRANSLATION_DIRECTORIES", str(TRANSLATIONS_DIR))
     app.config["LESSONCAST_LANGUAGES"] = LANGUAGES
-    Babel(app, locale_selector=locale)
+    babel = Babel(app, locale_selector=locale)
+    babel.domain_instance = SharedCatalogue()

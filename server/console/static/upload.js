@@ -113,9 +113,6 @@
     drop.addEventListener(type, function (e) { e.preventDefault(); drop.classList.remove("over"); });
   });
   drop.addEventListener("drop", function (e) { addFiles(e.dataTransfer.files); });
-  drop.addEventListener("keydown", function (e) {
-    if (e.key === "Enter" || e.key === " ") { e.preventDefault(); picker.click(); }
-  });
   form.addEventListener("submit", function (e) {
     e.preventDefault();
     pending.forEach(start);
