@@ -54,7 +54,8 @@ system-deps:
 	    case " $$missing " in *" $$pkg "*) ;; *) missing="$$missing $$pkg";; esac; fi; \
 	done; \
 	if ! $(PYTHON) -c 'import venv, ensurepip' >/dev/null 2>&1; then missing="$$missing python3-venv"; fi; \
-	if ! fc-list 2>/dev/null | grep -qi 'noto.*cjk' && [ ! -e /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc ]; then \
+	if ! fc-list 2>/dev/null | grep -qi 'noto.*cjk' && \
+	   [ ! -e /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc ]; then \
 	  missing="$$missing $(FONT_DEPS)"; fi; \
 	if [ -n "$$missing" ]; then \
 	  if command -v apt-get >/dev/null 2>&1; then \

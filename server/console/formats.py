@@ -60,7 +60,8 @@ def actor_may(permission: str) -> bool:
 
 def register(app: Flask) -> None:
     """The filters and helpers templates use."""
-    app.jinja_env.globals.update(actor_may=actor_may, get_locale=get_locale, role_name=lambda r: str(ROLE_NAMES.get(r, r)),
+    app.jinja_env.globals.update(actor_may=actor_may, get_locale=get_locale,
+                                 role_name=lambda r: str(ROLE_NAMES.get(r, r)),
                                  state_name=lambda s: str(STATE_NAMES.get(s, s)))
     zone = app.extensions["lessoncast"].settings.county_timezone
     app.jinja_env.filters.update(county_time=lambda v, p="%Y-%m-%d %H:%M": county_time(v, zone, p), number=number,

@@ -93,7 +93,8 @@ def check_axe(page) -> None:
     """No serious or critical axe-core violation on the page as it is now."""
     if not page.evaluate("typeof window.axe !== 'undefined'"):
         page.evaluate(AXE.read_text(encoding="utf-8") + "\n;0")
-    violations = page.evaluate("""async () => (await axe.run(document, {runOnly: ['wcag2a', 'wcag2aa', 'best-practice']}))
+    violations = page.evaluate("""async () => (await axe.run(document,
+            {runOnly: ['wcag2a', 'wcag2aa', 'best-practice']}))
         .violations.filter(v => v.impact === 'serious' || v.impact === 'critical')
         .map(v => v.id + ': ' + v.nodes.slice(0, 3).map(n => n.target.join(' ')).join(' | '))""")
     assert not violations, f"{page.url}: {violations}"
