@@ -7,11 +7,12 @@ through ``server.programmes.publish``; the forms only turn fields into the data 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _, lazy_gettext as _l
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from server.accounts.auth import current_actor, require
 from server.console.pages import page_errors
@@ -21,7 +22,7 @@ from server.lessons.library import find
 from server.lessons.models import Lesson
 from server.org.models import Group
 from server.programmes import publish, service as programmes
-from server.programmes.models import Programme
+from server.programmes.models import Programme, ProgrammeItem
 from server.services import app_services
 
 bp = Blueprint("console_programmes", __name__)
@@ -54,7 +55,9 @@ def index():
     """Every programme, newest version first, and the form for a new one."""
     with app_services().db.session() as session:
         rows = session.scalars(select(Programme).order_by(Programme.code, Programme.version.desc())).all()
-        listing = [{"p": p, "items": len(p.items)} for p in rows]
+        counts = dict(session.execute(select(ProgrammeItem.programme_id, func.count(ProgrammeItem.id))
+                                      .group_by(ProgrammeItem.programme_id)).all())
+        listing = [{"p": p, "items": counts.get(p.id, 0)} for p in rows]
     return render_template("programmes.html", programmes=listing, today=app_services().today())
 
 
@@ -141,7 +144,7 @@ def items(programme_id: int):
             item = items[_position(items)]
             item["mandatory"] = request.form.get("mandatory") == "1"
             item["groups"] = request.form.getlist("groups")
-            item["variants"] = [int(v) for v in request.form.getlist("variants") if v.isdigit()]
+            item["variants"] = [int(v) for v in re.split(r"[\s,，]+", request.form.get("variants", "")) if v.isdigit()]
         else:
             raise Invalid("bad_action", f"Unknown item action {action!r}.")
         return {"items": items, "slots": slots}

@@ -75,7 +75,8 @@ def test_media_officers_morning(broker, org, live_server, worker, staff, page, t
         page.fill("#title", "第四季度党课")
         page.click("text=创建节目")
         for title in ("第一课", "第二课"):
-            page.select_option("#add-lesson", label=title)
+            value = page.locator("#add-lesson option", has_text=title).get_attribute("value")
+            page.select_option("#add-lesson", value)
             page.click("form.add >> button:has-text('添加')")
         assert page.locator("table.items tbody tr").count() == 2
         page.select_option("#m-2", "0")
