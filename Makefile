@@ -30,6 +30,7 @@ bench: deps
 	$(VENV)/bin/python bench/agent_footprint.py
 	$(VENV)/bin/python bench/ingest.py --ingests 2 --devices 60
 	$(VENV)/bin/python bench/report.py
+	$(VENV)/bin/python bench/console.py
 
 deps: system-deps $(STAMP) console-assets catalogue
 
