@@ -7,10 +7,17 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 # command:package pairs; a command that is missing has its package installed with apt-get.
-SYSTEM_DEPS := ffmpeg:ffmpeg ffprobe:ffmpeg mosquitto:mosquitto nginx:nginx espeak-ng:espeak-ng wrk:wrk
+SYSTEM_DEPS := ffmpeg:ffmpeg ffprobe:ffmpeg mosquitto:mosquitto nginx:nginx espeak-ng:espeak-ng wrk:wrk \
+               node:nodejs npm:npm chromium:chromium
+# The console's browser tests need Chinese glyphs; fc-list finds the font when it is installed.
+FONT_DEPS := fonts-noto-cjk
+VENDOR := server/console/static/vendor
+# The files of the npm packages the console serves (copied, never committed; nothing comes from a CDN).
+VENDOR_FILES := node_modules/htmx.org/dist/htmx.js node_modules/tus-js-client/dist/tus.js
+CATALOGUE := server/translations/zh_CN/LC_MESSAGES/messages
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test test-faults deps system-deps clean bench translations demo
+.PHONY: run test test-faults deps system-deps clean bench translations demo console-assets catalogue
 .DEFAULT_GOAL := run
 
 run: deps
@@ -32,8 +39,22 @@ bench: deps
 	$(VENV)/bin/python bench/ingest.py --ingests 2 --devices 60
 	$(VENV)/bin/python bench/report.py
 	$(VENV)/bin/python bench/fanout.py
+	$(VENV)/bin/python bench/console.py
 
-deps: system-deps $(STAMP)
+deps: system-deps $(STAMP) console-assets catalogue
+
+console-assets: node_modules/.package-lock.json
+	@mkdir -p $(VENDOR)
+	@cp $(VENDOR_FILES) $(VENDOR)/
+
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+
+# The compiled catalogue is built from the .po at set-up, never committed.
+catalogue: $(CATALOGUE).mo
+
+$(CATALOGUE).mo: $(CATALOGUE).po $(STAMP)
+	$(VENV)/bin/pybabel compile -d server/translations
 
 system-deps:
 	@missing=""; \
@@ -43,6 +64,9 @@ system-deps:
 	    case " $$missing " in *" $$pkg "*) ;; *) missing="$$missing $$pkg";; esac; fi; \
 	done; \
 	if ! $(PYTHON) -c 'import venv, ensurepip' >/dev/null 2>&1; then missing="$$missing python3-venv"; fi; \
+	if ! fc-list 2>/dev/null | grep -qi 'noto.*cjk' && \
+	   [ ! -e /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc ]; then \
+	  missing="$$missing $(FONT_DEPS)"; fi; \
 	if [ -n "$$missing" ]; then \
 	  if command -v apt-get >/dev/null 2>&1; then \
 	    echo "Installing system packages:$$missing"; \
@@ -66,4 +90,4 @@ translations: deps
 	$(VENV)/bin/pybabel compile -d server/translations
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache
+	rm -rf $(VENV) *.egg-info .pytest_cache node_modules $(VENDOR)

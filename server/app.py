@@ -7,10 +7,10 @@ from typing import Any, Mapping, Optional
 
 from flask import Flask, Response, request
 
-from server import errors, settings as settings_mod, validation
+from server import console, errors, settings as settings_mod, validation
 from server.api import (API_PREFIX, attendance, devices, exports, fleet, health, lessons, media, openapi, org,
                         programmes, training, tuf, uploads)
-from server.i18n import DEFAULT_LANGUAGE, LANGUAGES, TRANSLATIONS_DIR, normalise
+from server.i18n import DEFAULT_LANGUAGE, LANGUAGES, TRANSLATIONS_DIR
 from server.keyfiles import secret_key
 from server.lessons.upload_stream import LessoncastRequest, discard_unclaimed
 from server.services import Services
@@ -52,6 +52,7 @@ def create_app(overrides: Optional[Mapping[str, Any]] = None, services: Optional
         app.register_blueprint(blueprint, url_prefix=API_PREFIX + (blueprint.url_prefix or ""))
     for blueprint in (media.bp, health.bp, tuf.bp, training.verify_bp):  # /media/…, /healthz and /tuf/… are not the API
         app.register_blueprint(blueprint)
+    console.register(app)
     errors.register(app)
     app.teardown_request(discard_unclaimed)
     app.after_request(security_headers)
@@ -84,19 +85,22 @@ def security_headers(response: Response) -> Response:
 
 
 def _babel(app: Flask) -> None:
-    """Flask-Babel on the same catalogue exports use (server.i18n): ?lang=, then Accept-Language, then zh_CN."""
-    from flask import request
-    from flask_babel import Babel
+    """Flask-Babel on the same catalogue exports use (server.i18n): ?lang=, the signed-in user's choice, the
+    browser's Accept-Language, then zh_CN (server/console/session.py)."""
+    from flask_babel import Babel, Domain, get_locale
 
+    from server.console.session import locale
+    from server.i18n import catalogue
 
-    def locale() -> str:
-        try:
-            return normalise(request.args.get("lang")) if request.args.get("lang") else \
-                normalise(request.accept_languages.best_match(["zh_CN", "zh", "en"]) or DEFAULT_LANGUAGE)
-        except ValueError:
-            return DEFAULT_LANGUAGE
+    class SharedCatalogue(Domain):
+        """Pages read server.i18n's catalogue by its language name. Flask-Babel would look for a folder named after
+        Babel's parse of zh_CN, zh_Hans_CN, and find none."""
+
+        def get_translations(self):
+            return catalogue(str(get_locale() or DEFAULT_LANGUAGE))
 
     app.config.setdefault("BABEL_DEFAULT_LOCALE", DEFAULT_LANGUAGE)
     app.config.setdefault("BABEL_TRANSLATION_DIRECTORIES", str(TRANSLATIONS_DIR))
     app.config["LESSONCAST_LANGUAGES"] = LANGUAGES
-    Babel(app, locale_selector=locale)
+    babel = Babel(app, locale_selector=locale)
+    babel.domain_instance = SharedCatalogue()

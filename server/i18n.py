@@ -35,6 +35,11 @@ def _catalogue(language: str) -> NullTranslations:
     return Translations.load(str(TRANSLATIONS_DIR), [language])
 
 
+def catalogue(language: str | None = None) -> NullTranslations:
+    """The translations for LANGUAGE (zh_CN, zh_Hans_CN, en...), the same object the console and exports use."""
+    return _catalogue(normalise(language))
+
+
 def translator(language: str | None = None) -> Callable[[str], str]:
     """gettext for LANGUAGE (default zh_CN), outside any request."""
     return _catalogue(normalise(language)).gettext

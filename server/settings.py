@@ -246,6 +246,8 @@ SETTINGS: tuple[Setting, ...] = (
             _positive_int),
     Setting("county_timezone", "Asia/Shanghai", "Time zone of the county: days, quarters and years of reports.",
             _zone),
+    Setting("console_idle_timeout", 30 * 60.0, "How long a console session lasts without a request before the user "
+            "signs in again (seconds, or with m/h).", _duration),
     Setting("secret_key", "", "Flask secret key. Default: generated once and kept in the data directory.", secret=True),
     Setting("log_level", "INFO", "Logging level: DEBUG, INFO, WARNING or ERROR."),
     Setting("access_log", False, "Log every HTTP request gunicorn answers (one line each) to lessoncast run's output.",

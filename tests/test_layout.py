@@ -26,6 +26,7 @@ ALLOWED = {
 # import every layer.
 LAYERS = {
     "api": "*",
+    "console": "*",
     "cli": "*",
     "demo": {"devices", "lessons", "org", "programmes"},
     "training": {"accounts", "attendance", "devices", "org", "programmes"},

@@ -131,13 +131,28 @@ def verify_password(user: User, password: str) -> bool:
         return False
 
 
+def signed_in_user():
+    """The staff user signed in to the console in this request (Flask-Login), or None."""
+    from flask import current_app
+    from flask_login import current_user
+
+    if getattr(current_app, "login_manager", None) is None or not current_user.is_authenticated:
+        return None
+    return current_user
+
+
 def current_actor() -> Actor:
-    """The actor for this request, from ``Authorization: Bearer TOKEN``; 401 when missing or unknown."""
+    """The actor for this request, from ``Authorization: Bearer TOKEN`` or else the console's signed-in user (whose
+    requests carry a CSRF token, see server/console); 401 when neither."""
     if "actor" in g:
         return g.actor
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
+        user = signed_in_user()
+        if user is not None:  # the console's browser: the same permissions and scope as a token of that role
+            g.actor = Actor(None, user.username, user.role, user.township)
+            return g.actor
         raise Unauthenticated("unauthenticated",
                               "This needs an API token: send 'Authorization: Bearer TOKEN'. "
                               "Create one with 'lessoncast token create --role media --name NAME'.")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Optional
 
-from sqlalchemy import String
+from sqlalchemy import Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from server.db import Base, UTCDateTime
@@ -24,6 +24,14 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(16))
     township: Mapped[Optional[str]] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # The console language the user chose (zh_CN or en); None: the browser's, else zh_CN.
+    language: Mapped[Optional[str]] = mapped_column(String(8))
+    # Wrong passwords in a row; the fifth locks the account until locked_until (server/accounts/users.py).
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    locked_until: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    disabled_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    # Changes with the password or a disable: a console session made before it is no longer valid.
+    session_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class ApiToken(Base):

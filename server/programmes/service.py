@@ -11,7 +11,7 @@ from datetime import date
 from typing import Any, Mapping, Optional
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from playlists import model as pl
 from server.attendance.rules import FIRST_DAY, LAST_DAY
@@ -190,10 +190,14 @@ def _lesson_version(lesson: Lesson) -> pl.LessonVersion:
 
 def plain(session: Session, programme: Programme) -> pl.Programme:
     """The programme as ``playlists`` plain data, with each lesson's ready renditions."""
+    ids = {i.lesson_id for i in programme.items} | {v for i in programme.items for v in i.variant_lesson_ids}
+    # One query for every lesson and its renditions: a publish preview reads every active programme.
+    found = {lesson.id: lesson for lesson in session.scalars(
+        select(Lesson).where(Lesson.id.in_(ids)).options(selectinload(Lesson.renditions)))} if ids else {}
     items = []
     for item in programme.items:
-        lesson = session.get(Lesson, item.lesson_id)
-        variants = tuple(_lesson_version(session.get(Lesson, v)) for v in item.variant_lesson_ids)
+        lesson = found[item.lesson_id]
+        variants = tuple(_lesson_version(found[v]) for v in item.variant_lesson_ids)
         items.append(pl.Item(position=item.position, lesson=_lesson_version(lesson), mandatory=item.mandatory,
                              groups=frozenset(item.groups), variants=variants))
     slots = tuple(pl.Slot(time=s["time"], kind=s["kind"], item_position=s.get("item_position"))

@@ -1,0 +1,154 @@
+"""Benchmark: the console's pages of lessons, programmes and publishing with 500 lessons and 20 programmes.
+
+It builds one county (two townships, 200 enrolled radios, 500 ready lessons with three renditions each, 20
+programmes of 25 lessons, 19 published and one draft), signs in as an admin with the Flask test client (in
+process: the figure is the app's own time, not a network's) and requests each page --repeat times. It prints
+each page's median and p95 and, where the API answers the same question, the API's p95 as the reference and the
+ratio. Target: every page's p95 ≤ 300 ms.
+
+    .venv/bin/python bench/console.py
+    .venv/bin/python bench/console.py --repeat 40
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import re
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from server.accounts.auth import create_token, hash_password  # noqa: E402
+from server.accounts.models import User  # noqa: E402
+from server.app import create_app  # noqa: E402
+from server.devices import registry  # noqa: E402
+from server.devices.models import Device  # noqa: E402
+from server.lessons.models import Lesson, Rendition, SourceFile  # noqa: E402
+from server.org import service as org  # noqa: E402
+from server.programmes import service as programmes  # noqa: E402
+from server.programmes.models import Programme  # noqa: E402
+from tests.conftest import SITES_CSV, make_services  # noqa: E402
+
+TARGET_MS = 300.0
+PASSWORD = "bench-password-1"
+
+
+def build(services, lessons: int, programme_count: int, devices: int) -> dict:
+    """The county; returns ids the pages need."""
+    org.import_sites(services, SITES_CSV, "bench")
+    now = services.clock()
+    with services.db.session() as session:
+        session.add(User(username="bench", password_hash=hash_password(PASSWORD), role="admin", created_at=now))
+        for n in range(lessons):
+            sha = hashlib.sha256(f"lesson {n}".encode()).hexdigest()
+            lesson = Lesson(title=f"第{n + 1}课 党史学习", speaker=f"讲师{n % 17}", series=f"系列{n % 9}",
+                            language="cmn" if n % 5 else "bo", description="", state="ready", created_by="bench",
+                            created_at=now, updated_at=now,
+                            source=SourceFile(sha256=sha, original_name=f"{n}.wav", extension="wav",
+                                              size_bytes=10_000_000, probe={"duration_s": 900.0}, created_at=now))
+            for profile, ext in (("radio", "mp3"), ("terminal-audio", "m4a"), ("terminal-video", "mp4")):
+                r_sha = hashlib.sha256(f"{sha}{profile}".encode()).hexdigest()
+                lesson.renditions.append(Rendition(profile=profile, state="ready", progress=1.0, extension=ext,
+                                                   sha256=r_sha, size_bytes=3_000_000, duration_s=900.0,
+                                                   loudness_lufs=-16.0, true_peak_dbtp=-1.5, updated_at=now))
+            session.add(lesson)
+        for n in range(devices):
+            new = registry.add(services, session, kind="radio", name=f"radio {n}",
+                               site_code=("qs-01", "qs-02", "hw-01")[n % 3], actor="bench")
+            session.flush()
+            device = session.query(Device).filter(Device.uid == new.uid).one()
+            device.state, device.enrolled_at, device.first_enrolled_at = "enrolled", now, now
+        token = create_token(session, name="bench", role="admin", township=None, now=now)
+    ids = []
+    for p in range(programme_count):
+        items = [{"lesson": 1 + (p * 25 + i) % lessons, "mandatory": i % 4 != 0} for i in range(25)]
+        ids.append(programmes.create(services, {"code": f"2026-C{p:02d}", "title": f"专题 {p}",
+                                                "valid_from": "2026-10-01", "valid_until": "2026-12-31",
+                                                "items": items, "slots": ["07:00", {"time": "19:30",
+                                                                                    "kind": "class"}]}, "bench"))
+    with services.db.session() as session:  # published without signing: the pages only read the state
+        for pid in ids[:-1]:
+            session.get(Programme, pid).state = "published"
+    return {"draft": ids[-1], "published": ids[0], "lesson": lessons // 2, "token": token}
+
+
+def timed(client, url: str, repeat: int, headers=None) -> list[float]:
+    """Milliseconds of each of REPEAT requests of URL (after one warm-up); fails on a non-200 answer."""
+    response = client.get(url, headers=headers)
+    assert response.status_code == 200, (url, response.status_code, response.text[:300])
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        response = client.get(url, headers=headers)
+        times.append((time.perf_counter() - started) * 1000)
+        assert response.status_code == 200, url
+    return times
+
+
+def p95(times: list[float]) -> float:
+    """The 95th percentile."""
+    return statistics.quantiles(times, n=20)[-1] if len(times) >= 2 else times[0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lessons", type=int, default=500, help="lessons in the library")
+    parser.add_argument("--programmes", type=int, default=20, help="programmes")
+    parser.add_argument("--devices", type=int, default=200, help="enrolled radios")
+    parser.add_argument("--repeat", type=int, default=30, help="requests per page")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        services = make_services(Path(tmp) / "data")
+        ids = build(services, args.lessons, args.programmes, args.devices)
+        app = create_app(services=services)
+        client = app.test_client()
+        token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").text).group(1)
+        assert client.post("/login", data={"username": "bench", "password": PASSWORD,
+                                           "csrf_token": token}).status_code == 302
+        api = {"Authorization": f"Bearer {ids['token']}"}
+        draft, lesson = ids["draft"], ids["lesson"]
+        pages = [
+            ("home", "/", None),
+            ("library", "/lessons", "/api/v1/lessons"),
+            ("library search", "/lessons?q=%E8%AE%B2%E5%B8%883&series=%E7%B3%BB%E5%88%973", None),
+            ("library page 10", "/lessons?page=10", "/api/v1/lessons?page=5"),
+            ("lesson", f"/lessons/{lesson}", f"/api/v1/lessons/{lesson}"),
+            ("lesson progress", f"/lessons/{lesson}/progress", None),
+            ("upload", "/lessons/upload", None),
+            ("programmes", "/programmes", "/api/v1/programmes"),
+            ("programme", f"/programmes/{draft}", f"/api/v1/programmes/{draft}"),
+            ("publish page", f"/programmes/{draft}/preview", None),
+            ("publish preview (htmx)", f"/programmes/{draft}/preview/plan", f"/api/v1/programmes/{draft}/preview"),
+            ("live view", f"/programmes/{ids['published']}/live", None),
+            ("sync table (htmx)", "/sync/table", None),
+            ("accounts", "/admin/users", None),
+            ("audit", "/admin/audit", None),
+        ]
+        results = []
+        print(f"{'page':26} {'median ms':>10} {'p95 ms':>8} {'API p95':>8} {'ratio':>6}")
+        for name, url, reference in pages:
+            times = timed(client, url, args.repeat)
+            ref = p95(timed(client, reference, args.repeat, api)) if reference else None
+            row = {"page": name, "url": url, "median_ms": round(statistics.median(times), 1),
+                   "p95_ms": round(p95(times), 1), "api_p95_ms": None if ref is None else round(ref, 1),
+                   "ratio": None if ref is None else round(p95(times) / ref, 2)}
+            results.append(row)
+            print(f"{name:26} {row['median_ms']:>10} {row['p95_ms']:>8} {row['api_p95_ms'] or '':>8} "
+                  f"{row['ratio'] or '':>6}")
+        worst = max(r["p95_ms"] for r in results)
+        print(f"worst p95 {worst} ms; target ≤ {TARGET_MS} ms: {'met' if worst <= TARGET_MS else 'MISSED'}")
+        services.db.dispose()
+    print(json.dumps({"bench": "console", "lessons": args.lessons, "programmes": args.programmes,
+                      "devices": args.devices, "repeat": args.repeat, "worst_p95_ms": worst,
+                      "target_ms": TARGET_MS, "met": worst <= TARGET_MS, "pages": results}, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()

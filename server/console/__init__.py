@@ -1,0 +1,20 @@
+"""The staff console: server-rendered pages (Jinja, htmx for what updates live) over the same services as the API.
+
+Every page and action asks ``server.accounts.auth.require`` and the services' township scope, exactly as the API
+does: a signed-in user is an ``Actor`` of their role, like a token. The console adds only sessions, CSRF, pages
+and forms.
+"""
+
+from __future__ import annotations
+
+from flask import Flask
+
+
+def register(app: Flask) -> None:
+    """Add the console to APP: sign-in, CSRF for every cookie-authenticated write, its pages and their filters."""
+    from server.console import admin, formats, home, lessons, programmes, session
+
+    session.register(app)
+    formats.register(app)
+    for module in (session, home, lessons, programmes, admin):
+        app.register_blueprint(module.bp)
