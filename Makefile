@@ -23,8 +23,12 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 run: deps
 	$(VENV)/bin/lessoncast run
 
+# The suite mostly waits on subprocesses (Mosquitto, ffmpeg, agents, stacks), so it runs on more workers than cores.
+# Each test file runs whole on one worker, so module fixtures are built once (see tests/README.md).
+TEST_WORKERS ?= 4
+
 test: deps
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # The fault-injection scenarios at full size (make test runs their short versions); each prints its event account.
 test-faults: deps

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import secrets
 import socket
 from pathlib import Path
 from typing import Callable
@@ -37,11 +39,71 @@ def _own_instance_record(tmp_path_factory):
             os.environ[name] = value
 
 
+# Ports under pytest-xdist: each worker (gw0, gw1, ...) hands out ports from a block of its own below the kernel's
+# ephemeral range. Two workers never pick the same port, and no client's outgoing connection (which takes an
+# ephemeral port) can grab a port between the pick and the server's bind. Serial runs use block 0.
+PORT_BLOCK = 1000
+_ports = {"next": None}
+
+
+def worker_id() -> str:
+    """This pytest-xdist worker's id ("gw0", "gw1", ...), or "main" when the tests run in one process."""
+    return os.environ.get("PYTEST_XDIST_WORKER", "main")
+
+
+def _port_block() -> range | None:
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    blocks = (low - 10000) // PORT_BLOCK  # ports from 10000 up to the ephemeral range
+    if blocks < 2:
+        return None
+    index = int(worker_id()[2:]) + 1 if worker_id().startswith("gw") else 0
+    start = 10000 + (index % blocks) * PORT_BLOCK
+    return range(start, start + PORT_BLOCK)
+
+
 def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A TCP port nobody listens on right now, unique to this xdist worker (see PORT_BLOCK)."""
+    block = _port_block()
+    if block is None:  # no ephemeral range to stay out of: let the kernel choose
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            return sock.getsockname()[1]
+    if _ports["next"] is None:  # a random start, so two test runs at once rarely meet
+        _ports["next"] = secrets.randbelow(len(block))
+    for _ in range(len(block)):
+        port = block[_ports["next"] % len(block)]
+        _ports["next"] += 1
+        with socket.socket() as sock:
+            try:  # no SO_REUSEADDR: a port still in TIME_WAIT is skipped too
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError(f"no free port in {block.start}-{block.stop - 1}")
+
+
+# pytest-xdist: `make test` runs `pytest -n N --dist loadfile`, which sends each test file whole to one worker, so a
+# module-scoped fixture is built once. A folder whose files share session-scoped fixtures (built once per worker) is
+# listed here and goes to one worker as a whole. (xdist_group marks with --dist loadgroup would say the same per
+# test, but pytest 9.2 ignores the node id suffix they rely on: pytest-xdist issue #1386.)
+SHARED_SESSION_FOLDERS = ("tests/media/",)
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """--dist loadfile, with each folder of SHARED_SESSION_FOLDERS as one unit."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class LoadFileOrFolder(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            scope = super()._split_scope(nodeid)
+            return next((folder for folder in SHARED_SESSION_FOLDERS if scope.startswith(folder)), scope)
+
+    return LoadFileOrFolder(config, log)
 
 
 def make_services(data_dir: Path, **overrides) -> Services:
@@ -253,7 +315,7 @@ def pg_url():
     from sqlalchemy import create_engine, text
 
     admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    name = f"lc_test_{uuid.uuid4().hex[:8]}"
+    name = f"lc_test_{worker_id()}_{uuid.uuid4().hex[:8]}"  # the worker id tells whose database a leftover is
     try:
         with admin.connect() as conn:
             conn.execute(text(f'CREATE DATABASE "{name}"'))

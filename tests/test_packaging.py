@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from server.file_lock import exclusive
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("lessoncast", "server", "media", "playlists", "device_agent", "firmware_stub")
 
@@ -41,15 +43,17 @@ def wheels(tmp_path_factory) -> Path:
     pyproject = (ROOT / "pyproject.toml").read_bytes()
     cache_root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "lessoncast-test-wheels"
     deps = cache_root / hashlib.sha256(pyproject).hexdigest()[:16]
-    if not (deps / ".complete").exists():
-        shutil.rmtree(deps, ignore_errors=True)
-        deps.mkdir(parents=True)
-        # The build backend too, so the project's own wheel builds without an index.
-        _pip(Path(sys.executable), "wheel", "-w", str(deps), "setuptools>=77", "wheel")
-        _pip(Path(sys.executable), "wheel", "-w", str(deps), f"{source}[server,agent]", timeout=1200)
-        for built in deps.glob("lessoncast-*.whl"):
-            built.unlink()  # built from whatever the checkout held then: rebuilt below for every run
-        (deps / ".complete").touch()
+    # One builder at a time: xdist workers and other checkouts' test runs share this cache.
+    with exclusive(deps.with_suffix(".lock")):
+        if not (deps / ".complete").exists():
+            shutil.rmtree(deps, ignore_errors=True)
+            deps.mkdir(parents=True)
+            # The build backend too, so the project's own wheel builds without an index.
+            _pip(Path(sys.executable), "wheel", "-w", str(deps), "setuptools>=77", "wheel")
+            _pip(Path(sys.executable), "wheel", "-w", str(deps), f"{source}[server,agent]", timeout=1200)
+            for built in deps.glob("lessoncast-*.whl"):
+                built.unlink()  # built from whatever the checkout held then: rebuilt below for every run
+            (deps / ".complete").touch()
     own = tmp_path_factory.mktemp("own")
     _pip(Path(sys.executable), "wheel", "--no-deps", "--no-index", "--find-links", str(deps), "-w", str(own),
          str(source))

@@ -1,15 +1,28 @@
 """Every event reaches the server exactly once: through normal delivery, a broker that drops what it queued, and a
 broker restart in the middle of the stream."""
 
+import socket
 import subprocess
 import threading
 import time
-
 
 from server.messaging.broker import mosquitto_executable, write_config
 from server.programmes import service as programmes, publish
 from tests.e2e.agent_harness import (add_and_enrol, covered_exactly_once, fast_options, poll, server_events,
                                      start_agent, start_ingest)
+
+
+def _listening(services, proc) -> None:
+    """Wait until the Mosquitto just started accepts connections on the server's port (a loaded machine may take
+    seconds; an idle one milliseconds)."""
+    def accepts():
+        assert proc.poll() is None, "mosquitto exited at start"
+        try:
+            socket.create_connection(("127.0.0.1", services.settings.mqtt_server_port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+    poll(accepts, 30, "mosquitto to listen")
 
 
 def _programme(services, lessons):
@@ -68,7 +81,7 @@ def test_events_dropped_by_the_broker_are_sent_again(services, tmp_path, live_se
     proc = subprocess.Popen([mosquitto_executable(services), "-c", str(conf)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
-        time.sleep(0.5)
+        _listening(services, proc)
         ingest = start_ingest(services)
         ingest.stop()  # its persistent session stays; the broker queues for it, up to 5 messages
         store = add_and_enrol(services, live_server, tmp_path / "terminal", kind="terminal", site=None)
@@ -98,7 +111,7 @@ def test_broker_restart_mid_stream_loses_nothing(services, tmp_path, live_server
                                 stderr=subprocess.DEVNULL)
 
     proc = start_broker()
-    time.sleep(0.5)
+    _listening(services, proc)
     ingest = start_ingest(services)
     store = add_and_enrol(services, live_server, tmp_path / "terminal", kind="terminal", site=None)
     running = start_agent(store)
