@@ -12,8 +12,6 @@ import socket
 import subprocess
 from pathlib import Path
 
-import pytest
-
 from tests.e2e.stack import VENV_BIN, get_json, stack_env, start, stop, wait_for
 
 LANG_EN = {"LANG": "en_US.UTF-8", "LC_ALL": "", "LC_MESSAGES": ""}
@@ -145,31 +143,25 @@ def test_children_die_with_the_supervisor_and_a_second_stack_refuses(tmp_path):
     assert "setup plugin" not in text, "no Alembic chatter"
 
 
-@pytest.mark.parametrize("setting", ["LESSONCAST_MQTT_PORT", "LESSONCAST_PORT"])
-def test_a_port_another_program_holds_is_named_with_its_holder(tmp_path, setting):
-    with socket.socket() as holder:
-        holder.bind(("127.0.0.1", 0))
-        holder.listen()
-        port = holder.getsockname()[1]
-        env = stack_env(tmp_path / "data", **{setting.removeprefix("LESSONCAST_").lower(): port})
-        refused = _run_once(env)
-    assert refused.returncode != 0
-    assert f"Port {port}" in refused.stderr and setting in refused.stderr, refused.stderr
-    assert f"pid {os.getpid()}" in refused.stderr, "the holder is named"
-    assert not (tmp_path / "data" / "lessoncast.db").exists(), "nothing was set up for a stack that cannot start"
-
-
-def test_the_broker_server_port_follows_the_device_port(tmp_path):
+def test_ports_another_program_holds_are_named_with_their_holder_and_setting(tmp_path):
     from server import settings as settings_mod
 
     settings = settings_mod.load(environ={"LESSONCAST_DATA_DIR": str(tmp_path), "LESSONCAST_MQTT_PORT": "2884"})
     assert settings.mqtt_server_port == 2885, "one setting moves both broker listeners"
     env = stack_env(tmp_path / "data")
-    del env["LESSONCAST_MQTT_SERVER_PORT"]
-    with socket.socket() as holder:
-        holder.bind(("127.0.0.1", 0))
-        holder.listen()
-        port = holder.getsockname()[1]
-        refused = _run_once({**env, "LESSONCAST_MQTT_PORT": str(port - 1)})
-    assert f"Port {port}" in refused.stderr and "LESSONCAST_MQTT_SERVER_PORT" in refused.stderr
-    assert "LESSONCAST_MQTT_PORT + 1" in refused.stderr, refused.stderr
+    del env["LESSONCAST_MQTT_SERVER_PORT"]  # it follows LESSONCAST_MQTT_PORT
+    with socket.socket() as web_holder, socket.socket() as broker_holder:
+        for holder in (web_holder, broker_holder):
+            holder.bind(("127.0.0.1", 0))
+            holder.listen()
+        web, server = web_holder.getsockname()[1], broker_holder.getsockname()[1]
+        refused = _run_once({**env, "LESSONCAST_PORT": str(web), "LESSONCAST_MQTT_PORT": str(server - 1)})
+    assert refused.returncode != 0
+    lines = refused.stderr.splitlines()
+    web_line = next(line for line in lines if f"Port {web} " in line)
+    assert "LESSONCAST_PORT" in web_line and f"pid {os.getpid()}" in web_line, refused.stderr
+    server_line = next(line for line in lines if f"Port {server} " in line)
+    assert "LESSONCAST_MQTT_SERVER_PORT" in server_line and "LESSONCAST_MQTT_PORT + 1" in server_line
+    assert f"pid {os.getpid()}" in server_line
+    assert "lessoncast is running" not in refused.stderr
+    assert not (tmp_path / "data" / "lessoncast.db").exists(), "nothing was set up for a stack that cannot start"
