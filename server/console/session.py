@@ -8,7 +8,6 @@ must carry the session's CSRF token; requests with an API token in ``Authorizati
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Optional
 from urllib.parse import urlparse
@@ -80,7 +79,7 @@ def register(app: Flask) -> None:
         if request.headers.get("Authorization"):
             return None  # an API token: no cookie involved, so no CSRF and no console session
         if current_user.is_authenticated:
-            now = time.time()
+            now = services.clock().timestamp()
             if now - cookie.get("seen", now) > idle:
                 logout_user()
                 cookie.clear()
@@ -132,7 +131,7 @@ def login():
         else:
             cookie.clear()
             login_user(ConsoleUser.of(user))
-            cookie["seen"] = time.time()
+            cookie["seen"] = app_services().clock().timestamp()
             return redirect(_safe_next(request.args.get("next")))
     return render_template("login.html", error=error), 401 if error else 200
 

@@ -198,6 +198,32 @@ def audience(session: Session, device: Device, day: date) -> Audience:
     return Audience(kind=device.kind, language=device.language, groups=group_keys(session, device, day))
 
 
+def audiences(session: Session, devices: list[Device], day: date) -> dict[str, Audience]:
+    """Each device's audience by uid, as ``audience`` gives it, with one query for the group links of them all (a
+    publish plans every enrolled device at once)."""
+    members = {d.id: member_on(d, day) if d.kind == "radio" else None for d in devices}
+    device_ids = [d.id for d in devices]
+    site_ids = sorted({d.site_id for d in devices})
+    member_ids = sorted({m.id for m in members.values() if m is not None})
+    by = {"device": {}, "site": {}, "member": {}}
+    clauses = [GroupLink.device_id.in_(device_ids), GroupLink.site_id.in_(site_ids)]
+    if member_ids:
+        clauses.append(GroupLink.member_id.in_(member_ids))
+    rows = session.execute(select(GroupLink.device_id, GroupLink.site_id, GroupLink.member_id, Group.key)
+                           .join(Group, GroupLink.group_id == Group.id).where(or_(*clauses))) if devices else []
+    for device_id, site_id, member_id, key in rows:
+        for kind, ref in (("device", device_id), ("site", site_id), ("member", member_id)):
+            if ref is not None:
+                by[kind].setdefault(ref, set()).add(key)
+    result = {}
+    for d in devices:
+        member = members[d.id]
+        keys = by["device"].get(d.id, set()) | by["site"].get(d.site_id, set()) | \
+            (by["member"].get(member.id, set()) if member is not None else set())
+        result[d.uid] = Audience(kind=d.kind, language=d.language, groups=frozenset(keys))
+    return result
+
+
 def config_payload(services, device: Device) -> bytes:
     """The retained config message for a device."""
     s = device.settings or DEFAULT_DEVICE_SETTINGS

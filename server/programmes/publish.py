@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from playlists import topics
 from playlists.channels import channel_id
@@ -21,7 +21,7 @@ from playlists.model import Audience
 from playlists.payloads import Notify, encode
 from server.audit import AuditEntry
 from server.devices import registry as devices_mod
-from server.devices.models import Device
+from server.devices.models import Device, DeviceAssignment
 from server.errors import Conflict
 from server.file_lock import exclusive
 from server.messaging import broker, retained
@@ -102,8 +102,11 @@ def plan(services, session: Session, programme: Optional[Programme] = None) -> P
     audiences: dict[str, Audience] = {}
     moved: dict[str, tuple[Optional[str], str]] = {}
     members: dict[str, list[str]] = {}
-    for device in session.scalars(select(Device).where(Device.state == "enrolled").order_by(Device.uid)):
-        audience = devices_mod.audience(session, device, today)
+    enrolled = session.scalars(select(Device).where(Device.state == "enrolled").order_by(Device.uid)
+                               .options(selectinload(Device.assignments).selectinload(DeviceAssignment.member))).all()
+    by_uid = devices_mod.audiences(session, list(enrolled), today)
+    for device in enrolled:
+        audience = by_uid[device.uid]
         channel = channel_id(audience)
         audiences[channel] = audience
         members.setdefault(channel, []).append(device.uid)

@@ -103,6 +103,11 @@ def test_media_officers_morning(broker, org, live_server, worker, staff, page, t
         poll(lambda: page.locator("#sync .summary[data-synced='1'][data-total='1']").count() == 1, 90,
              "the agent reporting the new version")
         check_axe(page)
+
+        # supersede: a new version of the published programme is a draft to edit
+        page.click("text=返回节目")
+        page.click("text=制作新版本")
+        assert "2026-Q4 v2" in page.inner_text("h1") and page.locator("#add-lesson").count() == 1
     finally:
         agent.terminate()
         agent.wait(20)
