@@ -10,6 +10,7 @@ from playlists.manifest import parse_manifest
 from server.accounts.auth import current_actor, require
 from server.api import json_body
 from server.errors import ApiError
+from server.i18n import _l
 from server.programmes import service as programmes, publish
 from server.programmes.models import Channel, Programme
 from server.services import app_services
@@ -91,7 +92,7 @@ def _manifest(channel: str) -> bytes:
     with app_services().db.session() as session:
         row = session.get(Channel, channel)
         if row is None or not row.manifest:
-            raise ApiError(404, "no_such_channel", f"Channel {channel} has no published manifest.")
+            raise ApiError(404, "no_such_channel", _l("Channel {channel} has no published manifest.", channel=channel))
         return row.manifest
 
 

@@ -24,6 +24,7 @@ from server.devices import registry as devices_mod
 from server.devices.models import Device
 from server.errors import Conflict
 from server.file_lock import exclusive
+from server.i18n import _l
 from server.messaging import broker, retained
 from server.programmes import service as programmes
 from server.programmes.models import Channel, Programme
@@ -145,12 +146,13 @@ def publish(services, ref: Optional[Any], actor: str) -> dict[str, Any]:
         programme = programmes.get(session, ref) if ref is not None else None
         if programme is not None and programme.state != "draft":
             raise Conflict("already_published",
-                           f"{programme.code} v{programme.version} is already {programme.state}. "
-                           "Make a new version to change it.")
+                           _l("{code} v{version} is already {state}. Make a new version to change it.",
+                              code=programme.code, version=programme.version, state=programme.state))
         result = plan(services, session, programme)
         if result.problems:
-            raise Conflict("lessons_not_ready", "Some lessons are not ready: " + "; ".join(result.problems)
-                           + ". Wait for them, or retry the failed ones, then publish again.",
+            raise Conflict("lessons_not_ready", _l("Some lessons are not ready: {problems}. Wait for them, or retry "
+                                                   "the failed ones, then publish again.",
+                                                   problems="; ".join(result.problems)),
                            problems=result.problems)
         now = services.clock()
         manifests = {manifest_target(c.id): c.manifest for c in result.channels.values()}
