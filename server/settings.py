@@ -198,6 +198,8 @@ SETTINGS: tuple[Setting, ...] = (
             "implausible (seconds, or with m/h).", _duration),
     Setting("county_timezone", "Asia/Shanghai", "Time zone of the county: days, quarters and years of reports.",
             _zone),
+    Setting("county_name", "", "The county's name for the county row of reports (e.g. 青山县). Empty: \"本县\" "
+            "(\"This county\" in English)."),
     Setting("secret_key", "", "Flask secret key. Default: generated once and kept in the data directory.", secret=True),
     Setting("log_level", "INFO", "Logging level: DEBUG, INFO, WARNING or ERROR."),
 )

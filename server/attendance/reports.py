@@ -94,6 +94,8 @@ class Report:
     untrained_this_year: list[MemberRow]
     year_label: str = ""
     notes: list[str] = field(default_factory=list)
+    timezone: str = "UTC"  # the county's: generated_at is shown in it
+    grace_days: int = 0  # a programme period: the days after its window its end date includes
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -324,7 +326,7 @@ def _participation(session: Session, period_text: str, rules: Rules, *, township
                    BroadcastDay.site_id.in_(list(site_info))).group_by(BroadcastDay.site_id)):
         sites[site_id].broadcast_days = days
     town_rows = {code: Row("township", code, towns[code], code) for code in towns}
-    county = Row("county", "county", "")
+    county = Row("county", "county", rules.county_name)
     for site in sites.values():
         town_rows[site.township].add(site)
         county.add(site)
@@ -345,7 +347,8 @@ def _participation(session: Session, period_text: str, rules: Rules, *, township
     return Report(period=period, generated_at=now, township=township, county=county,
                   townships=[town_rows[c] for c in sorted(town_rows)], sites=site_list, members=member_rows,
                   sites_without_class=[s for s in site_list if s.classes == 0], untrained_this_year=untrained,
-                  year_label=this_year.label)
+                  year_label=this_year.label, timezone=rules.timezone,
+                  grace_days=rules.grace_days if period.kind == "programme" else 0)
 
 
 # ---------------------------------------------------------------------------------------------------------------
