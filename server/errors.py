@@ -7,8 +7,8 @@ from typing import Any
 from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from media.errors import MediaError
-from server.i18n import LazyText, _l, normalise
+from media.errors import MediaError, MediaText
+from server.i18n import LazyText, _l, normalise, translator
 
 
 class DomainError(Exception):
@@ -105,9 +105,12 @@ class ApiError(DomainError):
         self.http = status
 
 
-def media_error_body(exc: MediaError) -> dict[str, Any]:
-    """The same JSON shape for a media refusal (upload time or job time)."""
-    return {"error": exc.to_dict()}
+def media_error_body(exc: MediaError, language: str = "en") -> dict[str, Any]:
+    """The same JSON shape for a media refusal (upload time or job time), its message in LANGUAGE."""
+    body = exc.to_dict()
+    if isinstance(exc.text, MediaText):
+        body["message"] = translator(language)(exc.text.template).format(**exc.text.params)
+    return {"error": body}
 
 
 def error_language() -> str:
@@ -138,7 +141,7 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(MediaError)
     def _media(exc: MediaError):
-        return jsonify(media_error_body(exc)), exc.http_status
+        return jsonify(media_error_body(exc, error_language())), exc.http_status
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException):
