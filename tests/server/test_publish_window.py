@@ -46,7 +46,8 @@ def county(org, enrolled, ready_lesson):
     return services, pid, radio, terminal
 
 
-def test_the_preview_names_who_gets_it_and_when(county, client, auth):
+def test_the_preview_names_who_gets_it_and_when_and_download_now_reaches_the_devices(county, client, auth,
+                                                                                     monkeypatch):
     services, pid, radio, terminal = county
     preview = client.get(f"/api/v1/programmes/{pid}/preview", headers=auth("media")).get_json()
     assert preview["devices_affected"] == 2 and preview["devices_awaiting_enrolment"] == 1
@@ -58,9 +59,6 @@ def test_the_preview_names_who_gets_it_and_when(county, client, auth):
     urgent = client.get(f"/api/v1/programmes/{pid}/preview?urgent=1", headers=auth("media")).get_json()
     assert urgent["urgent"] is True and {d["fetch_at"] for d in urgent["downloads"]} == {"2026-12-03T10:00+08:00"}
 
-
-def test_the_cli_shows_it_and_download_now_reaches_the_devices(county, monkeypatch):
-    services, pid, radio, terminal = county
     from lessoncast.cli import main
 
     monkeypatch.setenv("LESSONCAST_DATA_DIR", str(services.data))
