@@ -31,11 +31,26 @@ def test_fetch_time(window, at, expected):
     assert publish.fetch_time(window, "Asia/Shanghai", at).isoformat(timespec="minutes") == expected
 
 
+def _ready_lesson(services) -> int:
+    """A ready lesson with a radio and a terminal rendition, as the transcode jobs leave it (publishing reads the
+    rows, not the files)."""
+    from server.lessons.models import Lesson, Rendition
+
+    with services.db.session() as session:
+        lesson = Lesson(title="第一课", language="cmn", state="ready", created_at=NOW, updated_at=NOW)
+        session.add(lesson)
+        session.flush()
+        for n, (profile, ext) in enumerate((("radio", "opus"), ("terminal-audio", "m4a")), 1):
+            session.add(Rendition(lesson_id=lesson.id, profile=profile, state="ready", extension=ext,
+                                  sha256=f"{n:064x}", size_bytes=1000 * n, duration_s=60.0, updated_at=NOW))
+        return lesson.id
+
+
 @pytest.fixture
-def county(org, enrolled, ready_lesson):
+def county(org, enrolled):
     services = org
     services.clock = lambda: NOW
-    lesson = ready_lesson("第一课", 1.0)
+    lesson = _ready_lesson(services)
     radio = enrolled("radio", site="qs-01")
     terminal = enrolled("terminal", site="qs-02")
     with services.db.session() as session:
