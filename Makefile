@@ -89,7 +89,7 @@ $(STAMP): pyproject.toml
 
 # After changing a translatable text: refresh the zh_CN catalogue, translate the new entries, then run this again.
 translations: deps
-	$(VENV)/bin/pybabel extract -F babel.cfg -k _ -k _l -o $(VENV)/messages.pot --no-location --omit-header .
+	$(VENV)/bin/pybabel extract -F babel.cfg -k _ -k _l -k _t -o $(VENV)/messages.pot --no-location --omit-header .
 	$(VENV)/bin/pybabel update -i $(VENV)/messages.pot -d server/translations -l zh_CN --no-fuzzy-matching
 	$(VENV)/bin/pybabel compile -d server/translations
 

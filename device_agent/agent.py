@@ -242,7 +242,7 @@ class Agent:
         elif kind == "notify":
             notify = decode_notify(payload)
             if self.manifest is None or notify.manifest_version > self.manifest.version:
-                self.request_sync()
+                self.request_sync(force=notify.urgent)  # urgent: "download now", whatever the download window
         elif kind == "ack":
             ack = json.loads(payload)
             if self.outbox.ack(int(ack["epoch"]), int(ack["seq"])):

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from media.commands import analysis_argv, file_url, measure_argv
-from media.errors import FfmpegError, FfmpegTimeout, MediaError, format_duration
+from media.errors import FfmpegError, FfmpegTimeout, MediaError, _t, format_duration
 from media.limits import Limits
 from media.loudness import measured_rendition, parse_ebur128_summaries
 from media.model import Loudness, ProbeResult, SourceAnalysis
@@ -54,8 +54,8 @@ def analyse(
     except FfmpegError as exc:
         raise MediaError(
             "decode_error",
-            f"{display_name}: could not be decoded ({_reason(exc.tail, path, display_name)}); "
-            "the file is damaged, export or copy it again",
+            _t("{display_name}: could not be decoded ({value}); the file is damaged, export or copy it again",
+               display_name=display_name, value=_reason(exc.tail, path, display_name)),
             filename=display_name,
         ) from exc
     decoded = result.out_time_s or 0.0
@@ -65,7 +65,8 @@ def analyse(
     if mono.is_silent:
         raise MediaError(
             "silent",
-            f"{display_name}: the sound track is silent (below −70 LUFS); check the recording",
+            _t("{display_name}: the sound track is silent (below −70 LUFS); check the recording",
+               display_name=display_name),
             filename=display_name,
         )
     stereo = summaries.get("stereo") or (mono if probe.channels == 1 else None)
@@ -76,21 +77,26 @@ def _check_decoded_length(decoded: float, probe: ProbeResult, limits: Limits, di
     """Raise MediaError if the decode found nothing, found too much, or stopped well short of the declared length."""
     if decoded <= 0:
         raise MediaError(
-            "decode_error", f"{display_name}: no sound could be decoded; the file is damaged", filename=display_name
+            "decode_error", _t("{display_name}: no sound could be decoded; the file is damaged",
+                               display_name=display_name), filename=display_name
         )
     if decoded > limits.max_duration_s:
         raise MediaError(
             "too_long",
-            f"{display_name}: it plays for more than {format_duration(limits.max_duration_s)} "
-            f"although it declares {format_duration(probe.duration_s)}; split the lesson into parts",
+            _t("{display_name}: it plays for more than {value} although it declares {value2}; split the lesson into "
+               "parts",
+               display_name=display_name,
+               value=format_duration(limits.max_duration_s),
+               value2=format_duration(probe.duration_s)),
             filename=display_name,
             limit=format_duration(limits.max_duration_s),
         )
     if decoded < probe.duration_s - limits.duration_tolerance(probe.duration_s):
         raise MediaError(
             "truncated",
-            f"{display_name}: only {format_duration(decoded)} of the declared {format_duration(probe.duration_s)} "
-            "could be decoded; the file is cut short (an incomplete copy?), upload the complete file",
+            _t("{display_name}: only {value} of the declared {value2} could be decoded; the file is cut short (an "
+               "incomplete copy?), upload the complete file",
+               display_name=display_name, value=format_duration(decoded), value2=format_duration(probe.duration_s)),
             filename=display_name,
             limit=format_duration(probe.duration_s),
         )

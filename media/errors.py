@@ -10,6 +10,24 @@ from __future__ import annotations
 import math
 
 
+class MediaText(str):
+    """A message with its English template (``str.format`` fields) and values kept, so the server can answer it in
+    the reader's language from its catalogue. It is the English text; media itself translates nothing."""
+
+    template: str
+    params: dict
+
+    def __new__(cls, template: str, **params) -> "MediaText":
+        text = super().__new__(cls, template.format(**params))
+        text.template, text.params = template, params
+        return text
+
+
+def _t(template: str, **params) -> MediaText:
+    """A refusal's message, translatable later: ``_t("{name}: {size} is over the {limit} limit.", ...)``."""
+    return MediaText(template, **params)
+
+
 class MediaError(Exception):
     """A source file that lessoncast refuses, with a stable code and a message that says what to do."""
 
@@ -24,7 +42,8 @@ class MediaError(Exception):
     ) -> None:
         super().__init__(message)
         self.code = code
-        self.message = message
+        self.text = message  # a MediaText: the server answers it in the reader's language
+        self.message = str(message)
         self.filename = filename
         self.limit = limit
         self.http_status = http_status

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from media.commands import file_url, probe_argv
-from media.errors import MediaError, format_bitrate, format_duration, format_size
+from media.errors import MediaError, _t, format_bitrate, format_duration, format_size
 from media.limits import Limits
 from media.model import ProbeResult
 from media.sniff import sniff
@@ -27,12 +27,14 @@ def probe(path: str | Path, limits: Limits, display_name: str) -> ProbeResult:
     size = os.path.getsize(path)
     if size == 0:
         raise MediaError(
-            "empty_file", f"{display_name}: the file is empty (0 bytes); upload it again", filename=display_name
+            "empty_file", _t("{display_name}: the file is empty (0 bytes); upload it again",
+                             display_name=display_name), filename=display_name
         )
     if size > limits.max_bytes:
         raise MediaError(
             "too_large",
-            f"{display_name}: {format_size(size)} is over the {format_size(limits.max_bytes)} limit",
+            _t("{display_name}: {value} is over the {value2} limit",
+               display_name=display_name, value=format_size(size), value2=format_size(limits.max_bytes)),
             filename=display_name,
             limit=format_size(limits.max_bytes),
             http_status=413,
@@ -53,9 +55,11 @@ def _refuse_short_wav(path: str | Path, limits: Limits, display_name: str) -> No
     if declared.declared_s - declared.present_s > limits.duration_tolerance(declared.declared_s):
         raise MediaError(
             "truncated",
-            f"{display_name}: only {format_duration(declared.present_s)} of the declared "
-            f"{format_duration(declared.declared_s)} is in the file; it is cut short (an incomplete copy?), "
-            "upload the complete file",
+            _t("{display_name}: only {value} of the declared {value2} is in the file; it is cut short (an incomplete "
+               "copy?), upload the complete file",
+               display_name=display_name,
+               value=format_duration(declared.present_s),
+               value2=format_duration(declared.declared_s)),
             filename=display_name,
             limit=format_duration(declared.declared_s),
         )
@@ -68,14 +72,16 @@ def _refuse_by_content(path: str | Path, display_name: str) -> None:
         where = "" if not found.offset else f" (embedded at byte {found.offset})"
         raise MediaError(
             "playlist_refused",
-            f"{display_name}: this is {found.what}{where}, not a media file; "
-            "playlists and manifests are refused, upload the audio or video file itself",
+            _t("{display_name}: this is {what}{where}, not a media file; playlists and manifests are refused, upload "
+               "the audio or video file itself",
+               display_name=display_name, what=found.what, where=where),
             filename=display_name,
         )
     if found.verdict == "text":
         raise MediaError(
             "not_media",
-            f"{display_name}: this is a text file, not audio or video; upload the recording itself",
+            _t("{display_name}: this is a text file, not audio or video; upload the recording itself",
+               display_name=display_name),
             filename=display_name,
         )
 
@@ -88,8 +94,8 @@ def run_ffprobe(path: str | Path, limits: Limits, display_name: str) -> dict[str
     except subprocess.TimeoutExpired as exc:
         raise MediaError(
             "not_media",
-            f"{display_name}: could not be read within {limits.probe_timeout_s:.0f} s; "
-            "it is damaged or not a media file",
+            _t("{display_name}: could not be read within {probe_timeout_s:.0f} s; it is damaged or not a media file",
+               display_name=display_name, probe_timeout_s=limits.probe_timeout_s),
             filename=display_name,
         ) from exc
     stderr = done.stderr.decode("utf-8", "replace")
@@ -97,21 +103,24 @@ def run_ffprobe(path: str | Path, limits: Limits, display_name: str) -> dict[str
         if "not on whitelist" in stderr:
             raise MediaError(
                 "container_not_allowed",
-                f"{display_name}: this kind of file is not accepted; upload MP3, M4A, WAV, FLAC, OGG, WMA, MP4, MKV, "
-                "AVI, WMV or MPEG audio or video",
+                _t("{display_name}: this kind of file is not accepted; upload MP3, M4A, WAV, FLAC, OGG, WMA, MP4, "
+                   "MKV, AVI, WMV or MPEG audio or video",
+                   display_name=display_name),
                 filename=display_name,
                 limit=", ".join(limits.allowed_demuxers),
             )
         raise MediaError(
             "not_media",
-            f"{display_name}: not a readable audio or video file ({_last_line(stderr, path, display_name)})",
+            _t("{display_name}: not a readable audio or video file ({value})",
+               display_name=display_name, value=_last_line(stderr, path, display_name)),
             filename=display_name,
         )
     try:
         return json.loads(done.stdout)
     except json.JSONDecodeError as exc:
         raise MediaError(
-            "not_media", f"{display_name}: not a readable audio or video file", filename=display_name
+            "not_media", _t("{display_name}: not a readable audio or video file",
+                            display_name=display_name), filename=display_name
         ) from exc
 
 
@@ -122,7 +131,8 @@ def check_probe(info: dict[str, Any], size: int, limits: Limits, display_name: s
     if not limits.demuxer_allowed(format_name):
         raise MediaError(
             "container_not_allowed",
-            f"{display_name}: the {format_name or 'unknown'} container is not accepted",
+            _t("{display_name}: the {value} container is not accepted",
+               display_name=display_name, value=format_name or 'unknown'),
             filename=display_name,
             limit=", ".join(limits.allowed_demuxers),
         )
@@ -130,9 +140,11 @@ def check_probe(info: dict[str, Any], size: int, limits: Limits, display_name: s
     audio = _main_stream(streams, "audio")
     video = _main_stream([s for s in streams if not _is_picture(s)], "video")
     if audio is None:
-        has_pictures = "it has pictures but" if video is not None else "it has"
+        message = _t("{display_name}: it has pictures but no sound track; a lesson needs audio",
+                     display_name=display_name) if video is not None else \
+            _t("{display_name}: it has no sound track; a lesson needs audio", display_name=display_name)
         raise MediaError(
-            "no_audio", f"{display_name}: {has_pictures} no sound track; a lesson needs audio", filename=display_name
+            "no_audio", message, filename=display_name
         )
     _check_codec(audio, limits.allowed_audio_codecs, "audio", display_name)
     sample_rate = int(audio.get("sample_rate") or 0)
@@ -140,7 +152,8 @@ def check_probe(info: dict[str, Any], size: int, limits: Limits, display_name: s
     if sample_rate <= 0 or channels <= 0:
         raise MediaError(
             "not_media",
-            f"{display_name}: the sound track cannot be read (no sample rate or channels)",
+            _t("{display_name}: the sound track cannot be read (no sample rate or channels)",
+               display_name=display_name),
             filename=display_name,
         )
     if video is not None:
@@ -148,13 +161,16 @@ def check_probe(info: dict[str, Any], size: int, limits: Limits, display_name: s
     duration = _duration(fmt, audio)
     if duration is None or duration <= 0:
         raise MediaError(
-            "not_media", f"{display_name}: cannot tell how long it is; the file is damaged", filename=display_name
+            "not_media", _t("{display_name}: cannot tell how long it is; the file is damaged",
+                            display_name=display_name), filename=display_name
         )
     if duration > limits.max_duration_s:
         raise MediaError(
             "too_long",
-            f"{display_name}: {format_duration(duration)} is over the {format_duration(limits.max_duration_s)} limit; "
-            "split the lesson into parts",
+            _t("{display_name}: {value} is over the {value2} limit; split the lesson into parts",
+               display_name=display_name,
+               value=format_duration(duration),
+               value2=format_duration(limits.max_duration_s)),
             filename=display_name,
             limit=format_duration(limits.max_duration_s),
         )
@@ -166,8 +182,8 @@ def check_probe(info: dict[str, Any], size: int, limits: Limits, display_name: s
     if bit_rate is not None and bit_rate > limits.max_bitrate:
         raise MediaError(
             "bitrate_too_high",
-            f"{display_name}: {format_bitrate(bit_rate)} is over the {format_bitrate(limits.max_bitrate)} limit; "
-            "export it at a lower quality",
+            _t("{display_name}: {value} is over the {value2} limit; export it at a lower quality",
+               display_name=display_name, value=format_bitrate(bit_rate), value2=format_bitrate(limits.max_bitrate)),
             filename=display_name,
             limit=format_bitrate(limits.max_bitrate),
         )
@@ -210,8 +226,8 @@ def _check_codec(stream: dict[str, Any], allowed: tuple[str, ...], kind: str, di
     if codec not in allowed:
         raise MediaError(
             "codec_not_allowed",
-            f"{display_name}: the {kind} codec {codec or 'unknown'} is not accepted; "
-            f"re-export it with one of {', '.join(allowed[:6])}, ...",
+            _t("{display_name}: the {kind} codec {value} is not accepted; re-export it with one of {choices}, ...",
+               display_name=display_name, kind=kind, value=codec or 'unknown', choices=', '.join(allowed[:6])),
             filename=display_name,
             limit=", ".join(allowed),
         )
@@ -224,8 +240,12 @@ def _check_resolution(width: int, height: int, limits: Limits, display_name: str
     if long_side > max_long or short_side > max_short:
         raise MediaError(
             "resolution_too_high",
-            f"{display_name}: {width}×{height} is over the {limits.max_width}×{limits.max_height} limit; "
-            "export it at 4K or less",
+            _t("{display_name}: {width}×{height} is over the {max_width}×{max_height} limit; export it at 4K or less",
+               display_name=display_name,
+               width=width,
+               height=height,
+               max_width=limits.max_width,
+               max_height=limits.max_height),
             filename=display_name,
             limit=f"{limits.max_width}×{limits.max_height}",
         )

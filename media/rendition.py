@@ -18,7 +18,7 @@ from typing import Any
 
 from media.analysis import measure_rendition
 from media.commands import encode_argv, encode_pipeline, first_gain_db, poster_argv
-from media.errors import MediaError
+from media.errors import MediaError, _t
 from media.loudness import measured_rendition
 from media.model import Loudness, ProbeResult, SourceAnalysis
 from media.profiles import Profile
@@ -167,11 +167,17 @@ def _encode_to_target(
             gain, ceiling = corrected(profile, gain, ceiling, loudness.integrated_lufs, tp)
     raise MediaError(
         "loudness_target_missed",
-        f"{display_name}: the {profile.name} rendition measured "
-        f"{loudness.integrated_lufs:.1f} LUFS and {tp:+.1f} dBTP after a corrective encode: "
-        f"{miss_reason(profile, probe, analysis, loudness.integrated_lufs, tp)}; the target is "
-        f"{profile.target_lufs:.0f} ±{profile.tolerance_lu:.0f} LUFS with peaks at or below "
-        f"{profile.max_true_peak_dbtp:.1f} dBTP",
+        _t("{display_name}: the {name} rendition measured {integrated_lufs:.1f} LUFS and {tp:+.1f} dBTP after a "
+           "corrective encode: {value}; the target is {target_lufs:.0f} ±{tolerance_lu:.0f} LUFS with peaks at or "
+           "below {max_true_peak_dbtp:.1f} dBTP",
+           display_name=display_name,
+           name=profile.name,
+           integrated_lufs=loudness.integrated_lufs,
+           tp=tp,
+           value=miss_reason(profile, probe, analysis, loudness.integrated_lufs, tp),
+           target_lufs=profile.target_lufs,
+           tolerance_lu=profile.tolerance_lu,
+           max_true_peak_dbtp=profile.max_true_peak_dbtp),
         filename=display_name,
         limit=f"{profile.target_lufs:.0f} LUFS, {profile.max_true_peak_dbtp:.1f} dBTP",
     )

@@ -93,8 +93,12 @@ class Notify:
     manifest_version: int
     timestamp_version: int
     issued_at: datetime
+    # "Download now": devices fetch this manifest at once, outside their download window (an urgent programme).
+    urgent: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.urgent, bool):
+            raise _bad("notify.urgent", self.urgent, "is not true or false")
         if not is_valid_id(self.channel):
             raise _bad("notify.channel", self.channel, "is not a valid channel id")
         for name in ("manifest_version", "timestamp_version"):
@@ -113,8 +117,11 @@ def encode(obj: DeviceConfig | Notify) -> bytes:
             data["download_window"] = list(obj.download_window)
         return canonical_json(data)
     if isinstance(obj, Notify):
-        return canonical_json({"channel": obj.channel, "manifest_version": obj.manifest_version,
-                               "timestamp_version": obj.timestamp_version, "issued_at": format_utc(obj.issued_at)})
+        data = {"channel": obj.channel, "manifest_version": obj.manifest_version,
+                "timestamp_version": obj.timestamp_version, "issued_at": format_utc(obj.issued_at)}
+        if obj.urgent:  # only when set: the notify of an ordinary publish stays what older agents know
+            data["urgent"] = True
+        return canonical_json(data)
     raise TypeError(f"encode: {type(obj).__name__} is not a lessoncast payload")
 
 
@@ -162,10 +169,10 @@ def decode_config(data: bytes) -> DeviceConfig:
 def decode_notify(data: bytes) -> Notify:
     """The Notify in data."""
     keys = ("channel", "manifest_version", "timestamp_version", "issued_at")
-    raw = _object(data, "notify", keys, keys)
+    raw = _object(data, "notify", keys, keys + ("urgent",))
     try:
         issued_at = parse_utc(raw["issued_at"])
     except ValueError:
         raise _bad("notify.issued_at", raw["issued_at"], "is not a UTC time like 2026-11-22T03:00:00Z") from None
     return Notify(channel=raw["channel"], manifest_version=raw["manifest_version"],
-                  timestamp_version=raw["timestamp_version"], issued_at=issued_at)
+                  timestamp_version=raw["timestamp_version"], issued_at=issued_at, urgent=raw.get("urgent", False))

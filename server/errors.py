@@ -7,7 +7,8 @@ from typing import Any
 from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from media.errors import MediaError
+from media.errors import MediaError, MediaText
+from server.i18n import LazyText, _l, normalise, translator
 
 
 class DomainError(Exception):
@@ -15,10 +16,11 @@ class DomainError(Exception):
     JSON. Services raise its kinds below; ``register`` maps them to the JSON error shape and an HTTP status (the
     one place that does), and the CLI maps them to a click error (``server.cli.common.api_errors``)."""
 
-    def __init__(self, code: str, message: str, **extra: Any):
-        super().__init__(message)
+    def __init__(self, code: str, message: str | LazyText, **extra: Any):
+        super().__init__(str(message))
         self.code = code
-        self.message = message
+        self.text = message  # translated for the reader where the refusal is answered
+        self.message = str(message)  # English: logs, tests, the command line
         self.extra = extra
 
     @property
@@ -26,9 +28,13 @@ class DomainError(Exception):
         """The HTTP status this refusal answers with."""
         return http_status(self)
 
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON body: ``{"error": {"code", "message", ...}}``."""
-        return {"error": {"code": self.code, "message": self.message, **self.extra}}
+    def localised(self, language: str | None) -> str:
+        """The message in LANGUAGE (zh_CN or en); English for a plain string."""
+        return self.text.translate(language) if isinstance(self.text, LazyText) else self.message
+
+    def to_dict(self, language: str = "en") -> dict[str, Any]:
+        """The JSON body: ``{"error": {"code", "message", ...}}``, its message in LANGUAGE."""
+        return {"error": {"code": self.code, "message": self.localised(language), **self.extra}}
 
 
 class BadRequest(DomainError):
@@ -94,38 +100,65 @@ def http_status(exc: DomainError) -> int:
 class ApiError(DomainError):
     """A refusal made by the HTTP layer itself (views, request checks), with its status given there."""
 
-    def __init__(self, status: int, code: str, message: str, **extra: Any):
+    def __init__(self, status: int, code: str, message: str | LazyText, **extra: Any):
         super().__init__(code, message, **extra)
         self.http = status
 
 
-def media_error_body(exc: MediaError) -> dict[str, Any]:
-    """The same JSON shape for a media refusal (upload time or job time)."""
-    return {"error": exc.to_dict()}
+def media_error_body(exc: MediaError, language: str = "en") -> dict[str, Any]:
+    """The same JSON shape for a media refusal (upload time or job time), its message in LANGUAGE."""
+    body = exc.to_dict()
+    if isinstance(exc.text, MediaText):
+        body["message"] = translator(language)(exc.text.template).format(**exc.text.params)
+    return {"error": body}
+
+
+def error_language() -> str:
+    """The language of an error message: ``?lang=``, then the best of Accept-Language, then English.
+
+    The codes never change with the language. Without either, the answer is English, unlike the console (which
+    defaults to zh_CN): a request without Accept-Language comes from a script or curl, whose output lands in logs
+    and issue reports; every browser (and so the console) sends Accept-Language.
+    """
+    try:
+        if request.args.get("lang"):
+            return normalise(request.args["lang"])
+        best = request.accept_languages.best_match(["zh_CN", "zh", "en"])
+        return normalise(best) if best else "en"
+    except ValueError:
+        return "en"
 
 
 def register(app: Flask) -> None:
-    """Make every error, including Flask's own 404/405/413, answer as JSON."""
+    """Make every error, including Flask's own 404/405/413, answer as JSON, in the caller's language."""
 
     @app.errorhandler(DomainError)
     def _refused(exc: DomainError):
-        response = jsonify(exc.to_dict())
+        response = jsonify(exc.to_dict(error_language()))
         if "retry_after" in exc.extra:
             response.headers["Retry-After"] = str(exc.extra["retry_after"])
         return response, exc.status
 
     @app.errorhandler(MediaError)
     def _media(exc: MediaError):
-        return jsonify(media_error_body(exc)), exc.http_status
+        return jsonify(media_error_body(exc, error_language())), exc.http_status
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException):
         code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(exc.code or 0, "http_error")
-        message = exc.description or exc.name
-        if exc.code == 413:
+        message: str | LazyText = exc.description or exc.name
+        default = exc.description == type(exc).description  # not a view's own description
+        if exc.code == 404 and default:
+            message = _l("Nothing is at {path}. The API is under /api/v1 (see /api/v1/openapi.json).",
+                         path=request.path)
+        elif exc.code == 405 and default:
+            message = _l("{path} does not take {method}.", path=request.path, method=request.method)
+        elif exc.code == 413:
             limit = request.max_content_length or app.config.get("MAX_CONTENT_LENGTH")
-            message = f"The request is larger than this endpoint's {limit // 1024} KB limit."
+            message = _l("The request is larger than this endpoint's {kb} KB limit.", kb=limit // 1024)
             if limit == app.config.get("MAX_CONTENT_LENGTH"):
-                message = f"The request is larger than the {limit // 1024**2} MB limit. " \
-                          "Use the resumable upload (/api/v1/uploads) or raise LESSONCAST_MAX_UPLOAD_SIZE."
+                message = _l("The request is larger than the {mb} MB limit. Use the resumable upload "
+                             "(/api/v1/uploads) or raise LESSONCAST_MAX_UPLOAD_SIZE.", mb=limit // 1024**2)
+        if isinstance(message, LazyText):
+            message = message.translate(error_language())
         return jsonify({"error": {"code": code, "message": message}}), exc.code

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from babel.support import NullTranslations, Translations
 
@@ -43,6 +43,34 @@ def catalogue(language: str | None = None) -> NullTranslations:
 def translator(language: str | None = None) -> Callable[[str], str]:
     """gettext for LANGUAGE (default zh_CN), outside any request."""
     return _catalogue(normalise(language)).gettext
+
+
+class LazyText(str):
+    """A text to translate once its reader's language is known. It is the English text (a ``str``, so logs, the
+    command line and code that reads it see English) and keeps the English template (the message id, with
+    ``str.format`` fields) and the values for its fields. Services give refusals these (``_l``), and the one edge
+    that answers them (``server.errors``) translates them into the request's language."""
+
+    template: str
+    params: dict[str, Any]
+
+    def __new__(cls, template: str, **params: Any) -> "LazyText":
+        text = super().__new__(cls, template.format(**params))
+        text.template, text.params = template, params
+        return text
+
+    def translate(self, language: str | None = None) -> str:
+        """The text in LANGUAGE (zh_CN or en), its fields filled in (lazy values translated too)."""
+        values = {k: v.translate(language) if isinstance(v, LazyText) else v for k, v in self.params.items()}
+        return translator(language)(self.template).format(**values)
+
+    def __repr__(self) -> str:
+        return f"_l({self.template!r})"
+
+
+def _l(template: str, **params: Any) -> LazyText:
+    """A text translated later (``LazyText``): ``_l("There is no lesson {lesson_id}.", lesson_id=7)``."""
+    return LazyText(template, **params)
 
 
 def _(text: str) -> str:

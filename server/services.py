@@ -87,7 +87,7 @@ class Services:
         return Rules(completion_threshold=s.attendance_completion, grace_days=s.attendance_grace_days,
                      class_min_s=s.attendance_class_minutes * 60.0, checkin_before_s=s.attendance_checkin_before,
                      checkin_after_s=s.attendance_checkin_after, clock_tolerance_s=s.attendance_clock_tolerance,
-                     timezone=s.county_timezone, card_key=self.card_key)
+                     timezone=s.county_timezone, county_name=s.county_name, card_key=self.card_key)
 
     @cached_property
     def card_key(self) -> bytes:

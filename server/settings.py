@@ -248,6 +248,9 @@ SETTINGS: tuple[Setting, ...] = (
             _zone),
     Setting("console_idle_timeout", 30 * 60.0, "How long a console session lasts without a request before the user "
             "signs in again (seconds, or with m/h).", _duration),
+
+    Setting("county_name", "", "The county's name for the county row of reports (e.g. 青山县). Empty: \"本县\" "
+            "(\"This county\" in English)."),
     Setting("secret_key", "", "Flask secret key. Default: generated once and kept in the data directory.", secret=True),
     Setting("log_level", "INFO", "Logging level: DEBUG, INFO, WARNING or ERROR."),
     Setting("access_log", False, "Log every HTTP request gunicorn answers (one line each) to lessoncast run's output.",

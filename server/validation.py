@@ -17,6 +17,7 @@ from werkzeug.routing import IntegerConverter
 
 from server.attendance.rules import FIRST_DAY, LAST_DAY
 from server.errors import ApiError
+from server.i18n import LazyText, _l
 
 # JSON bodies are small: a programme with its items, a device's settings. An enrolment is one code.
 JSON_LIMIT = 1024 * 1024
@@ -65,13 +66,14 @@ def _cap_body() -> None:
         return
     request.max_content_length = limit
     if request.content_length is not None and request.content_length > limit:
-        raise ApiError(413, "too_large", f"The request body is {request.content_length} bytes; this endpoint takes "
-                                         f"at most {_size(limit)}.", limit=limit)
+        raise ApiError(413, "too_large", _l("The request body is {content_length} bytes; this endpoint takes at most "
+                                            "{value}.",
+                                            content_length=request.content_length, value=_size(limit)), limit=limit)
     if request.is_json:
         try:
             request.get_json(silent=True)  # parsed once here and cached for the view
         except RecursionError:
-            raise ApiError(400, "json_too_deep", "The JSON body is nested too deeply; send a flat JSON object.") \
+            raise ApiError(400, "json_too_deep", _l("The JSON body is nested too deeply; send a flat JSON object.")) \
                 from None
 
 
@@ -86,7 +88,7 @@ def _refuse_nul() -> None:
     if where is None and request.is_json:
         where = "the JSON body" if _has_nul(request.get_json(silent=True)) else None
     if where is not None:
-        raise ApiError(400, "nul_character", f"{where} holds a NUL character (\\u0000); remove it.")
+        raise ApiError(400, "nul_character", _l("{where} holds a NUL character (\\u0000); remove it.", where=where))
 
 
 def _has_nul(value: Any, depth: int = 0) -> bool:
@@ -105,8 +107,8 @@ def _size(limit: int) -> str:
     return f"{limit // 1024**2} MB" if limit >= 1024**2 else f"{limit // 1024} KB"
 
 
-def _bad(field: str, what: str, status: int = 422, code: str = "field_invalid") -> ApiError:
-    return ApiError(status, code, f"{field}: {what}", field=field)
+def _bad(field: str, what: LazyText, status: int = 422, code: str = "field_invalid") -> ApiError:
+    return ApiError(status, code, _l("{field}: {what}", field=field, what=what), field=field)
 
 
 # ---- query parameters ------------------------------------------------------------------------------------------
@@ -124,7 +126,7 @@ def paging(default_limit: int, max_limit: int, *, max_offset: int = 10_000_000) 
     """?limit= and ?offset= (or ?page=, counted from 1), checked; a bad one is a 400 naming the parameter."""
     limit = query_int("limit", default_limit, 1, max_limit)
     if "page" in request.args and "offset" in request.args:
-        raise ApiError(400, "bad_parameter", "Give ?page= or ?offset=, not both.", field="page")
+        raise ApiError(400, "bad_parameter", _l("Give ?page= or ?offset=, not both."), field="page")
     page = query_int("page", 1, 1, max_offset // limit + 1)
     offset = query_int("offset", (page - 1) * limit, 0, max_offset)
     return Page(limit, offset, page)
@@ -137,7 +139,8 @@ def query_int(name: str, default: int, low: int, high: int) -> int:
         return default
     raw = raw.strip()
     if not (raw.isascii() and raw.lstrip("-").isdigit() and len(raw) <= 20) or not low <= int(raw) <= high:
-        raise ApiError(400, "bad_parameter", f"?{name}={raw[:40]!r}: give a whole number from {low} to {high}.",
+        raise ApiError(400, "bad_parameter", _l("?{name}={value!r}: give a whole number from {low} to {high}.",
+                                                name=name, value=raw[:40], low=low, high=high),
                        field=name)
     return int(raw)
 
@@ -151,7 +154,7 @@ def query_flag(name: str) -> Optional[bool]:
         return True
     if raw.lower() in ("0", "false"):
         return False
-    raise ApiError(400, "bad_parameter", f"?{name}={raw[:40]!r}: give 1 or 0.", field=name)
+    raise ApiError(400, "bad_parameter", _l("?{name}={value!r}: give 1 or 0.", name=name, value=raw[:40]), field=name)
 
 
 # ---- JSON body fields ------------------------------------------------------------------------------------------
@@ -162,12 +165,12 @@ def text(body: Mapping[str, Any], name: str, *, max_length: int = 200, default: 
     value = body.get(name)
     if value is None:
         if required:
-            raise _bad(name, "is required.")
+            raise _bad(name, _l("is required."))
         return default
     if not isinstance(value, str):
-        raise _bad(name, f"must be a string, not {_kind(value)}.")
+        raise _bad(name, _l("must be a string, not {value}.", value=_kind(value)))
     if len(value) > max_length:
-        raise _bad(name, f"is {len(value)} characters; at most {max_length}.")
+        raise _bad(name, _l("is {count} characters; at most {max_length}.", count=len(value), max_length=max_length))
     return value
 
 
@@ -178,10 +181,11 @@ def integer(body: Mapping[str, Any], name: str, low: int, high: int, *, default:
     value = body.get(name)
     if value is None:
         if required:
-            raise _bad(field, f"is required: a whole number from {low} to {high}.")
+            raise _bad(field, _l("is required: a whole number from {low} to {high}.", low=low, high=high))
         return default
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise _bad(field, f"must be a whole number from {low} to {high}, not {_show(value)}.")
+        raise _bad(field, _l("must be a whole number from {low} to {high}, not {value}.",
+                             low=low, high=high, value=_show(value)))
     return value
 
 
@@ -191,9 +195,9 @@ def strings(body: Mapping[str, Any], name: str, *, max_items: int = 200, max_len
     if value is None:
         return None
     if not isinstance(value, list) or not all(isinstance(v, str) and len(v) <= max_length for v in value):
-        raise _bad(name, f"must be a list of strings (e.g. [\"branch-1\"]), not {_show(value)}.")
+        raise _bad(name, _l("must be a list of strings (e.g. [\"branch-1\"]), not {value}.", value=_show(value)))
     if len(value) > max_items:
-        raise _bad(name, f"has {len(value)} entries; at most {max_items}.")
+        raise _bad(name, _l("has {count} entries; at most {max_items}.", count=len(value), max_items=max_items))
     return value
 
 
@@ -203,7 +207,7 @@ def mapping(body: Mapping[str, Any], name: str) -> Optional[dict[str, Any]]:
     if value is None:
         return None
     if not isinstance(value, dict):
-        raise _bad(name, f"must be a JSON object, not {_show(value)}.")
+        raise _bad(name, _l("must be a JSON object, not {value}.", value=_show(value)))
     return value
 
 
@@ -214,16 +218,17 @@ def day(value: Any, field: str) -> date:
     except ValueError:
         parsed = None
     if parsed is None:
-        raise _bad(field, f"must be a date like 2026-11-20, not {_show(value)}.", code="bad_date")
+        raise _bad(field, _l("must be a date like 2026-11-20, not {value}.", value=_show(value)), code="bad_date")
     if not FIRST_DAY <= parsed <= LAST_DAY:
-        raise _bad(field, f"{parsed} is outside {FIRST_DAY}..{LAST_DAY}; check the year.", code="bad_date")
+        raise _bad(field, _l("{parsed} is outside {first_day}..{last_day}; check the year.",
+                             parsed=parsed, first_day=FIRST_DAY, last_day=LAST_DAY), code="bad_date")
     return parsed
 
 
 def time_zone(value: Any, field: str) -> str:
     """An IANA time zone name the system's zoneinfo knows, e.g. Asia/Shanghai."""
     if not isinstance(value, str) or value not in zoneinfo.available_timezones():
-        raise _bad(field, f"{_show(value)} is not a time zone name like Asia/Shanghai or Asia/Urumqi.")
+        raise _bad(field, _l("{value} is not a time zone name like Asia/Shanghai or Asia/Urumqi.", value=_show(value)))
     return value
 
 

@@ -19,6 +19,7 @@ from server.accounts.models import ROLES, ApiToken, User
 from server.accounts.scope import COUNTY, Scope, find_township
 from server.devices.models import Device
 from server.errors import Forbidden, Unauthenticated
+from server.i18n import _l
 from server.services import app_services
 
 # What each role may do. Reading is split by what the data is, so each role reads only what its work needs:
@@ -102,8 +103,9 @@ def refuse_expired(row: ApiToken, now: datetime) -> None:
     if row.expires_at is not None and row.expires_at <= now:
         township = f" --township {row.township}" if row.township else ""
         raise Unauthenticated(
-            "token_expired", f"The API token '{row.name}' expired on {row.expires_at:%Y-%m-%d %H:%M} UTC. Ask an "
-            f"admin for a new one ('lessoncast token create --role {row.role}{township} --name NAME').")
+            "token_expired", _l("The API token '{name}' expired on {expires_at:%Y-%m-%d %H:%M} UTC. Ask an admin for "
+                                "a new one ('lessoncast token create --role {role}{township} --name NAME').",
+                                name=row.name, expires_at=row.expires_at, role=row.role, township=township))
 
 
 def find_token(session: Session, token: str) -> Optional[ApiToken]:
@@ -154,21 +156,22 @@ def current_actor() -> Actor:
             g.actor = Actor(None, user.username, user.role, user.township)
             return g.actor
         raise Unauthenticated("unauthenticated",
-                              "This needs an API token: send 'Authorization: Bearer TOKEN'. "
-                              "Create one with 'lessoncast token create --role media --name NAME'.")
+                              _l("This needs an API token: send 'Authorization: Bearer TOKEN'. Create one with "
+                                 "'lessoncast token create --role media --name NAME'."))
     services = app_services()
     if token.strip().startswith("lcd_"):
         with services.db.session() as session:
             device = find_device(session, token.strip())
             if device is None:
                 raise Unauthenticated("bad_device_token",
-                                      "This device token is unknown or the device was revoked. Enrol the device again.")
+                                      _l("This device token is unknown or the device was revoked. Enrol the device "
+                                         "again."))
             g.actor = Actor(None, device.uid, "device", None)
         return g.actor
     with services.db.session() as session:
         row = find_token(session, token.strip())
         if row is None:
-            raise Unauthenticated("bad_token", "The API token is unknown or revoked. Ask an admin for a new one.")
+            raise Unauthenticated("bad_token", _l("The API token is unknown or revoked. Ask an admin for a new one."))
         refuse_expired(row, services.clock())
         # Noted, not written here: a read request must not wait for the database's write lock.
         services.token_use.seen(row.id, row.last_used_at)
@@ -185,7 +188,8 @@ def require(permission: str) -> Callable:
             actor = current_actor()
             if not actor.may(permission):
                 raise Forbidden("forbidden",
-                                f"The '{actor.role}' role may not do this (needs '{permission}').")
+                                _l("The '{role}' role may not do this (needs '{permission}').",
+                                   role=actor.role, permission=permission))
             return view(*args, **kwargs)
 
         return wrapped

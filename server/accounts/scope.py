@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from server.devices.models import Device
 from server.errors import DomainError, Forbidden
+from server.i18n import _l
 from server.org.models import Group, Member, Site, Township
 
 
@@ -43,8 +44,9 @@ class Scope:
     def refuse(self, what: str) -> DomainError:
         """The error for WHAT (e.g. "Site hs-01") lying outside the scope."""
         return Forbidden("other_township",
-                         f"{what} belongs to another township; an operator of {self.township} sees and changes only "
-                         f"{self.township}'s sites, devices, members and classes.")
+                         _l("{what} belongs to another township; an operator of {township} sees and changes only "
+                            "{township}'s sites, devices, members and classes.",
+                            what=what, township=self.township))
 
     def township_filter(self, requested: Optional[str]) -> Optional[str]:
         """The township a listing or report is limited to: staff choose (None: all); an operator always gets their

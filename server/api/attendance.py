@@ -14,7 +14,7 @@ from server.api import json_body
 from server.attendance import edit as attendance_edit, exports, report_export, reports
 from server.attendance.exports import ReportRequest
 from server.errors import ApiError
-from server.i18n import normalise
+from server.i18n import _l, normalise
 from server.org.csv_rows import OrgImportError, decode_csv
 from server.services import app_services
 
@@ -31,8 +31,10 @@ def _language(lang: str | None = None) -> str:
     try:
         return normalise(lang or request.args.get("lang")
                          or request.accept_languages.best_match(["zh_CN", "zh", "en"]))
-    except ValueError as exc:
-        raise ApiError(400, "unknown_language", str(exc)) from None
+    except ValueError:
+        raise ApiError(400, "unknown_language", _l("language {language!r}: lessoncast speaks zh_CN (简体中文) and "
+                                                   "en (English)", language=lang or request.args.get("lang"))) \
+            from None
 
 
 def _send(tables, meta, stem: str, default_table: str | None) -> Response:
@@ -64,10 +66,10 @@ def _period_or_programme(args=None) -> tuple[str, bool]:
     args = request.args if args is None else args
     period, programme = args.get("period"), args.get("programme")
     if period and programme:
-        raise ApiError(400, "period_or_programme", "Give ?period= or ?programme=, not both.")
+        raise ApiError(400, "period_or_programme", _l("Give ?period= or ?programme=, not both."))
     if not period and not programme:
-        raise ApiError(400, "period_required", "Add ?period=2026-Q4 (or 2026, 2026-01-01..2026-06-30, or a "
-                                               "programme code), or ?programme=<programme code>.")
+        raise ApiError(400, "period_required", _l("Add ?period=2026-Q4 (or 2026, 2026-01-01..2026-06-30, or a "
+                                                  "programme code), or ?programme=<programme code>."))
     return (period or programme), bool(programme)
 
 
@@ -137,7 +139,7 @@ def list_sessions():
     services = app_services()
     period = request.args.get("period")
     if not period:
-        raise ApiError(400, "period_required", "Add ?period=2026-Q4 (or 2026, or 2026-10-01..2026-10-31).")
+        raise ApiError(400, "period_required", _l("Add ?period=2026-Q4 (or 2026, or 2026-10-01..2026-10-31)."))
     with services.db.session() as session:
         p, _programme = reports.resolve_period(session, period, services.rules)
         rows = attendance_edit.list_sessions(session, services.rules, p.start, p.end,
@@ -160,7 +162,7 @@ def add_session():
     except ValueError:
         at = None
     if at is None:
-        raise ApiError(422, "bad_date", f'time: {clock!r} is not a time like "19:30".', field="time")
+        raise ApiError(422, "bad_date", _l("time: {clock!r} is not a time like \"19:30\".", clock=clock), field="time")
     site, title = validation.text(body, "site", default=""), validation.text(body, "title", default="")
     actor = current_actor()
     with services.db.session() as session:

@@ -12,6 +12,7 @@ from server.devices import enrolment, registry as devices
 from server.devices.models import Device
 from server.errors import ApiError
 from server.events.models import DeviceStatus
+from server.i18n import _l
 from server.messaging import retained
 from server.org.csv_rows import OrgImportError, decode_csv
 from server.org.models import Site, Township
@@ -29,7 +30,8 @@ def enrol():
     body = json_body()
     code = body.get("code")
     if not isinstance(code, str) or not code.strip() or len(code) > 64:
-        raise ApiError(400, "code_required", 'Send {"code": "K7QX-M3TD-WA9F"}: the one-time code printed for this device.')
+        raise ApiError(400, "code_required", _l("Send {{\"code\": \"K7QX-M3TD-WA9F\"}}: the one-time code printed for "
+                                                "this device."))
     return jsonify(enrolment.enrol(app_services(), code, address=request.remote_addr or ""))
 
 

@@ -10,6 +10,7 @@ from server.api import json_body
 from server.api.attendance import accepted, report_request
 from server.attendance import exports
 from server.errors import ApiError
+from server.i18n import _l
 from server.services import app_services
 
 bp = Blueprint("exports_api", __name__, url_prefix="/exports")
@@ -22,13 +23,14 @@ def create():
     body = json_body()
     report = body.get("report", "participation")
     if report not in exports.REPORTS:
-        raise ApiError(400, "unknown_report", f"report {report!r}: exports exist for {', '.join(exports.REPORTS)}.")
+        raise ApiError(400, "unknown_report", _l("report {report!r}: exports exist for {choices}.",
+                                                 report=report, choices=', '.join(exports.REPORTS)))
     fields = {}
     for key in ("period", "programme", "township", "format", "table", "lang"):
         value = body.get(key)
         if value is not None and not isinstance(value, str):
-            raise ApiError(400, "bad_field", f"{key!r} must be text, such as \"2026-Q4\" or \"qs\"; got "
-                                             f"{type(value).__name__}.", field=key)
+            raise ApiError(400, "bad_field", _l("{key!r} must be text, such as \"2026-Q4\" or \"qs\"; got {name__}.",
+                                                key=key, name__=type(value).__name__), field=key)
         if value:
             fields[key] = value
     req = report_request(fields, default_format="xlsx")
@@ -55,9 +57,11 @@ def download(export_id: int):
     export, job = exports.get_for(services, export_id, current_actor())
     path = exports.file_path(services, export)
     if path is None:
-        raise ApiError(409, "export_not_ready", f"Export {export_id} is {job.state} "
-                       f"({round(100 * job.progress)}%); download it when GET /api/v1/exports/{export_id} says "
-                       "'done'.", state=job.state)
+        raise ApiError(409, "export_not_ready", _l("Export {export_id} is {state} ({value}%); download it when GET "
+                                                   "/api/v1/exports/{export_id} says 'done'.",
+                                                   export_id=export_id,
+                                                   state=job.state,
+                                                   value=round(100 * job.progress)), state=job.state)
     media_type = exports.MEDIA_TYPES[export.params["format"]]
     response = send_file(path, mimetype=media_type, as_attachment=True, download_name=export.filename,
                          conditional=False, etag=False)

@@ -8,6 +8,7 @@ from sqlalchemy import func, select
 from server import validation
 from server.accounts.auth import current_actor, require
 from server.errors import ApiError
+from server.i18n import _l
 from server.lessons import service as lessons, tus as uploads
 from server.lessons.models import Lesson
 from server.services import app_services
@@ -24,7 +25,7 @@ def create():
     # Checked before the body is read: a file the disk cannot hold is refused before any of it is written.
     uploads.ensure_room(services, request.content_length or 0)
     if "file" not in request.files:
-        raise ApiError(400, "file_required", "Send the media as the multipart field 'file'.")
+        raise ApiError(400, "file_required", _l("Send the media as the multipart field 'file'."))
     meta = lessons.parse_meta(request.form)
     upload = request.files["file"]
     staged = upload.stream

@@ -8,6 +8,7 @@ from flask import Blueprint, Response, current_app, request, send_file
 
 from server.accounts.auth import current_actor
 from server.errors import ApiError
+from server.i18n import _l
 from server.lessons.media_store import EXTENSION, SHA256
 from server.nginx import MEDIA_INTERNAL
 from server.services import app_services
@@ -27,10 +28,10 @@ def download(name: str):
         current_actor()
     sha256, _, extension = name.partition(".")
     if not SHA256.match(sha256) or not EXTENSION.match(extension):
-        raise ApiError(404, "not_found", f"'{name}' is not a media file name (expected <sha256>.<ext>).")
+        raise ApiError(404, "not_found", _l("'{name}' is not a media file name (expected <sha256>.<ext>).", name=name))
     path = services.media.path(sha256, extension)
     if path is None:
-        raise ApiError(404, "not_found", f"No media file {name}.")
+        raise ApiError(404, "not_found", _l("No media file {name}.", name=name))
     if current_app.config.get("LESSONCAST_BEHIND_NGINX"):
         return _nginx_sends(path, services.media.root, sha256, extension)
     # conditional=True gives Range/206 and If-None-Match/304; a whole file goes out through the server's

@@ -82,6 +82,8 @@ def _op(summary: str, ok: str, *, parameters: tuple = (), body: Optional[dict] =
 LIMIT = _query("limit", _int(1, 1000), "Rows per page (each listing has its own maximum).")
 OFFSET = _query("offset", _int(0, 10_000_000), "Rows to skip.")
 TOWNSHIP = _query("township", _string(64, examples=["qs"]), "A township's code (operators always see their own).")
+URGENT = _query("urgent", {"type": "string", "enum": ["0", "1"]},
+                "Download now (1): devices fetch the programme at once instead of in their download window.")
 SITE = _query("site", _string(64, examples=["qs-01"]), "A site's code.")
 PERIOD = _query("period", _string(64, examples=["2026-Q4", "2026", "2026-01-01..2026-06-30"]),
                 "A year, a quarter, days (A..B, within 2000-2099), or a published programme's code.")
@@ -262,9 +264,9 @@ def _paths() -> dict[str, dict[str, Any]]:
         "/api/v1/programmes/{ref}/new-version": {"post": _op("A draft copy of a published programme.", "The draft.",
                                                              status="201", parameters=(REF,), tags=prog)},
         "/api/v1/programmes/{ref}/preview": {"get": _op("What publishing would do.", "The preview.",
-                                                        parameters=(REF,), tags=prog)},
+                                                        parameters=(REF, URGENT), tags=prog)},
         "/api/v1/programmes/{ref}/publish": {"post": _op("Publish a draft.", "What was published.",
-                                                         parameters=(REF,), tags=prog)},
+                                                         parameters=(REF, URGENT), tags=prog)},
         "/api/v1/channels": {"get": _op("Every channel.", "The channels.", tags=prog)},
         "/api/v1/channels/{channel}/manifest.json": {"get": _op(
             "A channel's current manifest.", "The manifest.", tags=prog,

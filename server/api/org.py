@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, jsonify, request
 
 from server import validation
+from server.i18n import _l
 from server.validation import CSV_LIMIT
 from server.accounts.auth import current_actor, require
 from server.api import json_body
@@ -21,14 +22,14 @@ def _csv_upload() -> tuple[bytes, str]:
     if request.mimetype == "multipart/form-data":
         upload = request.files.get("file")
         if upload is None:
-            raise ApiError(400, "file_required", "Send the CSV as the multipart field 'file'.")
+            raise ApiError(400, "file_required", _l("Send the CSV as the multipart field 'file'."))
         upload.stream.seek(0)
         data, name = upload.stream.read(CSV_LIMIT + 1), display_name(upload.filename)
     else:
         data, name = request.get_data(cache=False)[:CSV_LIMIT + 1], ""
     if len(data) > CSV_LIMIT:
-        raise ApiError(413, "too_large", f"The CSV is over the {CSV_LIMIT // 1024**2} MB limit; "
-                                         "split it into smaller files.")
+        raise ApiError(413, "too_large", _l("The CSV is over the {value} MB limit; split it into smaller files.",
+                                            value=CSV_LIMIT // 1024 ** 2))
     return data, name
 
 
@@ -72,7 +73,8 @@ def import_csv():
     data, name = _csv_upload()
     kind = request.args.get("kind") or None
     if kind is not None and kind not in org.IMPORT_KINDS:
-        raise ApiError(422, "field_invalid", f"kind {kind!r} is not one of {', '.join(org.IMPORT_KINDS)}",
+        raise ApiError(422, "field_invalid", _l("kind {kind!r} is not one of {choices}",
+                                                kind=kind, choices=', '.join(org.IMPORT_KINDS)),
                        field="kind")
     try:
         kind = kind or org.detect_kind(org.decode_csv(data))

@@ -7,9 +7,11 @@ from sqlalchemy import select
 
 from playlists.m3u import to_m3u8
 from playlists.manifest import parse_manifest
+from server import validation
 from server.accounts.auth import current_actor, require
 from server.api import json_body
 from server.errors import ApiError
+from server.i18n import _l
 from server.programmes import service as programmes, publish
 from server.programmes.models import Channel, Programme
 from server.services import app_services
@@ -65,15 +67,18 @@ def new_version(ref: str):
 @bp.get("/programmes/<ref>/preview")
 @require("read.lessons")
 def preview(ref: str):
-    """What publishing would do: devices affected, items added and removed, bytes each device downloads."""
-    return jsonify(publish.preview(app_services(), ref))
+    """What publishing would do: devices affected and awaiting enrolment, items added and removed, bytes each
+    device downloads, and when devices fetch it (their download window; at once with ?urgent=1)."""
+    return jsonify(publish.preview(app_services(), ref, urgent=bool(validation.query_flag("urgent"))))
 
 
 @bp.post("/programmes/<ref>/publish")
 @require("programmes.write")
 def do_publish(ref: str):
-    """Publish a draft: sign the channels' manifests and tell every device at once."""
-    return jsonify(publish.publish(app_services(), ref, current_actor().name))
+    """Publish a draft: sign the channels' manifests and tell every device; ?urgent=1 ("download now") makes
+    devices fetch it at once instead of in their download window."""
+    return jsonify(publish.publish(app_services(), ref, current_actor().name,
+                                   urgent=bool(validation.query_flag("urgent"))))
 
 
 @bp.get("/channels")
@@ -91,7 +96,7 @@ def _manifest(channel: str) -> bytes:
     with app_services().db.session() as session:
         row = session.get(Channel, channel)
         if row is None or not row.manifest:
-            raise ApiError(404, "no_such_channel", f"Channel {channel} has no published manifest.")
+            raise ApiError(404, "no_such_channel", _l("Channel {channel} has no published manifest.", channel=channel))
         return row.manifest
 
 

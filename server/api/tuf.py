@@ -11,6 +11,7 @@ import re
 from flask import Blueprint, send_file
 
 from server.errors import ApiError
+from server.i18n import _l
 from server.programmes.trust import repo_dir
 from server.services import app_services
 
@@ -21,7 +22,7 @@ TARGET_PATH = re.compile(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*")
 
 def _send(path, cache_forever: bool):
     if not path.is_file():
-        raise ApiError(404, "not_found", f"No such repository file: {path.name}.")
+        raise ApiError(404, "not_found", _l("No such repository file: {name}.", name=path.name))
     response = send_file(path, mimetype="application/json" if path.suffix == ".json" else None, conditional=True,
                          max_age=0)
     response.headers["Cache-Control"] = ("public, max-age=31536000, immutable" if cache_forever
@@ -34,7 +35,7 @@ def metadata(name: str):
     """A metadata file: versioned ones are immutable, timestamp.json and root.json are always revalidated."""
     match = METADATA_NAME.fullmatch(name)
     if not match:
-        raise ApiError(404, "not_found", f"'{name}' is not a TUF metadata file name.")
+        raise ApiError(404, "not_found", _l("'{name}' is not a TUF metadata file name.", name=name))
     services = app_services()
     return _send(repo_dir(services) / "metadata" / name, cache_forever=match.group(1) is not None)
 
@@ -43,6 +44,6 @@ def metadata(name: str):
 def targets(target: str):
     """A target file (a channel manifest) under its consistent-snapshot name, which never changes."""
     if not TARGET_PATH.fullmatch(target) or ".." in target.split("/"):
-        raise ApiError(404, "not_found", "Not a target path.")
+        raise ApiError(404, "not_found", _l("Not a target path."))
     services = app_services()
     return _send(repo_dir(services) / "targets" / target, cache_forever=True)

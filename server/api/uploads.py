@@ -6,6 +6,7 @@ from flask import Blueprint, Response, jsonify, request, url_for
 
 from server.accounts.auth import current_actor, require
 from server.errors import ApiError
+from server.i18n import _l
 from server.lessons import tus as uploads
 from server.services import app_services
 
@@ -71,7 +72,7 @@ def head(upload_id: str):
 def patch(upload_id: str):
     """Append bytes at Upload-Offset; on the last byte the file becomes a lesson (Lessoncast-Lesson-Id header)."""
     if request.mimetype != "application/offset+octet-stream":
-        raise ApiError(415, "bad_content_type", "PATCH bodies must be 'application/offset+octet-stream'.")
+        raise ApiError(415, "bad_content_type", _l("PATCH bodies must be 'application/offset+octet-stream'."))
     services = app_services()
     request.max_content_length = services.settings.max_upload_size
     upload = uploads.append(services, upload_id, request.headers.get("Upload-Offset"), request.stream,

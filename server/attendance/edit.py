@@ -20,6 +20,7 @@ from server.attendance.models import ClassSession, SessionAttendee
 from server.attendance.rules import FIRST_DAY, LAST_DAY, Rules
 from server.audit import AuditEntry
 from server.errors import DomainError, Forbidden, Invalid, NotFound
+from server.i18n import _l
 from server.org.models import Member, Site, Township
 
 # English or Chinese headers, as an Excel sheet from a township office would have them.
@@ -36,7 +37,7 @@ ROSTER_HEADERS = {
 def _site(session: Session, code: str, scope: Scope) -> Site:
     site = session.scalar(select(Site).where(Site.code == code))
     if site is None:
-        raise Invalid("unknown_site", f"There is no site {code!r}. See GET /api/v1/sites.")
+        raise Invalid("unknown_site", _l("There is no site {code!r}. See GET /api/v1/sites.", code=code))
     return scope.check_site(site)
 
 
@@ -66,7 +67,7 @@ def get_session(session: Session, key: str, scope: Scope = COUNTY) -> ClassSessi
     """The class session KEY, or NotFound (Forbidden when it was held outside SCOPE)."""
     row = session.scalar(select(ClassSession).where(ClassSession.key == key))
     if row is None:
-        raise NotFound("unknown_session", f"There is no session {key!r}. See GET /api/v1/sessions.")
+        raise NotFound("unknown_session", _l("There is no session {key!r}. See GET /api/v1/sessions.", key=key))
     scope.check_site_id(session, row.site_id, f"Session {key}")
     return row
 
@@ -74,7 +75,8 @@ def get_session(session: Session, key: str, scope: Scope = COUNTY) -> ClassSessi
 def _member(session: Session, member_no: str, scope: Scope) -> Member:
     member = session.scalar(select(Member).where(Member.member_no == member_no))
     if member is None:
-        raise Invalid("unknown_member", f"There is no member {member_no!r}. Import the members first.")
+        raise Invalid("unknown_member", _l("There is no member {member_no!r}. Import the members first.",
+                                           member_no=member_no))
     return scope.check_member(session, member)
 
 
@@ -130,14 +132,16 @@ def import_roster(session: Session, rules: Rules, text: str, actor: str, now: da
     reader = csv.reader(text.splitlines())
     header = next(reader, None)
     if not header:
-        raise Invalid("csv_invalid", f"{filename}: empty; the first line names the columns "
-                                           "(session or site,date[,time]; member).")
+        raise Invalid("csv_invalid", _l("{filename}: empty; the first line names the columns (session or "
+                                        "site,date[,time]; member).",
+                                        filename=filename))
     columns = [ROSTER_HEADERS.get(h.strip().lstrip("\ufeff").lower(), ROSTER_HEADERS.get(h.strip().lstrip("\ufeff")))
                for h in header]
     unknown = [h for h, c in zip(header, columns) if c is None]
     if unknown or "member" not in columns or not ({"session"} <= set(columns) or {"site", "date"} <= set(columns)):
-        raise Invalid("csv_invalid", f"{filename}:1: columns must be member plus either session or site and "
-                                           f"date (and optionally time, title); unknown: {', '.join(unknown) or '-'}")
+        raise Invalid("csv_invalid", _l("{filename}:1: columns must be member plus either session or site and date "
+                                        "(and optionally time, title); unknown: {value}",
+                                        filename=filename, value=', '.join(unknown) or '-'))
     errors: list[str] = []
     planned: list[tuple[Any, str, str]] = []
     lines: dict[Any, int] = {}  # the first line naming each session or class, for the refusal
@@ -173,12 +177,13 @@ def import_roster(session: Session, rules: Rules, text: str, actor: str, now: da
         planned.append((target, member, row.get("title", "")))
         lines.setdefault(target, line)
     if errors:
-        raise Invalid("csv_invalid", f"{len(errors)} problem(s), nothing was stored:\n" + "\n".join(errors[:50]))
+        raise Invalid("csv_invalid", _l("{count} problem(s), nothing was stored:\n{problems}",
+                                        count=len(errors), problems="\n".join(errors[:50])))
     if foreign:
-        raise Forbidden("other_township", f"{len(foreign)} member(s) of another township, nothing was "
-                                              "stored:\n" + "\n".join(foreign[:50]))
+        raise Forbidden("other_township", _l("{count} member(s) of another township, nothing was stored:\n{rows}",
+                                             count=len(foreign), rows="\n".join(foreign[:50])))
     if not planned:
-        raise Invalid("csv_invalid", f"{filename}: no rows below the header")
+        raise Invalid("csv_invalid", _l("{filename}: no rows below the header", filename=filename))
     keys: dict[Any, str] = {}
     created = 0
     for target, _member_no, title in planned:

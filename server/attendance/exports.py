@@ -28,6 +28,7 @@ from server.attendance import reports
 from server.attendance.models import Export
 from server.attendance.report_export import FORMATS
 from server.errors import BadRequest, NotFound
+from server.i18n import _l
 from server.jobs import leases as jobs
 from server.jobs.models import Job
 from server.org.models import Member, Site, Township
@@ -83,14 +84,17 @@ def is_large(services: Services, township: Optional[str]) -> bool:
 def validate(services: Services, req: ReportRequest) -> None:
     """Refuse now what the job would refuse later: an unknown format, table, period, programme or township."""
     if req.format not in FORMATS:
-        raise BadRequest("bad_format", f"format {req.format!r}: use one of {', '.join(FORMATS)}.")
+        raise BadRequest("bad_format", _l("format {format!r}: use one of {choices}.",
+                                          format=req.format, choices=', '.join(FORMATS)))
     if req.table is not None and req.table not in TABLES:
-        raise BadRequest("bad_format", f"table {req.table!r}: a CSV holds one of {', '.join(TABLES)}.")
+        raise BadRequest("bad_format", _l("table {table!r}: a CSV holds one of {choices}.",
+                                          table=req.table, choices=', '.join(TABLES)))
     with services.db.session() as session:
         reports.resolve_period(session, req.period, services.rules, programme=req.programme)
         if req.township and not session.scalar(
                 select(func.count(Site.id)).join(Township).where(Township.code == req.township)):
-            raise NotFound("unknown_township", f"There is no township {req.township!r} with sites.")
+            raise NotFound("unknown_township", _l("There is no township {township!r} with sites.",
+                                                  township=req.township))
 
 
 def request_export(services: Services, actor: Actor, req: ReportRequest) -> int:
@@ -135,8 +139,9 @@ def get_for(services: Services, export_id: int, actor: Actor) -> tuple[Export, J
         export = session.get(Export, export_id)
         job = session.get(Job, export.job_id) if export is not None else None
     if export is None or job is None or not may_read(actor, export) or export.expires_at < services.clock():
-        raise NotFound("export_not_found", f"There is no export {export_id} for this token; it may have "
-                                                "expired. Ask for the report again.")
+        raise NotFound("export_not_found", _l("There is no export {export_id} for this token; it may have expired. "
+                                              "Ask for the report again.",
+                                              export_id=export_id))
     return export, job
 
 

@@ -12,8 +12,10 @@ import csv
 import io
 import json
 from dataclasses import dataclass
+import unicodedata
 from datetime import date, datetime
 from typing import IO, Any, Callable, Optional, Union
+from zoneinfo import ZoneInfo
 
 from server.attendance.reports import MemberRecord, MemberRow, Report, Row
 from server.i18n import _, translator
@@ -35,12 +37,12 @@ _AREA = (("level", _("Level")), ("township", _("Township code")), ("code", _("Co
          ("active", _("Active members")), ("trained", _("Trained members")), ("rate", _("Participation rate")),
          ("completed_all", _("Completed all mandatory lessons")), ("classes", _("Class sessions")),
          ("broadcast_days", _("Broadcast days")), ("clock_flagged", _("Records with an implausible clock")))
-_MEMBER = (("member_no", _("Member number")), ("name", _("Name")), ("township", _("Township code")),
+_MEMBER = (("member_no", _("Member number")), ("name", _("Member name")), ("township", _("Township code")),
            ("site", _("Site code")), ("site_name", _("Site")), ("branch", _("Party branch")),
            ("mandatory", _("Mandatory lessons")), ("completed", _("Mandatory lessons completed")),
            ("classes", _("Classes attended")), ("trained", _("Trained")), ("last_training", _("Last training")),
            ("clock_flagged", _("Records with an implausible clock")))
-_UNTRAINED = (("member_no", _("Member number")), ("name", _("Name")), ("township", _("Township code")),
+_UNTRAINED = (("member_no", _("Member number")), ("name", _("Member name")), ("township", _("Township code")),
               ("site", _("Site code")), ("site_name", _("Site")), ("branch", _("Party branch")))
 
 
@@ -97,11 +99,33 @@ def to_json(report_tables: list[Table], meta: dict[str, Any]) -> bytes:
     return json.dumps(out, ensure_ascii=False, indent=1).encode("utf-8")
 
 
+# Values a person reads in a file, through the catalogue: the level of a row, the kind of period, yes and no.
+_VALUES = {"county": _("county"), "township": _("township"), "site": _("site"), "quarter": _("quarter"),
+           "year": _("year"), "range": _("range of days"), "programme": _("programme")}
+_YES, _NO = _("Yes"), _("No")
+_THIS_COUNTY = _("This county")
+
+
+def _shown(table: Table, gettext: Callable[[str], str]) -> Callable[[tuple], list]:
+    """How a row of TABLE reads in a file: levels translated, the county row named, booleans as yes/no."""
+    keys = [k for k, _h in table.columns]
+    level = keys.index("level") if "level" in keys else None
+    name = keys.index("name") if "name" in keys else None
+
+    def show(row: tuple) -> list:
+        cells = [(gettext(_YES) if v else gettext(_NO)) if isinstance(v, bool) else v for v in row]
+        if level is not None:
+            if cells[level] == "county" and name is not None and not cells[name]:
+                cells[name] = gettext(_THIS_COUNTY)
+            cells[level] = gettext(_VALUES.get(cells[level], cells[level]))
+        return cells
+
+    return show
+
+
 def _csv_cell(value: Any) -> Any:
     if value is None:
         return ""
-    if isinstance(value, bool):
-        return "1" if value else "0"
     return _spreadsheet_text(_json_cell(value))
 
 
@@ -111,8 +135,9 @@ def to_csv(table: Table, language: Optional[str] = None) -> bytes:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow([gettext(h) for _k, h in table.columns])
+    show = _shown(table, gettext)
     for row in table.rows:
-        writer.writerow([_csv_cell(v) for v in row])
+        writer.writerow([_csv_cell(v) for v in show(row)])
     return ("\ufeff" + buffer.getvalue()).encode("utf-8")
 
 
@@ -139,17 +164,27 @@ def write_xlsx(report_tables: list[Table], meta: dict[str, Any], out: Union[str,
     gettext = translator(language)
     book = Workbook(write_only=True)
     about = book.create_sheet(gettext(_("About"))[:31])
-    about.column_dimensions["A"].width = 24
-    about.column_dimensions["B"].width = 40
-    for key, value in meta.items():
-        about.append([gettext(_META.get(key, key)), _json_cell(value)])
+    lines = [[gettext(_META.get(key, key)), _meta_cell(key, value, gettext)] for key, value in meta.items()
+             if key not in ("grace_days", "window_until")]
+    if meta.get("grace_days"):
+        lines.append([gettext(_("Note")), gettext(_("The end date includes the {days} grace days after the "
+                                                    "programme's window, which ends on {until}: plays in them still "
+                                                    "count.")).format(days=meta["grace_days"],
+                                                                       until=_json_cell(meta["window_until"]))])
+    for column, width in enumerate(_widths([], lines), 1):
+        about.column_dimensions[get_column_letter(column)].width = width
+    for line in lines:
+        about.append(line)
     total = sum(len(t.rows) for t in report_tables) or 1
     written = 0
     bold = Font(bold=True)
     for table in report_tables:
         sheet = book.create_sheet(_sheet_name(gettext(table.title)))
-        for i, (_k, header) in enumerate(table.columns, 1):
-            sheet.column_dimensions[get_column_letter(i)].width = max(10, min(40, len(gettext(header)) * 2 + 2))
+        show = _shown(table, gettext)
+        rate_col = next((i for i, (k, _h) in enumerate(table.columns) if k == "rate"), None)
+        for i, width in enumerate(_widths([gettext(h) for _k, h in table.columns],
+                                          (show(row) for row in table.rows), percent=rate_col), 1):
+            sheet.column_dimensions[get_column_letter(i)].width = width
         sheet.freeze_panes = "A2"
         headers = []
         for _k, header in table.columns:
@@ -157,9 +192,8 @@ def write_xlsx(report_tables: list[Table], meta: dict[str, Any], out: Union[str,
             cell.font = bold
             headers.append(cell)
         sheet.append(headers)
-        rate_col = next((i for i, (k, _h) in enumerate(table.columns) if k == "rate"), None)
         for row in table.rows:
-            cells: list[Any] = [_xlsx_cell(v) for v in row]
+            cells: list[Any] = [_xlsx_cell(v) for v in show(row)]
             if rate_col is not None:
                 cells[rate_col] = WriteOnlyCell(sheet, cells[rate_col])
                 cells[rate_col].number_format = "0.0%"
@@ -184,6 +218,41 @@ def _xlsx_cell(value: Any) -> Any:
     return _spreadsheet_text(value)
 
 
+def text_width(text: str) -> int:
+    """Columns TEXT takes in a spreadsheet: a Chinese (wide or full-width) character takes two."""
+    return sum(2 if unicodedata.east_asian_width(c) in ("W", "F") else 1 for c in text)
+
+
+def _cell_text(value: Any, percent: bool = False) -> str:
+    if value is None:
+        return ""
+    if percent and isinstance(value, (int, float)):
+        return f"{value * 100:.1f}%"
+    if isinstance(value, (date, datetime)):
+        return value.isoformat()
+    return str(value)
+
+
+def _widths(headers: list[str], rows, percent: Optional[int] = None, *, low: int = 6, high: int = 60) -> list[int]:
+    """Column widths that fit the longest header or value of each column (plus a margin), within LOW..HIGH."""
+    widths = [text_width(h) for h in headers]
+    for row in rows:
+        if len(widths) < len(row):
+            widths += [0] * (len(row) - len(widths))
+        for i, value in enumerate(row):
+            widths[i] = max(widths[i], text_width(_cell_text(value, i == percent)))
+    return [max(low, min(high, w + 2)) for w in widths]
+
+
+def _meta_cell(key: str, value: Any, gettext: Callable[[str], str]) -> Any:
+    """A line of the About sheet as a person reads it: the kind of period translated, times in the county's."""
+    if key == "kind":
+        return gettext(_VALUES.get(value, value))
+    if isinstance(value, datetime):
+        return f"{value:%Y-%m-%d %H:%M} ({value.tzinfo})" if value.tzinfo else value.isoformat()
+    return _json_cell(value)
+
+
 def _sheet_name(name: str) -> str:
     for bad in "[]:*?/\\":
         name = name.replace(bad, " ")
@@ -192,13 +261,19 @@ def _sheet_name(name: str) -> str:
 
 _META = {"period": _("Period"), "kind": _("Kind of period"), "from": _("From"), "until": _("Until"),
          "township": _("Township code"), "generated_at": _("Generated at"), "year": _("Year of the home-visit list"),
-         "member_no": _("Member number"), "name": _("Name"), "site": _("Site code")}
+         "member_no": _("Member number"), "name": _("Member name"), "site": _("Site code")}
 
 
 def report_meta(report: Report) -> dict[str, Any]:
-    return {"period": report.period.label, "kind": report.period.kind, "from": report.period.start,
-            "until": report.period.end, "township": report.township or "", "generated_at": report.generated_at,
-            "year": report.year_label}
+    """What a report is: its period (``until`` includes a programme's grace days, ``grace_days`` says how many),
+    township, the year of its home-visit list, and when it was made (in the county's time zone)."""
+    meta = {"period": report.period.label, "kind": report.period.kind, "from": report.period.start,
+            "until": report.period.end, "township": report.township or "",
+            "generated_at": report.generated_at.astimezone(ZoneInfo(report.timezone)), "year": report.year_label}
+    if report.grace_days:
+        meta["grace_days"] = report.grace_days
+        meta["window_until"] = date.fromordinal(report.period.end.toordinal() - report.grace_days)
+    return meta
 
 
 def record_meta(record: MemberRecord, period: str) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from server.accounts.scope import COUNTY, Scope
 from server.attendance.models import BroadcastDay, ClassSession, LessonCoverage, SessionAttendee
 from server.attendance.rules import Period, Rules, active_in, parse_period, rate, year
 from server.errors import Invalid, NotFound
+from server.i18n import _l
 from server.lessons.models import Lesson
 from server.org.models import Group, GroupLink, Member, Site, Township
 from server.programmes.models import Programme, ProgrammeItem
@@ -93,6 +94,8 @@ class Report:
     untrained_this_year: list[MemberRow]
     year_label: str = ""
     notes: list[str] = field(default_factory=list)
+    timezone: str = "UTC"  # the county's: generated_at is shown in it
+    grace_days: int = 0  # a programme period: the days after its window its end date includes
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -109,11 +112,13 @@ def resolve_period(session: Session, text: str, rules: Rules, *,
         try:
             return parse_period(text), None
         except ValueError as period_error:
-            refusal = Invalid("unknown_period", f"{period_error}; or the code of a published programme "
-                                                      f"(there is no published programme {text!r}).")
+            refusal = Invalid("unknown_period", _l("{period_error}; or the code of a published programme (there is no "
+                                                   "published programme {text!r}).",
+                                                   period_error=period_error, text=text))
     else:
-        refusal = Invalid("unknown_programme", f"There is no published programme {text!r}. "
-                                                     "See GET /api/v1/programmes.")
+        refusal = Invalid("unknown_programme", _l("There is no published programme {text!r}. See GET "
+                                                  "/api/v1/programmes.",
+                                                  text=text))
     window = session.execute(select(Programme.valid_from, Programme.valid_until)
                              .where(Programme.code == text, Programme.state != "draft")
                              .order_by(Programme.version.desc()).limit(1)).first()
@@ -279,7 +284,7 @@ def _participation(session: Session, period_text: str, rules: Rules, *, township
         site_q = site_q.where(Township.code == township)
     site_rows = session.execute(site_q.order_by(Township.code, Site.code)).all()
     if township and not site_rows:
-        raise NotFound("unknown_township", f"There is no township {township!r} with sites.")
+        raise NotFound("unknown_township", _l("There is no township {township!r} with sites.", township=township))
     site_info = {r[0]: r for r in site_rows}
     towns = {r[3]: r[4] for r in site_rows}
 
@@ -321,7 +326,7 @@ def _participation(session: Session, period_text: str, rules: Rules, *, township
                    BroadcastDay.site_id.in_(list(site_info))).group_by(BroadcastDay.site_id)):
         sites[site_id].broadcast_days = days
     town_rows = {code: Row("township", code, towns[code], code) for code in towns}
-    county = Row("county", "county", "")
+    county = Row("county", "county", rules.county_name)
     for site in sites.values():
         town_rows[site.township].add(site)
         county.add(site)
@@ -342,7 +347,8 @@ def _participation(session: Session, period_text: str, rules: Rules, *, township
     return Report(period=period, generated_at=now, township=township, county=county,
                   townships=[town_rows[c] for c in sorted(town_rows)], sites=site_list, members=member_rows,
                   sites_without_class=[s for s in site_list if s.classes == 0], untrained_this_year=untrained,
-                  year_label=this_year.label)
+                  year_label=this_year.label, timezone=rules.timezone,
+                  grace_days=rules.grace_days if period.kind == "programme" else 0)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -368,7 +374,7 @@ def member_record(session: Session, member_no: str, period_text: str, rules: Rul
                           .join(Site, Site.id == Member.site_id).join(Township)
                           .where(Member.member_no == member_no)).first()
     if row is None:
-        raise NotFound("unknown_member", f"There is no member {member_no!r}.")
+        raise NotFound("unknown_member", _l("There is no member {member_no!r}.", member_no=member_no))
     if not scope.covers(row[4]):
         raise scope.refuse(f"Member {member_no}")
     mandatory = _mandatory(session, programme)

@@ -49,6 +49,7 @@ class Rules:
     checkin_after_s: float = 30 * 60.0
     clock_tolerance_s: float = 10 * 60.0
     timezone: str = "Asia/Shanghai"
+    county_name: str = ""  # the name of the county row of reports (LESSONCAST_COUNTY_NAME); empty: "This county"
     # The key card tokens are hashed with (server/org/cards.py), so a check-in matches the stored digest.
     card_key: bytes = field(default=b"", repr=False)
 

@@ -109,7 +109,21 @@ def print_preview(preview: dict) -> None:
     p = preview["programme"]
     if p:
         click.echo(f"Programme {p['code']} v{p['version']}")
-    click.echo(f"  devices affected: {preview['devices_affected']} of {preview['devices_total']}")
+    click.echo(f"  devices affected: {preview['devices_affected']} of {preview['devices_total']} enrolled")
+    if preview.get("devices_awaiting_enrolment"):
+        click.echo(f"  devices awaiting enrolment: {preview['devices_awaiting_enrolment']} "
+                   "(they get it when they enrol)")
+    for d in preview.get("downloads", []):
+        at = d["fetch_at"].replace("T", " ")[:16]
+        if preview.get("urgent"):
+            click.echo(f"  download now: {d['devices']} devices fetch it at once ({at} {d['timezone']}); "
+                       "devices offline now fetch it when they reconnect")
+        elif d["window"]:
+            click.echo(f"  {d['devices']} devices fetch it in their download window {d['window'][0]}-"
+                       f"{d['window'][1]} ({d['timezone']}), next at {at}; "
+                       "for an urgent programme use --urgent")
+        else:
+            click.echo(f"  {d['devices']} devices (no download window) fetch it at once")
     click.echo(f"  channels changed: {preview['channels_changed']}")
     click.echo(f"  download: {_size(preview['download_bytes_total'])} in all, "
                f"at most {_size(preview['download_bytes_max'])} per device")
@@ -129,21 +143,24 @@ def print_preview(preview: dict) -> None:
 @click.command()
 @click.argument("ref")
 @click.option("--yes", is_flag=True, help="Publish without asking after the preview.")
-def publish(ref: str, yes: bool) -> None:
+@click.option("--urgent", is_flag=True,
+              help="Download now: devices fetch it at once instead of in their download window (00:00-06:00 "
+                   "by default).")
+def publish(ref: str, yes: bool, urgent: bool) -> None:
     """Publish draft programme REF (code or id): show the preview, then sign and notify every device."""
     from server.programmes import publish as publish_service
 
     services = load_services()
     initialised(services)
     with api_errors():
-        preview = publish_service.preview(services, ref)
+        preview = publish_service.preview(services, ref, urgent=urgent)
     print_preview(preview)
     if preview["problems"]:
         raise click.ClickException("Some lessons are not ready; nothing was published.")
     if not yes:
         click.confirm("Publish now?", abort=True)
     with api_errors():
-        result = publish_service.publish(services, ref, "cli")
+        result = publish_service.publish(services, ref, "cli", urgent=urgent)
     tuf = result["tuf"]
     click.echo(f"Published: {result['channels_changed']} channels signed (targets v{tuf['targets']}, "
                f"timestamp v{tuf['timestamp']}).")

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from server.audit import AuditEntry
 from server.errors import TooMany
+from server.i18n import _l
 
 REFUSED = "device.enrol_refused"
 WINDOW = timedelta(hours=1)
@@ -39,9 +40,10 @@ def check(session: Session, address: str, prefix: str, now: datetime, per_hour: 
                 AuditEntry.action == REFUSED, AuditEntry.at >= since, column == key))
             retry = max(1, math.ceil((oldest + WINDOW - now).total_seconds()))
             raise TooMany("enrol_rate_limited",
-                          f"Too many refused enrolment attempts {what} in the last hour (the limit is {per_hour}). "
-                          f"Check the code on the device's paper slip and try again in {math.ceil(retry / 60)} "
-                          "minutes, or ask the county office for a new code.", retry_after=retry)
+                          _l("Too many refused enrolment attempts {what} in the last hour (the limit is {per_hour}). "
+                             "Check the code on the device's paper slip and try again in {value} minutes, or ask the "
+                             "county office for a new code.",
+                             what=what, per_hour=per_hour, value=math.ceil(retry / 60)), retry_after=retry)
 
 
 def record(session: Session, address: str, prefix: str, now: datetime, reason: str) -> None:

@@ -17,6 +17,7 @@ from server.audit import AuditEntry
 from server.devices import enrol_limit, registry
 from server.devices.models import Device
 from server.errors import Conflict, DomainError, Forbidden
+from server.i18n import _l
 from server.messaging import broker, retained
 from server.programmes import publish, trust
 from server.programmes.models import Channel
@@ -43,12 +44,13 @@ def enrol(services, code: str, address: str = "") -> dict[str, Any]:
         device = session.scalar(select(Device).where(Device.enrol_code_sha256 == digest))
         if device is None or device.state == "revoked":
             raise _refused(session, address, prefix, now, Forbidden("bad_enrol_code",
-                           "This enrolment code is unknown or was already used. Ask the county office for a new one "
-                           "('lessoncast device code DEVICE')."))
+                           _l("This enrolment code is unknown or was already used. Ask the county office for a new "
+                              "one ('lessoncast device code DEVICE').")))
         if device.enrol_code_expires_at is None or device.enrol_code_expires_at < now:
             raise _refused(session, address, prefix, now, Forbidden("enrol_code_expired",
-                           f"The enrolment code of {device.uid} expired on {device.enrol_code_expires_at:%Y-%m-%d}. "
-                           "Ask the county office for a new one."))
+                           _l("The enrolment code of {uid} expired on {enrol_code_expires_at:%Y-%m-%d}. Ask the "
+                              "county office for a new one.",
+                              uid=device.uid, enrol_code_expires_at=device.enrol_code_expires_at)))
         mqtt_password = secrets.token_urlsafe(24)
         http_token = "lcd_" + secrets.token_urlsafe(32)
         device.mqtt_password_hash = broker.password_line(device.uid, mqtt_password).split(":", 1)[1]
@@ -65,8 +67,9 @@ def enrol(services, code: str, address: str = "") -> dict[str, Any]:
             registry.refresh_channel(services, session, device)
         except ValueError as exc:  # a setting stored before settings were checked; the code is not used up
             raise Conflict("device_settings_invalid",
-                           f"{exc}. Correct it with PATCH /api/v1/devices/{device.uid} "
-                           '({"settings": {...}}), then enrol again with the same code.') from None
+                           _l("{exc}. Correct it with PATCH /api/v1/devices/{uid} ({{\"settings\": {{...}}}}), then "
+                              "enrol again with the same code.",
+                              exc=exc, uid=device.uid)) from None
         session.add(AuditEntry(at=now, actor=device.uid, action="device.enrol", subject=device.uid))
         uid, kind, channel, language = device.uid, device.kind, device.channel, device.language
         config = registry.config_payload(services, device)

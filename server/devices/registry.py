@@ -26,6 +26,7 @@ from server.accounts.scope import COUNTY, Scope
 from server.audit import AuditEntry
 from server.devices.models import DEVICE_KINDS, Device, DeviceAssignment
 from server.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, Unavailable
+from server.i18n import _l
 from server.messaging import broker, retained
 from server.messaging.mqtt_link import BrokerAddress, BrokerUnavailable, ServerLink
 from server.org.models import Group, GroupLink, Member, Site
@@ -70,21 +71,23 @@ def _issue_code(services, device: Device) -> str:
 def _site(session: Session, code: Optional[str], scope: Scope) -> Site:
     if not code:
         if not scope.is_county:  # the default is the county's own site, which no operator manages
-            raise Invalid("site_required", f"site: give the code of the {scope.township} site the device "
-                                                 "serves; operators add devices to their own township's sites.",
+            raise Invalid("site_required", _l("site: give the code of the {township} site the device serves; "
+                                              "operators add devices to their own township's sites.",
+                                              township=scope.township),
                           field="site")
         return default_site(session)
     site = session.scalar(select(Site).where(Site.code == code))
     if site is None:
-        raise Invalid("unknown_site", f"There is no site with code '{code}'. Import the sites first "
-                                            "('lessoncast org import sites.csv') or leave the site empty.")
+        raise Invalid("unknown_site", _l("There is no site with code '{code}'. Import the sites first ('lessoncast "
+                                         "org import sites.csv') or leave the site empty.",
+                                         code=code))
     return scope.check_site(site)
 
 
 def _group(session: Session, key: str, scope: Scope) -> Group:
     group = session.scalar(select(Group).where(Group.key == key))
     if group is None:
-        raise Invalid("unknown_group", f"There is no group '{key}'.", field="groups")
+        raise Invalid("unknown_group", _l("There is no group '{key}'.", key=key), field="groups")
     return scope.check_group(session, group)
 
 
@@ -102,13 +105,15 @@ class NewDevice:
 def validate_new(kind: str, name: str, language: str, uid: Optional[str]) -> None:
     """Raise Invalid when a new device's fields are unusable."""
     if kind not in DEVICE_KINDS:
-        raise Invalid("bad_kind", f"Device kind '{kind}' is unknown: use radio or terminal.")
+        raise Invalid("bad_kind", _l("Device kind '{kind}' is unknown: use radio or terminal.", kind=kind))
     if not name.strip() or len(name) > 100:
-        raise Invalid("bad_name", "A device needs a name of 1 to 100 characters.")
+        raise Invalid("bad_name", _l("A device needs a name of 1 to 100 characters."))
     if not is_language_tag(language):
-        raise Invalid("bad_language", f"'{language}' is not a BCP 47 language tag (e.g. cmn, bo, nan, cdo).")
+        raise Invalid("bad_language", _l("'{language}' is not a BCP 47 language tag (e.g. cmn, bo, nan, cdo).",
+                                         language=language))
     if uid is not None and not topics.is_valid_id(uid):
-        raise Invalid("bad_device_id", f"Device id '{uid}' may hold only letters, digits, '_', '.' and '-'.")
+        raise Invalid("bad_device_id", _l("Device id '{uid}' may hold only letters, digits, '_', '.' and '-'.",
+                                          uid=uid))
 
 
 def add(services, session: Session, *, kind: str, name: str, site_code: Optional[str] = None,
@@ -120,7 +125,7 @@ def add(services, session: Session, *, kind: str, name: str, site_code: Optional
     site = _site(session, site_code, scope)
     uid = uid or new_uid(kind)
     if session.scalar(select(Device.id).where(Device.uid == uid)) is not None:
-        raise Conflict("device_exists", f"A device with id '{uid}' already exists.")
+        raise Conflict("device_exists", _l("A device with id '{uid}' already exists.", uid=uid))
     now = services.clock()
     device = Device(uid=uid, name=name.strip(), kind=kind, site=site, language=language, state="pending",
                     settings={**DEFAULT_DEVICE_SETTINGS, "timezone": services.settings.county_timezone},
@@ -132,7 +137,7 @@ def add(services, session: Session, *, kind: str, name: str, site_code: Optional
         session.add(GroupLink(group_id=_group(session, key, scope).id, device_id=device.id))
     if member_no:
         if kind != "radio":
-            raise Invalid("not_a_radio", "Only radios are assigned to a member; terminals serve a site.")
+            raise Invalid("not_a_radio", _l("Only radios are assigned to a member; terminals serve a site."))
         assign(services, session, device, member_no, services.today(), scope)
     session.add(AuditEntry(at=now, actor=actor, action="device.add", subject=uid,
                            details={"kind": kind, "site": site.code}))
@@ -144,7 +149,7 @@ def reissue_code(services, uid: str, actor: str, scope: Scope = COUNTY) -> str:
     with services.db.session() as session:
         device = get(session, uid, scope)
         if device.state == "revoked":
-            raise Conflict("device_revoked", f"Device '{uid}' is revoked; add a new device instead.")
+            raise Conflict("device_revoked", _l("Device '{uid}' is revoked; add a new device instead.", uid=uid))
         code = _issue_code(services, device)
         session.add(AuditEntry(at=services.clock(), actor=actor, action="device.code", subject=uid))
     return code
@@ -154,7 +159,7 @@ def get(session: Session, uid: str, scope: Scope = COUNTY) -> Device:
     """The device with this id, or NotFound (Forbidden when it stands outside SCOPE)."""
     device = session.scalar(select(Device).where(Device.uid == uid))
     if device is None:
-        raise NotFound("no_such_device", f"There is no device '{uid}'.")
+        raise NotFound("no_such_device", _l("There is no device '{uid}'.", uid=uid))
     return scope.check_device(device)
 
 
@@ -163,14 +168,16 @@ def assign(services, session: Session, device: Device, member_no: str, from_date
     """Hand a radio to a member (in SCOPE) from FROM_DATE, closing the previous holder's assignment the day before."""
     member = session.scalar(select(Member).where(Member.member_no == member_no))
     if member is None:
-        raise Invalid("unknown_member", f"There is no member '{member_no}'. Import the members first.",
+        raise Invalid("unknown_member", _l("There is no member '{member_no}'. Import the members first.",
+                                           member_no=member_no),
                       field="member")
     scope.check_member(session, member)
     for held in device.assignments:
         if held.until_date is None or held.until_date >= from_date:
             if held.from_date >= from_date:
                 raise Conflict("assignment_overlap",
-                               f"{device.uid} is assigned from {held.from_date}; assign from a later date.")
+                               _l("{uid} is assigned from {from_date}; assign from a later date.",
+                                  uid=device.uid, from_date=held.from_date))
             held.until_date = from_date - timedelta(days=1)
     device.assignments.append(DeviceAssignment(member=member, from_date=from_date))
 
@@ -288,8 +295,9 @@ def import_csv(services, text: str, actor: str, scope: Scope = COUNTY) -> list[N
     header = [h.strip() for h in (reader.fieldnames or [])]
     unknown = sorted(set(header) - set(DEVICE_CSV_COLUMNS))
     if not header or unknown or not {"kind", "name"} <= set(header):
-        raise Invalid("csv_invalid", f"line 1: columns must be among {', '.join(DEVICE_CSV_COLUMNS)} "
-                                           f"with at least kind and name (found {', '.join(header) or 'none'}).")
+        raise Invalid("csv_invalid", _l("line 1: columns must be among {choices} with at least kind and name (found "
+                                        "{value}).",
+                                        choices=', '.join(DEVICE_CSV_COLUMNS), value=', '.join(header) or 'none'))
     added, errors, foreign = [], [], False
     with services.db.session() as session:
         for line, row in enumerate(reader, 2):
@@ -324,12 +332,13 @@ def update(services, uid: str, changes: dict[str, Any], actor: str, scope: Scope
     another channel (the caller then refreshes the channels)."""
     unknown = sorted(set(changes) - {"name", "site", "language", "groups", "member", "member_from", "settings"})
     if unknown:
-        raise Invalid("unknown_field", f"{unknown[0]}: not a device field that can change.", field=unknown[0])
+        raise Invalid("unknown_field", _l("{value}: not a device field that can change.",
+                                          value=unknown[0]), field=unknown[0])
     now = services.clock()
     with services.db.session() as session:
         device = get(session, uid, scope)
         if device.state == "revoked":
-            raise Conflict("device_revoked", f"Device '{uid}' is revoked and cannot change.")
+            raise Conflict("device_revoked", _l("Device '{uid}' is revoked and cannot change.", uid=uid))
         if "name" in changes:
             validate_new(device.kind, validation.text(changes, "name", default=""), device.language, None)
             device.name = changes["name"].strip()
@@ -345,7 +354,7 @@ def update(services, uid: str, changes: dict[str, Any], actor: str, scope: Scope
                 session.add(GroupLink(group_id=_group(session, key, scope).id, device_id=device.id))
         if "member" in changes:
             if device.kind != "radio":
-                raise Invalid("not_a_radio", "Only radios are assigned to a member.", field="member")
+                raise Invalid("not_a_radio", _l("Only radios are assigned to a member."), field="member")
             day = (validation.day(changes["member_from"], "member_from") if changes.get("member_from")
                    else services.today())
             assign(services, session, device, validation.text(changes, "member", required=True), day, scope)
@@ -353,8 +362,10 @@ def update(services, uid: str, changes: dict[str, Any], actor: str, scope: Scope
             settings = validation.mapping(changes, "settings") or {}
             extra = sorted(set(settings) - EDITABLE_SETTINGS)
             if extra:
-                raise Invalid("unknown_setting", f"settings.{extra[0]}: not a device setting "
-                              f"({', '.join(sorted(EDITABLE_SETTINGS))}).", field=f"settings.{extra[0]}")
+                raise Invalid("unknown_setting", _l("settings.{value}: not a device setting ({choices}).",
+                                                    value=extra[0],
+                                                    choices=', '.join(sorted(EDITABLE_SETTINGS))),
+                              field=f"settings.{extra[0]}")
             merged = {**(device.settings or DEFAULT_DEVICE_SETTINGS), **check_settings(settings)}
             device.settings = merged
             if device.channel:
@@ -380,8 +391,8 @@ def check_settings(settings: dict[str, Any]) -> dict[str, Any]:
     window = settings.get("download_window")
     if window is not None and not (isinstance(window, list) and len(window) == 2 and window[0] != window[1]
                                    and all(isinstance(t, str) and is_hhmm(t) for t in window)):
-        raise Invalid("field_invalid", "settings.download_window: two different times, e.g. "
-                      '["00:00", "06:00"], or null for no window.', field="settings.download_window")
+        raise Invalid("field_invalid", _l("settings.download_window: two different times, e.g. [\"00:00\", "
+                                          "\"06:00\"], or null for no window."), field="settings.download_window")
     return settings
 
 
@@ -396,22 +407,24 @@ def send_command(services, uid: str, body: dict[str, Any], actor: str, expiry_s:
     """
     kind = body.get("type")
     if kind not in COMMAND_TYPES:
-        raise Invalid("bad_command", f"type: '{kind}' is not a command; use one of {', '.join(COMMAND_TYPES)}.",
+        raise Invalid("bad_command", _l("type: '{kind}' is not a command; use one of {choices}.",
+                                        kind=kind, choices=', '.join(COMMAND_TYPES)),
                       field="type")
     volume, position = body.get("volume"), body.get("position")
     # PROTOCOL.md: true and false are refused where a number is expected (bool is an int in Python).
     if kind == "set-volume" and not (type(volume) is int and 0 <= volume <= 100):
-        raise Invalid("bad_command", "volume: an integer from 0 to 100.", field="volume")
+        raise Invalid("bad_command", _l("volume: an integer from 0 to 100."), field="volume")
     if kind == "play-now" and not isinstance(body.get("programme"), str):
-        raise Invalid("bad_command", "play-now needs 'programme' (its code) and 'position' (the item number).",
+        raise Invalid("bad_command", _l("play-now needs 'programme' (its code) and 'position' (the item number)."),
                       field="programme")
     if kind == "play-now" and not (type(position) is int and 0 <= position < 10_000):
-        raise Invalid("bad_command", "position: the item number, a whole number from 0.", field="position")
+        raise Invalid("bad_command", _l("position: the item number, a whole number from 0."), field="position")
     now = services.clock()
     with services.db.session() as session:
         device = get(session, uid, scope)
         if device.state != "enrolled":
-            raise Conflict("not_enrolled", f"Device '{uid}' is {device.state}; only enrolled devices take commands.")
+            raise Conflict("not_enrolled", _l("Device '{uid}' is {state}; only enrolled devices take commands.",
+                                              uid=uid, state=device.state))
         command = {k: v for k, v in body.items() if k in ("type", "volume", "programme", "position")}
         command |= {"id": f"c-{secrets.token_hex(6)}", "issued_at": format_utc(now)}
         session.add(AuditEntry(at=now, actor=actor, action="device.command", subject=uid, details=command))
@@ -419,5 +432,6 @@ def send_command(services, uid: str, body: dict[str, Any], actor: str, expiry_s:
         with ServerLink(BrokerAddress.from_services(services), "command") as link:
             link.publish(topics.cmd(uid), json.dumps(command).encode(), expiry_s=expiry_s)
     except BrokerUnavailable as exc:
-        raise Unavailable("broker_unavailable", f"The command could not be sent: {exc}. Try again shortly.") from None
+        raise Unavailable("broker_unavailable", _l("The command could not be sent: {exc}. Try again shortly.",
+                                                   exc=exc)) from None
     return command

@@ -17,6 +17,7 @@ from media.model import ProbeResult
 from media.probe import probe
 from media.profiles import profiles_for
 from server.errors import Conflict, Invalid, NotFound
+from server.i18n import _l
 from server.jobs import leases as jobs
 from server.jobs.models import Job
 from server.lessons.models import Lesson, Rendition, SourceFile
@@ -53,18 +54,20 @@ def parse_meta(fields: Mapping[str, Any]) -> LessonMeta:
     """Validate lesson metadata from a form or tus metadata; Invalid naming the bad field."""
     values = {name: str(fields.get(name) or "").strip() for name in ("title", "speaker", "series", "description")}
     if not values["title"]:
-        raise Invalid("title_required", "A lesson needs a title: send the 'title' field.")
+        raise Invalid("title_required", _l("A lesson needs a title: send the 'title' field."))
     for name, limit in FIELD_LIMITS.items():
         if len(values[name]) > limit:
-            raise Invalid("field_too_long", f"'{name}' is {len(values[name])} characters; the limit is {limit}.",
+            raise Invalid("field_too_long", _l("'{name}' is {count} characters; the limit is {limit}.",
+                                               name=name, count=len(values[name]), limit=limit),
                           field=name, limit=limit)
         if any(unicodedata.category(ch) == "Cc" and ch not in "\n\t" for ch in values[name]):
-            raise Invalid("bad_characters", f"'{name}' contains control characters.", field=name)
+            raise Invalid("bad_characters", _l("'{name}' contains control characters.", name=name), field=name)
     language = str(fields.get("language") or "cmn").strip()
     if not LANGUAGE_TAG.match(language):
         raise Invalid("bad_language",
-                      f"'{language}' is not a BCP 47 language tag. Use e.g. cmn (Mandarin), bo (Tibetan), "
-                      "nan (Minnan), cdo (Fuzhou).", field="language")
+                      _l("'{language}' is not a BCP 47 language tag. Use e.g. cmn (Mandarin), bo (Tibetan), nan "
+                         "(Minnan), cdo (Fuzhou).",
+                         language=language), field="language")
     return LessonMeta(language=language, **values)
 
 
@@ -145,7 +148,7 @@ def get_lesson(services: Services, lesson_id: int) -> Lesson:
     with services.db.session() as session:
         lesson = session.get(Lesson, lesson_id)
         if lesson is None:
-            raise NotFound("lesson_not_found", f"There is no lesson {lesson_id}.")
+            raise NotFound("lesson_not_found", _l("There is no lesson {lesson_id}.", lesson_id=lesson_id))
         _ = lesson.renditions, lesson.source
         return lesson
 
@@ -156,13 +159,13 @@ def retry(services: Services, lesson_id: int) -> Lesson:
     with services.db.session() as session:
         lesson = session.get(Lesson, lesson_id)
         if lesson is None:
-            raise NotFound("lesson_not_found", f"There is no lesson {lesson_id}.")
+            raise NotFound("lesson_not_found", _l("There is no lesson {lesson_id}.", lesson_id=lesson_id))
         if lesson.state == "rejected":
             raise Conflict("lesson_rejected",
-                           "This lesson's file was refused, so there is nothing to retry. Upload a corrected file.")
+                           _l("This lesson's file was refused, so there is nothing to retry. Upload a corrected file."))
         failed = session.scalars(select(Job).where(Job.lesson_id == lesson_id, Job.state == "failed")).all()
         if not failed:
-            raise Conflict("nothing_to_retry", "No job of this lesson has failed.")
+            raise Conflict("nothing_to_retry", _l("No job of this lesson has failed."))
         for job in failed:
             jobs.retry(session, job, now)
             # A failed analysis failed every rendition with it; a failed render, just its own.

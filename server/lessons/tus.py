@@ -24,6 +24,7 @@ from sqlalchemy import delete, func, select, update
 
 from media.errors import MediaError
 from server.errors import BadRequest, Conflict, Gone, Invalid, NoSpace, NotFound, TooLarge, TooMany
+from server.i18n import _l
 from server.lessons import service as lessons
 from server.lessons.models import Upload
 from server.services import Services
@@ -56,7 +57,7 @@ def parse_metadata(header: str) -> dict[str, str]:
             result[key] = base64.b64decode(value, validate=True).decode("utf-8") if value else ""
         except (binascii.Error, UnicodeDecodeError):
             raise BadRequest("bad_metadata",
-                             f"Upload-Metadata value for '{key}' is not base64 of UTF-8 text.") from None
+                             _l("Upload-Metadata value for '{key}' is not base64 of UTF-8 text.", key=key)) from None
     return result
 
 
@@ -71,14 +72,15 @@ def create(services: Services, length: Optional[str], metadata: str, token_id: O
     size = byte_count(length)
     if size is None:
         raise BadRequest("length_required",
-                         "Send Upload-Length with the file's size in bytes as ASCII digits, such as 'Upload-Length: "
-                         "1048576' (deferred length is not supported).")
+                         _l("Send Upload-Length with the file's size in bytes as ASCII digits, such as "
+                            "'Upload-Length: 1048576' (deferred length is not supported)."))
     limit = services.settings.max_upload_size
     if size > limit:
-        raise TooLarge("too_large", f"The file is {size / 1024**3:.1f} GB; the limit is "
-                       f"{limit / 1024**3:.1f} GB (LESSONCAST_MAX_UPLOAD_SIZE).", limit=limit)
+        raise TooLarge("too_large", _l("The file is {value:.1f} GB; the limit is {value2:.1f} GB "
+                                       "(LESSONCAST_MAX_UPLOAD_SIZE).",
+                                       value=size / 1024 ** 3, value2=limit / 1024 ** 3), limit=limit)
     if size == 0:
-        raise Invalid("empty_file", "The file is empty (0 bytes). Copy it again from the source.")
+        raise Invalid("empty_file", _l("The file is empty (0 bytes). Copy it again from the source."))
     meta = parse_metadata(metadata)
     lessons.parse_meta(meta)  # refuse bad metadata now, not after gigabytes have arrived
     meta["created_by"] = actor  # who uploaded is the token's name, never what the client claims
@@ -100,7 +102,8 @@ def get(services: Services, upload_id: str) -> Upload:
     with services.db.session() as session:
         upload = session.get(Upload, upload_id)
     if upload is None or (upload.lesson_id is None and upload.error is None and upload.expires_at < services.clock()):
-        raise NotFound("upload_not_found", f"There is no upload {upload_id}; it may have expired. Start again.")
+        raise NotFound("upload_not_found", _l("There is no upload {upload_id}; it may have expired. Start again.",
+                                              upload_id=upload_id))
     return upload
 
 
@@ -115,29 +118,35 @@ def append(services: Services, upload_id: str, offset_header: Optional[str], bod
     offset = byte_count(offset_header)
     if offset is None:
         raise BadRequest("offset_required",
-                         "Send Upload-Offset with the number of bytes already uploaded, as ASCII digits.")
+                         _l("Send Upload-Offset with the number of bytes already uploaded, as ASCII digits."))
     path = part_path(services, upload_id)
     try:
         fh = open(path, "r+b", buffering=0)  # unbuffered: what write() returned is what the file holds
     except FileNotFoundError:
         _forget(services, upload_id)
-        raise Gone("upload_lost", f"The bytes of upload {upload_id} are gone from the server (removed by "
-                                           "hand or lost with a disk). Start the upload again.") from None
+        raise Gone("upload_lost", _l("The bytes of upload {upload_id} are gone from the server (removed by hand or "
+                                     "lost with a disk). Start the upload again.",
+                                     upload_id=upload_id)) from None
     with fh:
         # One writer per upload: a second PATCH racing the first waits, then sees the new offset and is refused.
         # The sweeper takes the same lock before it touches the file.
         fcntl.flock(fh, fcntl.LOCK_EX)
         upload = get(services, upload_id)
         if upload.lesson_id is not None or upload.error is not None:
-            raise Conflict("upload_complete", "This upload is already complete.", offset=upload.offset)
+            raise Conflict("upload_complete", _l("This upload is already complete."), offset=upload.offset)
         if offset != upload.offset:
             raise Conflict("offset_mismatch",
-                           f"Upload-Offset {offset} does not match the {upload.offset} bytes stored; "
-                           "ask with HEAD and continue from there.", offset=upload.offset)
+                           _l("Upload-Offset {offset} does not match the {offset2} bytes stored; ask with HEAD and "
+                              "continue from there.",
+                              offset=offset, offset2=upload.offset), offset=upload.offset)
         if content_length is not None and offset + content_length > upload.length:
             raise TooLarge("past_length",
-                           f"The body of {content_length} bytes at offset {offset} goes past the declared "
-                           f"Upload-Length of {upload.length}; send at most {upload.length - offset} bytes.",
+                           _l("The body of {content_length} bytes at offset {offset} goes past the declared "
+                              "Upload-Length of {length}; send at most {value} bytes.",
+                              content_length=content_length,
+                              offset=offset,
+                              length=upload.length,
+                              value=upload.length - offset),
                            offset=offset)
         if upload.offset < upload.length:
             _receive(services, upload, fh, body)
@@ -172,8 +181,9 @@ def _receive(services: Services, upload: Upload, fh: IO[bytes], body: IO[bytes])
             _checkpoint(services, upload.id, fh, written)
             raise
         fh.truncate(durable)
-        raise NoSpace("disk_full", f"The disk holding uploads filled up at byte {durable} of this upload. "
-                      "Free space on the server, then resume from there.", offset=durable) from None
+        raise NoSpace("disk_full", _l("The disk holding uploads filled up at byte {durable} of this upload. Free "
+                                      "space on the server, then resume from there.",
+                                      durable=durable), offset=durable) from None
     except BaseException:
         # A dropped connection: keep whatever arrived, that is what resuming is for.
         _checkpoint(services, upload.id, fh, written)
@@ -182,8 +192,9 @@ def _receive(services: Services, upload: Upload, fh: IO[bytes], body: IO[bytes])
         # A chunked body longer than the file: refuse all of this request (it may be another file's bytes).
         fh.truncate(start)
         _checkpoint(services, upload.id, fh, start)
-        raise TooLarge("past_length", f"The body goes past the declared Upload-Length of {upload.length}; "
-                       f"nothing of it was kept. Send at most {upload.length - start} bytes from offset {start}.",
+        raise TooLarge("past_length", _l("The body goes past the declared Upload-Length of {length}; nothing of it "
+                                         "was kept. Send at most {value} bytes from offset {start}.",
+                                         length=upload.length, value=upload.length - start, start=start),
                        offset=start)
     _checkpoint(services, upload.id, fh, written)
 
@@ -261,9 +272,10 @@ def _check_open_uploads(services: Services, token_id: Optional[int], now) -> Non
                                .order_by(Upload.created_at)).all()
     if len(held) >= cap:
         raise TooMany("too_many_uploads",
-                      f"This token has {len(held)} unfinished uploads, the most it may hold "
-                      "(LESSONCAST_MAX_OPEN_UPLOADS). Finish one, or cancel it with DELETE "
-                      "/api/v1/uploads/<id>, then start this one.", open=list(held), limit=cap)
+                      _l("This token has {count} unfinished uploads, the most it may hold "
+                         "(LESSONCAST_MAX_OPEN_UPLOADS). Finish one, or cancel it with DELETE /api/v1/uploads/<id>, "
+                         "then start this one.",
+                         count=len(held)), open=list(held), limit=cap)
 
 
 def _size_text(n: int) -> str:
@@ -282,10 +294,15 @@ def ensure_room(services: Services, size: int) -> None:
     room = free - margin - int(reserved)
     if size > room:
         raise NoSpace("insufficient_storage",
-                      f"The file is {_size_text(size)}, but the disk holding uploads has {_size_text(free)} free, "
-                      f"of which {_size_text(int(reserved))} is set aside for {count} unfinished uploads and "
-                      f"{_size_text(margin)} is kept free (LESSONCAST_UPLOAD_FREE_MARGIN). Free space on the "
-                      "server, or finish or cancel other uploads, then try again.",
+                      _l("The file is {value}, but the disk holding uploads has {value2} free, of which {value3} is "
+                         "set aside for {count} unfinished uploads and {value4} is kept free "
+                         "(LESSONCAST_UPLOAD_FREE_MARGIN). Free space on the server, or finish or cancel other "
+                         "uploads, then try again.",
+                         value=_size_text(size),
+                         value2=_size_text(free),
+                         value3=_size_text(int(reserved)),
+                         count=count,
+                         value4=_size_text(margin)),
                       free=free, reserved=int(reserved), margin=margin, room=max(0, room))
 
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Callable, Iterable, Mapping, Optional
 
+from server.i18n import LazyText, _l
+
 IMPORT_KINDS = ("sites", "groups", "members")
 # The kinds of group (the groups.kind column holds one of these; the CSV checks and the API enforce it).
 GROUP_KINDS = ("township", "village", "branch", "special")
@@ -90,16 +92,19 @@ class OrgImportError(Exception):
 
     def __init__(self, errors: list[RowError]):
         self.errors = sorted(errors, key=lambda e: e.line)
-        super().__init__(self.summary("the file"))
+        super().__init__(str(self.summary("the file")))
 
-    def summary(self, filename: str) -> str:
+    def summary(self, filename: str) -> LazyText:
         """One sentence for people: how many rows are bad and that nothing was imported."""
         lines = {e.line for e in self.errors}
         if lines == {1}:
-            what = "the header row has a problem"
-        else:
-            what = f"{len(lines)} row has problems" if len(lines) == 1 else f"{len(lines)} rows have problems"
-        return f"{filename}: {what}; nothing was imported. Fix them and import the file again."
+            return _l("{filename}: the header row has a problem; nothing was imported. Fix it and import the file "
+                      "again.", filename=filename)
+        if len(lines) == 1:
+            return _l("{filename}: 1 row has problems; nothing was imported. Fix them and import the file again.",
+                      filename=filename)
+        return _l("{filename}: {count} rows have problems; nothing was imported. Fix them and import the file "
+                  "again.", filename=filename, count=len(lines))
 
 
 class FieldError(ValueError):

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from server.accounts.scope import COUNTY, Scope
 from server.audit import AuditEntry
 from server.errors import Conflict, DomainError, Invalid, NotFound
+from server.i18n import _l
 from server.org import cards
 from server.org.csv_rows import (BRANCH_LIMIT, BRANCH_PREFIX, MANAGED_MEMBER_KINDS, FieldError, ImportResult,
                                  MemberContext, MemberRow, Table, check_card, check_code, check_date, check_flags,
@@ -350,14 +351,15 @@ def _text(changes: Mapping[str, Any], name: str) -> str:
     if value is None:
         return ""
     if not isinstance(value, str):
-        raise Invalid("field_invalid", f"{name} must be a string", field=name)
+        raise Invalid("field_invalid", _l("{name} must be a string", name=name), field=name)
     return value
 
 
 def _only(changes: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
     unknown = sorted(set(changes) - set(allowed))
     if unknown:
-        raise Invalid("unknown_field", f"cannot set {', '.join(unknown)}; the fields are {', '.join(allowed)}",
+        raise Invalid("unknown_field", _l("cannot set {choices}; the fields are {choices2}",
+                                          choices=', '.join(unknown), choices2=', '.join(allowed)),
                       field=unknown[0])
 
 
@@ -435,7 +437,8 @@ def list_members(services: Services, site: Optional[str] = None, township: Optio
     """A page of members by member id, filtered by site, township and a search of name or id, with the total;
     only SCOPE's members (an operator asking for another township is refused)."""
     if not 1 <= limit <= MEMBER_PAGE_LIMIT or offset < 0:
-        raise Invalid("field_invalid", f"limit is 1-{MEMBER_PAGE_LIMIT} and offset 0 or more",
+        raise Invalid("field_invalid", _l("limit is 1-{member_page_limit} and offset 0 or more",
+                                          member_page_limit=MEMBER_PAGE_LIMIT),
                       field="limit" if not 1 <= limit <= MEMBER_PAGE_LIMIT else "offset")
     township = scope.township_filter(township)
     with services.db.session() as session:
@@ -463,7 +466,7 @@ def update_site(services: Services, code: str, changes: Mapping[str, Any], actor
         org = _Org(session)
         site = org.sites.get(code)
         if site is None:
-            raise NotFound("site_not_found", f"no site with code {code!r}; see GET /api/v1/sites")
+            raise NotFound("site_not_found", _l("no site with code {code!r}; see GET /api/v1/sites", code=code))
         scope.check_site(site)
         try:
             name = check_name(_text(changes, "name"), "name") if "name" in changes else site.name
@@ -486,7 +489,8 @@ def create_group(services: Services, fields: Mapping[str, Any], actor: str, scop
     _only(fields, ("key", "name", "kind", "township"))
     for name in ("key", "name", "kind"):
         if name not in fields:
-            raise Invalid("field_invalid", f"{name} is missing; a group needs key, name and kind", field=name)
+            raise Invalid("field_invalid", _l("{name} is missing; a group needs key, name and kind",
+                                              name=name), field=name)
     try:
         kind = check_kind(_text(fields, "kind"))
         key = check_group_key(_text(fields, "key"), "key", kind)
@@ -496,7 +500,7 @@ def create_group(services: Services, fields: Mapping[str, Any], actor: str, scop
     with services.db.session() as session:
         org = _Org(session)
         if key in org.groups:
-            raise Conflict("group_exists", f"group {key!r} already exists; pick another key")
+            raise Conflict("group_exists", _l("group {key!r} already exists; pick another key", key=key))
         township = _township_of(org, _text(fields, "township")) if fields.get("township") else None
         if not scope.is_county and township is None:
             raise scope.refuse("A county-wide group")
@@ -548,7 +552,8 @@ def update_member(services: Services, member_id: str, changes: Mapping[str, Any]
         org = _Org(session)
         member = session.scalar(select(Member).where(Member.member_no == member_id))
         if member is None:
-            raise NotFound("member_not_found", f"no member {member_id!r}; see GET /api/v1/members")
+            raise NotFound("member_not_found", _l("no member {member_id!r}; see GET /api/v1/members",
+                                                  member_id=member_id))
         scope.check_member(session, member)
         try:
             values, keys = _member_changes(org, member, changes)
@@ -563,8 +568,8 @@ def update_member(services: Services, member_id: str, changes: Mapping[str, Any]
             values["card_token"] = cards.digest(services.card_key, card)
             if session.scalar(select(Member.member_no).where(Member.card_token == values["card_token"],
                                                              Member.id != member.id)):
-                raise Conflict("card_taken", f"card {card!r} belongs to another member; give them another "
-                                                  "card first", field="card_token")
+                raise Conflict("card_taken", _l("card {card!r} belongs to another member; give them another card first",
+                                                card=card), field="card_token")
         changed = _assign(member, **values)
         session.flush()
         changed = _sync_member_groups(org, member, keys, _member_links(session, [member.id]).get(member.id, {})) \

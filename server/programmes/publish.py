@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from datetime import datetime, time as dtime, timedelta
 from typing import Any, Optional
+from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
 from playlists import topics
@@ -24,10 +26,25 @@ from server.devices import registry as devices_mod
 from server.devices.models import Device, DeviceAssignment
 from server.errors import Conflict
 from server.file_lock import exclusive
+from server.i18n import _l
 from server.messaging import broker, retained
 from server.programmes import service as programmes
 from server.programmes.models import Channel, Programme
 from server.programmes.trust import repository
+
+
+def fetch_time(window: Optional[tuple[str, str]], zone: str, now: datetime) -> datetime:
+    """When a device with download WINDOW ("HH:MM", "HH:MM", in ZONE; None: any time) fetches a manifest notified
+    at NOW: at once inside the window, else at the window's next start. In ZONE's time."""
+    local = now.astimezone(ZoneInfo(zone))
+    if not window:
+        return local
+    start, end = (dtime.fromisoformat(t) for t in window)
+    at = local.time()
+    if (start <= at < end) if start < end else (at >= start or at < end):
+        return local
+    day = local.date() if at < start else local.date() + timedelta(days=1)
+    return datetime.combine(day, start, tzinfo=local.tzinfo)
 
 
 def manifest_target(channel: str) -> str:
@@ -64,6 +81,23 @@ class PublishPlan:
     channels: dict[str, ChannelPlan]
     moved: dict[str, tuple[Optional[str], str]]
     problems: list[str]
+    now: Optional[datetime] = None
+    windows: dict[str, tuple[Optional[tuple[str, str]], str]] = field(default_factory=dict)  # uid: (window, zone)
+    awaiting: int = 0  # devices added and not enrolled yet: they get the manifest when they enrol
+    urgent: bool = False
+
+    def _downloads(self, affected: list[str]) -> list[dict[str, Any]]:
+        """The affected devices by download window: when they fetch (at once if urgent)."""
+        groups: dict[tuple, int] = {}
+        for uid in affected:
+            window, zone = self.windows.get(uid, (None, "UTC"))
+            groups[(window, zone)] = groups.get((window, zone), 0) + 1
+        out = []
+        for (window, zone), count in sorted(groups.items(), key=lambda g: (g[0][1], g[0][0] or ())):
+            at = fetch_time(None if self.urgent else window, zone, self.now)
+            out.append({"window": list(window) if window else None, "timezone": zone, "devices": count,
+                        "fetch_at": at.isoformat(timespec="minutes")})
+        return out
 
     def preview(self) -> dict[str, Any]:
         """The preview staff see before they confirm."""
@@ -75,6 +109,9 @@ class PublishPlan:
             "programme": None if p is None else {"id": p.id, "code": p.code, "version": p.version},
             "devices_affected": len(affected),
             "devices_total": sum(len(c.devices) for c in self.channels.values()),
+            "devices_awaiting_enrolment": self.awaiting,
+            "urgent": self.urgent,
+            "downloads": self._downloads(affected),
             "channels_changed": len(changed),
             "download_bytes_total": sum(per_device.get(uid, 0) for uid in affected),
             "download_bytes_max": max((c.download_bytes for c in changed), default=0),
@@ -93,8 +130,9 @@ def _item_summary(item) -> dict[str, Any]:
             "bytes": item.length}
 
 
-def plan(services, session: Session, programme: Optional[Programme] = None) -> PublishPlan:
-    """Work out the publish without changing anything (PROGRAMME is the draft to publish, or None to refresh)."""
+def plan(services, session: Session, programme: Optional[Programme] = None, urgent: bool = False) -> PublishPlan:
+    """Work out the publish without changing anything (PROGRAMME is the draft to publish, or None to refresh;
+    URGENT: devices download at once rather than in their download window)."""
     now = services.clock()
     today, grace = services.today(), services.settings.attendance_grace_days
     problems = programmes.not_ready(session, programme) if programme is not None else []
@@ -102,10 +140,15 @@ def plan(services, session: Session, programme: Optional[Programme] = None) -> P
     audiences: dict[str, Audience] = {}
     moved: dict[str, tuple[Optional[str], str]] = {}
     members: dict[str, list[str]] = {}
+    windows: dict[str, tuple[Optional[tuple[str, str]], str]] = {}
     enrolled = session.scalars(select(Device).where(Device.state == "enrolled").order_by(Device.uid)
                                .options(selectinload(Device.assignments).selectinload(DeviceAssignment.member))).all()
     by_uid = devices_mod.audiences(session, list(enrolled), today)
     for device in enrolled:
+        settings = device.settings or devices_mod.DEFAULT_DEVICE_SETTINGS
+        window = settings.get("download_window")
+        windows[device.uid] = (tuple(window) if window else None,
+                               settings.get("timezone") or services.settings.county_timezone)
         audience = by_uid[device.uid]
         channel = channel_id(audience)
         audiences[channel] = audience
@@ -129,31 +172,34 @@ def plan(services, session: Session, programme: Optional[Programme] = None) -> P
             plan_.removed = [_item_summary(i) for i in diff.removed]
             plan_.download_bytes = diff.download_bytes
         channels[channel] = plan_
-    return PublishPlan(programme, channels, moved, problems)
+    awaiting = session.scalar(select(func.count()).select_from(Device).where(Device.state == "pending"))
+    return PublishPlan(programme, channels, moved, problems, now, windows, awaiting, urgent)
 
 
-def preview(services, ref: Any) -> dict[str, Any]:
-    """The preview of publishing programme REF."""
+def preview(services, ref: Any, urgent: bool = False) -> dict[str, Any]:
+    """The preview of publishing programme REF (URGENT: with "download now")."""
     with services.db.session() as session:
         programme = programmes.get(session, ref)
-        return plan(services, session, programme if programme.state == "draft" else None).preview()
+        return plan(services, session, programme if programme.state == "draft" else None, urgent).preview()
 
 
-def publish(services, ref: Optional[Any], actor: str) -> dict[str, Any]:
+def publish(services, ref: Optional[Any], actor: str, urgent: bool = False) -> dict[str, Any]:
     """Publish draft REF (or, with None, refresh every channel after org or device changes); return the preview
-    of what was done, with the new TUF versions."""
+    of what was done, with the new TUF versions. URGENT ("download now") tells devices to fetch at once instead
+    of in their download window."""
     repo = repository(services)
     # Two staff pressing publish at once must not interleave manifest versions.
     with exclusive(services.data / "publish.lock"), services.db.session() as session:
         programme = programmes.get(session, ref) if ref is not None else None
         if programme is not None and programme.state != "draft":
             raise Conflict("already_published",
-                           f"{programme.code} v{programme.version} is already {programme.state}. "
-                           "Make a new version to change it.")
-        result = plan(services, session, programme)
+                           _l("{code} v{version} is already {state}. Make a new version to change it.",
+                              code=programme.code, version=programme.version, state=programme.state))
+        result = plan(services, session, programme, urgent)
         if result.problems:
-            raise Conflict("lessons_not_ready", "Some lessons are not ready: " + "; ".join(result.problems)
-                           + ". Wait for them, or retry the failed ones, then publish again.",
+            raise Conflict("lessons_not_ready", _l("Some lessons are not ready: {problems}. Wait for them, or retry "
+                                                   "the failed ones, then publish again.",
+                                                   problems="; ".join(result.problems)),
                            problems=result.problems)
         now = services.clock()
         manifests = {manifest_target(c.id): c.manifest for c in result.channels.values()}
@@ -181,7 +227,7 @@ def publish(services, ref: Optional[Any], actor: str) -> dict[str, Any]:
                 row.manifest_version, row.manifest, row.updated_at = c.version, c.manifest, now
                 retained.put(session, topics.notify(c.id), encode(Notify(
                     channel=c.id, manifest_version=c.version, timestamp_version=versions.timestamp,
-                    issued_at=now)), now)
+                    issued_at=now, urgent=urgent)), now)
         for device in session.scalars(select(Device).where(Device.uid.in_(list(result.moved)))):
             device.channel = result.moved[device.uid][1]
             retained.put(session, topics.config(device.uid), devices_mod.config_payload(services, device), now)
@@ -191,7 +237,7 @@ def publish(services, ref: Optional[Any], actor: str) -> dict[str, Any]:
         session.add(AuditEntry(at=now, actor=actor, action="programme.publish" if programme else "channels.refresh",
                                subject=f"{programme.code} v{programme.version}" if programme else "",
                                details={k: summary[k] for k in ("devices_affected", "channels_changed",
-                                                                "download_bytes_total", "tuf")}
+                                                                "download_bytes_total", "tuf", "urgent")}
                                | {"changes": [{"channel": ch["id"], "added": ch["added"], "removed": ch["removed"]}
                                               for ch in summary["channels"] if ch["changed"]]}))
     if result.moved:

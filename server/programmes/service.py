@@ -17,6 +17,7 @@ from playlists import model as pl
 from server.attendance.rules import FIRST_DAY, LAST_DAY
 from server.audit import AuditEntry
 from server.errors import Conflict, Invalid, NotFound
+from server.i18n import _l
 from server.lessons.models import Lesson
 from server.org.models import Group
 from server.programmes.models import Programme, ProgrammeItem
@@ -30,14 +31,15 @@ def _date(value: Any, field: str) -> date:
     except ValueError:
         day = None
     if day is None or not FIRST_DAY <= day <= LAST_DAY:
-        raise Invalid("bad_date", f"{field}: '{value}' is not a date like 2026-10-01 "
-                                        f"(within {FIRST_DAY.year}-{LAST_DAY.year}).", field=field)
+        raise Invalid("bad_date", _l("{field}: '{value}' is not a date like 2026-10-01 (within {year}-{year2}).",
+                                     field=field, value=value, year=FIRST_DAY.year, year2=LAST_DAY.year), field=field)
     return day
 
 
 def _slots(value: Any) -> list[dict[str, Any]]:
     if not isinstance(value, list):
-        raise Invalid("bad_slots", 'slots: expected a list like [{"time": "07:00", "kind": "broadcast"}].')
+        raise Invalid("bad_slots", _l("slots: expected a list like "
+                                      "[{{\"time\": \"07:00\", \"kind\": \"broadcast\"}}]."))
     slots = []
     for n, raw in enumerate(value, 1):
         raw = {"time": raw} if isinstance(raw, str) else raw
@@ -45,7 +47,8 @@ def _slots(value: Any) -> list[dict[str, Any]]:
             slot = pl.Slot(time=str(raw.get("time")), kind=str(raw.get("kind", "broadcast")),
                            item_position=raw.get("item_position"))
         except (ValueError, AttributeError) as exc:
-            raise Invalid("bad_slots", f"slot {n}: {exc}. Use HH:MM and kind broadcast or class.") from None
+            raise Invalid("bad_slots", _l("slot {n}: {exc}. Use HH:MM and kind broadcast or class.",
+                                          n=n, exc=exc)) from None
         slots.append({"time": slot.time, "kind": slot.kind, "item_position": slot.item_position})
     return sorted(slots, key=lambda s: s["time"])
 
@@ -53,30 +56,31 @@ def _slots(value: Any) -> list[dict[str, Any]]:
 def _lesson(session: Session, lesson_id: Any, where: str) -> Lesson:
     lesson = session.get(Lesson, lesson_id) if type(lesson_id) is int and 0 < lesson_id < 2**53 else None
     if lesson is None:
-        raise Invalid("unknown_lesson", f"{where}: there is no lesson {lesson_id!r}.")
+        raise Invalid("unknown_lesson", _l("{where}: there is no lesson {lesson_id!r}.",
+                                           where=where, lesson_id=lesson_id))
     return lesson
 
 
 def _items(session: Session, value: Any) -> list[ProgrammeItem]:
     if not isinstance(value, list):
-        raise Invalid("bad_items", 'items: expected a list like [{"lesson": 12, "mandatory": true}].')
+        raise Invalid("bad_items", _l("items: expected a list like [{{\"lesson\": 12, \"mandatory\": true}}]."))
     known_groups = set(session.scalars(select(Group.key)))
     items = []
     for n, raw in enumerate(value, 1):
         raw = {"lesson": raw} if isinstance(raw, int) else raw
         if not isinstance(raw, dict):
-            raise Invalid("bad_items", f"item {n}: expected an object with 'lesson'.")
+            raise Invalid("bad_items", _l("item {n}: expected an object with 'lesson'.", n=n))
         lesson = _lesson(session, raw.get("lesson"), f"item {n}")
         groups = raw.get("groups") or []
         if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
-            raise Invalid("bad_items", f"item {n}: groups must be a list of group keys.", field="items")
+            raise Invalid("bad_items", _l("item {n}: groups must be a list of group keys.", n=n), field="items")
         unknown = sorted(set(groups) - known_groups)
         if unknown:
-            raise Invalid("unknown_group", f"item {n}: no group {', '.join(map(str, unknown))}. "
-                                                 "See GET /api/v1/groups for the keys.")
+            raise Invalid("unknown_group", _l("item {n}: no group {choices}. See GET /api/v1/groups for the keys.",
+                                              n=n, choices=', '.join(map(str, unknown))))
         variants = raw.get("variants") or []
         if not isinstance(variants, list):
-            raise Invalid("bad_items", f"item {n}: variants must be a list of lesson ids.", field="items")
+            raise Invalid("bad_items", _l("item {n}: variants must be a list of lesson ids.", n=n), field="items")
         variants = [_lesson(session, v, f"item {n} variant").id for v in variants]
         items.append(ProgrammeItem(position=n, lesson_id=lesson.id, mandatory=bool(raw.get("mandatory", True)),
                                    groups=sorted(groups), variant_lesson_ids=variants))
@@ -87,7 +91,7 @@ def _apply(session: Session, programme: Programme, data: Mapping[str, Any]) -> N
     if "code" in data:
         code = str(data["code"]).strip()
         if not code or len(code) > 64:
-            raise Invalid("bad_code", "code: 1 to 64 characters, e.g. 2026-Q4.")
+            raise Invalid("bad_code", _l("code: 1 to 64 characters, e.g. 2026-Q4."))
         programme.code = code
     if "title" in data:
         programme.title = str(data["title"]).strip()[:200]
@@ -105,13 +109,14 @@ def _apply(session: Session, programme: Programme, data: Mapping[str, Any]) -> N
             session.flush()
         programme.items = items
     if not programme.title:
-        raise Invalid("bad_title", "title: a programme needs a title.")
+        raise Invalid("bad_title", _l("title: a programme needs a title."))
     if programme.valid_from is None or programme.valid_until is None or programme.valid_from > programme.valid_until:
-        raise Invalid("bad_window", "valid_from and valid_until: the window must start before it ends.")
+        raise Invalid("bad_window", _l("valid_from and valid_until: the window must start before it ends."))
     positions = {item.position for item in programme.items}
     for slot in programme.slots:
         if slot["item_position"] is not None and slot["item_position"] not in positions:
-            raise Invalid("bad_slots", f"slot {slot['time']}: there is no item {slot['item_position']}.")
+            raise Invalid("bad_slots", _l("slot {time}: there is no item {item_position}.",
+                                          time=slot['time'], item_position=slot['item_position']))
 
 
 def create(services, data: Mapping[str, Any], actor: str) -> int:
@@ -120,7 +125,8 @@ def create(services, data: Mapping[str, Any], actor: str) -> int:
         code = str(data.get("code", "")).strip()
         if session.scalar(select(Programme.id).where(Programme.code == code)) is not None:
             raise Conflict("programme_exists",
-                           f"Programme {code} exists. Edit its draft, or make a new version of the published one.")
+                           _l("Programme {code} exists. Edit its draft, or make a new version of the published one.",
+                              code=code))
         programme = Programme(code=code, version=1, title="", state="draft", slots=[], created_at=services.clock())
         _apply(session, programme, {"title": "", "slots": [], "items": [], **data})
         session.add(programme)
@@ -138,7 +144,7 @@ def get(session: Session, ref: Any) -> Programme:
         programme = session.scalar(select(Programme).where(Programme.code == str(ref))
                                    .order_by(Programme.version.desc()).limit(1))
     if programme is None:
-        raise NotFound("no_such_programme", f"There is no programme {ref}.")
+        raise NotFound("no_such_programme", _l("There is no programme {ref}.", ref=ref))
     return programme
 
 
@@ -148,10 +154,11 @@ def update(services, ref: Any, data: Mapping[str, Any], actor: str) -> None:
         programme = get(session, ref)
         if programme.state != "draft":
             raise Conflict("programme_frozen",
-                           f"{programme.code} v{programme.version} is {programme.state} and cannot change. "
-                           "Make a new version (POST .../new-version), edit it and publish it.")
+                           _l("{code} v{version} is {state} and cannot change. Make a new version (POST "
+                              ".../new-version), edit it and publish it.",
+                              code=programme.code, version=programme.version, state=programme.state))
         if "code" in data and data["code"] != programme.code:
-            raise Invalid("bad_code", "code: a programme's code does not change.")
+            raise Invalid("bad_code", _l("code: a programme's code does not change."))
         _apply(session, programme, data)
         session.add(AuditEntry(at=services.clock(), actor=actor, action="programme.edit", subject=programme.code,
                                details={"version": programme.version, "fields": sorted(data)}))
@@ -162,11 +169,13 @@ def new_version(services, ref: Any, actor: str) -> int:
     with services.db.session() as session:
         old = get(session, ref)
         if old.state == "draft":
-            raise Conflict("still_draft", f"{old.code} v{old.version} is a draft: edit it directly.")
+            raise Conflict("still_draft", _l("{code} v{version} is a draft: edit it directly.",
+                                             code=old.code, version=old.version))
         newest = session.scalar(select(Programme).where(Programme.code == old.code)
                                 .order_by(Programme.version.desc()).limit(1))
         if newest.state == "draft":
-            raise Conflict("draft_exists", f"{old.code} already has a draft, v{newest.version}.")
+            raise Conflict("draft_exists", _l("{code} already has a draft, v{version}.",
+                                              code=old.code, version=newest.version))
         copy = Programme(code=old.code, version=newest.version + 1, title=old.title, valid_from=old.valid_from,
                          valid_until=old.valid_until, slots=list(old.slots), state="draft", supersedes_id=old.id,
                          created_at=services.clock(),

@@ -15,6 +15,7 @@ from typing import Any, Optional
 from playlists.trust import TrustError
 from playlists.trust_repository import Expiries, Repository, init_keys
 from server.errors import Unavailable
+from server.i18n import _l
 
 
 def keys_dir(services) -> Path:
@@ -64,8 +65,8 @@ def repository(services) -> Repository:
     """The county's repository; Unavailable (with what to run) while no keys exist."""
     if not initialised(services):
         raise Unavailable("trust_not_initialised",
-                          "The county's signing keys do not exist yet. Run 'lessoncast keys init' (or 'lessoncast "
-                          "run', which creates them on first start).")
+                          _l("The county's signing keys do not exist yet. Run 'lessoncast keys init' (or 'lessoncast "
+                             "run', which creates them on first start)."))
     return Repository(repo_dir(services), keys_dir(services), Expiries())
 
 

@@ -376,6 +376,8 @@ def _normal(value, kind):
     if value is None or value == "":
         return None
     if kind is bool:
+        if isinstance(value, str) and value in READ_AS.values() or value in READ_AS_EN.values():
+            return value  # a file's 是/否 (Yes/No)
         return value in (True, 1, "1", "true", "True")
     if kind is int:
         return int(value)
@@ -388,6 +390,27 @@ def _normal(value, kind):
     return str(value)
 
 
+# What a person reads in a file (CSV, XLSX) where the tables hold codes: levels, the county's row, yes and no.
+READ_AS = {"county": "县", "township": "乡镇", "site": "村（点）", True: "是", False: "否", "county_name": "本县"}
+READ_AS_EN = {"county": "county", "township": "township", "site": "site", True: "Yes", False: "No",
+              "county_name": "This county"}
+
+
+def _as_read(table: report_export.Table, language: str | None) -> list[list]:
+    words = READ_AS_EN if language == "en" else READ_AS
+    keys = [k for k, _h in table.columns]
+    out = []
+    for row in table.rows:
+        cells = [words[v] if isinstance(v, bool) else v for v in row]
+        if "level" in keys:
+            level, name = keys.index("level"), keys.index("name")
+            if cells[level] == "county" and not cells[name]:
+                cells[name] = words["county_name"]
+            cells[level] = words[cells[level]]
+        out.append(cells)
+    return out
+
+
 def _rows(rows, table: report_export.Table) -> list[list]:
     kinds = _kinds(table)
     return [[_normal(v, k) for v, k in zip(row, kinds)] for row in rows]
@@ -395,6 +418,7 @@ def _rows(rows, table: report_export.Table) -> list[list]:
 
 def _agree(report_tables: list[report_export.Table], meta: dict, language: str | None = None) -> None:
     expected = {t.key: _rows(t.rows, t) for t in report_tables}
+    read = {t.key: _rows(_as_read(t, language), t) for t in report_tables}
     as_json = json.loads(report_export.render(report_tables, meta, "json")[0])
     book = load_workbook(io.BytesIO(report_export.render(report_tables, meta, "xlsx", language=language)[0]))
     gettext = translator(language)
@@ -411,8 +435,8 @@ def _agree(report_tables: list[report_export.Table], meta: dict, language: str |
         assert list(sheet[0]) == headers
         from_json = [[r[k] for k in keys] for r in as_json[table.key]]
         assert [list(r.keys()) for r in as_json[table.key]] == [keys] * len(table.rows)
-        assert _rows(lines[1:], table) == expected[table.key], f"CSV {table.key}"
-        assert _rows(sheet[1:], table) == expected[table.key], f"XLSX {table.key}"
+        assert _rows(lines[1:], table) == read[table.key], f"CSV {table.key}"
+        assert _rows(sheet[1:], table) == read[table.key], f"XLSX {table.key}"
         assert _rows(from_json, table) == expected[table.key], f"JSON {table.key}"
     assert as_json["meta"] == {k: report_export._json_cell(v) for k, v in meta.items()}
 
@@ -470,7 +494,7 @@ def test_xlsx_headers_are_chinese_by_default_and_english_on_request(services, co
             assert po.get(header) and zh(header) == po[header] != header, header
         assert po.get(table.title) and zh(table.title) == po[table.title]
     about = dict(chinese[translator()("About")].iter_rows(values_only=True))
-    assert about[po["Period"]] == "2026-Q4" and about[po["Kind of period"]] == "quarter"
+    assert about[po["Period"]] == "2026-Q4" and about[po["Kind of period"]] == "季度"
     csv_head = report_export.render(report_tables, meta, "csv", table="sites", language="en")[0]
     assert csv_head.decode("utf-8").removeprefix("\ufeff").startswith("Level,Township code,Code,Name,")
 
