@@ -28,7 +28,7 @@ LAYERS = {
     "api": "*",
     "cli": "*",
     "training": {"accounts", "attendance", "devices", "org", "programmes"},
-    "worker": {"attendance", "health", "jobs", "lessons", "messaging", "programmes"},
+    "worker": {"attendance", "health", "jobs", "lessons", "messaging", "programmes", "training"},
     "enrolment": {"devices", "messaging", "programmes"},
     "events": {"attendance", "health", "messaging", "org"},
     "health": {"programmes"},
