@@ -21,7 +21,7 @@ from datetime import date
 import pytest
 from click.testing import CliRunner
 from openpyxl import load_workbook
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from lessoncast.cli import main
 from server.lessons.models import Rendition
@@ -242,3 +242,27 @@ def test_a_makeup_completed_after_its_deadline_is_recorded_as_late(done_day, now
     done = None if done_day is None else start + timedelta(days=done_day)
     owed = Owed("dev:t:1", 1, "M1", "党员1", "s", "t", 7, "r-1", due, done)
     assert (owed.state(start + timedelta(days=now_day)), owed.late) == (state, late)
+
+
+def test_a_members_file_with_an_unknown_role_is_refused_whole(services, county):
+    from server.org.csv_rows import OrgImportError
+
+    bad = ("member_id,name,site_code,role,role_from\n"
+           "M00010000,党员010,t00-s01,member,2026-12-01\n"
+           "M00010001,党员011,t00-s01,mayor,2026-12-01\n"
+           "M00010002,党员012,t00-s01,,2026-12-01\n").encode()
+    with pytest.raises(OrgImportError) as refused:
+        org_service.import_members(services, bad, "test")
+    assert [(e.line, e.field) for e in refused.value.errors] == [(3, "role"), (4, "role_from")]
+    with services.db.session() as session:
+        from server.training.models import MemberRole
+        roles = session.execute(select(MemberRole.role, MemberRole.from_date)).all()
+    assert roles == [("branch_secretary", date(2026, 3, 1)), ("branch_secretary", date(2026, 10, 1))], \
+        "nothing of the refused file was stored"
+    # importing the same role again adds nothing; a new role on a later day is a new row of the history
+    org_service.import_members(services, MEMBERS_CSV, "test")
+    org_service.import_members(services, "member_id,name,site_code,role,role_from\n"
+                                         "M00010000,党员010,t00-s01,党员,2026-12-01\n".encode(), "test")
+    with services.db.session() as session:
+        from server.training.models import MemberRole
+        assert session.scalar(select(func.count()).select_from(MemberRole)) == 3
