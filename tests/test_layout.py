@@ -30,7 +30,7 @@ LAYERS = {
     "cli": "*",
     "demo": {"devices", "lessons", "org", "programmes"},
     "training": {"accounts", "attendance", "devices", "org", "programmes"},
-    "worker": {"attendance", "health", "jobs", "lessons", "messaging", "programmes"},
+    "worker": {"attendance", "health", "jobs", "lessons", "messaging", "programmes", "training"},
     "enrolment": {"devices", "messaging", "programmes"},
     "events": {"attendance", "health", "messaging", "org"},
     "health": {"messaging", "programmes"},

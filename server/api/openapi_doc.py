@@ -312,6 +312,72 @@ def _paths() -> dict[str, dict[str, Any]]:
     }
 
 
+def _training_paths() -> dict[str, dict[str, Any]]:
+    """Study hours, off-system trainings, certificates, site logbooks and make-ups (server/api/training.py)."""
+    tr = ("training",)
+    year = _query("year", _int(2000, 2099), "The year (default: this year).")
+    month = _query("month", _string(7, examples=["2026-10"]), "The month.", required=True)
+    site_code = _path("site_code", _string(64, minLength=1, examples=["qs-01"]), "The site's code.")
+    html_format = _query("format", {"type": "string", "enum": ["json", "csv", "xlsx", "html"]},
+                         "JSON, CSV, XLSX, or html for A4 printing.")
+    return {
+        "/api/v1/reports/study-hours": {"get": _op(
+            "Every member's study hours of a year against their quota, below quota, site and township totals.",
+            "The report (JSON, CSV or XLSX).", tags=tr, parameters=(year, TOWNSHIP, FORMAT, TABLE, LANG))},
+        "/api/v1/members/{member_no}/study-hours": {"get": _op(
+            "One member's study hours with every source and its date.", "The record.", tags=tr,
+            parameters=(MEMBER_NO, year, FORMAT, TABLE, LANG))},
+        "/api/v1/trainings": {"post": _op(
+            "Record off-system trainings: a roster CSV (member, title, date, hours) or one JSON entry.",
+            "How many were added and updated.", status="201", tags=tr, body={
+                "required": True, "content": {
+                    **_csv_body("A roster CSV (member, title, date, hours; or 党员编号, 培训名称, 日期, 学时).")["content"],
+                    JSON: {"schema": _object({"member": _string(64, minLength=1), "title": _string(200, minLength=1),
+                                              "date": DATE, "hours": {"type": "number"}},
+                                             ("member", "title", "date", "hours"))}}})},
+        "/api/v1/lessons/{lesson_id}/credited-hours": {"put": _op(
+            "Set a lesson's credited study hours (null: its duration counts).", "The lesson's credited hours.",
+            tags=tr, parameters=(_path("lesson_id", _int(1, 2**53), "The lesson's id."),),
+            body=_json_body(_object({"hours": {"type": ["number", "null"]}}, ("hours",))))},
+        "/api/v1/certificates": {
+            "post": _op("Issue certificates to the members who completed a programme.", "The numbers issued.",
+                        status="201", tags=tr, body=_json_body(_object({
+                            "programme": _string(64, minLength=1), "site": _string(64),
+                            "hours": {"type": ["number", "null"]}}, ("programme",)))),
+            "get": _op("Certificates issued.", "The certificates.", tags=tr,
+                       parameters=(_query("programme", _string(64), "A programme's code."), SITE))},
+        "/api/v1/certificates/{number}/print": {"get": _op(
+            "A certificate as an A4 print page (a reprint is counted).", "The page.", content_type="text/html",
+            tags=tr, parameters=(_path("number", _string(32, minLength=1, examples=["2026-000001"]),
+                                       "The certificate's number."), LANG))},
+        "/api/v1/certificates/print": {"get": _op(
+            "Every certificate of a programme at a site, as A4 pages.", "The pages.", content_type="text/html",
+            tags=tr, parameters=(_query("programme", _string(64), "A programme's code.", required=True),
+                                 {**SITE, "required": True}, LANG))},
+        "/api/v1/sites/{site_code}/logbook": {"get": _op(
+            "A site's logbooks (四簿一册) of a month.", "The five books.", tags=tr,
+            parameters=(site_code, month, html_format, TABLE, LANG))},
+        "/api/v1/sites/{site_code}/feedback": {"post": _op(
+            "Write an entry in a site's feedback log.", "The entry.", status="201", tags=tr, parameters=(site_code,),
+            body=_json_body(_object({"text": _string(1000, minLength=1)}, ("text",))))},
+        "/api/v1/reports/site-rules": {"get": _op(
+            "Every site's month against the site rules.", "The sites.", tags=tr,
+            parameters=(month, TOWNSHIP, _query("short", {"type": "string", "enum": ["0", "1"]},
+                                                "Only the sites falling short.")))},
+        "/api/v1/makeups/sweep": {"post": _op(
+            "Record the make-ups of every class that is over and push them to absent members' radios.",
+            "The make-up programmes published.", tags=tr)},
+        "/api/v1/makeups/{session_key}/approve": {"post": _op(
+            "Approve a class's make-ups (LESSONCAST_MAKEUP_MODE=approval).", "The programme published.", tags=tr,
+            parameters=(_path("session_key", _string(200, minLength=1), "The class session's key."),))},
+        "/api/v1/reports/makeups": {"get": _op(
+            "Make-ups owed, done, late and overdue per site; participation with and without make-ups.",
+            "The report.", tags=tr, parameters=(PERIOD, TOWNSHIP))},
+        "/api/v1/makeups/visits": {"get": _op(
+            "Members without a radio who owe a make-up: the operator's visit list.", "The list.", tags=tr)},
+    }
+
+
 def document() -> dict[str, Any]:
     """The OpenAPI 3.1 document of /api/v1."""
     return {
@@ -329,5 +395,5 @@ def document() -> dict[str, Any]:
                 "properties": {"code": {"type": "string"}, "message": {"type": "string"},
                                "field": {"type": "string"}}}}}},
         },
-        "paths": _paths(),
+        "paths": {**_paths(), **_training_paths()},
     }

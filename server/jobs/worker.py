@@ -63,6 +63,15 @@ def keep_signed_and_delivered(services: Services) -> None:
         retained.flush_quietly(services)
 
 
+def sweep_makeups(services: Services) -> None:
+    """Record the make-ups of classes that are over and push them to the absent members' radios."""
+    from server.training import makeup
+
+    published = makeup.sweep(services, services.clock(), "worker")
+    if published:
+        log.info("make-ups published: %s", ", ".join(published))
+
+
 class _Housekeeping:
     """The worker's housekeeping rounds, and when the current one started (for the heartbeat's state)."""
 
@@ -83,7 +92,8 @@ class _Housekeeping:
             self.round_since = time.monotonic()
             for task in (lambda: reap_once(services), lambda: clean_work_dirs(services),
                          lambda: expire_uploads(services), lambda: sweep_uploads(services),
-                         lambda: expire_exports(services), lambda: keep_signed_and_delivered(services)):
+                         lambda: expire_exports(services), lambda: keep_signed_and_delivered(services),
+                         lambda: sweep_makeups(services)):
                 try:
                     task()
                 except Exception:  # logged with its traceback; the next round tries again

@@ -531,7 +531,7 @@ def check_members(table: Table, known: MemberContext) -> list[MemberRow]:
         flags = row.take("flags", check_flags) if "flags" in has else None
         role = row.take("role", check_role) if "role" in has else None
         role_from = row.take("role_from", check_date) if "role_from" in has else None
-        if role_from and not role:
+        if role_from and not values.get("role", "").strip():
             row.fail("role_from", "role_from needs a role in the same row")
         groups = None
         if "groups" in has:

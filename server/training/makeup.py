@@ -70,12 +70,10 @@ def sweep(services, now: datetime, actor: str = "makeup") -> list[str]:
     closed_before = now - timedelta(seconds=rules.checkin_after_s)
     to_publish = []
     with services.db.session() as session:
-        handled = set(session.scalars(select(MakeupSession.session_key)))
-        for s in session.scalars(select(ClassSession).where(ClassSession.is_class.is_(True),
-                                                            ClassSession.ended_at <= closed_before)
-                                 .order_by(ClassSession.started_at)):
-            if s.key in handled:
-                continue
+        # Only the sessions not handled yet: the worker sweeps every round, so this must not read them all.
+        for s in session.scalars(select(ClassSession).where(
+                ClassSession.is_class.is_(True), ClassSession.ended_at <= closed_before,
+                ClassSession.key.not_in(select(MakeupSession.session_key))).order_by(ClassSession.started_at)):
             due = s.started_at + timedelta(days=settings.makeup_days)
             lessons = _mandatory_lessons(session, s)
             state = "off" if mode == "off" else "nothing_owed" if not lessons else \

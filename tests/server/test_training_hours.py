@@ -21,7 +21,7 @@ from datetime import date
 import pytest
 from click.testing import CliRunner
 from openpyxl import load_workbook
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from lessoncast.cli import main
 from server.lessons.models import Rendition
@@ -121,7 +121,7 @@ def hours_of(body: dict) -> dict[str, tuple]:
     return {m["member_no"]: (m["role"], m["quota"], m["hours"], m["below_quota"]) for m in body["members"]}
 
 
-def test_study_hours_report_record_and_exports_agree(client, auth, county):
+def test_study_hours_report_record_and_exports_agree(client, auth, county, services, tmp_path, monkeypatch):
     added = client.post("/api/v1/trainings", data=TRAININGS_CSV, headers={**auth("admin"), "Content-Type": "text/csv"})
     assert added.status_code == 201, added.get_json()
     assert added.get_json() == {"added": 1, "updated": 0}
@@ -167,8 +167,12 @@ def test_study_hours_report_record_and_exports_agree(client, auth, county):
     row = next(r for r in members_sheet if r and r[0] == "M00010000")
     assert 24.0 in row and "branch_secretary" in row
 
+    # The command line writes the same figures; a lesson's credited hours replace its duration.
+    check_cli_study_hours(services, tmp_path, monkeypatch)
+    check_credited_hours_override_the_duration(client, auth, county)
 
-def test_off_system_trainings_are_checked_whole_and_scoped(client, auth, token, county):
+
+def test_off_system_trainings_and_roles_are_checked_whole_and_scoped(client, auth, token, services, county):
     bad = ("member,title,date,hours\nM00010000,党校,2026-05-12,24\nNOPE,党校,2026-05-12,x\n"
            "M00010001,党校,2026-02-30,3\n").encode()
     refused = client.post("/api/v1/trainings", data=bad, headers={**auth("admin"), "Content-Type": "text/csv"})
@@ -194,9 +198,10 @@ def test_off_system_trainings_are_checked_whole_and_scoped(client, auth, token, 
     assert client.get("/api/v1/reports/study-hours?year=2026&township=t00", headers=operator).status_code == 403
     assert client.get("/api/v1/members/M00010000/study-hours?year=2026", headers=operator).status_code == 403
     assert client.get("/api/v1/reports/study-hours?year=20x6", headers=auth("viewer")).status_code == 422
+    check_a_members_file_with_an_unknown_role_is_refused_whole(services)
 
 
-def test_lesson_credited_hours_override_the_duration(client, auth, county):
+def check_credited_hours_override_the_duration(client, auth, county):
     lesson = county.a[0]
     assert client.put(f"/api/v1/lessons/{lesson}/credited-hours", json={"hours": 2},
                       headers=auth("media")).status_code == 200
@@ -206,7 +211,7 @@ def test_lesson_credited_hours_override_the_duration(client, auth, county):
     assert [s["hours"] for s in record["sources"]] == [2.0, 0.22] and record["member"][0]["hours"] == 2.2
 
 
-def test_cli_study_hours(services, county, tmp_path, monkeypatch):
+def check_cli_study_hours(services, tmp_path, monkeypatch):
     monkeypatch.setenv("LESSONCAST_DATA_DIR", str(services.settings.data_path))
     roster = tmp_path / "t.csv"
     roster.write_bytes(TRAININGS_CSV)
@@ -242,3 +247,27 @@ def test_a_makeup_completed_after_its_deadline_is_recorded_as_late(done_day, now
     done = None if done_day is None else start + timedelta(days=done_day)
     owed = Owed("dev:t:1", 1, "M1", "党员1", "s", "t", 7, "r-1", due, done)
     assert (owed.state(start + timedelta(days=now_day)), owed.late) == (state, late)
+
+
+def check_a_members_file_with_an_unknown_role_is_refused_whole(services):
+    from server.org.csv_rows import OrgImportError
+
+    bad = ("member_id,name,site_code,role,role_from\n"
+           "M00010000,党员010,t00-s01,member,2026-12-01\n"
+           "M00010001,党员011,t00-s01,mayor,2026-12-01\n"
+           "M00010002,党员012,t00-s01,,2026-12-01\n").encode()
+    with pytest.raises(OrgImportError) as refused:
+        org_service.import_members(services, bad, "test")
+    assert [(e.line, e.field) for e in refused.value.errors] == [(3, "role"), (4, "role_from")]
+    with services.db.session() as session:
+        from server.training.models import MemberRole
+        roles = session.execute(select(MemberRole.role, MemberRole.from_date)).all()
+    assert roles == [("branch_secretary", date(2026, 3, 1)), ("branch_secretary", date(2026, 10, 1))], \
+        "nothing of the refused file was stored"
+    # importing the same role again adds nothing; a new role on a later day is a new row of the history
+    org_service.import_members(services, MEMBERS_CSV, "test")
+    org_service.import_members(services, "member_id,name,site_code,role,role_from\n"
+                                         "M00010000,党员010,t00-s01,党员,2026-12-01\n".encode(), "test")
+    with services.db.session() as session:
+        from server.training.models import MemberRole
+        assert session.scalar(select(func.count()).select_from(MemberRole)) == 3

@@ -63,7 +63,7 @@ def test_a_months_logbooks_come_from_the_events(client, auth, services, county):
     assert november["viewing"] == [] and november["operating"] == [] and november["feedback"] == []
 
 
-def test_the_logbook_workbook_reads_back_one_sheet_per_book(client, auth, county):
+def test_the_logbook_workbook_reads_back_one_sheet_per_book_and_sites_falling_short(client, auth, token, county):
     xlsx = client.get("/api/v1/sites/t00-s00/logbook?month=2026-10&format=xlsx", headers=auth("viewer"))
     assert xlsx.status_code == 200
     book = load_workbook(io.BytesIO(xlsx.data), read_only=True)
@@ -81,9 +81,10 @@ def test_the_logbook_workbook_reads_back_one_sheet_per_book(client, auth, county
     html = page.data.decode()
     assert page.mimetype == "text/html" and html.count('class="logbook"') == 5
     assert "收看记录" in html and "检查人（签字）" in html and "党员001" in html and "style=" not in html
+    check_sites_falling_short_of_the_site_rules(client, auth, token)
 
 
-def test_sites_falling_short_of_the_site_rules(client, auth, token, services, county):
+def check_sites_falling_short_of_the_site_rules(client, auth, token):
     body = client.get("/api/v1/reports/site-rules?month=2026-10", headers=auth("viewer")).get_json()
     got = {s["site"]: (s["sessions"], s["viewing_hours"], s["classes_in_quarter"], s["short"]) for s in body["sites"]}
     assert got == {"t00-s00": (1, 0.4, 1, ["sessions", "viewing_hours"]),
