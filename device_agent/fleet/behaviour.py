@@ -50,14 +50,14 @@ class Counts:
 
 @dataclass
 class Behaviour:
-    """The people around one device. CARDS are the credentials of the members who check in at a terminal;
+    """The people around one device. QR_CODES are the member numbers members show at a terminal to check in;
     HOLDERS the member numbers a radio can be handed to; HANDOVER(uid, member) asks the server to record it."""
 
     kind: str
     rng: random.Random
     habits: Habits = field(default_factory=Habits)
     counts: Counts = field(default_factory=Counts)
-    cards: Sequence[str] = ()
+    qr_codes: Sequence[str] = ()
     holders: Sequence[str] = ()
     handover: Optional[Callable[[str, str], None]] = None
     boat: bool = False
@@ -117,12 +117,12 @@ class Behaviour:
 
     def _terminal(self, device, hw) -> None:
         playing = device.agent.player.playing
-        if not playing or playing.get("slot_kind") != "class" or not self.cards:
+        if not playing or playing.get("slot_kind") != "class" or not self.qr_codes:
             return
         if playing["play_id"] == self._checked_play:
             return
         self._checked_play = playing["play_id"]
         low, high = self.habits.checkins_per_class
-        for card in self.rng.sample(list(self.cards), min(len(self.cards), self.rng.randint(low, high))):
-            hw.checkin.present("card", card)
+        for code in self.rng.sample(list(self.qr_codes), min(len(self.qr_codes), self.rng.randint(low, high))):
+            hw.checkin.present("qr", code)
             self.counts.checkins += 1

@@ -18,7 +18,7 @@ from device_agent.store import AgentStore
 from firmware_stub.sim import SimClock, sim_hardware
 
 
-def fleet_options(speed: float) -> AgentOptions:
+def fleet_options() -> AgentOptions:
     """A device's timers; the ones that wait on the real world (acks, reconnects) are real seconds already."""
     return AgentOptions(tick_s=10.0, progress_interval_s=60.0, batch_size=200, window=5, resend_after_s=30.0,
                         link=LinkOptions(backoff_base_s=1.0, backoff_cap_s=60.0))
@@ -47,11 +47,11 @@ def build(mux: Mux, stores: Iterable[AgentStore], *, seed: int = 0, habits: Habi
         clock = SimClock(start, speed=mux.speed)
         hw = sim_hardware(kind, store.media_dir, clock=clock)
         holder: list = []
-        agent = Agent(store, hw, fleet_options(mux.speed), rng=random.Random(rng.random()),
+        agent = Agent(store, hw, fleet_options(), rng=random.Random(rng.random()),
                       link_factory=mux.link_factory, spawn=mux.spawn_for(holder))
         agent.link.rng = random.Random(rng.random())
         people = members.get(site_of.get(agent.device, ""), ())
-        behaviour = Behaviour(kind, random.Random(rng.random()), habits, Counts(), cards=people, holders=people,
+        behaviour = Behaviour(kind, random.Random(rng.random()), habits, Counts(), qr_codes=people, holders=people,
                               handover=handover) if behave else None
         device = SimulatedDevice(agent, behaviour)
         holder.append(device)

@@ -23,7 +23,7 @@ from server.keyfiles import write_private
 from server.org.csv_rows import OrgImportError
 
 SIZES = {"county": demo.CountySize(),
-         "small": demo.CountySize(townships=2, sites=4, members=40, radios=16, terminals=4, lessons=2)}
+         "small": demo.CountySize(townships=2, sites=4, members=40, radios=8, terminals=2, lessons=2)}
 
 
 @click.command("demo")

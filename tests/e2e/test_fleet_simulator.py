@@ -1,4 +1,4 @@
-"""The fleet simulator against a real stack (Mosquitto, the app on a real port, the ingest): 50 devices enrolled
+"""The fleet simulator against a real stack (Mosquitto, the app on a real port, the ingest): 30 devices enrolled
 through the staff API, driven by one event loop on a fast clock. Every device verifies the first and then a second
 manifest, every play a device recorded is stored exactly once, and a radio handed over credits its new holder."""
 
@@ -23,12 +23,12 @@ MEMBERS = ("member_id,name,site_code\n" + "".join(f"M{n:03d},成员{n},{('qs-01'
 SITES = ["qs-01", "qs-02", "hw-01"]
 
 
-def test_fifty_devices_verify_play_and_deliver_exactly_once(broker, org, ready_lesson, live_server, token, tmp_path):
+def test_thirty_devices_verify_play_and_deliver_exactly_once(broker, org, ready_lesson, live_server, token, tmp_path):
     services, base = org, live_server
     org_service.import_members(services, MEMBERS, "test")
     lessons = [ready_lesson("第一课", 2.0), ready_lesson("第二课", 2.5)]
     api = enrolment.StaffApi(base, token("admin"))
-    added = enrolment.add_devices(api, radios=45, terminals=5, sites=SITES)
+    added = enrolment.add_devices(api, radios=27, terminals=3, sites=SITES)
     for d in added:  # no download window: a new programme is fetched as soon as it is announced
         devices.update(services, d["id"], {"settings": {"download_window": None}}, "test")
     radio = next(d["id"] for d in added if d["kind"] == "radio")
@@ -46,12 +46,12 @@ def test_fifty_devices_verify_play_and_deliver_exactly_once(broker, org, ready_l
     thread = threading.Thread(target=mux.run, name="fleet", daemon=True)
     thread.start()
     try:
-        poll(lambda: all(d.agent.manifest is not None for d in fleet), 90, "all 50 devices on the first manifest")
+        poll(lambda: all(d.agent.manifest is not None for d in fleet), 90, "all 30 devices on the first manifest")
         first = {d.uid: d.agent.manifest.version for d in fleet}
         publish_lessons(services, lessons)
         poll(lambda: all(d.agent.manifest.version > first[d.uid] for d in fleet), 90,
-             "all 50 devices on the second manifest")
-        poll(lambda: sum(d.behaviour.counts.presses for d in fleet) >= 20, 60, "members pressing play")
+             "all 30 devices on the second manifest")
+        poll(lambda: sum(d.behaviour.counts.presses for d in fleet) >= 15, 60, "members pressing play")
         by_uid = {d.uid: d for d in fleet}
         poll(lambda: by_uid[radio].behaviour.counts.presses > 0, 60, "the handed-over radio played")
         for d in fleet:
@@ -69,7 +69,7 @@ def test_fifty_devices_verify_play_and_deliver_exactly_once(broker, org, ready_l
         rows = server_events(services, d.uid)
         assert covered_exactly_once(rows) == set(range(1, acked[d.uid] + 1)), f"{d.uid}: stored differ from sent"
         plays += sum(1 for _e, _s, _l, what in rows if what == "started")
-    assert plays >= 20, f"only {plays} plays arrived"
+    assert plays >= 15, f"only {plays} plays arrived"
     with services.db.session() as session:
         holders = dict(session.execute(select(Member.member_no, Member.id)).all())
         credited = set(session.scalars(select(LessonCoverage.member_id)).all())
