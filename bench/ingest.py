@@ -391,11 +391,11 @@ def main() -> None:
     ratios = spread([r["ratio"] for r in results])
     lost, duplicated = sum(r["lost"] for r in results), sum(r["duplicated"] for r in results)
     store = "PostgreSQL" if args.database else "SQLite"
-    print(f"{'':<50}{'median':>10}{'min':>10}{'max':>10}")
+    print(f"{'':<56}{'median':>10}{'min':>10}{'max':>10}")
     for label, s_ in ((f"lessoncast ingest x{args.ingests} (MQTT -> {store}, acked)", rates),
                       (f"bare executemany into {store}, a commit per 200 rows", bares)):
-        print(f"{label:<50}{s_['median']:>10,.0f}{s_['min']:>10,.0f}{s_['max']:>10,.0f}")
-    print(f"{'ratio (target >= 0.5)':<50}{ratios['median']:>10.2f}{ratios['min']:>10.2f}{ratios['max']:>10.2f}")
+        print(f"{label:<56}{s_['median']:>10,.0f}{s_['min']:>10,.0f}{s_['max']:>10,.0f}")
+    print(f"{'ratio (target >= 0.5)':<56}{ratios['median']:>10.2f}{ratios['min']:>10.2f}{ratios['max']:>10.2f}")
     print(f"{args.runs} runs of {args.seconds:g} s, {args.devices} radios; lost {lost}, duplicated {duplicated}")
     print(json.dumps({"database": store.lower(), "events_per_s": rates, "bare_rows_per_s": bares, "ratio": ratios,
                       "lost": lost, "duplicated": duplicated, "runs": results, "seconds": args.seconds,
