@@ -93,6 +93,7 @@ class PostgresDatabases:
         from server import migrate
 
         try:
+            self._drop_orphans()
             self._execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
             self._execute(f'CREATE DATABASE "{self.name}"')
         except Exception as exc:  # PostgreSQL on 127.0.0.1:5432 is part of the test environment
@@ -102,6 +103,23 @@ class PostgresDatabases:
         self._tables = [row[0] for row in self._execute(
             "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'alembic_version' "
             "ORDER BY tablename", in_own_database=True)]
+
+    def _drop_orphans(self) -> None:
+        """Drop the databases of test processes on this machine that were killed before they could drop their own
+        (the process id in the name is no longer running)."""
+        import os
+        import re
+
+        for (name,) in self._execute("SELECT datname FROM pg_database WHERE datname LIKE 'lc\\_test\\_%'"):
+            match = re.fullmatch(r"lc_test_(?:main|gw\d+)_(\d+)", name)
+            if match is None:
+                continue
+            try:
+                os.kill(int(match[1]), 0)
+            except ProcessLookupError:
+                self._execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            except PermissionError:  # another user's process: alive
+                pass
 
     def fresh(self) -> str:
         """The URL of this process's database, migrated to the head revision and empty."""
