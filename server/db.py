@@ -4,15 +4,12 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Iterator
 
 from sqlalchemy import DateTime, create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
-
-from server import file_lock
 
 
 class UTCDateTime(TypeDecorator):
@@ -68,8 +65,6 @@ class Database:
         self.url = url
         self.engine = make_engine(url)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
-        path = self.engine.url.database if self.engine.dialect.name == "sqlite" else None
-        self._write_lock = Path(path + ".writers") if path and path != ":memory:" else None
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -81,22 +76,6 @@ class Database:
             except BaseException:
                 session.rollback()
                 raise
-
-    @contextmanager
-    def writing(self) -> Iterator[None]:
-        """Queue for the right to write, for a process that writes often (the ingest's store and ack threads).
-
-        SQLite lets one writer in at a time and makes the others poll: a writer that finds the database locked
-        sleeps 1, 2, 5, 10, ... up to 100 ms between tries, and so often sleeps past the moment the lock was freed.
-        Writers that take this exclusive file lock (next to the database) first wait in the kernel's queue instead
-        and start the moment the previous one is done. A writer that does not take it (the web, the worker) still
-        waits on SQLite's own lock as before, so nothing can deadlock. On other databases this does nothing: they
-        lock rows, not the whole database."""
-        if self._write_lock is None:
-            yield
-            return
-        with file_lock.exclusive(self._write_lock):
-            yield
 
     def dispose(self) -> None:
         """Close every pooled connection (after fork, or at shutdown)."""

@@ -393,7 +393,7 @@ def store_batches(services, batches: list[Incoming], lookups: Optional[Lookups] 
                                lookups))
                  for key, (device, epoch, first, _n, last, events, reason, b) in
                  sorted(((p[:4], p) for p in parsed), key=lambda kp: kp[0])]
-    with services.db.writing(), services.db.session() as session:
+    with services.db.session() as session:
         for key, p in ready:
             results[key[3]] = commit(session, p, rules, lookups)
     return results

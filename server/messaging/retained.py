@@ -50,6 +50,10 @@ def _send_and_mark(session: Session, link, rows) -> None:
     """Publish ROWS all at once (one round trip, not one per ack), then mark the versions sent; a row that changed
     meanwhile keeps its newer version unsent, so the next pass sends that too."""
     link.publish_many([(topic, payload) for topic, payload, _v in rows], retain=True)
+    _mark_sent(session, rows)
+
+
+def _mark_sent(session: Session, rows) -> None:
     # One statement executed many times (a single executemany), not an ORM update per row: the ingest's ack
     # flusher marks up to a few hundred acks a pass, in the process whose store thread needs the CPU.
     table = RetainedMessage.__table__
@@ -83,7 +87,7 @@ def flush(services, link=None) -> int:
                 if locking:
                     _send_and_mark(session, link, rows)
             if not locking:
-                with services.db.writing(), services.db.session() as session:
+                with services.db.session() as session:
                     _send_and_mark(session, link, rows)
             sent += len(rows)
     finally:

@@ -449,8 +449,9 @@ def list_members(services: Services, site: Optional[str] = None, township: Optio
             query = query.where(Township.code == township)
         if q:
             pattern = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-            query = query.where(or_(Member.name.like(pattern, escape="\\"),
-                                    Member.member_no.like(pattern, escape="\\")))
+            # ilike: PostgreSQL's LIKE tells m001 from M001, SQLite's does not; a search means the same on both.
+            query = query.where(or_(Member.name.ilike(pattern, escape="\\"),
+                                    Member.member_no.ilike(pattern, escape="\\")))
         total = session.scalar(select(func.count()).select_from(query.subquery()))
         page = session.scalars(query.order_by(Member.member_no).limit(limit).offset(offset)).all()
         items = [_member_json(session, m, include_card) for m in page]

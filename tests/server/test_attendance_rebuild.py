@@ -24,9 +24,9 @@ from tests import attendance_data as ad
 pytestmark = pytest.mark.databases  # each test runs on SQLite and on PostgreSQL
 
 TOTAL = 1_000_000
-# On PostgreSQL a tenth: the same devices, kinds, duplicates and overlaps (what differs between the databases is in
+# On PostgreSQL a twentieth: the same devices, kinds, duplicates and overlaps (what differs between the databases is in
 # the statements, not in the volume), within the time make test allows the second database.
-TOTAL_ON = {"sqlite": TOTAL, "postgresql": TOTAL // 10}
+TOTAL_ON = {"sqlite": TOTAL, "postgresql": TOTAL // 20}
 START = datetime(2026, 10, 1, 1, tzinfo=timezone.utc)
 RECEIVED = datetime(2027, 1, 10, tzinfo=timezone.utc)
 

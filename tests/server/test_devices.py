@@ -14,8 +14,6 @@ from server.devices import enrolment, registry as devices
 from server.errors import DomainError
 from tests.conftest import cli_env
 
-pytestmark = pytest.mark.databases  # each test runs on SQLite and on PostgreSQL
-
 
 def _add(services, **kw):
     with services.db.session() as session:

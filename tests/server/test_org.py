@@ -329,6 +329,11 @@ def test_api_lists(client, auth, loaded):
     assert [g["key"] for g in special] == ["special:migrant", "special:retired", "special:sea"]
     found = client.get("/api/v1/members?q=王", headers=viewer).get_json()
     assert found["total"] == 1 and found["members"][0]["groups"] == ["special:migrant", "special:retired"]
+    # A member number is found whatever its letters' case, on SQLite (whose LIKE ignores ASCII case) and on
+    # PostgreSQL (whose LIKE does not); a % or _ typed is a character, not a wildcard.
+    assert [m["member_id"] for m in client.get("/api/v1/members?q=m00", headers=viewer).get_json()["members"]] == \
+        ["M001", "M002", "M003"]
+    assert client.get("/api/v1/members?q=m0%25", headers=viewer).get_json()["total"] == 0
     page2 = client.get("/api/v1/members?limit=2&offset=2", headers=viewer).get_json()
     assert page2["total"] == 3 and [m["member_id"] for m in page2["members"]] == ["M003"]
     assert client.get("/api/v1/members?limit=0", headers=viewer).status_code == 400

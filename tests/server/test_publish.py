@@ -14,8 +14,6 @@ from server.errors import DomainError
 from server.programmes import service as programmes, publish
 from tests.mqtt_client import MqttProbe
 
-pytestmark = pytest.mark.databases  # each test runs on SQLite and on PostgreSQL
-
 
 def _device(services, answer, **kw):
     m = answer["mqtt"]
