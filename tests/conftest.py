@@ -362,7 +362,7 @@ def broker(services):
     conf = write_config(services)
     log = open(services.data / "broker" / "mosquitto.log", "wb")
     proc = subprocess.Popen([mosquitto_executable(services), "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30  # seconds on a loaded machine; milliseconds on an idle one
     while True:
         try:
             socket.create_connection(("127.0.0.1", services.settings.mqtt_server_port), timeout=1).close()
