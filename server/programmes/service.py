@@ -11,7 +11,7 @@ from datetime import date
 from typing import Any, Mapping, Optional
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session
 
 from playlists import model as pl
 from server.attendance.rules import FIRST_DAY, LAST_DAY
