@@ -19,6 +19,7 @@ SLOT_KINDS = ("broadcast", "class")
 _LANGUAGE_TAG = re.compile(r"[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*")
 _HHMM = re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9]")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+_UNSAFE_CHAR = re.compile(r"[\x00-\x1f\x7f\\]")  # a backslash or a control character
 
 
 def is_language_tag(value: object) -> bool:
@@ -42,7 +43,7 @@ def media_path_problem(path: object) -> str | None:
         return "is not a string"
     if path.startswith("/"):
         return "starts with '/' (paths are relative to the media base URL)"
-    if "\\" in path or any(ord(c) < 0x20 or ord(c) == 0x7F for c in path):
+    if _UNSAFE_CHAR.search(path):
         return "contains a backslash or a control character"
     parts = path.split("/")
     if any(part in ("", ".", "..") for part in parts):

@@ -11,14 +11,14 @@ from datetime import date
 from typing import Any, Mapping, Optional
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session
 
 from playlists import model as pl
 from server.attendance.rules import FIRST_DAY, LAST_DAY
 from server.audit import AuditEntry
 from server.errors import Conflict, Invalid, NotFound
 from server.i18n import _l
-from server.lessons.models import Lesson
+from server.lessons.models import Lesson, Rendition
 from server.org.models import Group
 from server.programmes.models import Programme, ProgrammeItem
 
@@ -189,39 +189,59 @@ def new_version(services, ref: Any, actor: str) -> int:
         return copy.id
 
 
-def _lesson_version(lesson: Lesson) -> pl.LessonVersion:
-    renditions = tuple(
-        pl.Rendition(profile=r.profile, path=f"media/{r.sha256}.{r.extension}", length=r.size_bytes,
-                     sha256=r.sha256, duration=r.duration_s or 0.0)
-        for r in lesson.renditions if r.state == "ready" and r.sha256)
-    return pl.LessonVersion(lesson_id=lesson.id, title=lesson.title, language=lesson.language, renditions=renditions)
-
-
 def plain(session: Session, programme: Programme) -> pl.Programme:
     """The programme as ``playlists`` plain data, with each lesson's ready renditions."""
-    ids = {i.lesson_id for i in programme.items} | {v for i in programme.items for v in i.variant_lesson_ids}
-    # One query for every lesson and its renditions: a publish preview reads every active programme.
-    found = {lesson.id: lesson for lesson in session.scalars(
-        select(Lesson).where(Lesson.id.in_(ids)).options(selectinload(Lesson.renditions)))} if ids else {}
-    items = []
-    for item in programme.items:
-        lesson = found[item.lesson_id]
-        variants = tuple(_lesson_version(found[v]) for v in item.variant_lesson_ids)
-        items.append(pl.Item(position=item.position, lesson=_lesson_version(lesson), mandatory=item.mandatory,
-                             groups=frozenset(item.groups), variants=variants))
-    slots = tuple(pl.Slot(time=s["time"], kind=s["kind"], item_position=s.get("item_position"))
-                  for s in programme.slots)
-    return pl.Programme(id=programme.id, code=programme.code, version=programme.version, title=programme.title,
-                        valid_from=programme.valid_from, valid_until=programme.valid_until, items=tuple(items),
-                        slots=slots)
+    return plain_all(session, [programme])[0]
+
+
+def plain_all(session: Session, programmes: list[Programme]) -> list[pl.Programme]:
+    """``plain`` of each programme, from three column queries for the items, lessons and ready renditions of them
+    all (a publish preview reads every active programme; no ORM objects are built for them)."""
+    by_programme: dict[int, list] = {p.id: [] for p in programmes}
+    if programmes:
+        for row in session.execute(
+                select(ProgrammeItem.programme_id, ProgrammeItem.position, ProgrammeItem.lesson_id,
+                       ProgrammeItem.mandatory, ProgrammeItem.groups, ProgrammeItem.variant_lesson_ids)
+                .where(ProgrammeItem.programme_id.in_(list(by_programme))).order_by(ProgrammeItem.position)):
+            by_programme[row.programme_id].append(row)
+    ids = {r.lesson_id for rows in by_programme.values() for r in rows} | \
+        {v for rows in by_programme.values() for r in rows for v in r.variant_lesson_ids}
+    lessons = {r.id: r for r in session.execute(
+        select(Lesson.id, Lesson.title, Lesson.language).where(Lesson.id.in_(ids)))} if ids else {}
+    renditions: dict[int, list[pl.Rendition]] = {i: [] for i in lessons}
+    if ids:
+        for r in session.execute(
+                select(Rendition.lesson_id, Rendition.profile, Rendition.extension, Rendition.size_bytes,
+                       Rendition.sha256, Rendition.duration_s)
+                .where(Rendition.lesson_id.in_(ids), Rendition.state == "ready", Rendition.sha256.is_not(None))
+                .order_by(Rendition.id)):
+            renditions[r.lesson_id].append(pl.Rendition(
+                profile=r.profile, path=f"media/{r.sha256}.{r.extension}", length=r.size_bytes, sha256=r.sha256,
+                duration=r.duration_s or 0.0))
+    versions = {i: pl.LessonVersion(lesson_id=i, title=row.title, language=row.language,
+                                    renditions=tuple(renditions[i])) for i, row in lessons.items()}
+    result = []
+    for programme in programmes:
+        items = tuple(pl.Item(position=r.position, lesson=versions[r.lesson_id], mandatory=r.mandatory,
+                              groups=frozenset(r.groups), variants=tuple(versions[v] for v in r.variant_lesson_ids))
+                      for r in by_programme[programme.id])
+        slots = tuple(pl.Slot(time=s["time"], kind=s["kind"], item_position=s.get("item_position"))
+                      for s in programme.slots)
+        result.append(pl.Programme(id=programme.id, code=programme.code, version=programme.version,
+                                   title=programme.title, valid_from=programme.valid_from,
+                                   valid_until=programme.valid_until, items=items, slots=slots))
+    return result
 
 
 def not_ready(session: Session, programme: Programme) -> list[str]:
     """Problems that stop a publish: lessons still processing, rejected or failed."""
+    ids = [lesson_id for item in programme.items for lesson_id in [item.lesson_id, *item.variant_lesson_ids]]
+    lessons = {lesson.id: lesson for lesson in session.scalars(select(Lesson).where(Lesson.id.in_(ids)))} \
+        if ids else {}
     problems = []
     for item in programme.items:
         for lesson_id in [item.lesson_id, *item.variant_lesson_ids]:
-            lesson = session.get(Lesson, lesson_id)
+            lesson = lessons[lesson_id]
             if lesson.state != "ready":
                 problems.append(f"item {item.position}: lesson {lesson.id} '{lesson.title}' is {lesson.state}")
     return problems

@@ -232,3 +232,33 @@ def test_healthz_warns_before_metadata_expires(services, client):
     services.clock = lambda: later
     warnings = client.get("/healthz").get_json()["warnings"]
     assert any("root" in w for w in warnings)
+
+
+def test_a_preview_signs_and_writes_nothing_and_shows_what_a_new_version_removes(broker, enrolled, quarter):
+    from sqlalchemy import func, select
+
+    from server.audit import AuditEntry
+    from server.messaging.models import RetainedMessage
+    from server.programmes.models import Channel, Programme
+
+    pid, for_qs, everyone, _tibetan = quarter
+    radio = enrolled("radio", name="王大爷的收音机", site="qs-01")
+    publish.publish(broker, pid, "test")
+    v2 = programmes.new_version(broker, pid, "test")
+    programmes.update(broker, v2, {"items": [{"lesson": for_qs, "groups": ["township:qs"]}]}, "test")
+
+    def stored():
+        tuf = {p: p.read_bytes() for p in sorted((broker.data / "tuf").rglob("*")) if p.is_file()}
+        with broker.db.session() as session:
+            return (tuf, session.scalar(select(func.count(AuditEntry.id))),
+                    sorted((c.id, c.manifest_version, c.manifest) for c in session.scalars(select(Channel))),
+                    sorted((m.topic, m.payload) for m in session.scalars(select(RetainedMessage))),
+                    [(p.id, p.state) for p in session.scalars(select(Programme).order_by(Programme.id))])
+
+    before = stored()
+    assert before[0] and before[2], "nothing signed or stored to compare against"
+    preview = publish.preview(broker, v2)
+    assert stored() == before, "a preview signed or wrote something"
+    ch = next(c for c in preview["channels"] if c["id"] == radio["channel"])
+    assert ch["changed"] and ch["added"] == [] and [i["lesson"] for i in ch["removed"]] == [everyone]
+    assert ch["download_bytes_per_device"] == 0 and preview["devices_affected"] == 1
