@@ -8,6 +8,7 @@ import hashlib
 
 from sqlalchemy import select
 
+from server.i18n import translator
 from server.jobs.models import Job
 from server.lessons.models import Lesson, Rendition, SourceFile, Upload
 from tests.console.conftest import check_axe, poll, sign_in
@@ -49,7 +50,10 @@ def test_a_refused_file_shows_the_apis_message_next_to_it(org, live_server, staf
     with org.db.session() as session:
         error = poll(lambda: session.scalar(select(Upload.error).where(Upload.filename == fake.name)), 20,
                      "the refusal recorded on the upload")
-    assert error["message"] and error["message"] in row.locator(".msg").inner_text()
+    # The page shows the API's refusal in the page's language (zh_CN): the recorded English text, translated.
+    template = "{display_name}: this is a text file, not audio or video; upload the recording itself"
+    assert error["message"] == template.format(display_name=fake.name)
+    assert translator("zh_CN")(template).format(display_name=fake.name) in row.locator(".msg").inner_text()
     assert "讲话.mp3" in row.locator(".name").inner_text()
     check_axe(page)
     with org.db.session() as session:  # nothing was stored as a lesson
