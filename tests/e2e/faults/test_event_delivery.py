@@ -44,6 +44,8 @@ EVENTS = scaled(50, 250)
 BATCH = scaled(10, 50)
 RATE = scaled(60.0, 100.0)  # publishes per second from a whole fleet
 SEED = 20261003
+# Enrolling 700 devices and sending 175,000 events takes many minutes on a busy two-core machine.
+pytestmark = pytest.mark.timeout(scaled(300, 2400))
 
 
 @contextmanager
