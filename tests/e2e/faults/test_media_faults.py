@@ -13,6 +13,7 @@ held twice, or held although nobody sent it (unexpected), and the files a device
 from __future__ import annotations
 
 import hashlib
+import os
 import signal
 
 from playlists.manifest import media_of
@@ -56,11 +57,11 @@ def _options():
 def test_proxy_drops_stalls_and_throttles_media_downloads(broker, org, ready_lesson, live_server, tmp_path,
                                                           fault_account):
     services = org
-    first, second = ready_lesson("第一课", 2.0), ready_lesson("第二课", scaled(30.0, 120.0))
+    first, second = ready_lesson("第一课", 2.0), ready_lesson("第二课", scaled(10.0, 120.0))
 
     def faults(n: int) -> dict:  # every connection gets one of the three faults, in turn
         return [{"drop_after": 40_000}, {"stall_after": 20_000, "stall_s": 3.0},
-                {"throttle_bps": 200_000}][n % 3]
+                {"throttle_bps": 100_000}][n % 3]
 
     proxy = TcpProxy(services.settings.port, faults=faults)
     publish_lessons(services, [first])
@@ -91,13 +92,13 @@ def test_web_server_restarted_during_downloads(broker, org, ready_lesson, tmp_pa
     from tests.e2e.stack import get_json, start, stop, wait_for
 
     services = org
-    first, second = ready_lesson("第一课", 2.0), ready_lesson("第二课", scaled(30.0, 120.0))
+    first, second = ready_lesson("第一课", 2.0), ready_lesson("第二课", scaled(10.0, 120.0))
     env = lessoncast_env(services)
     base = f"http://127.0.0.1:{services.settings.port}"
     log = tmp_path / "web.log"
     web = start(["web"], env, log)
-    # Downloads slow enough to be cut in the middle: every media connection at 100 kB/s.
-    proxy = TcpProxy(services.settings.port, faults=lambda _n: {"throttle_bps": 100_000})
+    # Downloads slow enough to be cut in the middle: every media connection at 30 kB/s.
+    proxy = TcpProxy(services.settings.port, faults=lambda _n: {"throttle_bps": 30_000})
     agents = []
     restarts = 0
     try:
@@ -113,9 +114,10 @@ def test_web_server_restarted_during_downloads(broker, org, ready_lesson, tmp_pa
         publish_lessons(services, [first, second])
         for _ in range(scaled(1, 3)):
             received = sum(a.agent.syncer.fetcher.bytes_received for a in agents)
-            poll(lambda: sum(a.agent.syncer.fetcher.bytes_received for a in agents) > received + 50_000, 60,
+            poll(lambda: sum(a.agent.syncer.fetcher.bytes_received for a in agents) > received + 20_000, 60,
                  "downloads under way")
-            stop(web, signal.SIGTERM)  # a deploy: the web server goes away mid-download and comes back
+            os.killpg(web.pid, signal.SIGKILL)  # the web server crashes mid-download (gunicorn and its workers)
+            web.wait(timeout=10)
             web = start(["web"], env, log)
             restarts += 1
             wait_for(lambda: get_json(f"{base}/healthz")[0], 60, "the web server again", log)
