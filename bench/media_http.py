@@ -3,11 +3,11 @@
 lessoncast runs as a user starts it (``lessoncast run``: nginx in front of gunicorn; a media request goes to the
 Flask view, which checks it and hands the file back to nginx with ``X-Accel-Redirect``). The reference is a plain
 nginx, configured like lessoncast's (sendfile, tcp_nopush, worker_processes auto, no access log), serving the same
-file from the same directory. Each side gets 64 concurrent connections for whole files and for Range requests, in
-alternating rounds (the best round of each counts, as the machine is shared), and the ratio of the MB/s is printed.
-Target: lessoncast >= 0.9 x nginx.
+file from the same directory. Each side gets 64 concurrent connections for whole files and for Range requests.
+The machine is shared, so the load drifts: each round runs the two sides back to back (in alternating order) and
+gives a paired ratio; the median of the rounds' ratios and MB/s count. Target: lessoncast >= 0.9 x nginx.
 
-    .venv/bin/python bench/media_http.py                       # 4 MB file, 64 connections, 3 rounds of 8 s
+    .venv/bin/python bench/media_http.py                       # 4 MB file, 64 connections, 5 rounds of 6 s
     .venv/bin/python bench/media_http.py --size-mb 16 --seconds 15
 
 Needs wrk (Debian package ``wrk``) and nginx. Ends with one JSON line: lessoncast_mb_s, nginx_mb_s and ratio
@@ -24,6 +24,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -97,8 +98,8 @@ http {{
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size-mb", type=float, default=4.0, help="size of the media file served")
-    parser.add_argument("--seconds", type=int, default=8, help="length of each wrk run")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; the best of each side counts")
+    parser.add_argument("--seconds", type=int, default=6, help="length of each wrk run")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of paired runs; the medians count")
     parser.add_argument("--connections", type=int, default=64, help="concurrent connections")
     args = parser.parse_args()
     if not shutil.which("wrk"):
@@ -144,13 +145,17 @@ def main() -> None:
                     time.sleep(0.5)
         half = len(body) // 2
         modes = {"whole": [], "range": [f"Range: bytes={half // 2}-{half // 2 + half - 1}"]}
-        best: dict[str, dict[str, float]] = {mode: {} for mode in modes}
-        for _ in range(args.rounds):
+        runs: dict[str, dict[str, list[float]]] = {mode: {side: [] for side in urls} for mode in modes}
+        ratios: dict[str, list[float]] = {mode: [] for mode in modes}
+        for n in range(args.rounds):
             for mode, headers in modes.items():
-                for side, url in urls.items():
-                    mb_s = wrk(url, args.seconds, args.connections, headers)
-                    best[mode][side] = max(best[mode].get(side, 0.0), mb_s)
-                    print(f"{mode:5} {side:10} {mb_s:9.1f} MB/s", flush=True)
+                order = list(urls) if n % 2 == 0 else list(reversed(urls))
+                got = {side: wrk(urls[side], args.seconds, args.connections, headers) for side in order}
+                for side, mb_s in got.items():
+                    runs[mode][side].append(mb_s)
+                ratios[mode].append(got["lessoncast"] / got["nginx"])
+                print(f"round {n + 1} {mode:5} lessoncast {got['lessoncast']:7.1f} MB/s  nginx {got['nginx']:7.1f} "
+                      f"MB/s  ratio {ratios[mode][-1]:.2f}", flush=True)
     finally:
         run.send_signal(signal.SIGINT)
         try:
@@ -161,15 +166,17 @@ def main() -> None:
         ref.wait(timeout=10)
         shutil.rmtree(tmp, ignore_errors=True)
 
-    lessoncast = sum(best[m]["lessoncast"] for m in modes)
-    nginx = sum(best[m]["nginx"] for m in modes)
+    median = statistics.median
+    per_mode = {mode: median(ratios[mode]) for mode in modes}
+    ratio = median([r for mode in modes for r in ratios[mode]])
+    lessoncast = median([v for mode in modes for v in runs[mode]["lessoncast"]])
+    nginx = median([v for mode in modes for v in runs[mode]["nginx"]])
     for mode in modes:
-        print(f"{mode:5} lessoncast/nginx = {best[mode]['lessoncast'] / best[mode]['nginx']:.2f}")
-    print(f"ratio {lessoncast / nginx:.2f} (target >= 0.9)")
-    print(json.dumps({"lessoncast_mb_s": round(lessoncast / len(modes), 1), "nginx_mb_s": round(nginx / len(modes), 1),
-                      "ratio": round(lessoncast / nginx, 3), "file_mb": args.size_mb,
-                      "connections": args.connections,
-                      **{f"{m}_{side}_mb_s": round(best[m][side], 1) for m in modes for side in ("lessoncast", "nginx")}}))
+        print(f"{mode:5} median lessoncast/nginx = {per_mode[mode]:.2f}")
+    print(f"ratio {ratio:.2f} (target >= 0.9)")
+    print(json.dumps({"lessoncast_mb_s": round(lessoncast, 1), "nginx_mb_s": round(nginx, 1), "ratio": round(ratio, 3),
+                      "whole_ratio": round(per_mode["whole"], 3), "range_ratio": round(per_mode["range"], 3),
+                      "file_mb": args.size_mb, "connections": args.connections, "rounds": args.rounds}))
 
 
 if __name__ == "__main__":
