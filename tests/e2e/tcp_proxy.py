@@ -42,15 +42,21 @@ class TcpProxy:
             if not self.online:
                 client.close()
                 continue
+            fault = self.faults(self.connections) if self.faults else {}
             try:
-                upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
+                upstream = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                if fault.get("throttle_bps"):
+                    # A small receive window, so the server's bytes wait at the server, not in this proxy's buffers:
+                    # a throttled download is still in progress at the server end.
+                    upstream.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+                upstream.settimeout(5)
+                upstream.connect(("127.0.0.1", self.target_port))
             except OSError:
                 client.close()
                 continue
             upstream.settimeout(None)
             with self._lock:
                 self._conns += [client, upstream]
-            fault = self.faults(self.connections) if self.faults else {}
             self.connections += 1
             budget = [fault.get("drop_after", self.drop_after)]
             threading.Thread(target=self._pump, args=(client, upstream, None), daemon=True).start()

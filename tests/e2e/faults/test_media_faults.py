@@ -97,8 +97,8 @@ def test_web_server_restarted_during_downloads(broker, org, ready_lesson, tmp_pa
     base = f"http://127.0.0.1:{services.settings.port}"
     log = tmp_path / "web.log"
     web = start(["web"], env, log)
-    # Downloads slow enough to be cut in the middle: every media connection at 30 kB/s.
-    proxy = TcpProxy(services.settings.port, faults=lambda _n: {"throttle_bps": 30_000})
+    # Downloads slow enough to be cut in the middle: every media connection at 15 kB/s.
+    proxy = TcpProxy(services.settings.port, faults=lambda _n: {"throttle_bps": 15_000})
     agents = []
     restarts = 0
     try:
@@ -114,7 +114,7 @@ def test_web_server_restarted_during_downloads(broker, org, ready_lesson, tmp_pa
         publish_lessons(services, [first, second])
         for _ in range(scaled(1, 3)):
             received = sum(a.agent.syncer.fetcher.bytes_received for a in agents)
-            poll(lambda: sum(a.agent.syncer.fetcher.bytes_received for a in agents) > received + 20_000, 60,
+            poll(lambda: sum(a.agent.syncer.fetcher.bytes_received for a in agents) > received + 10_000, 60,
                  "downloads under way")
             os.killpg(web.pid, signal.SIGKILL)  # the web server crashes mid-download (gunicorn and its workers)
             web.wait(timeout=10)
@@ -123,6 +123,8 @@ def test_web_server_restarted_during_downloads(broker, org, ready_lesson, tmp_pa
             wait_for(lambda: get_json(f"{base}/healthz")[0], 60, "the web server again", log)
         poll(lambda: all(a.agent.manifest.version > v1 for a in agents), scaled(120, 400),
              "the second programme after the restarts")
+        # The killed server's socket buffers still deliver what it had written (up to a few MB on loopback), so
+        # with short lessons the crash mostly hits the devices' next requests; connections counts the reconnects.
         account = _file_account("web server restarted during downloads", agents, before, restarts=restarts,
                                 connections=proxy.connections)
     finally:
