@@ -96,6 +96,11 @@ def stack(tmp_path_factory, module_pg_url):
                                  name=f"{scenario} {n:03d}", actor="test").code for n in range(count)]
         with _quiet("server.messaging.retained"):
             answers[scenario] = [enrolment.enrol(services, code) for code in codes]
+    # Ports are chosen again just before the broker binds them: enrolling 700 devices takes minutes, long enough
+    # for another process's outgoing connection to take a port chosen at the start.
+    services.db.dispose()
+    services = make_services(tmp / "data", database_url=module_pg_url, port=free_port(), mqtt_port=free_port(),
+                             mqtt_server_port=free_port())
     broker = MosquittoProcess(services).start()
     env = lessoncast_env(services)
     logs = {cid: tmp / f"{cid}.log" for cid in ("ingest-a", "ingest-b")}
