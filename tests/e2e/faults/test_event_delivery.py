@@ -47,7 +47,7 @@ EVENTS = scaled(50, 250)
 BATCH = scaled(10, 50)
 RATE = scaled(60.0, 100.0)  # publishes per second from a whole fleet
 SEED = 20261003
-# Enrolling 500 devices and sending 175,000 events takes many minutes on a busy two-core machine.
+# Enrolling 500 devices and sending 125,000 events takes many minutes on a busy two-core machine.
 pytestmark = pytest.mark.timeout(scaled(300, 2400))
 
 
@@ -160,7 +160,7 @@ def _account(stack: EventStack, name: str, fleet: Fleet, before: list, **figures
 
 
 def _connect_in_waves(fleet: Fleet, wave: int, timeout: float) -> None:
-    """Connect the devices WAVE at a time: 500 paho clients (a thread each) all connecting at once on a busy
+    """Connect the devices WAVE at a time: hundreds of paho clients (a thread each) all connecting at once on a busy
     two-core machine miss their own connect timeouts and hang up before sending CONNECT."""
     for start in range(0, len(fleet.devices), wave):
         part = fleet.devices[start:start + wave]
