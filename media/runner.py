@@ -20,6 +20,10 @@ from dataclasses import dataclass, field
 from media.errors import FfmpegError, FfmpegTimeout
 
 TAIL_LINES = 20
+# What ffmpeg prints when it cannot write its output. The tee muxer (a rendition written to a file and measured
+# from a pipe at once) logs a failing file slave and still exits 0, leaving a truncated file; such a line fails
+# the stage whatever its exit status.
+WRITE_ERRORS = ("No space left on device", "Disk quota exceeded", "File too large", "Input/output error")
 # Pipes between stages hold 1 MB instead of Linux's 64 KB: with the small default the stages run in lock-step and
 # keep stalling one another; on a 40-minute radio encode this took about a fifth off the wall time.
 PIPE_BYTES = 1024 * 1024
@@ -37,6 +41,12 @@ class RunResult:
     progress: dict[str, str] = field(default_factory=dict)
     progress_reports: int = 0
     elapsed_s: float = 0.0
+    write_errors: list[str] = field(default_factory=list)  # lines saying the output could not be written
+
+    @property
+    def failed(self) -> bool:
+        """Whether the stage failed: a non-zero exit, or output it could not write (a full disk)."""
+        return self.returncode != 0 or bool(self.write_errors)
 
     @property
     def out_time_s(self) -> float | None:
@@ -88,12 +98,13 @@ def run_pipeline(
     if pipeline.timed_out.is_set():
         reason = f"timed out after {timeout_s:.0f} s"
         raise FfmpegTimeout(results[-1].argv, None, _joined_tail(results), reason=reason)
-    failed = [result for result in results if result.returncode != 0]
+    failed = [result for result in results if result.failed]
     if failed:
         # A failing stage makes the stages before it die of a broken pipe and may make those after it fail on a
         # short or empty input, so the cause is the first failure that is not a broken pipe.
         cause = next((result for result in failed if not _broken_pipe(result)), failed[-1])
-        raise FfmpegError(cause.argv, cause.returncode, cause.stderr_tail)
+        tail = cause.stderr_tail + [line for line in cause.write_errors if line not in cause.stderr_tail]
+        raise FfmpegError(cause.argv, cause.returncode, tail[-TAIL_LINES:])
     if on_progress is not None:
         on_progress(1.0)
     return results
@@ -106,6 +117,7 @@ class _Pipeline:
         self.keep_lines = keep_lines
         self.procs: list[subprocess.Popen[bytes]] = []
         self.tails: list[collections.deque[str]] = []
+        self.write_errors: list[list[str]] = []
         self.readers: list[threading.Thread] = []
         self.timed_out = threading.Event()
         self.started = time.monotonic()
@@ -128,9 +140,11 @@ class _Pipeline:
                     self.procs[-1].stdout.close()
                 self.procs.append(proc)
                 tail: collections.deque[str] = collections.deque(maxlen=self.keep_lines)
-                reader = threading.Thread(target=_read_lines, args=(proc.stderr, tail), daemon=True)
+                errors: list[str] = []
+                reader = threading.Thread(target=_read_lines, args=(proc.stderr, tail, errors), daemon=True)
                 reader.start()
                 self.tails.append(tail)
+                self.write_errors.append(errors)
                 self.readers.append(reader)
         except BaseException:
             self.kill()
@@ -161,11 +175,12 @@ class _Pipeline:
         """Return a RunResult per stage; only the last one has progress reports."""
         elapsed = time.monotonic() - self.started
         results = [
-            RunResult(list(argv), proc.returncode, list(tail), elapsed_s=elapsed)
-            for argv, proc, tail in zip(argvs, self.procs, self.tails)
+            RunResult(list(argv), proc.returncode, list(tail), elapsed_s=elapsed, write_errors=list(errors))
+            for argv, proc, tail, errors in zip(argvs, self.procs, self.tails, self.write_errors)
         ]
         last = results[-1]
-        results[-1] = RunResult(last.argv, last.returncode, last.stderr_tail, progress, reports, elapsed)
+        results[-1] = RunResult(last.argv, last.returncode, last.stderr_tail, progress, reports, elapsed,
+                                last.write_errors)
         return results
 
 
@@ -217,12 +232,15 @@ def _broken_pipe(result: RunResult) -> bool:
     return result.returncode == -signal.SIGPIPE or any("Broken pipe" in line for line in result.stderr_tail)
 
 
-def _read_lines(stream, tail: collections.deque[str]) -> None:
-    """Keep the last lines of a stderr stream; ffmpeg ends status lines with \\r, so split on both."""
+def _read_lines(stream, tail: collections.deque[str], write_errors: list[str]) -> None:
+    """Keep the last lines of a stderr stream, and every line saying output could not be written (however early);
+    ffmpeg ends status lines with \\r, so split on both."""
     for raw in stream:
         for line in raw.decode("utf-8", "replace").replace("\r", "\n").splitlines():
             if line.strip():
                 tail.append(line.rstrip())
+                if any(marker in line for marker in WRITE_ERRORS) and len(write_errors) < TAIL_LINES:
+                    write_errors.append(line.rstrip())
     stream.close()
 
 

@@ -9,15 +9,12 @@ from flask import Blueprint, Response, current_app, request, send_file
 from server.accounts.auth import current_actor
 from server.errors import ApiError
 from server.i18n import _l
-from server.lessons.media_store import EXTENSION, SHA256
+from server.lessons.media_store import CACHE_FOREVER, EXTENSION, MIMETYPES, ONE_YEAR, SHA256
 from server.nginx import MEDIA_INTERNAL
 from server.services import app_services
 
 bp = Blueprint("media", __name__)
 
-MIMETYPES = {"mp3": "audio/mpeg", "m4a": "audio/mp4", "mp4": "video/mp4", "jpg": "image/jpeg"}
-ONE_YEAR = 365 * 86400
-CACHE_FOREVER = f"public, max-age={ONE_YEAR}, immutable"
 
 
 @bp.get("/media/<name>")

@@ -10,6 +10,10 @@ from typing import Optional, Protocol
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 EXTENSION = re.compile(r"^[a-z0-9]{1,8}$")
+# How stored files are served: their media types, and caching (a file's name is its hash, so it never changes).
+MIMETYPES = {"mp3": "audio/mpeg", "m4a": "audio/mp4", "mp4": "video/mp4", "jpg": "image/jpeg"}
+ONE_YEAR = 365 * 86400
+CACHE_FOREVER = f"public, max-age={ONE_YEAR}, immutable"
 
 
 class MediaStore(Protocol):

@@ -84,3 +84,16 @@ def test_pipeline_blames_the_stage_that_failed_not_its_neighbours():
 )
 def test_progress_seconds(block, seconds):
     assert progress_seconds(block) == seconds
+
+
+def test_a_tee_slave_that_cannot_write_fails_the_run_although_ffmpeg_exits_0():
+    # The tee muxer logs a file it cannot write (a full disk: /dev/full always is) and goes on with the other
+    # slaves, exiting 0; the truncated file must not pass as a rendition.
+    argv = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "sine=d=2",
+            "-map", "0:a", "-c:a", "aac", "-f", "tee", "[f=adts]/dev/full|[f=adts]pipe:1"]
+
+    with pytest.raises(FfmpegError) as caught:
+        run(argv, duration_s=2.0)
+
+    assert caught.value.returncode == 0
+    assert any("No space left on device" in line for line in caught.value.tail)

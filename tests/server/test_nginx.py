@@ -61,6 +61,40 @@ def test_nginx_answers_json_when_gunicorn_is_down_or_a_body_is_too_large(tmp_pat
         proc.wait(timeout=10)
 
 
+@pytest.mark.parametrize("require_token", [False, True])
+def test_public_media_are_answered_by_nginx_itself_and_the_rest_by_the_view(tmp_path, require_token):
+    # No gunicorn behind this nginx: whatever reaches the view comes back as 503 web_down.
+    services = make_services(tmp_path / "data", port=free_port(), web_backend_port=free_port(),
+                             media_require_token=require_token)
+    sha256, path = _stored(services)
+    conf = nginx.write_config(services)
+    log = tmp_path / "nginx.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(nginx.argv(_nginx(services), conf), stdout=out, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{services.settings.port}"
+    try:
+        wait_for(lambda: get_json(f"{base}/healthz")[0], 30, "nginx", log)
+        whole = requests.get(f"{base}/media/{sha256}.mp3", timeout=10)
+        if require_token:
+            assert whole.status_code == 503, "with tokens required, every download goes through the view's check"
+            return
+        assert whole.status_code == 200 and whole.content == path.read_bytes()
+        assert whole.headers["Content-Type"] == "audio/mpeg"
+        assert whole.headers["ETag"] == f'"{sha256}"'
+        assert whole.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+        part = requests.get(f"{base}/media/{sha256}.mp3", headers={"Range": "bytes=2-5"}, timeout=10)
+        assert part.status_code == 206 and part.content == path.read_bytes()[2:6]
+        for to_the_view in (f"/media/{'0' * 64}.mp3", f"/media/{sha256.upper()}.mp3", f"/media/{sha256}.wav",
+                            f"/media/../{sha256[:2]}/{sha256}.mp3"):
+            assert requests.get(base + to_the_view, timeout=10).status_code in (503, 400, 404), to_the_view
+        conditional = requests.get(f"{base}/media/{sha256}.mp3", headers={"If-None-Match": f'"{sha256}"'},
+                                   timeout=10)
+        assert conditional.status_code == 503, "a conditional request is the view's to answer (304)"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
 def test_backend_port_is_loopback_and_derived_from_the_port(tmp_path):
     services = make_services(tmp_path / "data", host="0.0.0.0", port=8750)
     assert nginx.backend_bind(services.settings) == "127.0.0.1:8751"

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 
 from sqlalchemy import select
 
@@ -90,3 +91,76 @@ def test_device_disk_full_during_sync(broker, org, ready_lesson, live_server, sm
         [("file", s) for s in held] + [("checkin", c) for c in _checkins(services, running.agent.device)],
         intact_before=rows_checksum(before.items()), intact_after=rows_checksum((k, after.get(k)) for k in before),
         figures={"sync_reason": repr(reason[:80])}))
+
+
+def _stored_renditions(services, lesson_id: int) -> list:
+    from server.lessons.models import Rendition
+
+    with services.db.session() as session:
+        return session.execute(select(Rendition.profile, Rendition.state, Rendition.sha256, Rendition.size_bytes,
+                                      Rendition.duration_s, Rendition.error)
+                               .where(Rendition.lesson_id == lesson_id)).all()
+
+
+def _store_files(services) -> dict[str, bytes]:
+    root = services.media.root
+    return {p.name: p.read_bytes() for p in root.glob("??/*")} if root.exists() else {}
+
+
+def test_server_disk_full_during_transcoding(services, drain, small_fs, tmp_path, fault_account):
+    import subprocess
+
+    from server.lessons import service as lessons
+    from tests.conftest import stage_file
+    from tests.generated_media import speech_like
+
+    first = ready_one(services, drain, tmp_path, "第一课", 3.0)  # stored before the fault: must stay intact
+    before = _store_files(services)
+    # The jobs' scratch directory fills up: a tmpfs mounted over it, with room for a fraction of a rendition.
+    seconds = scaled(30.0, 240.0)
+    scratch = services.work_dir
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(scratch)], check=False)
+    mounted = os.path.ismount(scratch)
+    if not mounted:
+        import pytest
+
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        audio = speech_like(tmp_path / "长课.wav", seconds=seconds)
+        lesson, _ = lessons.ingest(services, stage_file(services, audio), audio.name,
+                                   lessons.LessonMeta(title="长课"), "test")
+        drain()
+        failed = _stored_renditions(services, lesson.id)
+        assert failed and all(r.state == "failed" for r in failed), failed
+        assert not [p for p in services.media.root.glob("??/*") if p.name not in before], \
+            "nothing of the failed renditions reached the media store"
+    finally:
+        subprocess.run(["umount", "-l", str(scratch)], check=False)
+    lessons.retry(services, lesson.id)  # room again (the operator freed the disk): retry
+    drain()
+    ready = _stored_renditions(services, lesson.id)
+    after = _store_files(services)
+    wanted = {r.sha256 for r in ready if r.state == "ready"} | {r.sha256 for r in _stored_renditions(services, first)}
+    held = []
+    for name, data in after.items():
+        if name.endswith(".jpg"):
+            continue
+        held.append(hashlib.sha256(data).hexdigest())
+    durations = [r.duration_s for r in ready]
+    fault_account(Account.of(
+        "server disk full during transcoding", wanted, held,
+        intact_before=rows_checksum(before.items()), intact_after=rows_checksum((k, after.get(k)) for k in before),
+        figures={"failed_renditions_during_fault": len(failed), "ready_after_retry": len(ready)}))
+    assert all(r.state == "ready" for r in ready) and all(abs(d - seconds) < 1.0 for d in durations), ready
+
+
+def ready_one(services, drain, tmp_path, title: str, seconds: float) -> int:
+    from server.lessons import service as lessons
+    from tests.conftest import stage_file
+    from tests.generated_media import speech_like
+
+    audio = speech_like(tmp_path / f"{title}.wav", seconds=seconds)
+    lesson, _ = lessons.ingest(services, stage_file(services, audio), audio.name, lessons.LessonMeta(title=title),
+                               "test")
+    drain()
+    return lesson.id
