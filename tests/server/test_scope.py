@@ -1,11 +1,12 @@
 """Who may write and read what, for every endpoint of the API, derived from the route table.
 
-Two townships: qs (青山镇, the operator's) and hw (海湾镇, another's), each with sites, members, devices and a class
-session. ``WRITES`` maps every write rule under /api/v1 to the roles that may use it, a legitimate request, and, for
-the operator, hostile requests built from hw's objects; ``READS`` does the same for every read. The first tests
-check that the tables cover exactly the rules in ``app.url_map``, so a new endpoint without a rule here fails the
-suite. Then every role that may not use an endpoint is refused (403 forbidden) and every hostile request is refused
-(403/404) and changes nothing in the database; an operator's reads never show hw's members, devices or sessions.
+Two townships: qs (青山镇, the operator's) and hw (海湾镇, another's), each with sites, members, devices, a class
+session, a certificate and make-ups (owed, and awaiting approval). ``WRITES`` maps every write rule under /api/v1
+to the roles that may use it, a legitimate request, and, for the operator, hostile requests built from hw's
+objects; ``READS`` does the same for every read. The first tests check that the tables cover exactly the rules in
+``app.url_map``, so a new endpoint without a rule here fails the suite. Then every role that may not use an
+endpoint is refused (403 forbidden) and every hostile request is refused (403/404) and changes nothing in the
+database; an operator's reads never show hw's members, devices, sessions, certificates or make-ups.
 The findings of issue 14 (items 2 and 3) have their own named tests at the end.
 """
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 import base64
 import shutil
 from dataclasses import dataclass, field
-from datetime import date, time
+from datetime import date, datetime, time, timedelta, timezone
 from types import SimpleNamespace
 from typing import Any, Optional
 
@@ -32,7 +33,11 @@ from server.events.models import DeviceSequence
 from server.lessons.models import Lesson
 from server.org.models import GroupLink
 from server.org.service import import_groups, import_members, import_sites
+from server.org.models import Member
 from server.programmes import service as programmes
+from server.programmes.models import Programme
+from server.training.certificates import digest, new_code
+from server.training.models import Certificate, MakeupOwed, MakeupSession
 from tests.conftest import SITES_CSV, free_port, make_services
 
 ROLES = ("admin", "media", "operator", "viewer")
@@ -58,8 +63,9 @@ HW_MARKERS = ("HW-M1", "HW-M2", "海湾党员", "r-hw-1", "t-hw-1", "manual:hw-0
 @pytest.fixture(scope="module")
 def county(tmp_path_factory):
     """qs and hw with members, devices (a qs radio enrolled, so a channel exists), a class each with an attendee,
-    a lesson, a draft programme, an unfinished upload, ingest counts, and a token for each role; built once, and
-    copied for each test (a fresh instance costs seconds, a copy of this one milliseconds)."""
+    a lesson, a draft programme, an unfinished upload, ingest counts, training records (``_training``) and a token
+    for each role; built once, and copied for each test (a fresh instance costs seconds, a copy of this one
+    milliseconds)."""
     from server.accounts.auth import create_token
 
     services = make_services(tmp_path_factory.mktemp("scope") / "data")
@@ -86,6 +92,7 @@ def county(tmp_path_factory):
             session.add(DeviceSequence(device_uid=uid, epoch=1, acked=events, events=events, updated_at=now))
         session.flush()
         lesson_id = lesson.id
+        _training(session, services, keys, lesson_id, now)
     channel = enrolment.enrol(services, code)["channel"]
     programme = programmes.create(services, {"code": "2026-Q4", "title": "四季度", "valid_from": "2026-10-01",
                                              "valid_until": "2026-12-31"}, "test")
@@ -98,9 +105,37 @@ def county(tmp_path_factory):
         "Upload-Metadata": "title " + base64.b64encode(b"x").decode()})
     assert created.status_code == 201, created.get_json()
     values = {"channel": channel, "lesson": lesson_id, "programme": programme, "qs_session": keys["qs"],
-              "hw_session": keys["hw"], "upload": created.headers["Location"].rsplit("/", 1)[1]}
+              "hw_session": keys["hw"], "qs_pending": keys["qs_pending"], "hw_pending": keys["hw_pending"],
+              "upload": created.headers["Location"].rsplit("/", 1)[1]}
     services.db.dispose()
     return services.data, headers, values
+
+
+FINISHED = "2025-Q4"  # a programme that ran, with a certificate in each township
+CERTIFICATES = {"qs": ("2025-000001", "QS-M1"), "hw": ("2025-000002", "HW-M1")}
+
+
+def _training(session, services, keys, lesson_id, now) -> None:
+    """Training records in each township: a certificate of FINISHED, make-ups owed by the member who missed the
+    class (no radio, so they are on the visit list), and a second class whose make-ups await approval."""
+    member = {m.member_no: m for m in session.scalars(select(Member))}
+    session.add(Programme(code=FINISHED, version=1, title="去年四季度", valid_from=date(2025, 10, 1),
+                          valid_until=date(2025, 12, 31), state="superseded", created_at=now, published_at=now))
+    for town, (number, member_no) in CERTIFICATES.items():
+        code = new_code()
+        session.add(Certificate(number=number, code=code, code_digest=digest(code), member_id=member[member_no].id,
+                                name=member[member_no].name, programme=FINISHED, programme_title="去年四季度",
+                                hours=4.0, completed_on=date(2025, 12, 1), issued_at=now, issued_by="test", prints=0))
+    for town, site, absent in (("qs", "qs-01", "QS-M2"), ("hw", "hw-01", "HW-M1")):
+        site_id = member[absent].site_id
+        pending = attendance_edit.add_session(session, services.rules, site, date(2026, 11, 27), time(9),
+                                              f"{town} 第二课", "test", now).key
+        keys[f"{town}_pending"] = pending
+        for key, day, state in ((keys[town], CLASS_DAY, "owed"), (pending, date(2026, 11, 27), "awaiting_approval")):
+            class_start = datetime.combine(day, time(1), timezone.utc)  # 09:00 in the county
+            session.add(MakeupSession(session_key=key, site_id=site_id, state=state, started_at=class_start,
+                                      due_at=class_start + timedelta(days=14), handled_at=now))
+            session.add(MakeupOwed(session_key=key, member_id=member[absent].id, lesson_id=lesson_id, radio=None))
 
 
 @pytest.fixture
@@ -263,6 +298,31 @@ WRITES: dict[tuple[str, str], Write] = {
     ("exports_api.create", "POST"): Write(STAFF_READERS, Call("POST", "/api/v1/exports", {"period": "2026-Q4"}),
                                           202, hostile=(
         Call("POST", "/api/v1/exports", {"period": "2026-Q4", "township": "hw"}),)),
+    # Training records: an operator enters and issues for their township's members and sites only.
+    ("training_api.add_trainings", "POST"): Write(
+        OPERATORS, Call("POST", "/api/v1/trainings", {"member": "QS-M1", "title": "镇党校培训", "date": "2026-10-09",
+                                                      "hours": 2}), 201, hostile=(
+            Call("POST", "/api/v1/trainings", {"member": "HW-M1", "title": "x", "date": "2026-10-09", "hours": 2}),
+            Call("POST", "/api/v1/trainings", csv="member,title,date,hours\nHW-M2,x,2026-10-09,2\n"),
+            Call("POST", "/api/v1/trainings",
+                 csv="member,title,date,hours\nQS-M1,x,2026-10-09,2\nHW-M1,x,2026-10-09,2\n"))),
+    ("training_api.issue_certificates", "POST"): Write(
+        OPERATORS, Call("POST", "/api/v1/certificates", {"programme": FINISHED, "site": "qs-01"}), 201, hostile=(
+            Call("POST", "/api/v1/certificates", {"programme": FINISHED, "site": "hw-01"}),
+            Call("POST", "/api/v1/certificates", {"programme": FINISHED, "site": "hw-01", "hours": 0.5}))),
+    ("training_api.add_feedback", "POST"): Write(
+        OPERATORS, Call("POST", "/api/v1/sites/qs-01/feedback", {"text": "喇叭声音小"}), 201, hostile=(
+            Call("POST", "/api/v1/sites/hw-01/feedback", {"text": "x"}),)),
+    ("training_api.makeup_approve", "POST"): Write(
+        OPERATORS, Call("POST", "/api/v1/makeups/{qs_pending}/approve"), 200, hostile=(
+            Call("POST", "/api/v1/makeups/{hw_pending}/approve"),
+            # Already owed: a 409 here would mean the township check came after the state check.
+            Call("POST", "/api/v1/makeups/{hw_session}/approve"))),
+    # The sweep covers the county: an operator passes the role check and is refused as county_only.
+    ("training_api.makeup_sweep", "POST"): Write(OPERATORS, Call("POST", "/api/v1/makeups/sweep"), 403, hostile=(
+        Call("POST", "/api/v1/makeups/sweep"),)),
+    ("training_api.set_credited_hours", "PUT"): Write(LESSON_STAFF, Call(
+        "PUT", "/api/v1/lessons/{lesson}/credited-hours", {"hours": 1.5})),
 }
 
 WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
@@ -370,6 +430,37 @@ READS: dict[tuple[str, str], Read] = {
     ("fleet_api.metrics", "GET"): Read(STAFF_READERS, "/api/v1/ingest/metrics"),
     ("uploads_api.status", "GET"): Read(LESSON_STAFF, "/api/v1/uploads/{upload}"),
     ("uploads_api.head", "HEAD"): Read(LESSON_STAFF, "/api/v1/uploads/{upload}", method="HEAD"),
+    ("training_api.study_hours", "GET"): Read(STAFF_READERS, "/api/v1/reports/study-hours?year=2026", shows="QS-M1",
+                                             hostile=(
+        ("/api/v1/reports/study-hours?year=2026&township=hw", 403),
+        ("/api/v1/reports/study-hours?year=2026&format=xlsx&township=hw", 403),
+        ("/api/v1/reports/study-hours?year=2026&format=csv", 200))),
+    ("training_api.member_study_hours", "GET"): Read(STAFF_READERS, "/api/v1/members/QS-M1/study-hours?year=2026",
+                                                    shows="QS-M1", hostile=(
+        ("/api/v1/members/HW-M1/study-hours?year=2026", 403),
+        ("/api/v1/members/HW-M2/study-hours?year=2026&format=csv", 403))),
+    ("training_api.list_certificates", "GET"): Read(STAFF_READERS, "/api/v1/certificates", shows="2025-000001",
+                                                   hostile=(
+        ("/api/v1/certificates?site=hw-01", 200), ("/api/v1/certificates?programme=" + FINISHED, 200))),
+    ("training_api.print_certificate", "GET"): Read(STAFF_READERS, "/api/v1/certificates/2025-000001/print",
+                                                   shows="青山党员甲", hostile=(
+        ("/api/v1/certificates/2025-000002/print", 403),)),
+    ("training_api.print_batch", "GET"): Read(STAFF_READERS,
+                                             f"/api/v1/certificates/print?programme={FINISHED}&site=qs-01",
+                                             shows="青山党员甲", hostile=(
+        (f"/api/v1/certificates/print?programme={FINISHED}&site=hw-01", 200),)),
+    ("training_api.site_logbook", "GET"): Read(STAFF_READERS, "/api/v1/sites/qs-01/logbook?month=2026-11",
+                                              shows="青山党员甲", hostile=(
+        ("/api/v1/sites/hw-01/logbook?month=2026-11", 403),
+        ("/api/v1/sites/hw-01/logbook?month=2026-11&format=html", 403),
+        ("/api/v1/sites/hw-01/logbook?month=2026-11&format=csv&table=roster", 403))),
+    ("training_api.site_rules_report", "GET"): Read(STAFF_READERS, "/api/v1/reports/site-rules?month=2026-11",
+                                                   shows="qs-01", hostile=(
+        ("/api/v1/reports/site-rules?month=2026-11&township=hw", 403),)),
+    ("training_api.makeup_report", "GET"): Read(STAFF_READERS, "/api/v1/reports/makeups?period=2026-Q4",
+                                               shows="QS-M2", hostile=(
+        ("/api/v1/reports/makeups?period=2026-Q4&township=hw", 403), ("/api/v1/reports/makeups", 200))),
+    ("training_api.makeup_visits", "GET"): Read(STAFF_READERS, "/api/v1/makeups/visits", shows="QS-M2"),
     # The API's description holds no data: anyone may read it.
     ("openapi_api.document", "GET"): Read(EVERYONE, "/api/v1/openapi.json"),
 }
