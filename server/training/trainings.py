@@ -93,9 +93,8 @@ def add_trainings(session: Session, rows: list[TrainingRow], scope: Scope, actor
             scope.check_member(session, members[no])
         except Forbidden:
             outside.append(no)
-    if outside:
-        raise Forbidden("out_of_scope", f"Members {', '.join(outside[:10])} are not in your township. "
-                                        "Nothing was stored.")
+    if outside:  # the scope's own refusal (other_township), naming every member outside it; nothing is stored
+        raise scope.refuse(f"Member {', '.join(outside[:10])}")
     added = updated = 0
     for r in rows:
         member = members[r.member_no]

@@ -650,3 +650,25 @@ def test_an_export_is_read_only_by_who_asked_for_it_or_an_admin(world):
         assert answer.status_code == status, (role, answer.status_code)
         download = Call("GET", f"/api/v1/exports/{export_id}/file").send(world, role)
         assert download.status_code == (409 if status == 200 else status), (role, download.status_code)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Training records
+
+
+def test_operator_training_refusals_are_the_scopes_own(world):
+    """A roster naming another township's members is refused whole with the scope's code and message, naming them;
+    a certificate, a logbook and a make-up of another township answer the same way."""
+    from server.training.models import OffSystemTraining
+
+    roster = Call("POST", "/api/v1/trainings", csv="member,title,date,hours\nQS-M1,党校,2026-10-09,2\n"
+                                                  "HW-M1,党校,2026-10-09,2\nHW-M2,党校,2026-10-09,2\n")
+    for call in (roster, Call("GET", "/api/v1/certificates/2025-000002/print"),
+                 Call("GET", "/api/v1/sites/hw-01/logbook?month=2026-11"),
+                 Call("POST", "/api/v1/makeups/{hw_pending}/approve")):
+        answer = call.send(world, "operator")
+        assert answer.status_code == 403 and answer.get_json()["error"]["code"] == "other_township", call
+    message = roster.send(world, "operator").get_json()["error"]["message"]
+    assert "HW-M1" in message and "HW-M2" in message and "QS-M1" not in message
+    with world.services.db.session() as session:
+        assert session.scalars(select(OffSystemTraining)).all() == []
