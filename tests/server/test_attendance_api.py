@@ -422,13 +422,13 @@ def test_cli_report_formats(run, county, tmp_path):
     assert f"Wrote {out}" in made.output
     book = load_workbook(out)
     about = dict(book["说明"].iter_rows(values_only=True))
-    assert (about["统计期间"], about["期间类型"], about["结束日期"]) == ("2026-Q4", "programme", "2027-01-30")
+    assert (about["统计期间"], about["期间类型"], about["结束日期"]) == ("2026-Q4", "节目单", "2027-01-30")
     members_csv = tmp_path / "members.csv"
     made = run("report", "--period", "2026-Q4", "--format", "csv", "--table", "members", "--lang", "en",
                "-o", str(members_csv))
     assert made.exit_code == 0, made.output
     rows = csv_rows(members_csv.read_bytes())
-    assert rows[0][:2] == ["Member number", "Name"] and len(rows) == 13
+    assert rows[0][:2] == ["Member number", "Member name"] and len(rows) == 13
     as_json = run("report", "--period", "2026-Q4", "--format", "json", "-o", "-")
     assert as_json.exit_code == 0, as_json.output
     body = json.loads(as_json.stdout_bytes)
