@@ -171,8 +171,8 @@ def wait_ready(services, lesson_ids: list[int], timeout: float = 600.0,
         if ready == len(lesson_ids):
             return
         if time.monotonic() > deadline:
-            raise Conflict("demo_lessons_late", _l("only {ready} of {total} lessons were transcoded in {seconds:.0f} s; "
-                                                   "is the worker running ('lessoncast run')?", ready=ready,
+            raise Conflict("demo_lessons_late", _l("only {ready} of {total} lessons were transcoded in {seconds:.0f} "
+                                                   "s; is the worker running ('lessoncast run')?", ready=ready,
                                                    total=len(lesson_ids), seconds=timeout))
         time.sleep(1.0)
 

@@ -27,7 +27,7 @@ PASSED_ON = {
     ("api/org.py", "csv_invalid"): "OrgImportError.summary(), a LazyText",
     ("api/attendance.py", "csv_invalid"): "OrgImportError.summary(), a LazyText",
     ("api/training.py", "csv_invalid"): "OrgImportError.summary(), a LazyText",
-    ("accounts/users.py", "unknown_township"): "scope.find_township's ValueError, a LazyText",
+    ("accounts/users.py", "unknown_township"): "find_township's ValueError, a LazyText",
 }
 CJK = re.compile(r"[\u4e00-\u9fff]")
 _WORDS = re.compile(r"{[^}]*}")  # a template's fields, left out when asking whether it has words to translate
