@@ -68,6 +68,23 @@ class LazyText(str):
         return f"_l({self.template!r})"
 
 
+class LazyList(LazyText):
+    """Texts joined by SEPARATOR (``"; "``), each translated on its own: a list of problems in one refusal."""
+
+    def __new__(cls, separator: str, items: Any) -> "LazyList":
+        items = list(items)
+        text = str.__new__(cls, separator.join(items))
+        text.template, text.params, text.separator, text.items = str(text), {}, separator, items
+        return text
+
+    def translate(self, language: str | None = None) -> str:
+        """Each text in LANGUAGE, joined."""
+        return self.separator.join(i.translate(language) if isinstance(i, LazyText) else i for i in self.items)
+
+    def __repr__(self) -> str:
+        return f"LazyList({self.separator!r}, {self.items!r})"
+
+
 def _l(template: str, **params: Any) -> LazyText:
     """A text translated later (``LazyText``): ``_l("There is no lesson {lesson_id}.", lesson_id=7)``."""
     return LazyText(template, **params)

@@ -108,6 +108,8 @@ def find_township(session: Session, code_or_name: str) -> Township:
         return named[0]
     known = ", ".join(f"{t.code} ({t.name})" for t in session.scalars(select(Township).order_by(Township.code)))
     if named:
-        raise ValueError(f"{len(named)} townships are named {text!r}; give the code of one: {known}")
-    raise ValueError(f"there is no township {text!r}; give the code or the name of one of: {known or 'none yet'} "
-                     "(import the sites first: 'lessoncast org import sites.csv')")
+        raise ValueError(_l("{count} townships are named {name!r}; give the code of one: {known}", count=len(named),
+                            name=text, known=known))
+    raise ValueError(_l("there is no township {name!r}; give the code or the name of one of: {known} "
+                        "(import the sites first: 'lessoncast org import sites.csv')", name=text,
+                        known=known or _l("none yet")))

@@ -17,7 +17,7 @@ from server.accounts.models import ROLES, User
 from server.accounts.scope import find_township
 from server.audit import AuditEntry
 from server.errors import Conflict, Forbidden, Invalid, NotFound, Unauthenticated
-from server.i18n import LANGUAGES, normalise
+from server.i18n import LANGUAGES, _l, normalise
 
 MAX_FAILURES = 5
 LOCK_FOR = timedelta(minutes=15)
@@ -31,13 +31,13 @@ def authenticate(services, username: str, password: str) -> User:
     with services.db.session() as session:
         user = session.scalar(select(User).where(User.username == username.strip()))
         if user is None:
-            raise Unauthenticated("bad_login", "The username or the password is wrong.")
+            raise Unauthenticated("bad_login", _l("The username or the password is wrong."))
         if user.disabled_at is not None:
-            raise Forbidden("account_disabled", "This account is disabled. Ask an admin to enable it.")
+            raise Forbidden("account_disabled", _l("This account is disabled. Ask an admin to enable it."))
         if user.locked_until is not None and user.locked_until > now:
             minutes = max(1, round((user.locked_until - now).total_seconds() / 60))
-            raise Forbidden("account_locked", f"Too many wrong passwords: this account is locked for {minutes} more "
-                            "minutes. Wait, or ask an admin to reset the password.", minutes=minutes)
+            raise Forbidden("account_locked", _l("Too many wrong passwords: this account is locked for {minutes} more "
+                            "minutes. Wait, or ask an admin to reset the password.", minutes=minutes), minutes=minutes)
         if not verify_password(user, password):
             user.failed_logins += 1
             if user.failed_logins >= MAX_FAILURES:
@@ -45,10 +45,11 @@ def authenticate(services, username: str, password: str) -> User:
                 session.add(AuditEntry(at=now, actor=user.username, action="account.locked", subject=user.username,
                                        details={"failures": MAX_FAILURES, "minutes": LOCK_FOR.seconds // 60}))
                 session.commit()
-                raise Forbidden("account_locked", f"Too many wrong passwords: this account is locked for "
-                                f"{LOCK_FOR.seconds // 60} minutes.", minutes=LOCK_FOR.seconds // 60)
+                raise Forbidden("account_locked", _l("Too many wrong passwords: this account is locked for "
+                                "{minutes} minutes.", minutes=LOCK_FOR.seconds // 60),
+                                minutes=LOCK_FOR.seconds // 60)
             session.commit()
-            raise Unauthenticated("bad_login", "The username or the password is wrong.")
+            raise Unauthenticated("bad_login", _l("The username or the password is wrong."))
         user.failed_logins, user.locked_until = 0, None
         session.flush()
         session.expunge(user)
@@ -57,22 +58,24 @@ def authenticate(services, username: str, password: str) -> User:
 
 def _password(password: str) -> str:
     if len(password) < MIN_PASSWORD:
-        raise Invalid("short_password", f"The password has {len(password)} characters; use at least {MIN_PASSWORD}.",
+        raise Invalid("short_password", _l("The password has {count} characters; use at least {minimum}.",
+                                         count=len(password), minimum=MIN_PASSWORD),
                       field="password")
     return hash_password(password)
 
 
 def _township(session, role: str, township: Optional[str]) -> Optional[str]:
     if role not in ROLES:
-        raise Invalid("bad_role", f"Unknown role {role!r}; choose one of {', '.join(ROLES)}.", field="role")
+        raise Invalid("bad_role", _l("Unknown role {role!r}; choose one of {roles}.", role=role,
+                                           roles=", ".join(ROLES)), field="role")
     if role == "operator":
         if not township:
-            raise Invalid("township_required", "An operator needs a township: operators see one township.",
+            raise Invalid("township_required", _l("An operator needs a township: operators see one township."),
                           field="township")
         try:
             return find_township(session, township).code
         except ValueError as exc:
-            raise Invalid("unknown_township", str(exc), field="township") from None
+            raise Invalid("unknown_township", exc.args[0], field="township") from None
     return None
 
 
@@ -80,7 +83,7 @@ def get_user(session, user_id: int) -> User:
     """The user with USER_ID; NotFound otherwise."""
     user = session.get(User, user_id)
     if user is None:
-        raise NotFound("no_such_user", f"There is no user {user_id}.")
+        raise NotFound("no_such_user", _l("There is no user {user_id}.", user_id=user_id))
     return user
 
 
@@ -88,11 +91,11 @@ def create_user(services, username: str, role: str, township: Optional[str], act
     """Create an account with a generated password; return (id, password), the password shown once."""
     username = username.strip()
     if not username or len(username) > 100 or any(ch.isspace() for ch in username):
-        raise Invalid("bad_username", "username: 1 to 100 characters without spaces.", field="username")
+        raise Invalid("bad_username", _l("username: 1 to 100 characters without spaces."), field="username")
     password = secrets.token_urlsafe(12)
     with services.db.session() as session:
         if session.scalar(select(User.id).where(User.username == username)) is not None:
-            raise Conflict("user_exists", f"There is already a user {username}.")
+            raise Conflict("user_exists", _l("There is already a user {username}.", username=username))
         user = User(username=username, password_hash=hash_password(password), role=role,
                     township=_township(session, role, township), created_at=services.clock())
         session.add(user)
@@ -107,7 +110,7 @@ def update_user(services, user_id: int, role: str, township: Optional[str], enab
     with services.db.session() as session:
         user = get_user(session, user_id)
         if user.username == actor and (role != "admin" or not enabled):
-            raise Conflict("own_account", "You cannot demote or disable your own account; ask another admin.")
+            raise Conflict("own_account", _l("You cannot demote or disable your own account; ask another admin."))
         user.township = _township(session, role, township)
         user.role = role
         now = services.clock()
@@ -137,7 +140,7 @@ def change_password(services, user_id: int, old: str, new: str) -> int:
     with services.db.session() as session:
         user = get_user(session, user_id)
         if not verify_password(user, old):
-            raise Invalid("bad_password", "The current password is wrong.", field="old")
+            raise Invalid("bad_password", _l("The current password is wrong."), field="old")
         user.password_hash = _password(new)
         user.session_generation += 1
         session.add(AuditEntry(at=services.clock(), actor=user.username, action="account.password",
@@ -150,7 +153,8 @@ def set_language(services, user_id: int, language: str) -> str:
     try:
         language = normalise(language)
     except ValueError as exc:
-        raise Invalid("bad_language", str(exc), field="language") from None
+        raise Invalid("bad_language", _l("language {language!r}: lessoncast speaks zh_CN (简体中文) and en (English)",
+                                          language=language), field="language") from None
     assert language in LANGUAGES
     with services.db.session() as session:
         get_user(session, user_id).language = language

@@ -11,6 +11,7 @@ from server.accounts.auth import current_actor, require
 from server.api import json_body
 from server.api.attendance import _language, _send, _township
 from server.errors import ApiError, NotFound
+from server.i18n import _l
 from server.lessons.models import Lesson
 from server.org.csv_rows import OrgImportError, decode_csv
 from server.services import app_services
@@ -91,7 +92,7 @@ def set_credited_hours(lesson_id: int):
     with services.db.session() as session:
         lesson = session.get(Lesson, lesson_id)
         if lesson is None:
-            raise NotFound("lesson_not_found", f"There is no lesson {lesson_id}.")
+            raise NotFound("lesson_not_found", _l("There is no lesson {lesson_id}.", lesson_id=lesson_id))
         lesson.credited_hours = credited
     return jsonify({"lesson": lesson_id, "credited_hours": credited})
 
@@ -158,7 +159,7 @@ def print_batch():
     services = app_services()
     programme, site = request.args.get("programme"), request.args.get("site")
     if not programme or not site:
-        raise ApiError(400, "programme_and_site_required", "Add ?programme=<code>&site=<site code>.")
+        raise ApiError(400, "programme_and_site_required", _l("Add ?programme=<code>&site=<site code>."))
     with services.db.session() as session:
         rows = certificates.listing(session, current_actor().scope, programme=programme, site=site)
         for cert, _no, _site in rows:
@@ -200,7 +201,7 @@ def site_logbook(site_code: str):
     services = app_services()
     month = request.args.get("month")
     if not month:
-        raise ApiError(400, "month_required", "Add ?month=2026-10.")
+        raise ApiError(400, "month_required", _l("Add ?month=2026-10."))
     with services.db.session() as session:
         tables, meta = logbooks.logbook(session, site_code, month, services.rules,
                                         hours.hour_rules_from(services.settings), current_actor().scope,
@@ -232,7 +233,7 @@ def site_rules_report():
     services = app_services()
     month = request.args.get("month")
     if not month:
-        raise ApiError(400, "month_required", "Add ?month=2026-10.")
+        raise ApiError(400, "month_required", _l("Add ?month=2026-10."))
     with services.db.session() as session:
         rows = logbooks.shortfalls(session, month, services.rules, logbooks.site_rules_from(services.settings),
                                    township=_township())
@@ -257,7 +258,7 @@ def makeup_sweep():
     """Record the make-ups of every class that is over, and push them to the absent members' radios."""
     services = app_services()
     if current_actor().scope.township is not None:
-        raise ApiError(403, "county_only", "The make-up sweep covers the county; ask a county administrator.")
+        raise ApiError(403, "county_only", _l("The make-up sweep covers the county; ask a county administrator."))
     published = makeup.sweep(services, services.clock(), current_actor().name)
     return jsonify({"published": published})
 

@@ -10,15 +10,21 @@ from functools import wraps
 from typing import Callable
 
 from flask import Blueprint, redirect, render_template, request, url_for
+from flask_babel import get_locale
 from flask_login import current_user
 
 from media.errors import MediaError
-from server.errors import DomainError, Unauthenticated
+from server.errors import DomainError, Unauthenticated, media_error_body
 
 
 def to_login():
     """A redirect to the sign-in page that comes back here afterwards."""
     return redirect(url_for("console.login", next=request.full_path if request.method == "GET" else None))
+
+
+def page_language() -> str:
+    """The language the page is shown in (zh_CN unless the user chose English): refusals are shown in it."""
+    return str(get_locale() or "zh_CN")
 
 
 def page_errors(bp: Blueprint) -> None:
@@ -28,11 +34,13 @@ def page_errors(bp: Blueprint) -> None:
     def _refused(exc: DomainError):
         if isinstance(exc, Unauthenticated):
             return to_login()
-        return render_template("error.html", status=exc.status, message=exc.message, code=exc.code), exc.status
+        return render_template("error.html", status=exc.status, message=exc.localised(page_language()),
+                               code=exc.code), exc.status
 
     @bp.errorhandler(MediaError)
     def _media(exc: MediaError):
-        return render_template("error.html", status=exc.http_status, message=str(exc)), exc.http_status
+        return render_template("error.html", status=exc.http_status,
+                               message=media_error_body(exc, page_language())["message"]), exc.http_status
 
 
 def signed_in(view: Callable) -> Callable:

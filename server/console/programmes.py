@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 from server.accounts.auth import current_actor, require
 from server.console.pages import page_errors
 from server.devices import sync as device_sync
+from server import i18n
 from server.errors import Conflict, Invalid
 from server.lessons.library import find
 from server.lessons.models import Lesson
@@ -35,7 +36,8 @@ def quarter_window(label: str) -> tuple[str, str]:
     """The first and last day of a quarter written 2026-Q4; Invalid otherwise."""
     year, _sep, quarter = label.strip().upper().partition("-Q")
     if not (year.isdigit() and len(year) == 4 and quarter in ("1", "2", "3", "4")):
-        raise Invalid("bad_quarter", f"quarter: '{label}' is not a quarter like 2026-Q4.", field="quarter")
+        raise Invalid("bad_quarter", i18n._l("quarter: '{label}' is not a quarter like 2026-Q4.", label=label),
+                      field="quarter")
     first, last = QUARTERS[int(quarter)]
     return f"{year}-{first}", f"{year}-{last}"
 
@@ -115,7 +117,8 @@ def _change(programme_id: int, change) -> None:
 def _position(items: list, field: str = "position") -> int:
     raw = request.form.get(field, "")
     if not raw.isdigit() or not 1 <= int(raw) <= len(items):
-        raise Invalid("bad_position", f"{field}: there is no item {raw!r}.", field=field)
+        raise Invalid("bad_position", i18n._l("{field}: there is no item {raw!r}.", field=field, raw=raw),
+                      field=field)
     return int(raw) - 1
 
 
@@ -129,7 +132,7 @@ def items(programme_id: int):
         if action == "add":
             lesson = request.form.get("lesson", "")
             if not lesson.isdigit():
-                raise Invalid("lesson_required", "Choose a lesson to add.", field="lesson")
+                raise Invalid("lesson_required", i18n._l("Choose a lesson to add."), field="lesson")
             items.append({"lesson": int(lesson), "mandatory": request.form.get("mandatory", "1") == "1",
                           "groups": [], "variants": []})
         elif action in ("up", "down"):
@@ -146,7 +149,7 @@ def items(programme_id: int):
             item["groups"] = request.form.getlist("groups")
             item["variants"] = [int(v) for v in re.split(r"[\s,，]+", request.form.get("variants", "")) if v.isdigit()]
         else:
-            raise Invalid("bad_action", f"Unknown item action {action!r}.")
+            raise Invalid("bad_action", i18n._l("Unknown item action {action!r}.", action=action))
         return {"items": items, "slots": slots}
 
     _change(programme_id, change)
@@ -166,7 +169,7 @@ def slots(programme_id: int):
         elif action == "remove":
             slots.pop(_position(slots))
         else:
-            raise Invalid("bad_action", f"Unknown slot action {action!r}.")
+            raise Invalid("bad_action", i18n._l("Unknown slot action {action!r}.", action=action))
         return {"slots": slots}
 
     _change(programme_id, change)
@@ -199,8 +202,9 @@ def do_publish(programme_id: int):
     expected = publish.preview(services, programme_id)["devices_affected"]
     confirmed = request.form.get("devices", "")
     if confirmed != str(expected):
-        raise Conflict("preview_changed", f"The preview changed: this publish now reaches {expected} devices, not "
-                       f"{confirmed}. Look at the preview again and confirm.")
+        raise Conflict("preview_changed", i18n._l("The preview changed: this publish now reaches {expected} devices, "
+                                                "not {confirmed}. Look at the preview again and confirm.",
+                                                expected=expected, confirmed=confirmed))
     result = publish.publish(services, programme_id, current_actor().name)
     flash(_("Published to %(n)s devices.", n=result["devices_affected"]), "ok")
     return redirect(url_for("console_programmes.live", programme_id=programme_id))

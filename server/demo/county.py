@@ -21,6 +21,7 @@ from sqlalchemy import select
 from server.devices import registry as devices
 from server.devices.models import Device
 from server.errors import Conflict
+from server.i18n import _l
 from server.lessons import service as lessons
 from server.lessons.models import Lesson
 from server.lessons.upload_stream import HashingFile
@@ -163,14 +164,16 @@ def wait_ready(services, lesson_ids: list[int], timeout: float = 600.0,
             states = dict(session.execute(select(Lesson.id, Lesson.state).where(Lesson.id.in_(lesson_ids))).all())
         bad = [lid for lid, state in states.items() if state in ("failed", "rejected")]
         if bad:
-            raise Conflict("demo_lesson_failed", f"lesson {bad[0]} could not be transcoded; see the worker's log.")
+            raise Conflict("demo_lesson_failed", _l("lesson {lesson_id} could not be transcoded; see the worker's log.",
+                                                      lesson_id=bad[0]))
         ready = sum(1 for state in states.values() if state == "ready")
         on_wait(ready, len(lesson_ids))
         if ready == len(lesson_ids):
             return
         if time.monotonic() > deadline:
-            raise Conflict("demo_lessons_late", f"only {ready} of {len(lesson_ids)} lessons were transcoded in "
-                                                f"{timeout:.0f} s; is the worker running ('lessoncast run')?")
+            raise Conflict("demo_lessons_late", _l("only {ready} of {total} lessons were transcoded in {seconds:.0f} "
+                                                   "s; is the worker running ('lessoncast run')?", ready=ready,
+                                                   total=len(lesson_ids), seconds=timeout))
         time.sleep(1.0)
 
 

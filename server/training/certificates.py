@@ -27,6 +27,7 @@ from server.attendance.models import ClassSession, LessonCoverage, SessionAttend
 from server.attendance.rules import Rules
 from server.audit import AuditEntry
 from server.errors import Invalid, NotFound
+from server.i18n import _l
 from server.org.models import Member, Site, Township
 from server.programmes.models import Programme, ProgrammeItem
 from server.training import hours as hours_mod
@@ -83,7 +84,8 @@ def _programme(session: Session, code: str) -> Programme:
     programme = session.scalar(select(Programme).where(Programme.code == code, Programme.state != "draft")
                                .order_by(Programme.version.desc()).limit(1))
     if programme is None:
-        raise NotFound("unknown_programme", f"There is no published programme {code!r}. See GET /api/v1/programmes.")
+        raise NotFound("unknown_programme", _l("There is no published programme {code!r}. See GET /api/v1/programmes.",
+                                                 code=code))
     return programme
 
 
@@ -143,7 +145,7 @@ def issue(session: Session, programme_code: str, rules: Rules, hrules: HourRules
     if site:
         site_row = session.scalar(select(Site).where(Site.code == site))
         if site_row is None:
-            raise NotFound("site_not_found", f"There is no site {site!r}.")
+            raise NotFound("site_not_found", _l("There is no site {site!r}.", site=site))
         scope.check_site(site_row)
         query = query.where(Member.site_id == site_row.id)
     elif scope.township is not None:
@@ -152,7 +154,7 @@ def issue(session: Session, programme_code: str, rules: Rules, hrules: HourRules
     have = set(session.scalars(select(Certificate.member_id).where(Certificate.programme == programme.code)))
     if min_hours is not None:
         if not 0 < min_hours <= 1000:
-            raise Invalid("bad_hours", f"hours {min_hours!r} must be above 0 and at most 1000.")
+            raise Invalid("bad_hours", _l("hours {hours!r} must be above 0 and at most 1000.", hours=min_hours))
         report = hours_mod.collect(session, programme.valid_from.year, rules, hrules, member_ids=list(members))
         earned = {}
         for m in report.members:
@@ -196,7 +198,7 @@ def for_print(session: Session, scope: Scope, number: str) -> Certificate:
     """The certificate NUMBER for (re)printing, its print count raised; NotFound, or Forbidden out of SCOPE."""
     cert = session.scalar(select(Certificate).where(Certificate.number == number))
     if cert is None:
-        raise NotFound("certificate_not_found", f"There is no certificate {number!r}.")
+        raise NotFound("certificate_not_found", _l("There is no certificate {number!r}.", number=number))
     scope.check_member(session, session.get(Member, cert.member_id))
     cert.prints += 1
     return cert

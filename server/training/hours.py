@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from server.attendance.models import ClassSession, LessonCoverage, SessionAttendee
 from server.attendance.rules import Rules
 from server.errors import Invalid, NotFound
+from server.i18n import _l
 from server.lessons.models import Lesson
 from server.org.models import Member, Site, Township
 from server.training import rules as hour_rules
@@ -103,9 +104,9 @@ def parse_year(text: str | int) -> int:
     try:
         value = int(str(text).strip())
     except ValueError:
-        raise Invalid("bad_year", f"year {text!r} is not a year; write it as 2026.") from None
+        raise Invalid("bad_year", _l("year {text!r} is not a year; write it as 2026.", text=text)) from None
     if not 2000 <= value <= 2099:
-        raise Invalid("bad_year", f"year {value} is outside 2000-2099.")
+        raise Invalid("bad_year", _l("year {year} is outside 2000-2099.", year=value))
     return value
 
 
@@ -228,9 +229,10 @@ def member_hours(session: Session, member_no: str, year: int, rules: Rules, hrul
     """One member's study hours in YEAR with every source; NotFound for an unknown member, Forbidden out of scope."""
     member = session.scalar(select(Member).where(Member.member_no == member_no))
     if member is None:
-        raise NotFound("member_not_found", f"There is no member {member_no!r}.")
+        raise NotFound("member_not_found", _l("There is no member {member_no!r}.", member_no=member_no))
     scope.check_member(session, member)
     report = collect(session, year, rules, hrules, member_ids=[member.id])
     if not report.members:
-        raise Invalid("member_not_active", f"Member {member_no!r} was not a member in {year}.")
+        raise Invalid("member_not_active", _l("Member {member_no!r} was not a member in {year}.",
+                                                  member_no=member_no, year=year))
     return report.members[0]

@@ -34,7 +34,7 @@ from server.attendance.rules import Rules
 from server.devices.models import Device
 from server.errors import Invalid, NotFound
 from server.events.models import DeviceEvent, DeviceStatus
-from server.i18n import _, translator
+from server.i18n import _, _l, translator
 from server.lessons.models import Lesson
 from server.org.models import Member, Site, Township
 from server.training import hours as hours_mod
@@ -62,9 +62,9 @@ def parse_month(text: str) -> tuple[date, date]:
     try:
         first = datetime.strptime(str(text).strip(), "%Y-%m").date()
     except ValueError:
-        raise Invalid("bad_month", f"month {text!r}: write it as 2026-10.") from None
+        raise Invalid("bad_month", _l("month {text!r}: write it as 2026-10.", text=text)) from None
     if not 2000 <= first.year <= 2099:
-        raise Invalid("bad_month", f"month {text!r} is outside 2000-2099.")
+        raise Invalid("bad_month", _l("month {text!r} is outside 2000-2099.", text=text))
     last = (first.replace(day=28) + timedelta(days=4)).replace(day=1) - timedelta(days=1)
     return first, last
 
@@ -90,7 +90,7 @@ FEEDBACK = (("at", _("Time")), ("author", _("Written by")), ("source", _("Source
 def _site(session: Session, code: str, scope: Scope) -> Site:
     site = session.scalar(select(Site).where(Site.code == code))
     if site is None:
-        raise NotFound("site_not_found", f"There is no site {code!r}. See GET /api/v1/sites.")
+        raise NotFound("site_not_found", _l("There is no site {code!r}. See GET /api/v1/sites.", code=code))
     return scope.check_site(site)
 
 
@@ -214,7 +214,7 @@ def add_feedback(session: Session, site_code: str, text: str, author: str, now: 
     site = _site(session, site_code, scope)
     text = (text or "").strip()
     if not text or len(text) > 1000:
-        raise Invalid("bad_feedback", "text: write 1 to 1000 characters of feedback.")
+        raise Invalid("bad_feedback", _l("text: write 1 to 1000 characters of feedback."))
     row = SiteFeedback(site_id=site.id, at=now, author=author, source=source, text=text)
     session.add(row)
     return row

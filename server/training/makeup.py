@@ -31,6 +31,7 @@ from server.attendance.rules import Period
 from server.audit import AuditEntry
 from server.devices.models import Device, DeviceAssignment
 from server.errors import Conflict, NotFound
+from server.i18n import _l
 from server.org.models import Group, GroupLink, Member, Site, Township
 from server.programmes import publish as publishing, service as programmes
 from server.programmes.models import Programme, ProgrammeItem
@@ -148,11 +149,12 @@ def approve(services, key: str, scope: Scope, actor: str) -> Optional[str]:
     with services.db.session() as session:
         record = session.get(MakeupSession, key)
         if record is None:
-            raise NotFound("makeup_not_found", f"No make-ups are recorded for session {key!r}; they are recorded "
-                                               "once the class is over.")
+            raise NotFound("makeup_not_found", _l("No make-ups are recorded for session {key!r}; they are "
+                                                  "recorded once the class is over.", key=key))
         scope.check_site(session.get(Site, record.site_id))
         if record.state != "awaiting_approval":
-            raise Conflict("makeup_not_awaiting", f"The make-ups of {key} are {record.state}, not awaiting approval.")
+            raise Conflict("makeup_not_awaiting", _l("The make-ups of {key} are {state}, not awaiting approval.",
+                                                        key=key, state=record.state))
         record.approved_by, record.state = actor, "owed"
         has_radio = session.scalar(select(MakeupOwed.id).where(MakeupOwed.session_key == key,
                                                                MakeupOwed.radio.is_not(None)).limit(1))

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from server.accounts.scope import Scope
 from server.audit import AuditEntry
 from server.errors import Forbidden, Invalid
+from server.i18n import LazyList, _l
 from server.org.csv_rows import FieldError, check_date
 from server.org.models import Member
 from server.training.models import OffSystemTraining
@@ -41,9 +42,11 @@ def check_hours(value: object, where: str) -> float:
     try:
         hours = float(str(value).strip())
     except ValueError:
-        raise Invalid("bad_hours", f"{where}: hours {value!r} is not a number; write e.g. 3 or 1.5.") from None
+        raise Invalid("bad_hours", _l("{where}: hours {value!r} is not a number; write e.g. 3 or 1.5.",
+                                         where=where, value=value)) from None
     if not math.isfinite(hours) or not 0 < hours <= MAX_HOURS:
-        raise Invalid("bad_hours", f"{where}: hours {value!r} must be above 0 and at most {MAX_HOURS:g}.")
+        raise Invalid("bad_hours", _l("{where}: hours {value!r} must be above 0 and at most {max_hours:g}.",
+                                         where=where, value=value, max_hours=MAX_HOURS))
     return hours
 
 
@@ -53,8 +56,8 @@ def parse_roster(text: str, filename: str = "trainings.csv") -> list[TrainingRow
     header = next(reader, None) or []
     columns = [HEADERS.get(h.strip().lower(), HEADERS.get(h.strip())) for h in header]
     if sorted(c for c in columns if c) != ["date", "hours", "member", "title"]:
-        raise Invalid("csv_invalid", f"{filename}:1: the columns must be member, title, date and hours "
-                                     "(党员编号, 培训名称, 日期, 学时).")
+        raise Invalid("csv_invalid", _l("{filename}:1: the columns must be member, title, date and hours "
+                                        "(党员编号, 培训名称, 日期, 学时).", filename=filename))
     rows, errors = [], []
     for line, raw in enumerate(reader, 2):
         if not any(cell.strip() for cell in raw):
@@ -62,18 +65,22 @@ def parse_roster(text: str, filename: str = "trainings.csv") -> list[TrainingRow
         cell = {c: (raw[i].strip() if i < len(raw) else "") for i, c in enumerate(columns) if c}
         try:
             if not cell["member"] or not cell["title"]:
-                raise Invalid("csv_invalid", "member and title must not be empty")
+                raise Invalid("csv_invalid", _l("member and title must not be empty"))
             if len(cell["title"]) > 200:
-                raise Invalid("csv_invalid", "the title is over 200 characters")
+                raise Invalid("csv_invalid", _l("the title is over 200 characters"))
             day = check_date(cell["date"], "date")
             if day is None:
-                raise Invalid("csv_invalid", "the date is empty")
+                raise Invalid("csv_invalid", _l("the date is empty"))
             rows.append(TrainingRow(cell["member"], cell["title"], day, check_hours(cell["hours"], "hours")))
         except (Invalid, FieldError) as exc:
-            errors.append(f"{filename}:{line}: {getattr(exc, 'message', exc)}")
+            errors.append(_l("{filename}:{line}: {problem}", filename=filename, line=line,
+                             problem=exc.text if isinstance(exc, Invalid) else exc.message))
     if errors:
-        raise Invalid("csv_invalid", "; ".join(errors[:20]) + (f" (and {len(errors) - 20} more)"
-                                                                if len(errors) > 20 else "") + ". Nothing was stored.")
+        problems = LazyList("; ", errors[:20])
+        if len(errors) > 20:
+            raise Invalid("csv_invalid", _l("{problems} (and {more} more). Nothing was stored.", problems=problems,
+                                            more=len(errors) - 20))
+        raise Invalid("csv_invalid", _l("{problems}. Nothing was stored.", problems=problems))
     return rows
 
 
@@ -85,8 +92,8 @@ def add_trainings(session: Session, rows: list[TrainingRow], scope: Scope, actor
     members = {m.member_no: m for m in session.scalars(select(Member).where(Member.member_no.in_(numbers)))}
     unknown = sorted(numbers - set(members))
     if unknown:
-        raise Invalid("unknown_member", f"No member {', '.join(unknown[:10])}; import the members first. "
-                                        "Nothing was stored.")
+        raise Invalid("unknown_member", _l("No member {members}; import the members first. Nothing was stored.",
+                                           members=", ".join(unknown[:10])))
     outside = []
     for no in sorted(numbers):
         try:

@@ -21,6 +21,7 @@ def test_operator_gets_403_for_another_township_by_link_and_typed_url(org, live_
     response = page.goto(f"{live_server}/sync?township=hw")
     assert response.status == 403
     assert page.locator("[data-code=other_township]").count() == 1
+    assert "属于其他乡镇" in page.inner_text("[data-code=other_township]")  # the error page speaks the page's language
     check_axe(page)
     # by link: a link to the other township followed from a page
     page.goto(f"{live_server}/sync")
@@ -82,8 +83,11 @@ def test_five_wrong_passwords_lock_the_account(live_server, staff, page, service
     for _ in range(4):
         sign_in(page, live_server, "mo", "wrong-password")
         assert page.locator("[data-code=bad_login]").count() == 1
+    # the refusal reads in the page's language (zh_CN by default), the same words the API gives a Chinese caller
+    assert page.inner_text("[data-code=bad_login]") == "用户名或密码错误。"
     sign_in(page, live_server, "mo", "wrong-password")
     assert page.locator("[data-code=account_locked]").count() == 1
+    assert page.inner_text("[data-code=account_locked]") == "密码错误次数过多：此账号已锁定 15 分钟。"
     check_axe(page)
     sign_in(page, live_server, "mo")  # the right password, while locked
     assert page.locator("[data-code=account_locked]").count() == 1

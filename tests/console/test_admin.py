@@ -25,7 +25,7 @@ def test_admin_manages_accounts_and_reads_the_audit(org, live_server, staff, pag
     page.fill("#new-username", "nowhere")
     page.select_option("#new-role", "operator")
     page.click("text=创建账号")
-    assert page.locator("[data-code=township_required]").count() == 1
+    assert page.inner_text("[data-code=township_required]") == "乡镇操作员必须指定一个乡镇：操作员只能查看一个乡镇。"
     page.goto(f"{live_server}/admin/users")
     # disable the operator: their open session ends, and they cannot sign in again
     row = page.locator("tr", has_text="qs-op")

@@ -26,6 +26,8 @@ PASSED_ON = {
     ("api/devices.py", "csv_invalid"): "OrgImportError.summary(), a LazyText",
     ("api/org.py", "csv_invalid"): "OrgImportError.summary(), a LazyText",
     ("api/attendance.py", "csv_invalid"): "OrgImportError.summary(), a LazyText",
+    ("api/training.py", "csv_invalid"): "OrgImportError.summary(), a LazyText",
+    ("accounts/users.py", "unknown_township"): "find_township's ValueError, a LazyText",
 }
 CJK = re.compile(r"[\u4e00-\u9fff]")
 _WORDS = re.compile(r"{[^}]*}")  # a template's fields, left out when asking whether it has words to translate
@@ -138,3 +140,23 @@ def test_the_same_refusal_in_english_and_chinese(client, auth):
     error = answer.get_json()["error"]
     assert answer.status_code == 422 and error["code"] == "empty_file", error
     assert error["message"] == "第一课.mp3：文件为空（0 字节）；请重新上传"
+
+
+def test_a_refusal_listing_problems_translates_each_one():
+    """A training file with bad rows: one refusal lists every row's problem, each in the reader's language."""
+    from server.errors import Invalid
+    from server.training.trainings import parse_roster
+
+    text = "member,title,date,hours\nM1,,2026-10-01,2\nM2,党课,,2\n" + "M3,党课,2026-10-01,x\n" * 21
+    try:
+        parse_roster(text, "t.csv")
+    except Invalid as exc:
+        refusal = exc
+    else:
+        raise AssertionError("a file with bad rows was accepted")
+    assert refusal.message.startswith("t.csv:2: member and title must not be empty; t.csv:3: the date is empty; ")
+    assert refusal.message.endswith(" (and 3 more). Nothing was stored.")
+    zh = refusal.localised("zh_CN")
+    assert zh.startswith("t.csv 第 2 行：党员编号和培训名称不能为空; t.csv 第 3 行：日期为空; "), zh
+    assert "t.csv 第 4 行：hours：学时 'x' 不是数字" in zh and zh.endswith("（另有 3 处问题）。没有保存任何内容。")
+    assert not re.search(r"must|empty|Nothing", zh)
