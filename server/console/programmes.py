@@ -205,7 +205,7 @@ def do_publish(programme_id: int):
         raise Conflict("preview_changed", i18n._l("The preview changed: this publish now reaches {expected} devices, "
                                                 "not {confirmed}. Look at the preview again and confirm.",
                                                 expected=expected, confirmed=confirmed))
-    result = publish.publish(services, programme_id, current_actor().name)
+    result = publish.publish(services, programme_id, current_actor().name, urgent=request.form.get("urgent") == "1")
     flash(_("Published to %(n)s devices.", n=result["devices_affected"]), "ok")
     return redirect(url_for("console_programmes.live", programme_id=programme_id))
 

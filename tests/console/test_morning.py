@@ -94,6 +94,8 @@ def test_media_officers_morning(broker, org, live_server, worker, staff, page, t
         button = page.locator("#publish")
         button.wait_for()
         assert re.search(r"1\s*台设备", button.inner_text()), button.inner_text()
+        # the preview says when the device will fetch it (its download window, or at once)
+        assert re.search(r"1\s*台设备.*(下载时段|立即下载)", page.locator("#downloads").inner_text())
         check_axe(page)
         page.screenshot(path=str(SCREENSHOTS / "publish-preview.png"))
         button.click()
