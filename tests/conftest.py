@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import socket
@@ -330,24 +331,34 @@ def live_server(app, services):
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 
-@pytest.fixture
-def pg_url():
-    """A new, empty PostgreSQL database on the machine's server, dropped after the test."""
+@contextlib.contextmanager
+def new_pg_database(prefix: str = "lc_test"):
+    """A new, empty PostgreSQL database on the machine's server (named PREFIX_<worker>_<random>, so a leftover tells
+    whose it is), dropped on exit; yields its URL."""
     import uuid
 
     from sqlalchemy import create_engine, text
 
     admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    name = f"lc_test_{worker_id()}_{uuid.uuid4().hex[:8]}"  # the worker id tells whose database a leftover is
+    name = f"{prefix}_{worker_id()}_{uuid.uuid4().hex[:8]}"
     try:
         with admin.connect() as conn:
             conn.execute(text(f'CREATE DATABASE "{name}"'))
     except Exception as exc:  # PostgreSQL on 127.0.0.1:5432 is part of the test environment
         pytest.fail(f"these tests need PostgreSQL at {PG_ADMIN}: {exc}")
-    yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def pg_url():
+    """A new, empty PostgreSQL database on the machine's server, dropped after the test."""
+    with new_pg_database() as url:
+        yield url
 
 
 @pytest.fixture
