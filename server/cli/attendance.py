@@ -9,7 +9,7 @@ from typing import Optional
 import click
 
 from server.attendance.report_export import FORMATS
-from server.cli.common import api_errors, initialised, load_services
+from server.cli.common import LANGUAGE, api_errors, initialised, load_services
 
 
 @click.group()
@@ -96,7 +96,8 @@ def sessions_cmd(period: str, township: Optional[str], site: Optional[str], clas
 @click.option("--table", default=None,
               help="For CSV, which table: county, townships, sites (default for a report), members, "
                    "sites_without_class, untrained; lessons or classes for a member.")
-@click.option("--lang", default="zh_CN", show_default=True, help="Language of headers: zh_CN or en.")
+@click.option("--lang", type=LANGUAGE, default="zh_CN", show_default=True,
+              help="Language of headers: zh_CN or en.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="File to write (default: report-<period>.<format> in the current folder; - for stdout).")
 def report(programme: Optional[str], period: Optional[str], township: Optional[str], member_no: Optional[str],
@@ -106,14 +107,9 @@ def report(programme: Optional[str], period: Optional[str], township: Optional[s
     Participation report of a programme or period (county, townships, sites, members, sites without a
     class, members untrained this year), or one member's record, as XLSX, CSV or JSON."""
     from server.attendance import report_export, reports
-    from server.i18n import normalise
 
     if bool(programme) == bool(period):
         raise click.UsageError("Give exactly one of --programme 2026-Q4 or --period 2026-Q4.")
-    try:
-        lang = normalise(lang)
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
     services = load_services()
     initialised(services)
     label = programme or period

@@ -13,7 +13,7 @@ import click
 from server import instance_location
 from server import settings as settings_mod
 from server.errors import DomainError
-from server.i18n import _, translator
+from server.i18n import _, normalise, translator
 from server.instance import initialise
 from server.keyfiles import write_private
 from server.services import Services
@@ -124,3 +124,18 @@ def api_errors() -> Iterator[None]:
         yield
     except DomainError as exc:
         raise click.ClickException(exc.message) from None
+
+
+class Language(click.ParamType):
+    """A --lang value as lessoncast names it (zh_CN or en), from what a user types (zh, zh-CN, en-US...)."""
+
+    name = "language"
+
+    def convert(self, value, param, ctx) -> str:
+        try:
+            return normalise(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+LANGUAGE = Language()

@@ -7,22 +7,19 @@ import sys
 
 import click
 
-from server.cli.common import cli_language, load_services
-from server.i18n import normalise, translator
+from server.cli.common import LANGUAGE, cli_language, load_services
+from server.i18n import translator
 
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as one JSON document instead of lines.")
-@click.option("--lang", "language", default=None,
+@click.option("--lang", "language", type=LANGUAGE, default=None,
               help="Language of the messages: zh_CN (the default) or en. Default: from the locale (LANG).")
 def doctor(as_json: bool, language: str | None) -> None:
     """Check this deployment (database, Redis, broker, media store, ffmpeg, keys, permissions, ports) in plain words."""
     from server.health.doctor import FAIL, run_all
 
-    try:
-        gettext = translator(normalise(language) if language else cli_language())
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--lang") from None
+    gettext = translator(language or cli_language())
     services = load_services()
     findings = run_all(services)
     rows = []

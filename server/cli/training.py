@@ -9,7 +9,7 @@ from typing import Optional
 import click
 
 from server.attendance.report_export import FORMATS
-from server.cli.common import api_errors, initialised, load_services
+from server.cli.common import LANGUAGE, api_errors, initialised, load_services
 
 
 @click.group()
@@ -34,7 +34,8 @@ def _write(data: bytes, output: Optional[Path], default: str) -> None:
               help="File format.")
 @click.option("--table", default=None, help="For CSV, which table: county, townships, sites, members (default), "
                                             "below_quota; member or sources for --member.")
-@click.option("--lang", default="zh_CN", show_default=True, help="Language of headers: zh_CN or en.")
+@click.option("--lang", type=LANGUAGE, default="zh_CN", show_default=True,
+              help="Language of headers: zh_CN or en.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="File to write (default: study-hours-<year>.<format> in the current folder; - for stdout).")
 def hours_cmd(year: int, township: Optional[str], member_no: Optional[str], fmt: str, table: Optional[str],
@@ -42,13 +43,8 @@ def hours_cmd(year: int, township: Optional[str], member_no: Optional[str], fmt:
     """Study-hours report of a year (members against quota, below quota, sites, townships), or one member's."""
     from server.accounts.scope import COUNTY
     from server.attendance import report_export
-    from server.i18n import normalise
     from server.training import hours, hours_export
 
-    try:
-        lang = normalise(lang)
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
     services = load_services()
     initialised(services)
     hrules = hours.hour_rules_from(services.settings)
