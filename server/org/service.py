@@ -527,7 +527,7 @@ def _member_changes(org: _Org, member: Member, changes: Mapping[str, Any]) -> tu
     if "site" in changes:
         code = check_code(_text(changes, "site"), "site")
         if code not in org.sites:
-            raise FieldError("site", f"no site with code {code!r}; see GET /api/v1/sites")
+            raise FieldError("site", _l("no site with code {code!r}; see GET /api/v1/sites", code=code))
         values["site_id"] = org.sites[code].id
     if "card_token" in changes:
         values["card_token"] = check_card(_text(changes, "card_token"))  # hashed by the caller, once checked
@@ -536,7 +536,8 @@ def _member_changes(org: _Org, member: Member, changes: Mapping[str, Any]) -> tu
             values[attribute] = check_date(_text(changes, name), name)
     joined, left = values.get("joined_on", member.joined_on), values.get("left_on", member.left_on)
     if joined and left and left < joined:
-        raise FieldError("left", f"left {left.isoformat()} is before joined {joined.isoformat()}")
+        raise FieldError("left", _l("left {left} is before joined {joined}", left=left.isoformat(),
+                                    joined=joined.isoformat()))
     if "flags" in changes:
         values["flags"] = check_flags(changes["flags"] or [])
     if "groups" in changes:
