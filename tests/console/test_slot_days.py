@@ -39,13 +39,19 @@ def test_a_media_officer_sets_a_weekday_broadcast_and_the_week_view_shows_it_on_
     assert page.locator("form.slot-add fieldset.days legend").inner_text() == "播放日"
     check_axe(page)
 
-    # Keyboard only: type the time, then untick 周六 and 周日 with the space bar, and add the slot.
-    page.focus("#slot-time")
-    page.keyboard.type("0700")
-    for day in ("sat", "sun"):
-        page.focus(f"#slot-day-{day}")
-        page.keyboard.press("Space")
-    page.focus("form.slot-add button")
+    # The time by fill (Chromium's time field segments depend on the locale); the days and the submit by keyboard:
+    # Tab from the kind reaches 周一, then Tab through to 周六 and 周日, untick each with the space bar, Enter adds.
+    page.fill("#slot-time", "07:00")
+    page.focus("#slot-kind")
+    focused = []
+    for _ in range(7):
+        page.keyboard.press("Tab")
+        focused.append(page.evaluate("document.activeElement.id"))
+        if focused[-1] in ("slot-day-sat", "slot-day-sun"):
+            page.keyboard.press("Space")
+    assert focused == [f"slot-day-{d}" for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")]
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent") == "添加时段"
     page.keyboard.press("Enter")
     page.wait_for_selector("tr.slot[data-time='07:00']")
     assert week_row(page, "07:00") == ["广播"] * 5 + ["", ""]
@@ -60,7 +66,7 @@ def test_a_media_officer_sets_a_weekday_broadcast_and_the_week_view_shows_it_on_
     page.select_option("#slot-kind", "class")
     page.click("text=添加时段")
     page.wait_for_selector("tr.slot[data-time='19:30']")
-    assert week_row(page, "19:30") == ["上课"] * 7
+    assert week_row(page, "19:30") == ["集中学习"] * 7
     assert week_row(page, "07:00") == ["广播"] * 5 + ["", ""]
 
     # Later, the broadcast also plays on Saturday: tick it in the slot's row and save.
