@@ -43,6 +43,17 @@ SCHEMA = 1
 SCHEMA_DAYS = 2
 """The schema of a manifest with at least one day-restricted slot: every slot carries ``days``."""
 SCHEMAS = (SCHEMA, SCHEMA_DAYS)
+FIRST_AGENT = {SCHEMA: (0, 1, 0), SCHEMA_DAYS: (0, 4, 0)}
+"""The first agent version that reads each schema: an older agent refuses that schema's manifests."""
+
+
+def reads_schema(agent_version: object, schema: int) -> bool | None:
+    """Whether an agent reporting agent_version ("0.3.0") reads manifests of schema; None when the version is
+    not a dotted number (unknown: the agent did not say)."""
+    parts = agent_version.split(".") if isinstance(agent_version, str) else []
+    if not parts or not all(p.isdigit() and len(p) < 6 for p in parts):
+        return None
+    return tuple(int(p) for p in parts) >= FIRST_AGENT[schema]
 
 _UTC_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 _UTC_SHAPE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")

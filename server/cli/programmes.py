@@ -144,6 +144,9 @@ def print_preview(preview: dict) -> None:
     if preview.get("devices_awaiting_enrolment"):
         click.echo(f"  devices awaiting enrolment: {preview['devices_awaiting_enrolment']} "
                    "(they get it when they enrol)")
+    if preview.get("old_agents"):
+        click.echo(f"  devices with an agent older than 0.4.0: {preview['old_agents']} (they refuse slots set to "
+                   "some days and keep their current programme until the agent is updated)")
     for d in preview.get("downloads", []):
         at = d["fetch_at"].replace("T", " ")[:16]
         if preview.get("urgent"):

@@ -4,6 +4,8 @@ manifest carries them (schema 2) only when a slot does not play every day."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from sqlalchemy import update
 
@@ -100,3 +102,25 @@ def test_a_published_weekday_slot_reaches_the_terminal_manifest_as_schema_2(brok
     manifest = _terminal_manifest(broker, terminal["channel"])
     assert manifest.schema == 2
     assert [(s.time, s.days) for s in manifest.slots] == [("07:00", tuple(WEEKDAYS_ONLY)), ("19:30", WEEKDAYS)]
+
+
+def test_the_preview_counts_devices_whose_agent_would_refuse_a_schema_2_manifest(broker, org, enrolled, ready_lesson,
+                                                                                    client, auth):
+    from datetime import datetime, timezone
+
+    from server.events.ingest import store_status
+
+    lesson = ready_lesson("第一课 学习党章", 2.0)
+    old, new, silent = (enrolled("terminal", name=f"终端{n}", site="hw-01")["device"] for n in range(3))
+    now = datetime(2026, 11, 1, 3, 0, tzinfo=timezone.utc)
+    for uid, version in ((old, "0.3.0"), (new, "0.4.0")):
+        assert store_status(broker, uid, json.dumps({"online": True, "agent_version": version}).encode(), now)
+    every_day = programmes.create(broker, {**BASE, "items": [{"lesson": lesson}], "slots": [{"time": "07:00"}]},
+                                  "test")
+    preview = client.get(f"/api/v1/programmes/{every_day}/preview", headers=auth("media")).get_json()
+    assert preview["devices_affected"] == 3 and preview["old_agents"] == 0  # schema 1: every agent reads it
+    assert {c["schema"] for c in preview["channels"]} == {1}
+    programmes.update(broker, every_day, {"slots": [{"time": "07:00", "days": WEEKDAYS_ONLY}]}, "test")
+    preview = client.get(f"/api/v1/programmes/{every_day}/preview", headers=auth("media")).get_json()
+    # Only the terminal that said it runs 0.3.0; the one that never reported its version is not guessed at.
+    assert preview["old_agents"] == 1 and {c["schema"] for c in preview["channels"]} == {2}
