@@ -124,3 +124,18 @@ def test_the_preview_counts_devices_whose_agent_would_refuse_a_schema_2_manifest
     preview = client.get(f"/api/v1/programmes/{every_day}/preview", headers=auth("media")).get_json()
     # Only the terminal that said it runs 0.3.0; the one that never reported its version is not guessed at.
     assert preview["old_agents"] == 1 and {c["schema"] for c in preview["channels"]} == {2}
+    # The console's preview says it in words, next to the publish button.
+    import re
+
+    from server.accounts.auth import hash_password
+    from server.accounts.models import User
+
+    with broker.db.session() as session:
+        session.add(User(username="mo", password_hash=hash_password("pw-slot-days-1"), role="media",
+                         created_at=broker.clock()))
+    login = client.get("/login").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', login).group(1)
+    assert client.post("/login", data={"username": "mo", "password": "pw-slot-days-1", "csrf_token": token},
+                       headers={"Accept-Language": "zh-CN"}).status_code == 302
+    fragment = client.get(f"/programmes/{every_day}/preview/plan").get_data(as_text=True)
+    assert re.search(r'id="old-agents"[^>]*>1 台设备的终端程序早于 0.4.0', fragment), fragment[:600]
