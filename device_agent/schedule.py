@@ -158,9 +158,9 @@ def due_slot(manifest: Manifest, now_local: datetime,
     """The slot to fire now as (slot, item, key), or None.
 
     A slot is due when its time today (or yesterday, for a slot just before midnight) is at most 10 minutes before
-    now_local, its day lies in its programme's window and is one of the slot's days of the week. Of several due slots the latest wins (an earlier one is
-    superseded, not queued), and among slots of the same minute the first in manifest order. It does not fire again
-    when its key equals last_slot.
+    now_local, its day lies in its programme's window and is one of the slot's days of the week. Of several due
+    slots the latest wins (an earlier one is superseded, not queued), and among slots of the same minute the first
+    in manifest order. It does not fire again when its key equals last_slot.
     """
     programmes = _programmes(manifest)
     best: tuple[datetime, ManifestSlot, date] | None = None

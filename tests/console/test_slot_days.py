@@ -1,7 +1,7 @@
 """Slot days in the console, in a real browser: a media officer sets a 07:00 broadcast to Monday–Friday with the
 keyboard on labelled 周一…周日 checkboxes, the week view shows it on those days only, days can be changed later, no
-day at all is refused with the API's words, and a viewer or an operator sees the days but cannot change them. axe-core finds no
-serious or critical violation on the page."""
+day at all is refused with the API's words, and a viewer or an operator sees the days but cannot change them.
+axe-core finds no serious or critical violation on the page."""
 
 from __future__ import annotations
 
