@@ -5,7 +5,6 @@ restriction and refuses, rather than misplays, one with it."""
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import types
 from datetime import date, timedelta
@@ -18,16 +17,15 @@ from playlists.manifest import SCHEMA, SCHEMA_DAYS, ManifestError, canonical_jso
 from playlists.model import WEEKDAYS, Item, Programme, Slot, days_problem, plays_on
 from tests.playlists.test_manifest import build, lesson, q4
 
-REPO = Path(__file__).resolve().parents[2]
-SCHEMA1_RELEASE = "95963bf38b5eb4ebbe8c05e656cb616876af45b1"
-"""The last commit whose playlists/manifest.py knew only schema 1: the parser of agents 0.3.0 in the field."""
+RELEASED_SCHEMA1 = Path(__file__).parent / "released" / "manifest_schema1.py.txt"
+"""playlists/manifest.py as agent 0.3.0 has it (commit 95963bf, the last that knew only schema 1), kept as a fixture
+so the test runs in any checkout, shallow ones too."""
 WEEKDAYS_ONLY = ("mon", "tue", "wed", "thu", "fri")
 
 
 def _schema1_parser():
-    """parse_manifest as agent 0.3.0 has it, loaded from git history (the real released code, not a copy)."""
-    source = subprocess.run(["git", "-C", str(REPO), "show", f"{SCHEMA1_RELEASE}:playlists/manifest.py"],
-                            check=True, capture_output=True, text=True).stdout
+    """parse_manifest as agent 0.3.0 has it: the released code, loaded from the fixture."""
+    source = RELEASED_SCHEMA1.read_text(encoding="utf-8")
     assert "SCHEMA = 1" in source and '"days"' not in source
     module = types.ModuleType("schema1_manifest")
     sys.modules[module.__name__] = module  # dataclasses look their module up while the class is made
