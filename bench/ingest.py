@@ -426,9 +426,9 @@ def main() -> None:
     print(f"{'ingest CPU ms per 1,000 events stored (all processes)':<56}{cpu['median']:>10.0f}{cpu['min']:>10.0f}"
           f"{cpu['max']:>10.0f}")
     print(f"{args.runs} runs of {args.seconds:g} s, {args.devices} radios; lost {lost}, duplicated {duplicated}")
-    print(json.dumps({"database": store.lower(), "source": args.source, "events_per_s": rates, "bare_rows_per_s": bares, "ratio": ratios,
-                      "ingest_cpu_ms_per_1000_events": cpu, "lost": lost, "duplicated": duplicated, "runs": results, "seconds": args.seconds,
-                      "devices": args.devices, "ingests": args.ingests, "batch": BATCH, "cpus": os.cpu_count()}))
+    print(json.dumps({"database": store.lower(), "source": args.source, "events_per_s": rates,
+                      "bare_rows_per_s": bares, "ratio": ratios, "ingest_cpu_ms_per_1000_events": cpu, "lost": lost,
+                      "duplicated": duplicated, "runs": results, "seconds": args.seconds, "devices": args.devices, "ingests": args.ingests, "batch": BATCH, "cpus": os.cpu_count()}))
 
 
 def _profile(args) -> threading.Thread:

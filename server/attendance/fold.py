@@ -294,7 +294,8 @@ def write_many(session: Session, deltas: Sequence[tuple[str, Delta]], rules: Rul
             set_={"plays": BroadcastDay.__table__.c.plays + stmt.excluded.plays,
                   "listened_cs": BroadcastDay.__table__.c.listened_cs + stmt.excluded.listened_cs}),
             [{"site_id": site, "day": day, "programme": programme, "lesson_id": lesson, "plays": plays,
-              "listened_cs": listened} for (site, day, programme, lesson), (plays, listened) in sorted(broadcast.items())])
+              "listened_cs": listened}
+             for (site, day, programme, lesson), (plays, listened) in sorted(broadcast.items())])
     if exclusions:
         stmt = insert(AttendanceExclusion.__table__)
         table = AttendanceExclusion.__table__

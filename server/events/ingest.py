@@ -111,24 +111,27 @@ class _EventRows:
 
 
 def _insert_rows(session: Session, rows: list) -> None:
+    """Insert ROWS (tuples from ``_rows``) through the driver, one ``executemany``: SQLAlchemy's per-value
+    conversions were most of the cost of storing a batch (psycopg pipelines the statements on PostgreSQL)."""
     if not rows:
         return
-    if session.get_bind().dialect.name == "sqlite":
-        session.connection().exec_driver_sql(_SQLITE_INSERT, rows)
-    else:  # one compiled statement, executed many times (its compiled form is cached)
-        session.connection().execute(
-            _insert(session)(DeviceEvent.__table__).on_conflict_do_nothing(index_elements=["device_uid", "event_id"]),
-            rows)
+    postgres = session.get_bind().dialect.name == "postgresql"
+    session.connection().exec_driver_sql(_POSTGRES_INSERT if postgres else _SQLITE_INSERT, rows)
 
 
 _EVENT_COLUMNS = ("device_uid", "epoch", "seq", "seq_last", "event_id", "type", "body", "device_time",
                   "received_at", "at", "clock_flag")
+_ON_CONFLICT = "ON CONFLICT (device_uid, event_id) DO NOTHING"
 _SQLITE_INSERT = (f"INSERT INTO device_events ({', '.join(_EVENT_COLUMNS)}) VALUES ({', '.join('?' * 11)}) "
-                  "ON CONFLICT (device_uid, event_id) DO NOTHING")
+                  f"{_ON_CONFLICT}")
+# psycopg sends a str as an untyped literal, so the JSON text and the times' text are cast by the columns' types.
+_POSTGRES_INSERT = (f"INSERT INTO device_events ({', '.join(_EVENT_COLUMNS)}) VALUES ({', '.join(['%s'] * 11)}) "
+                    f"{_ON_CONFLICT}")
 
 
-def _sqlite_time(value: Optional[datetime]) -> Optional[str]:
-    # What SQLAlchemy's SQLite DateTime stores for server.db.UTCDateTime: naive UTC with microseconds.
+def _time_text(value: Optional[datetime]) -> Optional[str]:
+    # What SQLAlchemy's SQLite DateTime stores for server.db.UTCDateTime: naive UTC with microseconds; PostgreSQL
+    # casts the same text to its timestamp column.
     if value is None:
         return None
     if value.tzinfo is not timezone.utc:
@@ -136,17 +139,12 @@ def _sqlite_time(value: Optional[datetime]) -> Optional[str]:
     return value.isoformat(" ", "microseconds")[:-6]  # without its "+00:00": twice as fast as replace(tzinfo=None)
 
 
-def _rows(device: str, epoch: int, events: list[Event], attributed: list[Attributed], now: datetime,
-          for_sqlite: bool) -> list:
+def _rows(device: str, epoch: int, events: list[Event], attributed: list[Attributed], now: datetime) -> list:
     """The device_events rows of a batch, ready before the transaction: tuples converted exactly as the model's column
-    types would (SQLite, written through the driver: SQLAlchemy's per-value conversions were most of the cost of
-    storing a batch), or dicts for SQLAlchemy (PostgreSQL)."""
-    if not for_sqlite:
-        return [dict(zip(_EVENT_COLUMNS, (device, epoch, e.seq, e.seq_last, e.event_id, e.type, e.body, e.device_time,
-                                          now, a.at, a.flag))) for e, a in zip(events, attributed)]
-    dumps, received = json.dumps, _sqlite_time(now)
+    types would (naive UTC time text, the event's JSON as the device sent it), for SQLite and PostgreSQL alike."""
+    dumps, received = json.dumps, _time_text(now)
     return [(device, epoch, e.seq, e.seq_last, e.event_id, e.type, e.text if e.text is not None else dumps(e.body),
-             _sqlite_time(e.device_time), received, _sqlite_time(a.at), a.flag) for e, a in zip(events, attributed)]
+             _time_text(e.device_time), received, _time_text(a.at), a.flag) for e, a in zip(events, attributed)]
 
 
 def _advance(session: Session, seq_row: DeviceSequence, new_ranges: list[tuple[int, int]], now: datetime,
@@ -297,7 +295,7 @@ def prepare(session: Session, device: str, epoch: int, first: int, last: int, ev
     p.facts = lookups.device(session, device)
     events = p.events = _without_card_tokens(session, events, rules.card_key)
     p.attributed = attendance.attribute(events, now, p.facts, rules)
-    p.rows = _rows(device, epoch, events, p.attributed, now, session.get_bind().dialect.name == "sqlite")
+    p.rows = _rows(device, epoch, events, p.attributed, now)
     try:
         p.delta = attendance.fold_batch(session, p.facts, p.attributed, lookups, rules)
     except _FOLD_ERRORS as exc:
