@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from datetime import date, time
 
-from flask import Blueprint, Response, flash, redirect, render_template, request, url_for
+from flask import Blueprint, Response, current_app, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 
 from server import validation
 from server.accounts.auth import current_actor, require
 from server.api.attendance import _attachment
-from server.attendance import edit as attendance_edit, report_export, reports
+from server.attendance import edit as attendance_edit, report_export, reports, summary
 from server.attendance.rules import parse_period, quarter
 from server.console.pages import page_errors, page_language
 from server.errors import Invalid, NotFound
@@ -38,13 +38,23 @@ def _period() -> str:
     return request.args.get("period") or current_quarter(app_services().today())
 
 
-def _report(period: str, township: str | None) -> reports.Report:
+def _report(period: str, township: str | None, mark: tuple | None = None) -> reports.Report:
+    """The participation report, from the app's ``ReportCache`` (kept only while its data is unchanged)."""
     services = app_services()
     with services.db.session() as session:
-        return reports.participation(session, period, services.rules, township=township, now=services.clock())
+        return current_app.extensions["lessoncast_reports"].participation(
+            session, period, services.rules, township=township, now=services.clock(), today=services.today(),
+            mark=mark)
 
 
-def trend(period: str, township: str | None) -> list[dict]:
+def _mark() -> tuple:
+    """The data's fingerprint, read once for the several reports of one page."""
+    services = app_services()
+    with services.db.session() as session:
+        return summary.fingerprint(session, services.today())
+
+
+def trend(period: str, township: str | None, mark: tuple | None = None) -> list[dict]:
     """Participation of the county (or TOWNSHIP) and of each township in every quarter of PERIOD's year that has
     begun by PERIOD's end and by today: [{"period", "county": Row, "townships": [Row]}]; none for a programme."""
     try:
@@ -56,7 +66,7 @@ def trend(period: str, township: str | None) -> list[dict]:
         p = quarter(last.year, q)
         if p.start > last:
             break
-        rep = _report(p.label, township)
+        rep = _report(p.label, township, mark)
         points.append({"period": p.label, "county": rep.county, "townships": rep.townships})
     return points
 
@@ -68,9 +78,10 @@ def dashboard():
     services, actor = app_services(), current_actor()
     period = _period()
     township = actor.scope.township_filter(request.args.get("township") or None)
-    report = _report(period, township)
+    mark = _mark()
+    report = _report(period, township, mark)
     return render_template("attendance.html", report=report, period=period, township=township,
-                           target=services.settings.participation_target, trend=trend(period, township),
+                           target=services.settings.participation_target, trend=trend(period, township, mark),
                            county_name=services.rules.county_name or _("This county"))
 
 

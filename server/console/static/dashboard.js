@@ -7,7 +7,7 @@
     var el = document.getElementById(id);
     if (!el || !window.echarts) { return; }
     var chart = window.echarts.init(el, null, { renderer: "canvas" });
-    chart.setOption(Object.assign({ animation: false, grid: { left: 48, right: 24, top: 32, bottom: 64 } }, option));
+    chart.setOption(Object.assign({ animation: false, grid: { left: 48, right: 72, top: 32, bottom: 64 } }, option));
     window.addEventListener("resize", function () { chart.resize(); });
     el.dataset.drawn = "1";
   }
