@@ -9,6 +9,9 @@ from __future__ import annotations
 import io
 
 from openpyxl import load_workbook
+from sqlalchemy import select
+
+from server.audit import AuditEntry
 
 from tests.console.conftest import SCREENSHOTS, check_axe, sign_in
 from tests.server.test_reports import make_county
@@ -97,10 +100,31 @@ def test_department_reads_the_quarter(services, live_server, staff, page):
     check_axe(page)
 
 
-def test_operator_is_refused_another_township(services, live_server, staff, page):
+def test_operator_enters_a_class_and_is_refused_another_township(services, live_server, staff, page):
     make_county(services)
     staff("t00-op", "operator", "t00")
     sign_in(page, live_server, "t00-op")
+    # a class held without a terminal, with an attendee added and one refused from another township; audited
+    page.goto(f"{live_server}/attendance/sessions?period=2026-Q4")
+    check_axe(page)
+    page.select_option("#n-site", "t00-s01")
+    page.fill("#n-date", "2026-11-25")
+    page.fill("#n-title", "冬训集中学习")
+    page.click("button:has-text('添加课程')")
+    page.fill("#add-member", "M00010001")
+    page.click("button:has-text('添加参学人员')")
+    page.wait_for_selector("#attendees tr[data-member='M00010001']")
+    check_axe(page)
+    page.fill("#add-member", "M01000001")
+    with page.expect_navigation() as refused:
+        page.click("button:has-text('添加参学人员')")
+    assert refused.value.status == 403 and "M01000001" in page.inner_text("main")
+    with services.db.session() as session:
+        actions = session.scalars(select(AuditEntry.action).where(AuditEntry.actor == "t00-op")
+                                  .order_by(AuditEntry.id)).all()
+    assert actions == ["session.add", "attendee.add"]
+    page.goto(f"{live_server}/attendance/sites/t00-s01?period=2026-Q4")
+    assert page.locator("#members tr[data-member='M00010001']").inner_text().count("是") >= 1
     # typed URLs: members, a member's page and export, reports and sites of t01
     for path in ("/org/members/M01000001", "/org/members?township=t01", "/attendance?township=t01&period=2026-Q4",
                  "/attendance/sites/t01-s00?period=2026-Q4", "/attendance/export?township=t01&period=2026-Q4",
