@@ -20,7 +20,7 @@ from server.api.attendance import _attachment
 from server.attendance import edit as attendance_edit, report_export, reports, summary
 from server.attendance.rules import parse_period, quarter
 from server.console.pages import page_errors, page_language
-from server.errors import Invalid, NotFound
+from server.errors import Invalid, NotFound, localise
 from server.org.csv_rows import OrgImportError, decode_csv
 from server.org.models import Site
 from server.services import app_services
@@ -208,7 +208,7 @@ def roster():
                                                    actor.scope, upload.filename)
     except OrgImportError as exc:
         return render_template("attendance_sessions.html", sessions=[], period=_period(), args=request.args,
-                               sites=[], errors=exc.errors,
+                               sites=[], errors=localise([e.to_dict() for e in exc.errors], page_language()),
                                summary=exc.summary(upload.filename).translate(page_language())), 422
     flash(_("Roster stored: %(attendees)s attendees in %(sessions)s sessions.", attendees=result.attendees,
             sessions=result.sessions), "ok")

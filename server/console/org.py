@@ -16,7 +16,7 @@ from flask_babel import gettext as _
 from server.accounts.auth import current_actor, require
 from server.attendance import reports
 from server.console.pages import page_errors, page_language
-from server.errors import Forbidden, Invalid
+from server.errors import Forbidden, Invalid, localise
 from server.lessons.service import display_name
 from server.org import service as org
 from server.services import app_services
@@ -165,13 +165,14 @@ def import_csv():
         result = org.import_file(services, data, kind, actor.name, name, scope=actor.scope, preview=not confirm)
     except org.OrgImportError as exc:
         return render_template("org_import.html", kinds=org.IMPORT_KINDS, kind=kind or "sites", name=name,
-                               errors=[e.to_dict() for e in exc.errors],
+                               errors=localise([e.to_dict() for e in exc.errors], page_language()),
                                summary=exc.summary(name).translate(page_language())), 422
     except Forbidden as exc:  # rows of another township: shown like bad rows, with the refusal's status
         if "rows" not in exc.extra:
             raise
         return render_template("org_import.html", kinds=org.IMPORT_KINDS, kind=kind or "sites", name=name,
-                               errors=exc.extra["rows"], summary=exc.localised(page_language())), exc.status
+                               errors=localise(exc.extra["rows"], page_language()),
+                               summary=exc.localised(page_language())), exc.status
     if confirm:
         flash(_("%(name)s is imported: %(created)s created, %(updated)s changed, %(unchanged)s unchanged.",
                 name=name, created=result.created, updated=result.updated, unchanged=result.unchanged), "ok")

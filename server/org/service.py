@@ -162,8 +162,9 @@ def _refuse_rows(scope: Scope, outside: list[tuple[int, str, str]]) -> None:
     """403 other_township naming each (line, column, what) of a file that lies outside SCOPE's township, with the
     rows in the error's ``rows`` (the API's shape for a CSV's bad rows); nothing of the file is stored."""
     if outside:
-        rows = [RowError(line, column, f"{what} belongs to another township; an operator of {scope.township} "
-                                       f"imports only {scope.township}'s rows") for line, column, what in outside]
+        rows = [RowError(line, column, _l("{what} belongs to another township; an operator of {township} imports "
+                                          "only {township}'s rows", what=what, township=scope.township))
+                for line, column, what in outside]
         raise Forbidden("other_township",
                         _l("Lines {lines} name another township's sites, members or groups; an operator of "
                            "{township} imports only {township}'s rows. Nothing was imported.",
@@ -587,7 +588,7 @@ def _member_changes(org: _Org, member: Member, changes: Mapping[str, Any]) -> tu
     if "site" in changes:
         code = check_code(_text(changes, "site"), "site")
         if code not in org.sites:
-            raise FieldError("site", f"no site with code {code!r}; see GET /api/v1/sites")
+            raise FieldError("site", _l("no site with code {code!r}; see GET /api/v1/sites", code=code))
         values["site_id"] = org.sites[code].id
     if "card_token" in changes:
         values["card_token"] = check_card(_text(changes, "card_token"))  # hashed by the caller, once checked
@@ -596,7 +597,8 @@ def _member_changes(org: _Org, member: Member, changes: Mapping[str, Any]) -> tu
             values[attribute] = check_date(_text(changes, name), name)
     joined, left = values.get("joined_on", member.joined_on), values.get("left_on", member.left_on)
     if joined and left and left < joined:
-        raise FieldError("left", f"left {left.isoformat()} is before joined {joined.isoformat()}")
+        raise FieldError("left", _l("left {left} is before joined {joined}", left=left.isoformat(),
+                                    joined=joined.isoformat()))
     if "flags" in changes:
         values["flags"] = check_flags(changes["flags"] or [])
     if "groups" in changes:
