@@ -27,6 +27,9 @@ from server.services import app_services
 
 bp = Blueprint("console_attendance", __name__, url_prefix="/attendance")
 page_errors(bp)
+# Rows of the home-visit list the dashboard shows; the whole list is paged on its own page and in the exports (a
+# county's list can hold thousands of members, more than a page should draw).
+VISIT_ROWS = 50
 
 
 def current_quarter(today: date) -> str:
@@ -82,6 +85,24 @@ def dashboard():
     report = _report(period, township, mark)
     return render_template("attendance.html", report=report, period=period, township=township,
                            target=services.settings.participation_target, trend=trend(period, township, mark),
+                           visits=report.untrained_this_year[:VISIT_ROWS],
+                           county_name=services.rules.county_name or _("This county"))
+
+
+@bp.get("/home-visits")
+@require("read.attendance")
+def home_visits():
+    """The whole home-visit list of ?period='s year (and ?township=), paged."""
+    services, actor = app_services(), current_actor()
+    period = _period()
+    township = actor.scope.township_filter(request.args.get("township") or None)
+    report = _report(period, township)
+    page = request.args.get("page", "1")
+    page = int(page) if page.isdigit() and 0 < int(page) < 100000 else 1
+    size = VISIT_ROWS * 2
+    rows = report.untrained_this_year
+    return render_template("attendance_visits.html", report=report, period=period, township=township,
+                           visits=rows[(page - 1) * size:page * size], page=page, pages=max(1, -(-len(rows) // size)),
                            county_name=services.rules.county_name or _("This county"))
 
 
