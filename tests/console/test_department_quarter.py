@@ -52,6 +52,11 @@ def test_department_reads_the_quarter(services, live_server, staff, page):
     assert "M00010000" in visits and "M00000000" not in visits
     assert page.locator("#no-class tr[data-code='t00-s01']").count() == 1
     check_axe(page)
+    page.goto(f"{live_server}/attendance/home-visits?period=2026-Q4")  # the whole list, paged
+    assert [r.get_attribute("data-member") for r in page.locator("#home-visits tbody tr").all()] == visits
+    check_axe(page)
+    page.go_back()
+    page.wait_for_selector("#chart-rate[data-drawn='1'] canvas")
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / "attendance-dashboard.png"), full_page=True)
 
