@@ -218,7 +218,8 @@ def _paths() -> dict[str, dict[str, Any]]:
             "One member's lessons and classes in a period.", "The record.", tags=att,
             parameters=(MEMBER_NO, PERIOD, PROGRAMME, FORMAT, TABLE, LANG))},
         "/api/v1/org/import": {"post": _op(
-            "Import a sites, groups or members CSV; 422 with every bad row, and then nothing is written.",
+            "Import a sites, groups or members CSV; 422 with every bad row, and then nothing is written. An "
+            "operator's file must hold only their township's rows (403 other_township naming the others' lines).",
             "What was created and updated.", tags=org, body=_csv_body("sites.csv, groups.csv or members.csv"),
             parameters=(_query("kind", {"type": "string", "enum": ["sites", "groups", "members"]},
                                "The file's kind."),))},
