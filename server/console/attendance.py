@@ -21,6 +21,7 @@ from server.attendance import edit as attendance_edit, report_export, reports, s
 from server.attendance.rules import parse_period, quarter
 from server.console.pages import page_errors, page_language
 from server.errors import Invalid, NotFound, localise
+from server.i18n import _l
 from server.org.csv_rows import OrgImportError, decode_csv
 from server.org.models import Site
 from server.services import app_services
@@ -115,7 +116,7 @@ def site(code: str):
     with services.db.session() as session:
         row = session.query(Site).filter(Site.code == code).one_or_none()
         if row is None:
-            raise NotFound("unknown_site", _("There is no site %(code)s.", code=code))
+            raise NotFound("unknown_site", _l("There is no site {code}.", code=code))
         actor.scope.check_site(row)
         township = row.township.code
     report = _report(period, township)
@@ -203,7 +204,7 @@ def add_session():
     except ValueError:
         at = None
     if at is None:
-        raise Invalid("bad_date", _("time: %(clock)s is not a time like 19:30.", clock=clock), field="time")
+        raise Invalid("bad_date", _l("time: {clock} is not a time like 19:30.", clock=clock), field="time")
     with services.db.session() as session:
         row = attendance_edit.add_session(session, services.rules, request.form.get("site", ""), day, at,
                                           request.form.get("title", "")[:200], actor.name, services.clock(),
@@ -220,7 +221,7 @@ def roster():
     services, actor = app_services(), current_actor()
     upload = request.files.get("file")
     if upload is None or not upload.filename:
-        raise Invalid("file_required", _("Choose a CSV file to import."), field="file")
+        raise Invalid("file_required", _l("Choose a CSV file to import."), field="file")
     data = upload.read()
     try:
         text = decode_csv(data)

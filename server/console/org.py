@@ -17,6 +17,7 @@ from server.accounts.auth import current_actor, require
 from server.attendance import reports
 from server.console.pages import page_errors, page_language
 from server.errors import Forbidden, Invalid, localise
+from server.i18n import _l
 from server.lessons.service import display_name
 from server.org import service as org
 from server.services import app_services
@@ -136,10 +137,10 @@ def _uploaded() -> tuple[bytes, str]:
             data = b""
         name = display_name(request.form.get("name", "")) or "import.csv"
     if not data:
-        raise Invalid("file_required", _("Choose a CSV file to import."), field="file")
+        raise Invalid("file_required", _l("Choose a CSV file to import."), field="file")
     if len(data) > CSV_LIMIT:
-        raise Invalid("too_large", _("The CSV is over the %(value)s MB limit; split it into smaller files.",
-                                     value=CSV_LIMIT // 1024 ** 2), field="file")
+        raise Invalid("too_large", _l("The CSV is over the {value} MB limit; split it into smaller files.",
+                                      value=CSV_LIMIT // 1024 ** 2), field="file")
     return data, name
 
 
@@ -158,7 +159,7 @@ def import_csv():
     data, name = _uploaded()
     kind = request.form.get("kind") or None
     if kind not in (None, *org.IMPORT_KINDS):
-        raise Invalid("field_invalid", _("Choose sites, groups or members."), field="kind")
+        raise Invalid("field_invalid", _l("Choose sites, groups or members."), field="kind")
     confirm = request.form.get("confirm") == "1"
     try:
         kind = kind or org.detect_kind(org.decode_csv(data))

@@ -23,6 +23,7 @@ PASSED_ON = {
     ("org/service.py", "field_invalid"): "a FieldError of the CSV/field checks, also listed per row",
     ("devices/registry.py", "bad_setting"): "the device config payload's own ValueError",
     ("api/attendance.py", "bad_format"): "report_export.render's ValueError naming the format or table",
+    ("console/attendance.py", "bad_format"): "report_export.render's ValueError naming the format or table",
     ("api/devices.py", "csv_invalid"): "OrgImportError.summary(), a LazyText",
     ("api/org.py", "csv_invalid"): "OrgImportError.summary(), a LazyText",
     ("api/attendance.py", "csv_invalid"): "OrgImportError.summary(), a LazyText",
@@ -160,3 +161,12 @@ def test_a_refusal_listing_problems_translates_each_one():
     assert zh.startswith("t.csv 第 2 行：党员编号和培训名称不能为空; t.csv 第 3 行：日期为空; "), zh
     assert "t.csv 第 4 行：hours：学时 'x' 不是数字" in zh and zh.endswith("（另有 3 处问题）。没有保存任何内容。")
     assert not re.search(r"must|empty|Nothing", zh)
+
+
+def test_the_catalogue_defines_each_message_once():
+    """A message defined twice (two branches adding the same text) makes msgfmt refuse the catalogue, while pybabel
+    keeps one of the two translations silently."""
+    text = (TRANSLATIONS_DIR / "zh_CN" / "LC_MESSAGES" / "messages.po").read_text(encoding="utf-8")
+    keys = re.findall(r'^((?:msgctxt .*\n)?msgid (?:".*"\n)+)', text, re.M)
+    doubled = sorted({key.strip()[:90] for key in keys if keys.count(key) > 1})
+    assert not doubled, "defined more than once in messages.po:\n" + "\n".join(doubled)
