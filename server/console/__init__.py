@@ -12,9 +12,9 @@ from flask import Flask
 
 def register(app: Flask) -> None:
     """Add the console to APP: sign-in, CSRF for every cookie-authenticated write, its pages and their filters."""
-    from server.console import admin, formats, home, lessons, programmes, session
+    from server.console import admin, devices, formats, home, lessons, programmes, session
 
     session.register(app)
     formats.register(app)
-    for module in (session, home, lessons, programmes, admin):
+    for module in (session, home, lessons, programmes, devices, admin):
         app.register_blueprint(module.bp)

@@ -211,3 +211,19 @@ def recent_events(session: Session, uid: str, limit: int = 30) -> list[dict[str,
                            .where(DeviceEvent.device_uid == uid)
                            .order_by(DeviceEvent.epoch.desc(), DeviceEvent.seq.desc()).limit(limit))
     return [{"type": t, "body": b, "device_time": dt, "received_at": r} for t, b, dt, r in rows]
+
+
+def sync_log(session: Session, uid: str, since, limit: int = 50) -> list[dict[str, Any]]:
+    """When the device's sync state or programme version changed since SINCE, newest first, with its outbox depth
+    then: what the device page shows as its sync log."""
+    rows = session.execute(select(DeviceStatusHistory.at, DeviceStatusHistory.sync_state,
+                                  DeviceStatusHistory.manifest_version, DeviceStatusHistory.outbox_depth)
+                           .where(DeviceStatusHistory.device_uid == uid, DeviceStatusHistory.at >= since,
+                                  DeviceStatusHistory.sync_state.is_not(None))
+                           .order_by(DeviceStatusHistory.at))
+    log, last = [], None
+    for at, state, version, outbox in rows:
+        if (state, version) != last:
+            log.append({"at": at, "sync": state, "manifest_version": version, "outbox_depth": outbox})
+            last = (state, version)
+    return log[::-1][:limit]
