@@ -100,10 +100,9 @@ def bulk():
     if not uids:
         flash(_("Select at least one device first."), "error")
         return redirect(url_for("console_devices.table"))
+    with services.db.session() as session:  # one device out of scope refuses the whole action (403), as a link
+        listed = [(d.uid, d.name) for d in (devices.get(session, uid, actor.scope) for uid in uids)]
     if action == "revoke" and request.form.get("confirm") != "yes":
-        with services.db.session() as session:
-            chosen = [devices.get(session, uid, actor.scope) for uid in uids]
-            listed = [(d.uid, d.name) for d in chosen]
         return render_template("revoke_confirm.html", devices=listed)
     body: dict[str, Any] = {"type": action}
     if action == "set-volume":

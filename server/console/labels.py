@@ -35,7 +35,7 @@ class Label:
 
 def qr_svg(payload: str, alt: str) -> Markup:
     """PAYLOAD as an inline SVG QR code (medium error correction, so a scuffed label still scans), named ALT."""
-    svg = segno.make(payload, error="m").svg_inline(scale=4, border=4, svgclass="qr")
+    svg = segno.make(payload, error="m").svg_inline(scale=3, border=4, svgclass="qr")
     return Markup(svg.replace("<svg ", f'<svg role="img" aria-label="{escape(alt)}" ', 1))
 
 
