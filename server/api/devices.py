@@ -15,6 +15,7 @@ from server.events.models import DeviceStatus
 from server.i18n import _l
 from server.org.csv_rows import OrgImportError, decode_csv
 from server.org.models import Site, Township
+from server.programmes import publish
 from server.services import app_services
 
 bp = Blueprint("devices_api", __name__)
@@ -98,7 +99,7 @@ def show_device(uid: str):
 def edit_device(uid: str):
     """Change site, language, groups, radio holder or settings; a device that changes audience moves channel at once."""
     services = app_services()
-    devices.edit(services, uid, json_body(), current_actor().name, scope=current_actor().scope)
+    publish.edit_device(services, uid, json_body(), current_actor().name, scope=current_actor().scope)
     with services.db.session() as session:
         return jsonify(devices.device_json(devices.get(session, uid)))
 

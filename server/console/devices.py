@@ -24,6 +24,7 @@ from server.errors import DomainError, Invalid
 from server.events.models import DeviceStatus
 from server.org.csv_rows import OrgImportError, decode_csv
 from server.org.models import Member, Site, Township
+from server.programmes import publish
 from server.programmes.models import Channel, Programme
 from server.services import app_services
 
@@ -199,7 +200,7 @@ def holder(uid: str):
     changes = {"member": form.get("member", "")}
     if form.get("member_from"):
         changes["member_from"] = form["member_from"]
-    devices.edit(app_services(), uid, changes, actor.name, scope=actor.scope)
+    publish.edit_device(app_services(), uid, changes, actor.name, scope=actor.scope)
     flash(_("The radio is handed over."), "ok")
     return redirect(url_for("console_devices.device", uid=uid) + "#holder")
 

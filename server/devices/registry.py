@@ -328,18 +328,6 @@ def import_csv(services, text: str, actor: str, scope: Scope = COUNTY, dry_run: 
     return added
 
 
-def edit(services, uid: str, changes: dict[str, Any], actor: str, scope: Scope = COUNTY) -> None:
-    """``update`` the device, then re-plan the channels when it may have moved (a new site, language, groups or
-    holder), else send its new config: what the API's PATCH and the console's forms both do."""
-    from server.programmes import publish
-    from server.programmes.trust import initialised
-
-    if update(services, uid, changes, actor, scope=scope) and initialised(services):
-        publish.publish(services, None, actor)
-    else:
-        retained.flush_quietly(services)
-
-
 EDITABLE_SETTINGS = {"timezone", "volume", "report_interval", "download_window", "data_budget_mb"}
 
 

@@ -16,9 +16,9 @@ document.addEventListener("DOMContentLoaded", () => {
     xAxis: { type: "category", data: hours },
     yAxis: [{ type: "value", min: 0, max: 100, name: "%" }, { type: "value", name: "MB" }],
     series: [
-      { name: names.battery, type: "line", data: d.battery, connectNulls: false, showSymbol: false },
+      { name: names.battery, type: "line", data: d.battery, connectNulls: false, showSymbol: d.hours.length < 50 },
       { name: names.online, type: "bar", data: d.online, itemStyle: { opacity: 0.35 } },
-      { name: names.storage, type: "line", yAxisIndex: 1, data: d.storage, showSymbol: false },
+      { name: names.storage, type: "line", yAxisIndex: 1, data: d.storage, showSymbol: d.hours.length < 50 },
     ],
   });
   window.addEventListener("resize", () => chart.resize());
