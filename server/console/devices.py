@@ -262,8 +262,9 @@ def import_csv():
     if upload is not None and upload.filename:
         try:
             text = decode_csv(upload.read())
-        except OrgImportError as exc:
-            raise Invalid("csv_invalid", exc.summary("devices.csv")) from None
+        except OrgImportError as exc:  # not a readable CSV (an Excel workbook, a bad encoding): say which
+            return render_template("device_import.html", csv="", errors=[(e.line, e.message) for e in exc.errors],
+                                   summary=exc.summary(upload.filename).translate(page_language()), added=[]), 422
     else:
         text = request.form.get("csv", "")
     if not text.strip():
