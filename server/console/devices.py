@@ -143,9 +143,9 @@ def _device_page(uid: str) -> dict[str, Any]:
         channel = session.get(Channel, device.channel) if device.channel else None
         site = session.get(Site, device.site_id)
         history = fleet.history(session, uid, since, t.now)
-        periods = fleet.online_periods(session, uid, since, t.now, t.silent_after_s)
+        changed = fleet.changes(session, uid, since, t.now, t.silent_after_s)
+        periods, sync_log = changed["periods"], changed["sync_log"]
         events = fleet.recent_events(session, uid)
-        sync_log = fleet.sync_log(session, uid, since)
         holders = [{"member_no": a.member.member_no, "name": a.member.name, "from": a.from_date,
                     "until": a.until_date, "left_on": a.member.left_on} for a in device.assignments]
         members = session.execute(select(Member.member_no, Member.name).where(Member.site_id == device.site_id,

@@ -131,11 +131,6 @@ def listing(session: Session, t: Thresholds, *, township: Optional[str] = None, 
     return total, out
 
 
-def offline_for_long(session: Session, t: Thresholds, township: Optional[str]) -> int:
-    """How many enrolled devices (of TOWNSHIP) have been silent for more than the offline days."""
-    return counts(session, t, township)["offline_long"]
-
-
 def radios_of_departed(session: Session, township: Optional[str], day) -> list[dict[str, Any]]:
     """Radios still assigned to a member who left (the member's ``left_on`` is on or before DAY)."""
     query = (select(Device.uid, Device.name, Member.member_no, Member.name.label("member_name"))
@@ -157,52 +152,85 @@ def alerts(session: Session, t: Thresholds, township: Optional[str], day) -> dic
             "storage_low": c["storage_low"], "departed": radios_of_departed(session, township, day)}
 
 
+def _hour(column, dialect: str):
+    """COLUMN's hour as text 'YYYY-MM-DD HH' (SQLite or PostgreSQL)."""
+    if dialect == "postgresql":
+        return func.to_char(column, "YYYY-MM-DD HH24")
+    return func.strftime("%Y-%m-%d %H", column)
+
+
+def _seconds(later, earlier, dialect: str):
+    """Seconds from EARLIER to LATER, in SQL."""
+    if dialect == "postgresql":
+        return func.extract("epoch", later - earlier)
+    return (func.julianday(later) - func.julianday(earlier)) * 86400.0
+
+
+def _window(uid: str, since: datetime, until: datetime):
+    h = DeviceStatusHistory
+    return h.device_uid == uid, h.at >= since, h.at <= until
+
+
 def history(session: Session, uid: str, since: datetime, until: datetime) -> list[dict[str, Any]]:
-    """The device's statuses between SINCE and UNTIL, summed up per hour: the lowest battery, the last free storage,
-    the share of reports that said online, and how many reports came."""
-    hours: dict[datetime, dict[str, Any]] = {}
-    rows = session.execute(select(DeviceStatusHistory.at, DeviceStatusHistory.online, DeviceStatusHistory.battery,
-                                  DeviceStatusHistory.storage_free_mb)
-                           .where(DeviceStatusHistory.device_uid == uid, DeviceStatusHistory.at >= since,
-                                  DeviceStatusHistory.at <= until)
-                           .order_by(DeviceStatusHistory.at))
-    for at, online, battery, storage in rows:
-        hour = at.replace(minute=0, second=0, microsecond=0)
-        h = hours.setdefault(hour, {"hour": hour, "battery": None, "storage_free_mb": None, "reports": 0,
-                                    "online": 0})
-        h["reports"] += 1
-        h["online"] += bool(online)
-        if battery is not None:
-            h["battery"] = battery if h["battery"] is None else min(h["battery"], battery)
-        if storage is not None:
-            h["storage_free_mb"] = storage
-    return list(hours.values())
+    """The device's statuses between SINCE and UNTIL summed up per hour, in SQL: the lowest battery, the lowest free
+    storage, how many reports came and how many of them said online."""
+    h = DeviceStatusHistory
+    hour = _hour(h.at, session.get_bind().dialect.name).label("hour")
+    rows = session.execute(select(hour, func.min(h.battery), func.min(h.storage_free_mb), func.count(),
+                                  func.sum(case((h.online.is_(True), 1), else_=0)))
+                           .where(*_window(uid, since, until)).group_by(hour).order_by(hour))
+    return [{"hour": datetime.strptime(key, "%Y-%m-%d %H").replace(tzinfo=since.tzinfo), "battery": battery,
+             "storage_free_mb": storage, "reports": int(reports), "online": int(online or 0)}
+            for key, battery, storage, reports, online in rows]
 
 
-def online_periods(session: Session, uid: str, since: datetime, until: datetime,
-                   silent_after_s: float) -> list[tuple[datetime, datetime]]:
-    """The periods the device was online between SINCE and UNTIL: runs of reports saying online, each no more than
-    SILENT_AFTER_S after the one before; a report saying offline (a last will) ends a run."""
-    periods: list[list[datetime]] = []
-    gap = timedelta(seconds=silent_after_s)
-    for at, online in session.execute(select(DeviceStatusHistory.at, DeviceStatusHistory.online)
-                                      .where(DeviceStatusHistory.device_uid == uid, DeviceStatusHistory.at >= since,
-                                             DeviceStatusHistory.at <= until)
-                                      .order_by(DeviceStatusHistory.at)):
-        if not online:
-            if periods and periods[-1][1] is None:
-                periods[-1][1] = at
-            continue
-        if periods and periods[-1][1] is None and at - periods[-1][2] <= gap:
-            periods[-1][2] = at
-        else:
-            if periods and periods[-1][1] is None:
-                periods[-1][1] = periods[-1][2]
-            periods.append([at, None, at])
-    if periods and periods[-1][1] is None:
-        last = periods[-1][2]
-        periods[-1][1] = until if until - last <= gap else last
-    return [(p[0], p[1]) for p in periods]
+def changes(session: Session, uid: str, since: datetime, until: datetime, silent_after_s: float) -> dict[str, Any]:
+    """The device's online periods and its sync log between SINCE and UNTIL, from one pass over its statuses
+    (window functions), reading only the reports where something changed: a week of minute reports costs a
+    handful of rows.
+
+    ``periods``: runs of reports saying online, each no more than SILENT_AFTER_S after the one before; a report
+    saying offline (a last will) ends a run. ``sync_log``: when the sync state or programme version changed, newest
+    first, with the outbox depth then."""
+    h = DeviceStatusHistory
+    dialect = session.get_bind().dialect.name
+    order = {"order_by": h.at}
+    inner = (select(h.at, h.online, h.sync_state, h.manifest_version, h.outbox_depth,
+                    func.lag(h.at).over(**order).label("prev_at"), func.lag(h.online).over(**order).label("prev_on"),
+                    func.lag(h.sync_state).over(**order).label("prev_state"),
+                    func.lag(h.manifest_version).over(**order).label("prev_version"))
+             .where(*_window(uid, since, until)).subquery())
+    c = inner.c
+    gap = _seconds(c.at, c.prev_at, dialect) > silent_after_s
+    synced = and_(c.sync_state.is_not(None), or_(c.sync_state.is_distinct_from(c.prev_state),
+                                                  c.manifest_version.is_distinct_from(c.prev_version)))
+    rows = session.execute(select(c.at, c.online, c.prev_at, gap, synced, c.sync_state, c.manifest_version,
+                                  c.outbox_depth)
+                           .where(or_(c.prev_at.is_(None), c.online != c.prev_on, gap, synced))
+                           .order_by(c.at)).all()
+    periods, log, start, last = [], [], None, None
+    for at, online, prev_at, long_gap, sync_changed, state, version, outbox in rows:
+        at = _aware(at, since)
+        if sync_changed:
+            log.append({"at": at, "sync": state, "manifest_version": version, "outbox_depth": outbox})
+        if prev_at is None or online != last or long_gap:
+            if start is not None:
+                periods.append((start, _aware(prev_at, since) if long_gap else at))
+                start = None
+            if online:
+                start = at
+        last = online
+    if start is not None:
+        end = session.scalar(select(h.at).where(*_window(uid, since, until)).order_by(h.at.desc()).limit(1))
+        periods.append((start, until if (until - end).total_seconds() <= silent_after_s else end))
+    return {"periods": periods, "sync_log": log[::-1][:50]}
+
+
+def _aware(value, like: datetime):
+    """A timestamp read through a subquery (which loses the column's type on SQLite) as an aware datetime."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=like.tzinfo) if value.tzinfo is None else value
 
 
 def recent_events(session: Session, uid: str, limit: int = 30) -> list[dict[str, Any]]:
@@ -212,18 +240,3 @@ def recent_events(session: Session, uid: str, limit: int = 30) -> list[dict[str,
                            .order_by(DeviceEvent.epoch.desc(), DeviceEvent.seq.desc()).limit(limit))
     return [{"type": t, "body": b, "device_time": dt, "received_at": r} for t, b, dt, r in rows]
 
-
-def sync_log(session: Session, uid: str, since, limit: int = 50) -> list[dict[str, Any]]:
-    """When the device's sync state or programme version changed since SINCE, newest first, with its outbox depth
-    then: what the device page shows as its sync log."""
-    rows = session.execute(select(DeviceStatusHistory.at, DeviceStatusHistory.sync_state,
-                                  DeviceStatusHistory.manifest_version, DeviceStatusHistory.outbox_depth)
-                           .where(DeviceStatusHistory.device_uid == uid, DeviceStatusHistory.at >= since,
-                                  DeviceStatusHistory.sync_state.is_not(None))
-                           .order_by(DeviceStatusHistory.at))
-    log, last = [], None
-    for at, state, version, outbox in rows:
-        if (state, version) != last:
-            log.append({"at": at, "sync": state, "manifest_version": version, "outbox_depth": outbox})
-            last = (state, version)
-    return log[::-1][:limit]

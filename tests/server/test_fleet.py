@@ -92,10 +92,11 @@ def test_history_and_online_periods(org, enrolled):
         hours = fleet.history(session, uid, NOW - timedelta(days=1), NOW)
         assert [(h["reports"], h["online"], h["battery"], h["storage_free_mb"]) for h in hours] == \
             [(12, 12, 69, 1000), (4, 3, 60, 900)]
-        periods = fleet.online_periods(session, uid, NOW - timedelta(days=1), NOW, 600)
+        changed = fleet.changes(session, uid, NOW - timedelta(days=1), NOW, 600)
+        periods = changed["periods"]
         assert periods == [(start, start + timedelta(minutes=55)),
                            (start + timedelta(minutes=120), start + timedelta(minutes=132))]
-        assert [e["sync"] for e in fleet.sync_log(session, uid, NOW - timedelta(days=1))] == ["idle"]
+        assert [e["sync"] for e in changed["sync_log"]] == ["idle"]
 
 
 def test_alerts_name_a_radio_whose_member_left(org, enrolled):
