@@ -161,6 +161,7 @@ def main() -> None:
     parser.add_argument("--devices", type=int, default=200, help="enrolled radios")
     parser.add_argument("--fleet-devices", type=int, default=2000, help="radios reporting status every minute")
     parser.add_argument("--status-hours", type=int, default=24, help="hours of minute status rows per radio")
+    parser.add_argument("--only-fleet", action="store_true", help="measure only the fleet's pages")
     parser.add_argument("--repeat", type=int, default=30, help="requests per page")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -199,6 +200,8 @@ def main() -> None:
             ("device page (week)", f"/devices/{week[0]}", f"/api/v1/devices/{week[0]}/record"),
             ("device page (day)", "/devices/r-fleet00100", "/api/v1/devices/r-fleet00100/record"),
         ]
+        if args.only_fleet:
+            pages = [p for p in pages if p[0].startswith("device")]
         results = []
         print(f"{'page':26} {'median ms':>10} {'p95 ms':>8} {'API p95':>8} {'ratio':>6}")
         for name, url, reference in pages:

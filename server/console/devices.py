@@ -58,8 +58,9 @@ def _table(f: dict[str, Any]) -> dict[str, Any]:
         total, rows = fleet.listing(session, t, township=f["township"], site=f["site"], kind=f["kind"],
                                     state=f["state"], sort=f["sort"], limit=PAGE_SIZE,
                                     offset=(f["page"] - 1) * PAGE_SIZE)
+    names = {k: str(v) for k, v in {**STATE_NAMES, "pending": _l("pending"), "revoked": _l("revoked")}.items()}
     return {"counts": counts, "total": total, "rows": rows, "f": f, "selected": set(request.values.getlist("uid")),
-            "pages": max(1, -(-total // PAGE_SIZE)), "state_names": STATE_NAMES, "states": fleet.STATES,
+            "pages": max(1, -(-total // PAGE_SIZE)), "state_names": names, "states": fleet.STATES,
             "now": t.now}
 
 
