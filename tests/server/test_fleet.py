@@ -13,6 +13,7 @@ from server.errors import Invalid
 from server.events.ingest import store_status
 from server.org import service as org_service
 
+pytestmark = pytest.mark.databases  # each test runs on SQLite and on PostgreSQL (the hourly and window SQL differ)
 NOW = datetime(2026, 12, 3, 8, 0, tzinfo=timezone.utc)
 
 
