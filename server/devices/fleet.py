@@ -210,13 +210,6 @@ def changes(session: Session, uid: str, since: datetime, until: datetime, silent
     return {"periods": periods, "sync_log": log[::-1][:50]}
 
 
-def _aware(value, like: datetime):
-    """A timestamp read as a plain value (text on SQLite, a datetime on PostgreSQL) as an aware datetime."""
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return value.replace(tzinfo=like.tzinfo) if value.tzinfo is None else value
-
-
 def recent_events(session: Session, uid: str, limit: int = 30) -> list[dict[str, Any]]:
     """The device's newest events (plays, check-ins, errors, command results), newest first."""
     rows = session.execute(select(DeviceEvent.type, DeviceEvent.body, DeviceEvent.device_time, DeviceEvent.received_at)
