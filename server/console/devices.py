@@ -143,9 +143,8 @@ def _device_page(uid: str) -> dict[str, Any]:
         status = session.get(DeviceStatus, uid)
         channel = session.get(Channel, device.channel) if device.channel else None
         site = session.get(Site, device.site_id)
-        history = fleet.history(session, uid, since, t.now)
-        changed = fleet.changes(session, uid, since, t.now, t.silent_after_s)
-        periods, sync_log = changed["periods"], changed["sync_log"]
+        week = fleet.status_week(session, uid, since, t.now, t.silent_after_s)
+        history, periods, sync_log = week["history"], week["periods"], week["sync_log"]
         events = fleet.recent_events(session, uid)
         holders = [{"member_no": a.member.member_no, "name": a.member.name, "from": a.from_date,
                     "until": a.until_date, "left_on": a.member.left_on} for a in device.assignments]

@@ -152,48 +152,45 @@ def alerts(session: Session, t: Thresholds, township: Optional[str], day) -> dic
             "storage_low": c["storage_low"], "departed": radios_of_departed(session, township, day)}
 
 
-def _hour(column, dialect: str):
-    """COLUMN's hour as text 'YYYY-MM-DD HH' (SQLite or PostgreSQL)."""
-    if dialect == "postgresql":
-        return func.to_char(column, "YYYY-MM-DD HH24")
-    return func.strftime("%Y-%m-%d %H", column)
-
-
 def _window(uid: str, since: datetime, until: datetime):
     h = DeviceStatusHistory
     return h.device_uid == uid, h.at >= since, h.at <= until
 
 
-def history(session: Session, uid: str, since: datetime, until: datetime) -> list[dict[str, Any]]:
-    """The device's statuses between SINCE and UNTIL summed up per hour, in SQL: the lowest battery, the lowest free
-    storage, how many reports came and how many of them said online."""
+def status_week(session: Session, uid: str, since: datetime, until: datetime,
+                silent_after_s: float) -> dict[str, Any]:
+    """The device's statuses between SINCE and UNTIL, read once and summed up for its page.
+
+    - ``history``: per hour, the lowest battery, the lowest free storage, how many reports came and how many of
+      them said online (the chart and its table);
+    - ``periods``: runs of reports saying online, each no more than SILENT_AFTER_S after the one before; a report
+      saying offline (a last will) ends a run, and a run still going at UNTIL ends there;
+    - ``sync_log``: when the sync state or programme version changed, newest first, with the outbox depth then.
+
+    A week of minute reports is 10,080 rows scattered among the other devices' rows: they are read in one pass,
+    their times as plain values (SQLAlchemy's per-row datetime conversion on SQLite cost more than the rest of the
+    page) converted with ``datetime.fromisoformat``."""
     h = DeviceStatusHistory
-    hour = _hour(h.at, session.get_bind().dialect.name).label("hour")
-    rows = session.execute(select(hour, func.min(h.battery), func.min(h.storage_free_mb), func.count(),
-                                  func.sum(case((h.online.is_(True), 1), else_=0)))
-                           .where(*_window(uid, since, until)).group_by(hour).order_by(hour))
-    return [{"hour": datetime.strptime(key, "%Y-%m-%d %H").replace(tzinfo=since.tzinfo), "battery": battery,
-             "storage_free_mb": storage, "reports": int(reports), "online": int(online or 0)}
-            for key, battery, storage, reports, online in rows]
-
-
-def changes(session: Session, uid: str, since: datetime, until: datetime, silent_after_s: float) -> dict[str, Any]:
-    """The device's online periods and its sync log between SINCE and UNTIL, from one read of its statuses.
-
-    ``periods``: runs of reports saying online, each no more than SILENT_AFTER_S after the one before; a report
-    saying offline (a last will) ends a run, and a run still going at UNTIL ends there. ``sync_log``: when the sync
-    state or programme version changed, newest first, with the outbox depth then. The times are read as plain
-    values (a week of minute reports is 10,080 rows: SQLAlchemy's per-row datetime conversion on SQLite cost more
-    than everything else on the page) and converted with ``datetime.fromisoformat``."""
-    h = DeviceStatusHistory
-    rows = session.connection().execute(select(type_coerce(h.at, String), h.online, h.sync_state,
-                                               h.manifest_version, h.outbox_depth)
+    rows = session.connection().execute(select(type_coerce(h.at, String), h.online, h.battery, h.storage_free_mb,
+                                               h.sync_state, h.manifest_version, h.outbox_depth)
                                         .where(*_window(uid, since, until)).order_by(h.at)).all()
     gap, tz = timedelta(seconds=silent_after_s), since.tzinfo
     naive_until = until.astimezone(tz).replace(tzinfo=None)
+    hours: dict[datetime, dict[str, Any]] = {}
     periods, log, start, last_at, last_sync = [], [], None, None, None
-    for raw, online, state, version, outbox in rows:  # naive UTC inside the loop; aware where it is kept
+    for raw, online, battery, storage, state, version, outbox in rows:  # naive UTC inside the loop
         at = datetime.fromisoformat(raw) if isinstance(raw, str) else raw.replace(tzinfo=None)
+        hour = at.replace(minute=0, second=0, microsecond=0)
+        bucket = hours.get(hour)
+        if bucket is None:
+            bucket = hours[hour] = {"hour": hour.replace(tzinfo=tz), "battery": None, "storage_free_mb": None,
+                                    "reports": 0, "online": 0}
+        bucket["reports"] += 1
+        bucket["online"] += bool(online)
+        if battery is not None and (bucket["battery"] is None or battery < bucket["battery"]):
+            bucket["battery"] = battery
+        if storage is not None and (bucket["storage_free_mb"] is None or storage < bucket["storage_free_mb"]):
+            bucket["storage_free_mb"] = storage
         if state is not None and (state, version) != last_sync:
             log.append({"at": at.replace(tzinfo=tz), "sync": state, "manifest_version": version,
                         "outbox_depth": outbox})
@@ -206,8 +203,9 @@ def changes(session: Session, uid: str, since: datetime, until: datetime, silent
         last_at = at
     if start is not None:
         periods.append((start, naive_until if naive_until - last_at <= gap else last_at))
-    periods = [(a.replace(tzinfo=tz), b.replace(tzinfo=tz)) for a, b in periods]
-    return {"periods": periods, "sync_log": log[::-1][:50]}
+    return {"history": list(hours.values()), "periods": [(a.replace(tzinfo=tz), b.replace(tzinfo=tz))
+                                                         for a, b in periods],
+            "sync_log": log[::-1][:50]}
 
 
 def recent_events(session: Session, uid: str, limit: int = 30) -> list[dict[str, Any]]:

@@ -90,10 +90,10 @@ def test_history_and_online_periods(org, enrolled):
         _status(services, uid, start + timedelta(minutes=minute), battery=60, storage_free_mb=900)
     assert store_status(services, uid, b'{"online":false}', start + timedelta(minutes=132))
     with services.db.session() as session:
-        hours = fleet.history(session, uid, NOW - timedelta(days=1), NOW)
+        changed = fleet.status_week(session, uid, NOW - timedelta(days=1), NOW, 600)
+        hours = changed["history"]
         assert [(h["reports"], h["online"], h["battery"], h["storage_free_mb"]) for h in hours] == \
             [(12, 12, 69, 1000), (4, 3, 60, 900)]
-        changed = fleet.changes(session, uid, NOW - timedelta(days=1), NOW, 600)
         periods = changed["periods"]
         assert periods == [(start, start + timedelta(minutes=55)),
                            (start + timedelta(minutes=120), start + timedelta(minutes=132))]
