@@ -1,5 +1,6 @@
-"""Benchmark: the console's pages of lessons, programmes and publishing with 500 lessons and 20 programmes, and its
-attendance dashboard over a county with 5,000,000 stored events.
+"""Benchmark: the console's pages of lessons, programmes, publishing and the fleet, with 500 lessons, 20 programmes
+and 2,000 devices reporting status every minute, and its attendance dashboard over a county with 5,000,000 stored
+events.
 
 It builds one county (two townships, 200 enrolled radios, 500 ready lessons with three renditions each, 20
 programmes of 25 lessons, 19 published and one draft), signs in as an admin with the Flask test client (in
@@ -12,6 +13,12 @@ members, 4,000 radios, 200 terminals, with --events events stored through ingest
 and times the dashboard (a period and the quarters of its year), a township's drill-down, a site's page and the
 XLSX export, with the API's participation report as the reference. "dashboard after new plays" stores one more
 batch through ingest before each request, so every request recomputes its reports (the first view after new data).
+
+The fleet: --fleet-devices radios (default 2,000) across the three sites, each with its last status and one
+status row a minute for --status-hours (default 24 h, 2.88 million rows), stored minute by minute across the
+devices as ingest stores them; the devices whose page is measured have a whole week of minute rows (the page
+charts 7 days). The devices table is measured unfiltered, filtered by state
+(offline, low battery), sorted by last seen, and as the htmx poll; the fleet API is the reference.
 
     .venv/bin/python bench/console.py
     .venv/bin/python bench/console.py --repeat 40
@@ -39,6 +46,9 @@ from server.accounts.models import User  # noqa: E402
 from server.app import create_app  # noqa: E402
 from server.devices import registry  # noqa: E402
 from server.devices.models import Device  # noqa: E402
+from server.events.models import DeviceStatus, DeviceStatusHistory  # noqa: E402
+from server.org.models import Site  # noqa: E402
+from server.programmes.models import Channel  # noqa: E402
 from server.lessons.models import Lesson, Rendition, SourceFile  # noqa: E402
 from server.org import service as org  # noqa: E402
 from server.programmes import service as programmes  # noqa: E402
@@ -86,6 +96,54 @@ def build(services, lessons: int, programme_count: int, devices: int) -> dict:
         for pid in ids[:-1]:
             session.get(Programme, pid).state = "published"
     return {"draft": ids[-1], "published": ids[0], "lesson": lessons // 2, "token": token}
+
+
+def build_fleet(services, count: int, hours: int, week_uids: int = 3) -> list[str]:
+    """COUNT enrolled radios with a last status (some offline, some low, some behind) and a status a minute for
+    HOURS; the first WEEK_UIDS get 7 days. Returns the uids whose page is measured."""
+    from datetime import timedelta
+
+    from sqlalchemy import insert, select
+
+    now = services.clock()
+    with services.db.session() as session:
+        sites = session.scalars(select(Site.id).order_by(Site.id)).all()
+        session.add(Channel(id="ch-bench", kind="radio", language="cmn", groups=[], manifest_version=3,
+                            updated_at=now))
+    devices, statuses = [], []
+    for n in range(count):
+        uid = f"r-fleet{n:05d}"
+        seen = now - timedelta(minutes=1 + n % 7) if n % 10 else now - timedelta(days=n % 6)
+        devices.append({"uid": uid, "name": f"收音机 {n}", "kind": "radio", "site_id": sites[n % len(sites)],
+                        "language": "cmn", "state": "enrolled", "channel": "ch-bench", "settings": {},
+                        "created_at": now, "enrolled_at": now - timedelta(days=30)})
+        battery, free = 15 + (n * 7) % 86, 200 + (n * 37) % 8000
+        statuses.append({"device_uid": uid, "body": {"online": True, "battery": battery}, "online": n % 10 != 0,
+                         "received_at": seen, "battery": battery, "storage_free_mb": free,
+                         "manifest_version": 3 if n % 9 else 2, "sync_state": "error" if n % 50 == 0 else "idle",
+                         "stale": n % 40 == 0, "outbox_depth": n % 5})
+    with services.db.engine.begin() as conn:
+        conn.execute(insert(Device), devices)
+        conn.execute(insert(DeviceStatus), statuses)
+    week = [d["uid"] for d in devices[1:1 + week_uids]]
+    chunk = []
+
+    def flush():
+        with services.db.engine.begin() as conn:
+            conn.execute(insert(DeviceStatusHistory), chunk)
+        chunk.clear()
+
+    uids = [d["uid"] for d in devices]
+    for m in range(7 * 24 * 60, -1, -1):  # minute by minute, every device in turn, as ingest stores them
+        for uid in (uids if m < hours * 60 else week):
+            chunk.append({"device_uid": uid, "at": now - timedelta(minutes=m), "online": m % 600 > 30,
+                          "battery": 100 - (m // 60) % 80, "storage_free_mb": 4000 - m % 100,
+                          "manifest_version": 3, "sync_state": "idle", "outbox_depth": m % 3})
+        if len(chunk) >= 50_000:
+            flush()
+    if chunk:
+        flush()
+    return week
 
 
 def timed(client, url: str, repeat: int, headers=None) -> list[float]:
@@ -200,6 +258,9 @@ def main() -> None:
     parser.add_argument("--lessons", type=int, default=500, help="lessons in the library")
     parser.add_argument("--programmes", type=int, default=20, help="programmes")
     parser.add_argument("--devices", type=int, default=200, help="enrolled radios")
+    parser.add_argument("--fleet-devices", type=int, default=2000, help="radios reporting status every minute")
+    parser.add_argument("--status-hours", type=int, default=24, help="hours of minute status rows per radio")
+    parser.add_argument("--only-fleet", action="store_true", help="measure only the fleet's pages")
     parser.add_argument("--repeat", type=int, default=30, help="requests per page")
     parser.add_argument("--events", type=int, default=5_000_000, help="events stored for the attendance pages "
                         "(0: leave them out)")
@@ -212,7 +273,7 @@ def main() -> None:
     print(f"{'page':26} {'median ms':>10} {'p95 ms':>8} {'API p95':>8} {'ratio':>6}")
     if not args.only_attendance:
         results += lesson_pages(args)
-    if args.events:
+    if args.events and not args.only_fleet:
         for row in attendance_pages(args):
             results.append(row)
             print(f"{row['page']:26} {row['median_ms']:>10} {row['p95_ms']:>8} {row['api_p95_ms'] or '':>8} "
@@ -220,7 +281,9 @@ def main() -> None:
     worst = max(r["p95_ms"] for r in results)
     print(f"worst p95 {worst} ms; target ≤ {TARGET_MS} ms: {'met' if worst <= TARGET_MS else 'MISSED'}")
     print(json.dumps({"bench": "console", "lessons": args.lessons, "programmes": args.programmes,
-                      "devices": args.devices, "events": args.events, "repeat": args.repeat, "worst_p95_ms": worst,
+                      "devices": args.devices, "fleet_devices": args.fleet_devices,
+                      "status_hours": args.status_hours, "events": args.events, "repeat": args.repeat,
+                      "worst_p95_ms": worst,
                       "target_ms": TARGET_MS, "met": worst <= TARGET_MS, "pages": results}, ensure_ascii=False))
 
 
@@ -229,6 +292,9 @@ def lesson_pages(args) -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
         services = make_services(Path(tmp) / "data")
         ids = build(services, args.lessons, args.programmes, args.devices)
+        started = time.perf_counter()
+        week = build_fleet(services, args.fleet_devices, args.status_hours)
+        print(f"fleet of {args.fleet_devices} radios built in {time.perf_counter() - started:.0f} s")
         app = create_app(services=services)
         client = app.test_client()
         token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").text).group(1)
@@ -252,7 +318,15 @@ def lesson_pages(args) -> list[dict]:
             ("sync table (htmx)", "/sync/table", None),
             ("accounts", "/admin/users", None),
             ("audit", "/admin/audit", None),
+            ("devices table", "/devices", "/api/v1/fleet?limit=100"),
+            ("devices offline", "/devices?state=offline", "/api/v1/fleet?online=0&limit=100"),
+            ("devices low battery", "/devices?state=low_battery&sort=-seen", None),
+            ("devices poll (htmx)", "/devices/live?sort=-seen&page=3", "/api/v1/fleet?limit=100&offset=200"),
+            ("device page (week)", f"/devices/{week[0]}", f"/api/v1/devices/{week[0]}/record"),
+            ("device page (day)", "/devices/r-fleet00100", "/api/v1/devices/r-fleet00100/record"),
         ]
+        if args.only_fleet:
+            pages = [p for p in pages if p[0].startswith("device")]
         results = []
         for name, url, reference in pages:
             times = timed(client, url, args.repeat)

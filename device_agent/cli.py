@@ -35,17 +35,30 @@ hal_option = click.option("--hal", type=click.Choice(["sim", "linux"]), default=
 
 
 @agent.command("enrol")
-@click.option("--server", required=True, help="The county server, e.g. http://192.168.1.10:8750.")
-@click.option("--code", required=True, help="The one-time enrolment code printed for this device.")
+@click.option("--server", default=None,
+              help="The county server, e.g. http://192.168.1.10:8750. Not needed when --code is a scanned label, "
+                   "which names its server.")
+@click.option("--code", required=True,
+              help="The one-time enrolment code printed for this device (K7QX-M3TD-WA9F), or the text scanned from "
+                   "its label's QR code (lessoncast:enrol?server=...&code=...).")
 @click.option("--hal", type=click.Choice(["sim", "linux"]), default="linux", show_default=True,
               help="The hardware the agent will run with (sim on a laptop); the start command printed names it.")
 @data_option
-def enrol_cmd(server: str, code: str, hal: str, data_dir: str) -> None:
+def enrol_cmd(server: str | None, code: str, hal: str, data_dir: str) -> None:
     """Exchange the enrolment code for this device's credentials and the county's trusted root."""
     from device_agent.enrol import EnrolError, enrol
+    from playlists.enrol_label import read_label
 
     try:
-        answer = enrol(_store(data_dir), server, code)
+        label = read_label(code)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--code") from None
+    server = server or label.server
+    if not server:
+        raise click.UsageError("Give --server (the county server's address), or scan the label's QR code, "
+                               "which names it.")
+    try:
+        answer = enrol(_store(data_dir), server, label.code)
     except EnrolError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"Enrolled as {answer['device']} ({answer['kind']}), channel {answer['channel']}. "

@@ -249,6 +249,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("console_idle_timeout", 30 * 60.0, "How long a console session lasts without a request before the user "
             "signs in again (seconds, or with m/h).", _duration),
 
+    Setting("device_silent_after", 15 * 60.0, "A device not heard from for this long counts as offline in the fleet "
+            "table even when its last status said online (a clean stop leaves no last will); seconds, or with m/h.",
+            _duration),
+    Setting("device_offline_days", 3.0, "Days without a word from a device before the home page and the devices "
+            "table flag it as offline for long.", float),
+    Setting("device_low_battery", 20, "Battery percentage at or below which a device is flagged low.", int),
+    Setting("device_storage_low_mb", 500, "Free storage (MB) at or below which a device is flagged nearly full.",
+            int),
     Setting("county_name", "", "The county's name for the county row of reports (e.g. 青山县). Empty: \"本县\" "
             "(\"This county\" in English)."),
     Setting("participation_target", 0.95, "The participation rate the attendance dashboard marks each township "

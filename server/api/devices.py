@@ -13,11 +13,9 @@ from server.devices.models import Device
 from server.errors import ApiError
 from server.events.models import DeviceStatus
 from server.i18n import _l
-from server.messaging import retained
 from server.org.csv_rows import OrgImportError, decode_csv
 from server.org.models import Site, Township
 from server.programmes import publish
-from server.programmes.trust import initialised
 from server.services import app_services
 
 bp = Blueprint("devices_api", __name__)
@@ -101,11 +99,7 @@ def show_device(uid: str):
 def edit_device(uid: str):
     """Change site, language, groups, radio holder or settings; a device that changes audience moves channel at once."""
     services = app_services()
-    moves = devices.update(services, uid, json_body(), current_actor().name, scope=current_actor().scope)
-    if moves and initialised(services):
-        publish.publish(services, None, current_actor().name)
-    else:
-        retained.flush_quietly(services)
+    publish.edit_device(services, uid, json_body(), current_actor().name, scope=current_actor().scope)
     with services.db.session() as session:
         return jsonify(devices.device_json(devices.get(session, uid)))
 

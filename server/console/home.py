@@ -1,5 +1,7 @@
 """The console's home page: what needs attention, each with a link (failed lessons, drafts not published, signing
-keys near expiry from the health warnings, devices not on their channel's current programme)."""
+keys near expiry from the health warnings, devices not on their channel's current programme, and the fleet's
+alerts in the user's township: devices silent for days, sync failures, low batteries, full storage, radios whose
+member left)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from sqlalchemy import func, select
 
 from server.accounts.auth import current_actor, require
 from server.console.pages import page_errors
-from server.devices import sync as device_sync
+from server.devices import fleet, sync as device_sync
 from server.health.checks import trust_warnings
 from server.lessons.models import Lesson
 from server.programmes.models import Programme
@@ -33,6 +35,9 @@ def home():
         programmes_total = session.scalar(select(func.count(Programme.id)))
         township = actor.scope.township
         sync = device_sync.summary(session, township)
+        alerts = fleet.alerts(session, fleet.Thresholds.of(services), township, services.today()) \
+            if actor.may("read.devices") else None
     return render_template("home.html", failed=failed, failed_total=failed_total, drafts=drafts,
-                           warnings=trust_warnings(services), sync=sync, township=township,
+                           warnings=trust_warnings(services), sync=sync, township=township, alerts=alerts,
+                           offline_days=services.settings.device_offline_days,
                            lessons_total=lessons_total, programmes_total=programmes_total)

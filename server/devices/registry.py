@@ -286,9 +286,10 @@ def device_json(device: Device) -> dict[str, Any]:
 DEVICE_CSV_COLUMNS = ("kind", "name", "site", "language", "groups", "member", "id")
 
 
-def import_csv(services, text: str, actor: str, scope: Scope = COUNTY) -> list[NewDevice]:
+def import_csv(services, text: str, actor: str, scope: Scope = COUNTY, dry_run: bool = False) -> list[NewDevice]:
     """Add every device of a CSV in one transaction; any bad row refuses the whole file, naming its line. A row
-    outside SCOPE makes the refusal a 403."""
+    outside SCOPE makes the refusal a 403. A DRY_RUN checks every row the same way and stores nothing (the
+    console's preview); the refusal's ``row_errors`` holds (line, DomainError) pairs for a translated list."""
     import csv as csv_mod
 
     reader = csv_mod.DictReader(text.splitlines())
@@ -298,7 +299,7 @@ def import_csv(services, text: str, actor: str, scope: Scope = COUNTY) -> list[N
         raise Invalid("csv_invalid", _l("line 1: columns must be among {choices} with at least kind and name (found "
                                         "{value}).",
                                         choices=', '.join(DEVICE_CSV_COLUMNS), value=', '.join(header) or 'none'))
-    added, errors, foreign = [], [], False
+    added, errors, row_errors, foreign = [], [], [], False
     with services.db.session() as session:
         for line, row in enumerate(reader, 2):
             row = {k.strip(): (v or "").strip() for k, v in row.items() if k}
@@ -314,11 +315,16 @@ def import_csv(services, text: str, actor: str, scope: Scope = COUNTY) -> list[N
                                  scope=scope))
             except DomainError as exc:
                 errors.append(f"line {line}: {exc.message}")
+                row_errors.append((line, exc))
                 foreign = foreign or exc.code == "other_township"
-        if errors:
+        if errors or dry_run:
             session.rollback()
+        if errors:
             kind, code = (Forbidden, "other_township") if foreign else (Invalid, "csv_invalid")
-            raise kind(code, f"{len(errors)} rows have problems; no device was added. " + " ".join(errors), rows=errors)
+            refusal = kind(code, f"{len(errors)} rows have problems; no device was added. " + " ".join(errors),
+                           rows=errors)
+            refusal.row_errors = row_errors
+            raise refusal
     return added
 
 

@@ -33,7 +33,7 @@ from server.attendance.rules import Rules
 from server.devices.models import Device
 from server.events.batches import (MAX_SEQ, Event, EventFileError, ack_payload, batch_range, contiguous_end,
                                    parse_batch, read_events_file, strict_json)
-from server.events.models import DeviceEvent, DeviceSequence, DeviceStatus, QuarantinedBatch
+from server.events.models import DeviceEvent, DeviceSequence, DeviceStatus, DeviceStatusHistory, QuarantinedBatch
 from server.messaging import retained
 from server.org import cards
 from server.org.models import Member
@@ -518,13 +518,21 @@ def store_status(services, device: str, payload: bytes, now: datetime, retained_
         if set(body) <= {"online"} and row.body is not None:
             # A last will says only that the device went offline: keep what it reported before.
             row.body, row.online = {**row.body, "online": online}, online
+            session.add(DeviceStatusHistory(device_uid=device, at=now, online=online))
         else:
             row.body, row.online, row.received_at = body, online, now
-            for column, value in fleet_columns(body).items():
+            columns = fleet_columns(body)
+            for column, value in columns.items():
                 setattr(row, column, value)
+            session.add(DeviceStatusHistory(device_uid=device, at=now, online=online,
+                                            **{k: columns[k] for k in HISTORY_COLUMNS}))
         if row.received_at is None:
             row.received_at = now
     return True
+
+
+# What the device page charts of each status (DeviceStatusHistory); fleet_columns gives them.
+HISTORY_COLUMNS = ("battery", "storage_free_mb", "manifest_version", "sync_state", "outbox_depth")
 
 
 def fleet_columns(body: Mapping) -> dict:

@@ -97,7 +97,7 @@ class DeviceStatus(Base):
     device_uid: Mapped[str] = mapped_column(String(64), primary_key=True)
     body: Mapped[dict[str, Any]] = mapped_column(JSON)
     online: Mapped[bool] = mapped_column(Boolean)
-    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     battery: Mapped[Optional[int]] = mapped_column(Integer)
     storage_free_mb: Mapped[Optional[int]] = mapped_column(Integer)
     firmware: Mapped[Optional[str]] = mapped_column(String(64))
@@ -105,4 +105,22 @@ class DeviceStatus(Base):
     manifest_version: Mapped[Optional[int]] = mapped_column(Integer)
     sync_state: Mapped[Optional[str]] = mapped_column(String(32))
     stale: Mapped[Optional[bool]] = mapped_column(Boolean)
+    outbox_depth: Mapped[Optional[int]] = mapped_column(Integer)
+
+
+class DeviceStatusHistory(Base):
+    """Every status a device reported (and each last will), for the device page's chart of battery, storage and
+    online periods. Only the columns the chart needs are kept; the full body stays in ``DeviceStatus``."""
+
+    __tablename__ = "device_status_history"
+    __table_args__ = (Index("ix_device_status_history_device_at", "device_uid", "at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    device_uid: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    online: Mapped[bool] = mapped_column(Boolean)
+    battery: Mapped[Optional[int]] = mapped_column(Integer)
+    storage_free_mb: Mapped[Optional[int]] = mapped_column(Integer)
+    manifest_version: Mapped[Optional[int]] = mapped_column(Integer)
+    sync_state: Mapped[Optional[str]] = mapped_column(String(32))
     outbox_depth: Mapped[Optional[int]] = mapped_column(Integer)

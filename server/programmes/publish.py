@@ -283,3 +283,14 @@ def publish(services, ref: Optional[Any], actor: str, urgent: bool = False) -> d
         broker.apply_auth(services)  # the ACL's channel lines follow the devices
     summary["delivered"] = retained.flush_quietly(services)
     return summary
+
+
+def edit_device(services, uid: str, changes: dict[str, Any], actor: str, scope=devices_mod.COUNTY) -> None:
+    """Change a device (``registry.update``), then re-plan the channels when it may have moved (a new site,
+    language, groups or holder), else send its new config: what the API's PATCH and the console's forms both do."""
+    from server.programmes.trust import initialised
+
+    if devices_mod.update(services, uid, changes, actor, scope=scope) and initialised(services):
+        publish(services, None, actor)
+    else:
+        retained.flush_quietly(services)
