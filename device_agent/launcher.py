@@ -58,7 +58,8 @@ class Launcher:
                 if line.strip():
                     self._tail.append(line.strip())
 
-        threading.Thread(target=pump, name="agent-output", daemon=True).start()
+        self._pump = threading.Thread(target=pump, name="agent-output", daemon=True)
+        self._pump.start()
         return proc
 
     def _end(self, proc: subprocess.Popen) -> int:
@@ -100,6 +101,7 @@ class Launcher:
             self._end(proc)
             return None
         code = proc.wait()
+        self._pump.join(timeout=5)  # its last lines say why it failed
         if trial and self._state().get("state") == "trial":
             last = self._tail[-1] if self._tail else "no output"
             self.rollback(self._state(), f"exited with code {code} at start: {last}")
