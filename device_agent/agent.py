@@ -360,7 +360,7 @@ class Agent:
         except Exception as exc:  # reported in status; the old programme keeps playing
             log.exception("sync crashed")
             result = SyncResult("error", reason=f"{type(exc).__name__}: {exc}")
-        self.inbox.put(("synced", None, result))
+        outcome = None
         if result.state == "idle" and self.updates is not None and not self.trial:
             from device_agent.update import Outcome
 
@@ -369,6 +369,9 @@ class Agent:
             except Exception as exc:  # reported in status and as an event; the running agent carries on
                 log.exception("agent update check failed")
                 outcome = Outcome("failed", reason=f"{type(exc).__name__}: {exc}")
+        # Only now is this sync over: the main loop starts no other sync (nor update check) before "synced".
+        self.inbox.put(("synced", None, result))
+        if outcome is not None:
             self.inbox.put(("updated", None, outcome))
         self.wake.set()
 

@@ -202,24 +202,30 @@ class SelfUpdate:
         os.replace(partial, self.install.wheelhouse / wheel.filename)
 
     def _install(self, release: Release) -> Path:
-        """A new environment with exactly the release's wheels, from the wheelhouse, without an index."""
+        """A new environment with exactly the release's wheels, from the wheelhouse, without an index.
+
+        A virtual environment cannot move (its scripts name their interpreter by absolute path), so it is built at
+        its final place; it becomes the running one only when ``current`` switches to it.
+        """
         final = self.install.release(release.version)
-        staging = final.with_name(f".{release.version}.partial")
         links = final.with_name(f".{release.version}.wheels")
-        for leftover in (staging, links):
-            shutil.rmtree(leftover, ignore_errors=True)
+        if final.exists():
+            if self.install.current.resolve() == final.resolve():
+                raise OSError(f"{final} is the running release")
+            shutil.rmtree(final)  # what an earlier, failed attempt left
+        shutil.rmtree(links, ignore_errors=True)
         links.mkdir(parents=True)
         for wheel in release.wheels:
             os.symlink(self.install.wheelhouse / wheel.filename, links / wheel.filename)
         base = getattr(sys, "_base_executable", sys.executable)
-        self._run([base, "-m", "venv", str(staging)], check=True, capture_output=True, timeout=600)
-        self._run([str(staging / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check", "-q",
-                   "--no-index", "--find-links", str(links), f"lessoncast[agent]=={release.version}"],
-                  check=True, capture_output=True, timeout=1200)
-        shutil.rmtree(links, ignore_errors=True)
-        if final.exists():
-            if self.install.current.resolve() == final.resolve():
-                raise OSError(f"{final} is the running release")
-            shutil.rmtree(final)
-        os.replace(staging, final)
+        try:
+            self._run([base, "-m", "venv", str(final)], check=True, capture_output=True, timeout=600)
+            self._run([str(final / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check", "-q",
+                       "--no-index", "--find-links", str(links), f"lessoncast[agent]=={release.version}"],
+                      check=True, capture_output=True, timeout=1200)
+        except (OSError, subprocess.SubprocessError):
+            shutil.rmtree(final, ignore_errors=True)
+            raise
+        finally:
+            shutil.rmtree(links, ignore_errors=True)
         return final
