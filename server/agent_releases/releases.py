@@ -43,7 +43,9 @@ def add(services, wheel: Path, deps_dir: Optional[Path], actor: str, reads_state
         name, version = wheel_name(wheel.name)
         version_key(version)
     except ReleaseError as exc:
-        raise Invalid("bad_release", _l("{problem}", problem=str(exc)), field="wheel") from None
+        raise Invalid("bad_release", _l("{file} is not a wheel with a plain release version, such as "
+                                        "lessoncast-1.4.2-py3-none-any.whl ({problem}).", file=wheel.name,
+                                        problem=str(exc)), field="wheel") from None
     if name != "lessoncast":
         raise Invalid("bad_release", _l("{file} is a wheel of {name}, not of lessoncast: build the agent with "
                                         "'pip wheel --no-deps .' in the lessoncast source.", file=wheel.name,
@@ -61,7 +63,8 @@ def add(services, wheel: Path, deps_dir: Optional[Path], actor: str, reads_state
             dep, data = _wheel(path)
             files[dep.path] = data
         except ReleaseError as exc:
-            raise Invalid("bad_release", _l("{problem}", problem=str(exc)), field="deps") from None
+            raise Invalid("bad_release", _l("{file} in the dependencies directory is not a wheel ({problem}).",
+                                            file=path.name, problem=str(exc)), field="deps") from None
         deps.append(dep)
     release = Release(version, agent, tuple(deps), reads_state_from)
     files[descriptor_path(version)] = encode_release(release)
