@@ -237,9 +237,10 @@ class Agent:
                     self._last_status = None
                     self.request_sync()
                 elif kind == "synced":
-                    self._synced(payload)
-                elif kind == "updated":
-                    self._updated(payload)
+                    result, outcome = payload
+                    self._synced(result)
+                    if outcome is not None:
+                        self._updated(outcome)
                 else:
                     self._message(topic, payload)
             except Exception as exc:  # a bad message must not stop the device; it is reported instead
@@ -369,10 +370,9 @@ class Agent:
             except Exception as exc:  # reported in status and as an event; the running agent carries on
                 log.exception("agent update check failed")
                 outcome = Outcome("failed", reason=f"{type(exc).__name__}: {exc}")
-        # Only now is this sync over: the main loop starts no other sync (nor update check) before "synced".
-        self.inbox.put(("synced", None, result))
-        if outcome is not None:
-            self.inbox.put(("updated", None, outcome))
+        # Only now is this sync over: the main loop starts no other sync (nor update check) before "synced", and
+        # it learns of a switch in the same message, so no sync starts between the switch and the restart.
+        self.inbox.put(("synced", None, (result, outcome)))
         self.wake.set()
 
     # -- agent updates ---------------------------------------------------------------------------------------------------

@@ -130,6 +130,8 @@ class SelfUpdate:
         if assignment is None or assignment.version == self.version:
             return Outcome("none")
         state = self.state()
+        if state.get("version") == assignment.version and state.get("state") == "trial":
+            return Outcome("none")  # switched already: the restart into it is under way
         if state.get("version") == assignment.version and state.get("state") in ("failed", "refused") \
                 and int(state.get("attempt", 1)) >= assignment.attempt:
             return Outcome("none")  # tried and failed: only a retry (a higher attempt) tries again

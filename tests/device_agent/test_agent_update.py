@@ -97,6 +97,8 @@ def test_an_assigned_release_is_installed_beside_the_running_one_and_current_swi
     assert county.install.release("0.9.1").is_dir(), "the previous environment is kept for a rollback"
     state = update.state()
     assert state["state"] == "trial" and state["previous"] == "releases/0.9.1" and state["from"] == "0.9.1"
+    _, again = county.check()
+    assert again.result == "none", "a second check before the restart must not rebuild the switched-to release"
     pip = county.installed[-1]
     assert "--no-index" in pip and "lessoncast[agent]==0.9.2" in pip
     # The next release shares the unchanged dependency: only the agent's wheel is downloaded.

@@ -84,9 +84,11 @@ def build_wheels(base: Path, versions: dict[str, bool]) -> tuple[Path, Path]:
 def install_first_release(install: InstallDir, version: str, wheels: Path, deps: Path) -> Path:
     """A device's install directory with release VERSION in releases/VERSION and ``current`` pointing at it."""
     env_dir = install.release(version)
-    subprocess.run([getattr(sys, "_base_executable", sys.executable), "-m", "venv", str(env_dir)], check=True,
-                   timeout=600, capture_output=True)
-    _pip("install", "--no-index", "--find-links", str(wheels), "--find-links", str(deps),
-         f"lessoncast[agent]=={version}", python=str(env_dir / "bin" / "python"))
+    # Without pip of its own (the test's pip installs into it): the agent builds the next release's environment
+    # with that environment's own pip, so this one never needs it, and ensurepip costs seconds per device.
+    subprocess.run([getattr(sys, "_base_executable", sys.executable), "-m", "venv", "--without-pip", str(env_dir)],
+                   check=True, timeout=600, capture_output=True)
+    _pip("--python", str(env_dir / "bin" / "python"), "install", "--no-index", "--find-links", str(wheels),
+         "--find-links", str(deps), f"lessoncast[agent]=={version}")
     install.switch(env_dir)
     return env_dir
