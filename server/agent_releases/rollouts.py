@@ -63,7 +63,8 @@ def parse_stages(session: Session, raw: Any) -> list[dict[str, Any]]:
         if kind == "devices" and not (type(count) is int and 1 <= count <= 100_000):
             raise Invalid("bad_rollout", _l("{where}.count: how many devices, a whole number from 1.", where=where),
                           field=f"{where}.count")
-        if kind == "township" and session.scalar(select(Township.id).where(Township.code == township)) is None:
+        if kind == "township" and (not isinstance(township, str) or session.scalar(
+                select(Township.id).where(Township.code == township)) is None):
             raise Invalid("bad_rollout", _l("{where}.township: no township '{code}'.", where=where, code=township),
                           field=f"{where}.township")
         if kind == "county" and i != len(raw) - 1:

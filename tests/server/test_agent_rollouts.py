@@ -148,6 +148,10 @@ def test_the_api_is_for_admins_and_refuses_bad_input_clearly(services, county, c
             "bad_rollout"),
            ({"release": "0.9.2", "stages": [{"kind": "township", "township": "nowhere"}]}, 422, "bad_rollout"),
            ({"release": "0.9.2", "stages": [{"kind": "county", "error_pct": 101}]}, 422, "bad_rollout"),
+           ({"release": "0.9.2", "stages": [{"kind": "township", "township": ["t00"]}]}, 422, "bad_rollout"),
+           ({"release": "0.9.2", "stages": [{"kind": "county"}], "auto_advance": "yes"}, 422, "bad_rollout"),
+           ({"release": ["0.9.2"], "stages": [{"kind": "county"}]}, 422, "bad_rollout"),
+           ({"release": "0.9.2", "stages": "county"}, 422, "bad_rollout"),
            ({"release": "7.7.7", "stages": [{"kind": "county"}]}, 404, "no_release")]
     for body, status, code in bad:
         answer = client.post("/api/v1/agent-rollouts", json=body, headers=admin)
