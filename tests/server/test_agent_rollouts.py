@@ -167,3 +167,31 @@ def test_the_api_is_for_admins_and_refuses_bad_input_clearly(services, county, c
     assert client.post(f"/api/v1/agent-rollouts/{rid}/resume", headers=admin).status_code == 409
     assert client.post(f"/api/v1/agent-rollouts/{rid}/pause", headers=admin).get_json()["state"] == "paused"
     assert client.get("/api/v1/agent-rollouts/999", headers=admin).status_code == 404
+
+
+def test_the_command_line_registers_a_release_and_runs_a_rollout(services, county, tmp_path):
+    from click.testing import CliRunner
+
+    from lessoncast.cli import main
+    from tests.conftest import cli_env
+
+    env = cli_env(services)
+
+    def run(*args):
+        return CliRunner().invoke(main, list(args), env=env)
+
+    added = run("agent-release", "add", str(fake_wheel(tmp_path, "lessoncast", "0.9.5")))
+    assert added.exit_code == 0 and "Agent release 0.9.5 signed: 1 wheels" in added.output, added.output
+    refused = run("agent-release", "add", str(fake_wheel(tmp_path, "paho_mqtt", "3.0.0")))
+    assert refused.exit_code != 0 and "not of lessoncast" in refused.output
+    assert "0.9.5" in run("agent-release", "list").output
+    made = run("rollout", "create", "0.9.5", "--stage", "1,success=100,error=0,limit=60", "--stage", "county",
+               "--manual")
+    assert made.exit_code == 0 and "agent 0.9.5, running" in made.output and "1 devices" in made.output, made.output
+    bad = run("rollout", "create", "0.9.5", "--stage", "planet")
+    assert bad.exit_code != 0 and "township:CODE or county" in bad.output
+    rid = made.output.split()[1].rstrip(":")
+    paused = run("rollout", "pause", rid)
+    assert paused.exit_code == 0 and "paused" in paused.output
+    assert run("rollout", "cancel", rid).exit_code == 0
+    assert "cancelled" in run("rollout", "list").output
