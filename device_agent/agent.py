@@ -84,9 +84,12 @@ class Agent:
 
     def __init__(self, store: AgentStore, hw, options: AgentOptions = AgentOptions(),
                  reboot: Callable[[], None] = lambda: None, rng: Optional[random.Random] = None, *,
-                 link_factory: Callable[..., Link] = Link, spawn: Optional[Callable[..., Any]] = None):
+                 link_factory: Callable[..., Link] = Link, spawn: Optional[Callable[..., Any]] = None,
+                 updates: Optional[Any] = None):
         """LINK_FACTORY builds the MQTT link and SPAWN(fn, *args) runs a sync off the main loop and returns a handle;
-        the fleet simulator passes links driven by its one event loop and a thread pool's submit."""
+        the fleet simulator passes links driven by its one event loop and a thread pool's submit. UPDATES (a
+        ``device_agent.update.SelfUpdate``) installs agent releases; None where the agent is not installed by the
+        launcher (a development checkout, the fleet simulator)."""
         self.store = store
         self.hw = hw
         self.options = options
@@ -123,6 +126,12 @@ class Agent:
         self._reboot_requested = False
         self._reported_sync_error: Optional[str] = None
         self.stopped = threading.Event()
+        self.updates = updates
+        self.exit_code = 0
+        self._exit_requested = False
+        self._update_reported: Optional[str] = None
+        state = updates.state() if updates is not None else {}
+        self.trial = state.get("state") == "trial" and state.get("version") == updates.version
 
     # -- startup ------------------------------------------------------------------------------------------------
     def _load_manifest(self) -> Optional[Manifest]:
@@ -138,6 +147,7 @@ class Agent:
     def start(self) -> None:
         """Close what a power cut interrupted, connect, and ask for a first sync."""
         self.player.recover()
+        self._report_rollback()
         self.link.start()
         self.request_sync(force=self.manifest is None)
 
@@ -169,7 +179,7 @@ class Agent:
         self.start()
         watchdog.ready()
         try:
-            while not stop.is_set():
+            while not stop.is_set() and not self._exit_requested:
                 self.step()
                 watchdog.alive()
                 if self._reboot_requested:
@@ -227,7 +237,10 @@ class Agent:
                     self._last_status = None
                     self.request_sync()
                 elif kind == "synced":
-                    self._synced(payload)
+                    result, outcome = payload
+                    self._synced(result)
+                    if outcome is not None:
+                        self._updated(outcome)
                 else:
                     self._message(topic, payload)
             except Exception as exc:  # a bad message must not stop the device; it is reported instead
@@ -348,13 +361,56 @@ class Agent:
         except Exception as exc:  # reported in status; the old programme keeps playing
             log.exception("sync crashed")
             result = SyncResult("error", reason=f"{type(exc).__name__}: {exc}")
-        self.inbox.put(("synced", None, result))
+        outcome = None
+        if result.state == "idle" and self.updates is not None and not self.trial:
+            from device_agent.update import Outcome
+
+            try:
+                outcome = self.syncer.check_update(self.updates, self.device, config)
+            except Exception as exc:  # reported in status and as an event; the running agent carries on
+                log.exception("agent update check failed")
+                outcome = Outcome("failed", reason=f"{type(exc).__name__}: {exc}")
+        # Only now is this sync over: the main loop starts no other sync (nor update check) before "synced", and
+        # it learns of a switch in the same message, so no sync starts between the switch and the restart.
+        self.inbox.put(("synced", None, (result, outcome)))
         self.wake.set()
+
+    # -- agent updates ---------------------------------------------------------------------------------------------------
+    def _report_rollback(self) -> None:
+        """After the launcher rolled a failed release back, say so once: an event, and the state status reports."""
+        if self.updates is None:
+            return
+        state = self.updates.state()
+        if state.get("state") == "rolled_back":
+            self.outbox.record(events.update(self.time, "rolled_back", state.get("version"), state.get("reason", "")))
+            self.updates.set_state(**{**state, "state": "failed"})
+
+    def _updated(self, outcome) -> None:
+        if outcome.result == "switched":
+            log.info("agent %s installed; restarting into it", outcome.version)
+            self.outbox.record(events.update(self.time, "installed", outcome.version, ""))
+            from device_agent.update import RESTART_EXIT
+
+            self.exit_code, self._exit_requested = RESTART_EXIT, True
+        elif outcome.result in ("refused", "failed") and outcome.reason != self._update_reported:
+            log.warning("agent update %s %s: %s", outcome.version, outcome.result, outcome.reason)
+            self.outbox.record(events.update(self.time, outcome.result, outcome.version, outcome.reason))
+        self._update_reported = outcome.reason if outcome.result in ("refused", "failed") else None
+
+    def _trial_passed(self) -> None:
+        """The new release connected and synced: it is healthy, and the launcher stops watching it."""
+        state = self.updates.state()
+        self.updates.set_state(**{**state, "state": "healthy"})
+        self.trial = False
+        self.outbox.record(events.update(self.time, "healthy", state.get("version"), ""))
+        log.info("agent %s passed its trial", state.get("version"))
 
     def _synced(self, result: SyncResult) -> None:
         self._sync_thread = None
         self.sync_state, self.sync_reason = result.state, result.reason
         self.stale = result.stale
+        if self.trial and result.state == "idle" and self.link.connected.is_set():
+            self._trial_passed()
         if result.switched:
             self.manifest = self._load_manifest()
             log.info("now playing manifest v%s", self.manifest.version if self.manifest else None)
@@ -427,7 +483,9 @@ class Agent:
             "battery": None if battery is None else int(battery),
             "storage_free_mb": self.hw.storage.free_bytes() // (1024 * 1024),
             "storage_total_mb": self.hw.storage.total_bytes() // (1024 * 1024),
-            "firmware": self.hw.firmware, "agent_version": AGENT_VERSION,
+            "firmware": self.hw.firmware,
+            "agent_version": self.updates.version if self.updates is not None else AGENT_VERSION,
+            "update": self._update_status(),
             "channel": self.manifest.channel if self.manifest else self.config.get("channel"),
             "manifest_version": self.manifest.version if self.manifest else None,
             "sync": self.sync_state, "sync_reason": self.sync_reason, "stale": stale,
@@ -435,6 +493,15 @@ class Agent:
             "clock_wrong": self.time.clock_wrong(),
             "playing": self.player.playing["item"]["title"] if self.player.playing else None,
         }
+
+    def _update_status(self) -> Optional[dict[str, Any]]:
+        """The agent update's state for staff and for the rollout's counts (docs/PROTOCOL.md)."""
+        if self.updates is None:
+            return None
+        state = self.updates.state()
+        if not state:
+            return None
+        return {k: state.get(k) for k in ("state", "version", "attempt", "reason")}
 
     def publish_status(self) -> None:
         """Publish the retained status when something changed, and every report interval."""

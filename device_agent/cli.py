@@ -112,7 +112,13 @@ def run_cmd(hal: str, speed: float, checkin_device, data_dir: str) -> None:
                                progress_interval_s=float(os.environ.get("LESSONCAST_AGENT_PROGRESS", "60")),
                                resend_after_s=float(os.environ.get("LESSONCAST_AGENT_RESEND", "30")),
                                link=LinkOptions(backoff_base_s=0.2, backoff_cap_s=2.0))
-    device = Agent(store, hw, options, reboot=reboot)
+    lock = _single_agent_lock(store)
+    updates = None
+    if os.environ.get(INSTALL_DIR_ENV):
+        from device_agent.update import InstallDir, SelfUpdate, running_version
+
+        updates = SelfUpdate(store, InstallDir(Path(os.environ[INSTALL_DIR_ENV])), running_version())
+    device = Agent(store, hw, options, reboot=reboot, updates=updates)
 
     def shutdown(*_args) -> None:
         stop.set()
@@ -123,6 +129,44 @@ def run_cmd(hal: str, speed: float, checkin_device, data_dir: str) -> None:
     if hal == "sim":
         _keypad(device, keypad_source(sys.stdin))
     device.run(stop)
+    lock.close()
+    sys.exit(device.exit_code)
+
+
+INSTALL_DIR_ENV = "LESSONCAST_AGENT_INSTALL_DIR"
+
+
+def _single_agent_lock(store):
+    """Hold the data directory's lock for this process's life: a second agent on the same data refuses to start."""
+    import fcntl
+
+    store.root.mkdir(parents=True, exist_ok=True)
+    handle = open(store.root / "agent.lock", "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise click.ClickException(f"Another agent is running on {store.root}: a device runs one agent at a time "
+                                   "(stop it, or use its launcher).") from None
+    return handle
+
+
+@agent.command("launch", context_settings={"ignore_unknown_options": True})
+@click.option("--install", "install_dir", envvar=INSTALL_DIR_ENV, required=True,
+              help="The install directory holding releases/ and the 'current' symlink.")
+@click.option("--trial-s", type=float, default=300.0, show_default=True,
+              help="Seconds a new release has to connect and sync before it is rolled back.")
+@click.option("--restart-s", type=float, default=5.0, show_default=True,
+              help="Seconds to wait before starting an agent that crashed again.")
+@data_option
+@click.argument("run_args", nargs=-1, type=click.UNPROCESSED)
+def launch_cmd(install_dir: str, trial_s: float, restart_s: float, data_dir: str, run_args) -> None:
+    """Run current/bin/lessoncast agent run RUN_ARGS, into new releases, rolling back one that fails its trial."""
+    from device_agent.launcher import launch
+
+    logging.basicConfig(level=os.environ.get("LESSONCAST_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s launcher %(levelname)s %(message)s")
+    launch(Path(install_dir), Path(data_dir), [*run_args, "--data", data_dir], trial_s, restart_s)
 
 
 SIM_KEYS = {"p": "play_pause", "n": "next", "b": "previous", "m": "menu", "+": "volume_up", "-": "volume_down"}

@@ -25,6 +25,11 @@ def _resync(agent, cmd: dict[str, Any]) -> str:
     return "sync started"
 
 
+def _check_update(agent, cmd: dict[str, Any]) -> str:
+    agent.request_sync(force=False)  # a rollout stage started: look now, but inside the download window
+    return "checking for an agent update"
+
+
 def _play_now(agent, cmd: dict[str, Any]) -> str:
     item = agent.find_item(cmd.get("programme"), cmd.get("position"))
     if item is None:
@@ -53,6 +58,7 @@ def _reboot(agent, cmd: dict[str, Any]) -> str:
 
 DISPATCH: dict[str, Callable[[Any, dict[str, Any]], str]] = {
     "resync": _resync, "play-now": _play_now, "stop": _stop, "set-volume": _set_volume, "reboot": _reboot,
+    "check-update": _check_update,
 }
 
 

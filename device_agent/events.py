@@ -44,3 +44,8 @@ def command(time, command_id: Optional[str], name: Optional[str], result: str, m
 def error(time, code: str, message: str) -> dict[str, Any]:
     """Something a staff member should know went wrong on the device."""
     return {"type": "error", "code": code, "message": message[:500], **_stamp(time)}
+
+
+def update(time, result: str, version, reason: str) -> dict[str, Any]:
+    """An agent update step: installed, healthy, refused, failed or rolled_back (with why)."""
+    return {"type": "update", "result": result, "version": version, "reason": reason[:500], **_stamp(time)}

@@ -199,6 +199,35 @@ class Syncer:
                                reference_time=reference, fetcher=TufFetcher(on_date=self.time.observe_date_header))
         return updater, fetch_manifest(updater, target, self.store.partial_dir / "manifests")
 
+    def check_update(self, updates, device: str, config: dict):
+        """Install this device's assigned agent release (``device_agent.update``), inside the download window and
+        the data budget, verified through TUF like the programme; return the update's Outcome."""
+        from device_agent.update import Outcome
+
+        now = self.time.now()
+        zone = ZoneInfo(config.get("timezone") or "Asia/Shanghai")
+        if not in_window(config.get("download_window"), now.astimezone(zone)):
+            return Outcome("deferred", reason="outside the download window")
+        urls = enrolled_urls(self.store.credentials())
+        updater = open_updater(self.store.metadata_dir, self.store.trusted_root(), urls.metadata, urls.targets,
+                               reference_time=now, fetcher=TufFetcher(on_date=self.time.observe_date_header))
+        month = now.strftime("%Y-%m")
+
+        def room_for(need: int) -> str:
+            budget_mb = config.get("data_budget_mb")
+            used = self._usage(month)
+            if budget_mb is not None and used + need > budget_mb * 1024 * 1024:
+                return (f"the agent update ({need / 1e6:.1f} MB) would pass this month's data budget "
+                        f"({budget_mb} MB, {used / 1e6:.1f} MB used); waiting for next month")
+            if need > self.storage.free_bytes() - RESERVE_BYTES:
+                return f"not enough storage for the agent update ({need / 1e6:.1f} MB)"
+            return ""
+
+        outcome = updates.check(updater, device, room_for)
+        if outcome.downloaded_bytes:
+            self._add_usage(month, outcome.downloaded_bytes)
+        return outcome
+
     def _room_for(self, need: int, files, config: dict, now: datetime) -> str:
         budget_mb = config.get("data_budget_mb")
         if budget_mb is not None:

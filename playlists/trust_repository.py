@@ -35,6 +35,7 @@ from tuf.api.metadata import Metadata, MetaFile, Root, Snapshot, TargetFile, Tar
 
 from playlists.trust import TrustError, as_utc
 
+AGENT_PREFIX = "agent/"  # agent releases and their assignments (playlists.agent_release)
 ONLINE_ROLES = (Targets.type, Snapshot.type, Timestamp.type)
 ALL_ROLES = (Root.type, *ONLINE_ROLES)
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
@@ -322,18 +323,21 @@ class Repository(tuf_repository.Repository):
             for path, data in manifests.items():
                 _write_atomic(self.targets_dir / _consistent_target_name(infos[path]), data)
             with self.edit_targets() as targets:
-                targets.targets = infos
+                # Agent releases and assignments are not programme content: a publish keeps them.
+                kept = {p: t for p, t in targets.targets.items() if p.startswith(AGENT_PREFIX)}
+                targets.targets = {**kept, **infos}
             self._sign_snapshot_and_timestamp()
             return self._versions()
 
-    def add_files(self, files: Mapping[str, bytes], *, now: datetime) -> Versions:
-        """Sign a new targets version that keeps every current target and adds (or replaces) these small files."""
+    def add_files(self, files: Mapping[str, bytes], *, now: datetime, remove: tuple[str, ...] = ()) -> Versions:
+        """Sign a new targets version that keeps every current target but REMOVE and adds (or replaces) FILES."""
         infos = {_check_target_path(path): TargetFile.from_data(path, data, ["sha256"]) for path, data in files.items()}
         with self._session(now):
             for path, data in files.items():
                 _write_atomic(self.targets_dir / _consistent_target_name(infos[path]), data)
             with self.edit_targets() as targets:
-                targets.targets = {**targets.targets, **infos}
+                kept = {p: t for p, t in targets.targets.items() if p not in remove}
+                targets.targets = {**kept, **infos}
             self._sign_snapshot_and_timestamp()
             return self._versions()
 
@@ -476,6 +480,16 @@ class Repository(tuf_repository.Repository):
         """The version of each role that clients currently see."""
         with self._session(None):
             return self._versions()
+
+    def target_paths(self, prefix: str) -> list[str]:
+        """The paths of the current targets that start with PREFIX."""
+        with self._session(None):
+            return sorted(p for p in self._metadata[Targets.type].signed.targets if p.startswith(prefix))
+
+    def same_target(self, path: str, data: bytes) -> bool:
+        """Whether the current targets already list PATH with exactly these bytes' length and sha256."""
+        info = self.target_info(path)
+        return info is not None and info == TargetFile.from_data(path, data, ["sha256"])
 
     def target_info(self, path: str) -> TargetFile | None:
         """The signed length and hashes of target ``path``, or None when the current targets do not list it."""

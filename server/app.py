@@ -8,7 +8,7 @@ from typing import Any, Mapping, Optional
 from flask import Flask, Response, request
 
 from server import console, errors, settings as settings_mod, validation
-from server.api import (API_PREFIX, attendance, devices, exports, fleet, health, lessons, media, openapi, org,
+from server.api import (API_PREFIX, agent_releases, attendance, devices, exports, fleet, health, lessons, media, openapi, org,
                         programmes, training, tuf, uploads)
 from server.i18n import DEFAULT_LANGUAGE, LANGUAGES, TRANSLATIONS_DIR
 from server.keyfiles import secret_key
@@ -48,7 +48,7 @@ def create_app(overrides: Optional[Mapping[str, Any]] = None, services: Optional
     validation.register(app)  # before the blueprints: their <int:…> routes take its bounded converter
 
     for blueprint in (lessons.bp, uploads.bp, devices.bp, org.bp, programmes.bp, attendance.bp, fleet.bp, exports.bp,
-                      training.bp, openapi.bp):
+                      training.bp, openapi.bp, agent_releases.bp):
         app.register_blueprint(blueprint, url_prefix=API_PREFIX + (blueprint.url_prefix or ""))
     for blueprint in (media.bp, health.bp, tuf.bp, training.verify_bp):  # /media/…, /healthz and /tuf/… are not the API
         app.register_blueprint(blueprint)

@@ -6,6 +6,7 @@ them all.
 
 from server import audit  # noqa: F401
 from server.accounts import models as accounts_models  # noqa: F401
+from server.agent_releases import models as agent_releases_models  # noqa: F401
 from server.attendance import models as attendance_models  # noqa: F401
 from server.devices import models as devices_models  # noqa: F401
 from server.events import models as events_models  # noqa: F401

@@ -180,8 +180,8 @@ class Mux:
             device.syncs += 1
             if not device.reachable():
                 # No network: the sync fails at once, as it would after its first request timed out.
-                device.agent.inbox.put(("synced", None, SyncResult("error", reason=NETWORK + "no network (offline)",
-                                                                   problem="network")))
+                device.agent.inbox.put(("synced", None, (SyncResult("error", reason=NETWORK + "no network (offline)",
+                                                                    problem="network"), None)))
                 self._woken.append(device)
                 return True
             future = self.pool.submit(fn, *args)

@@ -36,7 +36,7 @@ from server.services import app_services
 _READ_ALL = frozenset({"read.lessons", "read.org", "read.devices", "read.people", "read.attendance"})
 PERMISSIONS: dict[str, frozenset[str]] = {
     "admin": _READ_ALL | {"read.metrics", "lessons.write", "tokens.manage", "devices.manage", "org.write",
-                          "programmes.write", "attendance.write"},
+                          "programmes.write", "attendance.write", "agent.manage"},
     "media": frozenset({"read.lessons", "read.org", "lessons.write", "programmes.write"}),
     "operator": _READ_ALL | {"devices.manage", "attendance.write", "org.write"},
     "viewer": _READ_ALL,

@@ -385,6 +385,36 @@ def _training_paths() -> dict[str, dict[str, Any]]:
     }
 
 
+def _agent_paths() -> dict[str, dict[str, Any]]:
+    """Agent releases and their staged rollouts (server/api/agent_releases.py), admins only."""
+    tags = ("agent updates",)
+    rollout_id = _path("rollout_id", _int(1, 2**31 - 1), "The rollout's id.")
+    pct = _int(0, 100)
+    stage = _object({"kind": {"type": "string", "enum": ["devices", "township", "county"]},
+                     "count": _int(1, 100_000), "township": _string(64), "success_pct": pct, "error_pct": pct,
+                     "time_limit_min": _int(1, 86400)}, ("kind",))
+    return {
+        "/api/v1/agent-releases": {"get": _op("Every registered agent release, newest version first.",
+                                              "The releases.", tags=tags)},
+        "/api/v1/agent-rollouts": {
+            "get": _op("Every rollout with its stages' live counts.", "The rollouts.", tags=tags),
+            "post": _op("Start rolling a release out in stages.", "The rollout.", status="201", tags=tags,
+                        body=_json_body(_object({"release": _string(32, minLength=1),
+                                                 "stages": {"type": "array", "items": stage, "minItems": 1,
+                                                            "maxItems": 10},
+                                                 "auto_advance": {"type": "boolean"},
+                                                 "allow_downgrade": {"type": "boolean"}}, ("release", "stages"))))},
+        "/api/v1/agent-rollouts/{rollout_id}": {"get": _op(
+            "One rollout with its stages' live counts and why failed devices failed.", "The rollout.", tags=tags,
+            parameters=(rollout_id,))},
+        "/api/v1/agent-rollouts/{rollout_id}/{action}": {"post": _op(
+            "Pause, resume (or start the next stage of a waiting rollout), retry the failed devices, or cancel.",
+            "The rollout.", tags=tags, parameters=(rollout_id, _path(
+                "action", {"type": "string", "enum": ["pause", "resume", "retry-failed", "cancel"]},
+                "What to do.")))},
+    }
+
+
 def document() -> dict[str, Any]:
     """The OpenAPI 3.1 document of /api/v1."""
     return {
@@ -402,5 +432,5 @@ def document() -> dict[str, Any]:
                 "properties": {"code": {"type": "string"}, "message": {"type": "string"},
                                "field": {"type": "string"}}}}}},
         },
-        "paths": {**_paths(), **_training_paths()},
+        "paths": {**_paths(), **_training_paths(), **_agent_paths()},
     }

@@ -402,7 +402,7 @@ def check_settings(settings: dict[str, Any]) -> dict[str, Any]:
     return settings
 
 
-COMMAND_TYPES = ("resync", "play-now", "stop", "set-volume", "reboot")
+COMMAND_TYPES = ("resync", "play-now", "stop", "set-volume", "reboot", "check-update")
 
 
 def send_command(services, uid: str, body: dict[str, Any], actor: str, expiry_s: int = 86400,

@@ -265,7 +265,18 @@ class Ingest:
                     except SQLAlchemyError:
                         log.exception("quarantining it failed too; not acked, the device sends it again")
         elif item.kind == "status":
-            ingest.store_status(self.services, item.device, item.payload, item.received_at, retained_copy=item.retained)
+            if ingest.store_status(self.services, item.device, item.payload, item.received_at,
+                                   retained_copy=item.retained):
+                self._advance_rollouts(item.device)
+
+    def _advance_rollouts(self, device: str) -> None:
+        """A device of a running agent rollout reported: its stage may have passed a threshold."""
+        from server.agent_releases import rollouts
+
+        try:
+            rollouts.evaluate(self.services, device)
+        except Exception:  # the status is stored; the worker's next round applies the thresholds
+            log.exception("agent rollout thresholds not applied after %s reported", device)
 
     def _flusher(self) -> None:
         """Send the acks (retained messages) the worker's commits made, in their own thread: the worker goes on

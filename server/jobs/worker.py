@@ -72,6 +72,15 @@ def sweep_makeups(services: Services) -> None:
         log.info("make-ups published: %s", ", ".join(published))
 
 
+def advance_rollouts(services: Services) -> None:
+    """Apply agent rollouts' time limits (thresholds move them when devices report, in the ingest)."""
+    from server.agent_releases import rollouts
+
+    changed = rollouts.evaluate(services)
+    if changed:
+        log.info("agent rollouts moved: %s", ", ".join(map(str, changed)))
+
+
 class _Housekeeping:
     """The worker's housekeeping rounds, and when the current one started (for the heartbeat's state)."""
 
@@ -93,7 +102,7 @@ class _Housekeeping:
             for task in (lambda: reap_once(services), lambda: clean_work_dirs(services),
                          lambda: expire_uploads(services), lambda: sweep_uploads(services),
                          lambda: expire_exports(services), lambda: keep_signed_and_delivered(services),
-                         lambda: sweep_makeups(services)):
+                         lambda: sweep_makeups(services), lambda: advance_rollouts(services)):
                 try:
                     task()
                 except Exception:  # logged with its traceback; the next round tries again

@@ -1,0 +1,1 @@
+"""Agent releases and their staged rollouts: the device agent updating itself through the signed channel."""
