@@ -200,3 +200,15 @@ def test_the_launcher_rolls_back_a_release_that_never_becomes_healthy(county):
     launcher.run_once()
     assert os.readlink(county.install.current) == "releases/0.9.1"
     assert "did not connect and sync within 1 s" in county.store.read_json("agent_update.json")["reason"]
+
+
+def test_the_agent_reports_the_version_its_package_carries():
+    """One version: the package's (what a release is built as, and what a device runs under the launcher reports) is
+    the agent's own AGENT_VERSION, which the server compares to decide who reads slot days. Two numbers let a release
+    built from this checkout look older than the agents it should replace."""
+    import tomllib
+
+    from device_agent.agent import AGENT_VERSION
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text(encoding="utf-8"))
+    assert pyproject["project"]["version"] == AGENT_VERSION

@@ -8,6 +8,7 @@ Wheels are built once per test session into a directory every xdist worker share
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -35,7 +36,9 @@ def _source(dest: Path, version: str, broken: bool) -> Path:
         else:
             shutil.copy2(ROOT / name, dest / name)
     pyproject = dest / "pyproject.toml"
-    pyproject.write_text(pyproject.read_text().replace('version = "0.1.0"', f'version = "{version}"'))
+    text, count = re.subn(r'^version = "[^"]*"$', f'version = "{version}"', pyproject.read_text(), count=1, flags=re.M)
+    assert count == 1, "pyproject.toml has no version line to set"
+    pyproject.write_text(text)
     if broken:  # a release that installs fine and exits the moment it starts, as a bad build would
         cli = dest / "device_agent" / "cli.py"
         text = cli.read_text()
