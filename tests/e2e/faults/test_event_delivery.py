@@ -156,6 +156,18 @@ def _account(stack: EventStack, name: str, fleet: Fleet, before: list, **figures
                                "resent_batches": fleet.stats.resent, **figures})
 
 
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _closed(fleet: Fleet, fds_before: int) -> None:
+    """Stop FLEET and check it left no socket open: the next scenario's devices must not inherit its descriptors
+    (paho's own loop left two per client until garbage collection, and pushed the next fleet past select()'s 1024)."""
+    fleet.stop()
+    left = _open_fds() - fds_before
+    assert left <= 10, f"{left} file descriptors still open after the fleet of {len(fleet.devices)} stopped"
+
+
 def _run(stack: EventStack, fleet: Fleet, fault) -> list:
     """Send the fleet's plan; at 30 % of it take a snapshot of what is stored, then call FAULT(fleet)."""
     fleet.connect(timeout=scaled(30, 180))
@@ -170,6 +182,7 @@ def _run(stack: EventStack, fleet: Fleet, fault) -> list:
 
 def test_broker_killed_and_restarted_while_devices_report(stack, fault_account):
     rng = random.Random(SEED)
+    fds = _open_fds()
     fleet = _fleet(stack, "broker", rng)
 
     def kill_broker(fleet):
@@ -192,7 +205,7 @@ def test_broker_killed_and_restarted_while_devices_report(stack, fault_account):
             reader.close()
         stale = {t: a for t, a in retained.items() if t in want and a != {"epoch": 1, "seq": EVENTS}}
     finally:
-        fleet.stop()
+        _closed(fleet, fds)
     account = _account(stack, "broker killed and restarted", fleet, before, broker_starts=stack.broker.starts,
                        stale_retained_acks=len(stale))
     fault_account(account)
@@ -202,6 +215,7 @@ def test_broker_killed_and_restarted_while_devices_report(stack, fault_account):
 
 def test_ingest_killed_with_sigkill(stack, fault_account):
     rng = random.Random(SEED + 1)
+    fds = _open_fds()
     fleet = _fleet(stack, "ingest", rng)
 
     def kill_ingest(fleet):
@@ -214,7 +228,7 @@ def test_ingest_killed_with_sigkill(stack, fault_account):
     try:
         before = _run(stack, fleet, kill_ingest)
     finally:
-        fleet.stop()
+        _closed(fleet, fds)
     assert "session resumed" in stack.logs["ingest-b"].read_text(errors="replace"), \
         "the restarted ingest did not resume its persistent session"
     account = _account(stack, "ingest killed with SIGKILL", fleet, before)
