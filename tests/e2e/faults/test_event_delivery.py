@@ -8,7 +8,7 @@ cover (after every reconnect, and after some seconds without ack progress).
 
 Each ends with the account of every event: the database holds each sent event exactly once, nothing unexpected, and
 the rows stored before the fault are unchanged after it. The two scenarios share one stack (one module), each with
-devices of its own. Short: 20 devices x 50 events each; full (``make test-faults``): 500 devices x 250 events (the
+devices of its own. Short: 12 devices x 50 events each; full (``make test-faults``): 500 devices x 250 events (the
 broker) and 200 x 250 (the ingest).
 """
 
@@ -38,8 +38,8 @@ from tests.e2e.fleet_sim import (Fleet, MosquittoProcess, SimDevice, device_even
 from tests.e2e.stack import stop, wait_for
 from tests.mqtt_client import MqttProbe
 
-BROKER_DEVICES = scaled(20, 500)
-INGEST_DEVICES = scaled(20, 200)
+BROKER_DEVICES = scaled(12, 500)
+INGEST_DEVICES = scaled(12, 200)
 EVENTS = scaled(50, 250)
 BATCH = scaled(10, 50)
 RATE = scaled(60.0, 100.0)  # publishes per second from a whole fleet
