@@ -477,7 +477,9 @@ class Fleet:
         while self.not_done():
             if time.monotonic() > deadline:
                 missing = self.not_done()
-                detail = ", ".join(f"{d.uid} acked {d.acked}/{d.total} (connected={d.connected.is_set()})"
+                detail = ", ".join(f"{d.uid} acked {d.acked}/{d.total} (connected={d.connected.is_set()} "
+                                   f"subscribed={d.subscribed.is_set()} connects={d.connects} "
+                                   f"publishes={d.publishes} resends={d.resends} acks_seen={d.ack_messages})"
                                    for d in missing[:20])
                 raise AssertionError(f"{len(missing)} of {len(self.devices)} devices not fully acked after "
                                      f"{timeout} s: {detail}{' ...' if len(missing) > 20 else ''}\n"

@@ -180,7 +180,7 @@ def _run(stack: EventStack, fleet: Fleet, fault) -> list:
     before = _stored(stack.services, [d.uid for d in fleet.devices])
     fault(fleet)
     assert fleet.plan_done.wait(300), f"the fleet sent only {fleet.progress:.0%} of its plan"
-    fleet.wait_all_acked(scaled(60, 300), lambda _missing: stack.log_tails())
+    fleet.wait_all_acked(scaled(60, 600), lambda _missing: stack.log_tails())
     return before
 
 
