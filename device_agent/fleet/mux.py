@@ -137,6 +137,7 @@ class SimulatedDevice:
         self.behaviour = behaviour
         self.offline_until = 0.0  # device-clock monotonic time until which the device has no network
         self.syncs = 0
+        self.steps = 0  # rounds of its agent so far
         self.downloaded = 0
 
     @property
@@ -197,6 +198,10 @@ class Mux:
         self._by_link[id(link)] = device
         device.agent.start()
         self._schedule(device, time.monotonic() + self.tick_s / self.speed * (len(self.devices) % 97) / 97)
+
+    def wake(self, device: SimulatedDevice) -> None:
+        """Step DEVICE's agent at the loop's next turn (safe from any thread): after its clock jumped, say."""
+        self._woken.append(device)
 
     def _schedule(self, device: SimulatedDevice, at: float) -> None:
         self._n += 1
@@ -274,6 +279,7 @@ class Mux:
         agent = device.agent
         if device.behaviour is not None:
             device.behaviour.act(device)
+        device.steps += 1
         try:
             agent.step()
         except Exception:  # one device's crash is reported and the fleet goes on, as a watchdog would restart it

@@ -35,9 +35,9 @@ class Site:
 def build(mux: Mux, stores: Iterable[AgentStore], *, seed: int = 0, habits: Habits = Habits(),
           members: Optional[dict[str, tuple[str, ...]]] = None, site_of: Optional[dict[str, str]] = None,
           handover: Optional[Callable[[str, str], None]] = None, behave: bool = True,
-          start: Optional[datetime] = None) -> list[SimulatedDevice]:
+          start: Optional[datetime] = None, options: Optional[AgentOptions] = None) -> list[SimulatedDevice]:
     """One SimulatedDevice per store, added to MUX (started); MEMBERS by site and SITE_OF by device feed the
-    behaviours' check-ins and handovers."""
+    behaviours' check-ins and handovers. OPTIONS replace ``fleet_options()`` (a test's shorter timers)."""
     rng = random.Random(seed)
     start = start or datetime.now(timezone.utc)
     members, site_of = members or {}, site_of or {}
@@ -47,7 +47,7 @@ def build(mux: Mux, stores: Iterable[AgentStore], *, seed: int = 0, habits: Habi
         clock = SimClock(start, speed=mux.speed)
         hw = sim_hardware(kind, store.media_dir, clock=clock)
         holder: list = []
-        agent = Agent(store, hw, fleet_options(), rng=random.Random(rng.random()),
+        agent = Agent(store, hw, options or fleet_options(), rng=random.Random(rng.random()),
                       link_factory=mux.link_factory, spawn=mux.spawn_for(holder))
         agent.link.rng = random.Random(rng.random())
         people = members.get(site_of.get(agent.device, ""), ())

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import random
+import selectors
 import signal
 import socket
 import subprocess
@@ -186,7 +187,12 @@ def plan_batches(device: str, epoch: int, events: Sequence[dict], size: int, rng
 
 
 class SimDevice:
-    """A device's MQTT 5 session and delivery state: its batches, what it sent, and the highest ack it saw."""
+    """A device's MQTT 5 session and delivery state: its batches, what it sent, and the highest ack it saw.
+
+    Its paho client has no network thread: a ``Fleet`` drives every device's client from one selector loop (paho's
+    external event loop), so a process holds as many devices as it has file descriptors (two sockets' worth fewer
+    than paho's own loop, which also needs select() and its fds below 1024: about 340 clients per process).
+    """
 
     def __init__(self, uid: str, password: str, port: int, epoch: int, events: list[dict], batches: list[Batch],
                  plan: list[Batch], *, keepalive: int = 30):
@@ -204,18 +210,19 @@ class SimDevice:
         self.resend_due = False
         self.connected = threading.Event()
         self.subscribed = threading.Event()
-        self._lock = threading.Lock()
         self.keepalive = keepalive
+        # The fleet's loop: when to (re)connect, and until when a connection may wait for its CONNACK and SUBACK.
+        self.connect_at: Optional[float] = None
+        self.handshake_deadline: Optional[float] = None
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=uid, protocol=mqtt.MQTTv5)
         client.username_pw_set(uid, password)
-        client.reconnect_delay_set(min_delay=1, max_delay=2)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
-        client.on_subscribe = lambda *_a: self.subscribed.set()
+        client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
         self.client = client
 
-    # paho's thread
+    # the fleet's loop thread
     def _on_connect(self, client, _userdata, _flags, reason_code, _properties) -> None:
         if reason_code.is_failure:
             return
@@ -227,9 +234,15 @@ class SimDevice:
             self.resend_due = True
         self.connected.set()
 
+    def _on_subscribe(self, *_args) -> None:
+        self.handshake_deadline = None
+        self.subscribed.set()
+
     def _on_disconnect(self, *_args) -> None:
         self.connected.clear()
         self.subscribed.clear()
+        self.handshake_deadline = None
+        self.connect_at = time.monotonic() + random.uniform(1.0, 2.0)
 
     def _on_message(self, _client, _userdata, msg) -> None:
         if msg.topic != topics.ack(self.uid):
@@ -238,20 +251,35 @@ class SimDevice:
         self.ack_messages += 1
         if ack.get("epoch") != self.epoch:
             return
-        with self._lock:
-            if ack["seq"] > self.acked:  # an older copy arriving late never moves the acked point back
-                self.acked = ack["seq"]
-                self.last_progress = time.monotonic()
-            elif ack["seq"] < self.acked:
-                self.ack_regressions += 1
+        if ack["seq"] > self.acked:  # an older copy arriving late never moves the acked point back
+            self.acked = ack["seq"]
+            self.last_progress = time.monotonic()
+        elif ack["seq"] < self.acked:
+            self.ack_regressions += 1
 
-    # use
-    def connect(self, session_expiry_s: int = 3600) -> None:
+    def open(self, session_expiry_s: int = 3600) -> bool:
+        """Connect now (a TCP connect to the local broker, then CONNECT); False if the broker refused the socket."""
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = session_expiry_s
-        self.client.connect_async("127.0.0.1", self.port, keepalive=self.keepalive, clean_start=False,
-                                  properties=props)
-        self.client.loop_start()
+        self.connect_at = None
+        try:
+            self.client.connect("127.0.0.1", self.port, keepalive=self.keepalive, clean_start=False,
+                                properties=props)
+        except OSError:
+            self.connect_at = time.monotonic() + random.uniform(1.0, 2.0)  # the broker is down: try again soon
+            return False
+        self.handshake_deadline = time.monotonic() + HANDSHAKE_S
+        return True
+
+    def drop(self) -> None:
+        """Hang up a connection stuck in its handshake; the disconnect callback schedules the next try."""
+        sock = self.client.socket()
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self.client.loop_read()  # paho reads end-of-stream, closes the socket and calls _on_disconnect
 
     def publish(self, batch: Batch) -> None:
         props = Properties(PacketTypes.PUBLISH)
@@ -271,9 +299,8 @@ class SimDevice:
         for batch in again:
             self.publish(batch)
         self.resends += len(again)
-        with self._lock:
-            self.last_progress = time.monotonic()
-            self.resend_due = False
+        self.last_progress = time.monotonic()
+        self.resend_due = False
         return len(again)
 
     @property
@@ -281,8 +308,19 @@ class SimDevice:
         return self.acked >= self.total
 
     def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        """Disconnect cleanly and close every socket now (not when the garbage collector gets to the client)."""
+        self.connect_at = None
+        if self.client.socket() is not None:
+            self.client.disconnect()
+            self.client.loop_write()  # sends DISCONNECT; paho then closes the socket
+        sock = self.client.socket()
+        if sock is not None:
+            sock.close()
+
+
+HANDSHAKE_S = 20.0  # a connection without CONNACK and SUBACK after this long is dropped and tried again
+TEND_EVERY_S = 0.1  # how often the loop looks for due connects and late handshakes
+MISC_EVERY_S = 1.0  # how often every client's keepalive is looked after
 
 
 @dataclass
@@ -294,18 +332,31 @@ class FleetStats:
 
 
 class Fleet:
-    """Many SimDevices: connect them, send their plans in rounds from a sender thread, resend unacked batches."""
+    """Many SimDevices driven by one thread: a selector loop (epoll) over their sockets that connects them (at most
+    ``handshakes`` at once, as hundreds of CONNECTs at one instant overwhelm a busy machine), sends their plans at a
+    given rate, and resends unacked batches (after ``resend_after_s`` without ack progress, and after every
+    reconnect), as the agent does. No thread per device, and no file descriptor limit but the process's own."""
 
     def __init__(self, devices: list[SimDevice], *, resend_after_s: float = 6.0, resend_window: int = 5,
-                 rounds: int = 3, seed: int = 0):
+                 rounds: int = 3, seed: int = 0, handshakes: int = 50):
         self.devices = devices
         self.resend_after_s = resend_after_s
         self.resend_window = resend_window
+        self.handshakes = handshakes
         self.stats = FleetStats(planned=sum(len(d.plan) for d in devices))
         self._order = self._interleave(rounds, random.Random(seed))
         self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
+        self._thread: Optional[threading.Thread] = None
+        self._selector = selectors.DefaultSelector()
+        self._rate: Optional[float] = None
+        self._began = 0.0
         self.plan_done = threading.Event()
+        for d in devices:
+            d.client.on_socket_open = lambda _c, dev, sock: self._selector.register(sock, selectors.EVENT_READ, dev)
+            d.client.on_socket_close = lambda _c, _dev, sock: self._unwatch(sock)
+            d.client.on_socket_register_write = lambda _c, dev, sock: self._want_write(sock, dev, True)
+            d.client.on_socket_unregister_write = lambda _c, dev, sock: self._want_write(sock, dev, False)
+            d.client.user_data_set(d)
 
     def _interleave(self, rounds: int, rng: random.Random) -> list[tuple[SimDevice, Batch]]:
         """Every device's plan cut into ROUNDS parts; round r sends part r of every device, devices shuffled."""
@@ -319,13 +370,85 @@ class Fleet:
             order += part
         return order
 
-    def connect(self, timeout: float = 30) -> None:
+    # the selector (called from paho, in the loop thread)
+    def _unwatch(self, sock) -> None:
+        try:
+            self._selector.unregister(sock)
+        except (KeyError, ValueError):
+            pass  # never registered, or already gone
+
+    def _want_write(self, sock, device: SimDevice, on: bool) -> None:
+        try:
+            self._selector.modify(sock, selectors.EVENT_READ | (selectors.EVENT_WRITE if on else 0), device)
+        except (KeyError, ValueError):
+            pass  # the socket closed in between
+
+    # the loop
+    def _loop(self) -> None:
+        next_tend = next_misc = next_resend = time.monotonic()
+        sent = 0
+        while not self._stop.is_set():
+            for key, mask in self._selector.select(0.02):
+                device: SimDevice = key.data
+                if mask & selectors.EVENT_READ:
+                    device.client.loop_read()
+                if mask & selectors.EVENT_WRITE and device.client.socket() is not None:
+                    device.client.loop_write()
+            now = time.monotonic()
+            if now >= next_tend:
+                next_tend = now + TEND_EVERY_S
+                self._tend(now)
+            if now >= next_misc:
+                next_misc = now + MISC_EVERY_S
+                for d in self.devices:
+                    if d.client.socket() is not None:
+                        d.client.loop_misc()  # keepalive; notices a connection the broker dropped silently
+            if self._rate is not None and sent < len(self._order):
+                due = min(len(self._order), int((now - self._began) * self._rate) + 1)
+                while sent < due:
+                    device, batch = self._order[sent]
+                    device.publish(batch)
+                    sent += 1
+                    self.stats.sent = sent
+                if sent == len(self._order):
+                    self.plan_done.set()
+            if now >= next_resend:
+                next_resend = now + 0.25
+                for d in self.devices:
+                    if d.done or not d.subscribed.is_set():
+                        continue
+                    if d.resend_due or (d.sent and now - d.last_progress > self.resend_after_s):
+                        self.stats.resent += d.resend_unacked(self.resend_window)
+
+    def _tend(self, now: float) -> None:
+        """Hang up handshakes that take too long; connect due devices while fewer than HANDSHAKES are under way."""
+        busy = 0
         for d in self.devices:
-            d.connect()
+            if d.handshake_deadline is not None:
+                if now > d.handshake_deadline:
+                    d.drop()
+                else:
+                    busy += 1
+        for d in self.devices:
+            if busy >= self.handshakes:
+                return
+            if d.connect_at is not None and now >= d.connect_at and d.client.socket() is None:
+                busy += d.open()
+
+    # use (from the test's thread)
+    def connect(self, timeout: float = 30) -> None:
+        """Start the loop and connect every device; wait until each is connected and subscribed to its ack."""
+        now = time.monotonic()
+        for d in self.devices:
+            d.connect_at = now
+        self._thread = threading.Thread(target=self._loop, name="fleet-loop", daemon=True)
+        self._thread.start()
         deadline = time.monotonic() + timeout
         for d in self.devices:
             if not d.subscribed.wait(max(0.0, deadline - time.monotonic())):
-                raise AssertionError(f"device {d.uid} did not connect and subscribe within {timeout} s")
+                raise AssertionError(f"device {d.uid} did not connect and subscribe within {timeout} s "
+                                     f"({sum(x.subscribed.is_set() for x in self.devices)} of "
+                                     f"{len(self.devices)} did)")
 
     @property
     def progress(self) -> float:
@@ -333,32 +456,9 @@ class Fleet:
         return self.stats.sent / max(1, self.stats.planned)
 
     def start(self, rate: float) -> None:
-        """Start sending the plans at RATE publishes per second, and the resend timer."""
-        self._threads = [threading.Thread(target=self._send, args=(rate,), name="fleet-send", daemon=True),
-                         threading.Thread(target=self._resend, name="fleet-resend", daemon=True)]
-        for thread in self._threads:
-            thread.start()
-
-    def _send(self, rate: float) -> None:
-        began = time.monotonic()
-        for n, (device, batch) in enumerate(self._order):
-            if self._stop.is_set():
-                return
-            ahead = began + n / rate - time.monotonic()
-            if ahead > 0:
-                time.sleep(ahead)
-            device.publish(batch)
-            self.stats.sent += 1
-        self.plan_done.set()
-
-    def _resend(self) -> None:
-        while not self._stop.wait(0.25):
-            now = time.monotonic()
-            for d in self.devices:
-                if d.done or not d.connected.is_set():
-                    continue
-                if d.resend_due or (d.sent and now - d.last_progress > self.resend_after_s):
-                    self.stats.resent += d.resend_unacked(self.resend_window)
+        """Start sending the plans at RATE publishes per second (resends run from ``connect`` on)."""
+        self._began = time.monotonic()
+        self._rate = rate
 
     def wait_until_progress(self, share: float, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -377,7 +477,9 @@ class Fleet:
         while self.not_done():
             if time.monotonic() > deadline:
                 missing = self.not_done()
-                detail = ", ".join(f"{d.uid} acked {d.acked}/{d.total} (connected={d.connected.is_set()})"
+                detail = ", ".join(f"{d.uid} acked {d.acked}/{d.total} (connected={d.connected.is_set()} "
+                                   f"subscribed={d.subscribed.is_set()} connects={d.connects} "
+                                   f"publishes={d.publishes} resends={d.resends} acks_seen={d.ack_messages})"
                                    for d in missing[:20])
                 raise AssertionError(f"{len(missing)} of {len(self.devices)} devices not fully acked after "
                                      f"{timeout} s: {detail}{' ...' if len(missing) > 20 else ''}\n"
@@ -386,8 +488,10 @@ class Fleet:
         return time.monotonic() - began
 
     def stop(self) -> None:
+        """Stop the loop, disconnect every device and close every socket it opened."""
         self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=10)
+        if self._thread is not None:
+            self._thread.join(timeout=30)
         for d in self.devices:
             d.close()
+        self._selector.close()

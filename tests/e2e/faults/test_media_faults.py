@@ -92,7 +92,7 @@ def test_web_server_restarted_during_downloads(broker, org, ready_lesson, tmp_pa
     from tests.e2e.stack import get_json, start, stop, wait_for
 
     services = org
-    first, second = ready_lesson("第一课", 2.0), ready_lesson("第二课", scaled(10.0, 120.0))
+    first, second = ready_lesson("第一课", 2.0), ready_lesson("第二课", scaled(6.0, 120.0))
     env = lessoncast_env(services)
     base = f"http://127.0.0.1:{services.settings.port}"
     log = tmp_path / "web.log"

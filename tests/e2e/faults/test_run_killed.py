@@ -2,7 +2,7 @@
 must die with it, a restart must find nothing running that it did not start, and no event is lost or stored twice.
 
 A simulated fleet (``tests/e2e/fleet_sim.py``) sends half its plan, the supervisor is killed with SIGKILL (only its
-own pid: what a crash or the OOM killer does), and every process of that stack must be gone within 10 s. The stack
+own pid: what a crash or the OOM killer does), and every process of that stack must be gone within 30 s. The stack
 is started again and the fleet sends the rest; the account then covers every event.
 """
 
@@ -24,6 +24,10 @@ from tests.e2e.stack import get_json, stack_env, start, stop, wait_for
 DEVICES = scaled(5, 50)
 EVENTS = scaled(20, 100)
 BATCH = 10
+# Each child gets SIGTERM from the kernel when the supervisor dies, and stops as it would on Ctrl-C: gunicorn's
+# arbiter lets its workers finish (graceful_timeout, 30 s), the worker its job. On a busy machine running four test
+# workers that takes longer than on an idle one, so the deadline is gunicorn's own.
+ORPHAN_DEADLINE_S = 30
 
 
 def stack_processes(data_dir: Path) -> list[int]:
@@ -39,6 +43,13 @@ def stack_processes(data_dir: Path) -> list[int]:
         except OSError:
             continue
     return found
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[:200]
+    except OSError:
+        return "(gone)"
 
 
 def _healthy(base: str):
@@ -78,10 +89,13 @@ def test_run_killed_with_sigkill_leaves_nothing_running(tmp_path, fault_account)
 
         os.kill(run.pid, signal.SIGKILL)
         run.wait(timeout=10)
-        deadline = time.monotonic() + 10
+        killed_at = time.monotonic()
+        deadline = killed_at + ORPHAN_DEADLINE_S
         while stack_processes(data) and time.monotonic() < deadline:
             time.sleep(0.2)
+        gone_s = time.monotonic() - killed_at
         orphans = stack_processes(data)
+        described = {pid: _cmdline(pid) for pid in orphans}
         for pid in orphans:  # this test started them: end them so the restart below can be checked too
             try:
                 os.kill(pid, signal.SIGKILL)
@@ -101,8 +115,10 @@ def test_run_killed_with_sigkill_leaves_nothing_running(tmp_path, fault_account)
         "lessoncast run killed with SIGKILL", [(d.uid, e["id"]) for d in sims for e in d.events],
         [(r[0], r[2]) for r in after.values()], intact_before=rows_checksum(before),
         intact_after=rows_checksum(after[r[2]] for r in before if r[2] in after),
-        figures={"stored_before_fault": len(before), "orphans_after_kill": len(orphans)}))
-    assert not orphans, f"{len(orphans)} processes of the killed stack were still running 10 s later: {orphans}"
+        figures={"stored_before_fault": len(before), "orphans_after_kill": len(orphans),
+                 "children_gone_after_s": f"{gone_s:.1f}"}))
+    assert not orphans, (f"{len(orphans)} processes of the killed stack were still running "
+                         f"{ORPHAN_DEADLINE_S} s later: {described}")
 
 
 def _events(services, sims) -> list[tuple]:
