@@ -48,6 +48,7 @@ from sqlalchemy import insert, select  # noqa: E402
 
 from playlists import topics  # noqa: E402
 from server.attendance import fold as attendance  # noqa: E402
+from server.attendance.models import BroadcastDay  # noqa: E402
 from server.devices.models import Device, DeviceAssignment  # noqa: E402
 from server.events import ingest  # noqa: E402
 from server.events.batches import ack_payload, parse_event  # noqa: E402
@@ -314,7 +315,9 @@ def store_device(session, uid: str, raw: list[dict], received_at: datetime, rule
         _copy_events(session, rows)
     delta = attendance.fold_batch(session, facts, attributed, lookups, rules)
     if delta is not None:
-        if delta.sessions or delta.checkins or delta.broadcast:
+        pending.add_broadcast(delta.broadcast)
+        delta.broadcast = {}
+        if delta.sessions or delta.checkins:
             attendance.write(session, delta, uid, rules)
         else:
             pending.add_coverage(delta.coverage)
@@ -338,6 +341,7 @@ class Pending:
     share a row unless one member holds two), sequence rows and retained acks."""
 
     coverage: dict = field(default_factory=dict)
+    broadcast: dict = field(default_factory=dict)
     sequences: list = field(default_factory=list)
     acks: list = field(default_factory=list)
 
@@ -352,16 +356,32 @@ class Pending:
             known.events += cov.events
             known.clock_flagged += cov.clock_flagged
 
+    def add_broadcast(self, broadcast: dict) -> None:
+        for key, (plays, listened) in broadcast.items():
+            entry = self.broadcast.setdefault(key, [0, 0])
+            entry[0] += plays
+            entry[1] += listened
+
     def write(self, session, rules) -> None:
         keys = sorted(self.coverage)
         for start in range(0, len(keys), 500):
             attendance.write(session, attendance.Delta(coverage={k: self.coverage[k] for k in keys[start:start + 500]}),
                              "", rules)
+        if self.broadcast:  # attendance.write's upsert, executed once for all rows instead of once a row
+            stmt = attendance._insert(session)(BroadcastDay.__table__)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=["site_id", "day", "programme", "lesson_id"],
+                set_={"plays": BroadcastDay.plays + stmt.excluded.plays,
+                      "listened_cs": BroadcastDay.listened_cs + stmt.excluded.listened_cs})
+            session.connection().execute(stmt, [
+                {"site_id": site, "day": day, "programme": programme, "lesson_id": lesson, "plays": plays,
+                 "listened_cs": listened}
+                for (site, day, programme, lesson), (plays, listened) in sorted(self.broadcast.items())])
         for chunk in _chunks(self.sequences):
             session.execute(insert(DeviceSequence), chunk)
         for chunk in _chunks(self.acks):
             session.execute(insert(RetainedMessage), chunk)
-        self.coverage, self.sequences, self.acks = {}, [], []
+        self.coverage, self.broadcast, self.sequences, self.acks = {}, {}, [], []
 
 
 def _copy_events(session, rows: list[dict]) -> None:
