@@ -407,12 +407,28 @@ def write_statuses(services, county: County, at: datetime = RECEIVED) -> None:
             session.execute(insert(DeviceStatus), chunk)
 
 
+def _prefetch_devices(session, lookups) -> None:
+    """Fill LOOKUPS' device cache with every device's facts in two queries, as ``Lookups.device`` would one device at a
+    time with two queries each (a sixth of a build's time)."""
+    held: dict[int, list[tuple]] = {}
+    for device_id, since, until, member in session.execute(
+            select(DeviceAssignment.device_id, DeviceAssignment.from_date, DeviceAssignment.until_date,
+                   DeviceAssignment.member_id).order_by(DeviceAssignment.device_id, DeviceAssignment.from_date)):
+        held.setdefault(device_id, []).append((since, until, member))
+    for device_id, uid, kind, site_id, first in session.execute(
+            select(Device.id, Device.uid, Device.kind, Device.site_id, Device.first_enrolled_at)):
+        lookups._devices[uid] = (lookups.monotonic(), attendance.DeviceFacts(uid, kind, site_id, first,
+                                                                             tuple(held.get(device_id, ()))))
+
+
 def store_events(services, county: County, total: int, *, received_at: datetime = RECEIVED,
                  per_transaction: int = 100_000, progress: Optional[Callable[[int, int], None]] = None) -> int:
     """Write TOTAL events of COUNTY's devices (``device_events``) with their attendance; return how many. One
     transaction per PER_TRANSACTION events or so."""
     rules = services.rules
     lookups = attendance.Lookups(ttl_s=3600)
+    with services.db.session() as session:
+        _prefetch_devices(session, lookups)
     done = 0
     devices = device_events(county, total)
     more = True
