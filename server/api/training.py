@@ -16,7 +16,8 @@ from server.lessons.models import Lesson
 from server.org.csv_rows import OrgImportError, decode_csv
 from server.services import app_services
 from server.attendance import reports
-from server.training import certificates, hours, hours_export, logbooks, makeup, printing, trainings
+from server.training import (certificates, hours, hours_export, logbooks, makeup, makeup_export, printing,
+                             trainings)
 
 bp = Blueprint("training_api", __name__)
 
@@ -276,7 +277,8 @@ def makeup_approve(session_key: str):
 @require("read.attendance")
 def makeup_report():
     """Make-ups owed, done, late and overdue per site, every owed make-up, and the participation of ?period=
-    (e.g. a winter-training campaign 2026-11-01..2027-02-28) with and without make-ups [&township=]."""
+    (e.g. a winter-training campaign 2026-11-01..2027-02-28) with and without make-ups [&township=]
+    [&format=json|csv|xlsx] [&table=sites|owed|participation] [&lang=]."""
     services = app_services()
     now, township = services.clock(), _township()
     with services.db.session() as session:
@@ -284,13 +286,17 @@ def makeup_report():
         if request.args.get("period"):
             period, _programme = reports.resolve_period(session, request.args["period"], services.rules)
         rows = makeup.owed(session, township=township, period=period, rules=services.rules)
-        body = {"sites": [vars(s) for s in makeup.by_site(rows, now)],
-                "owed": [_owed_json(o, now) for o in rows]}
-        if period is not None:
-            p = makeup.participation(session, period, services.rules, now, township=township)
-            body["participation"] = {"period": period.label, "members": p.members, "attended": p.attended,
-                                     "made_up": p.made_up, "overdue": p.overdue, "rate": p.rate,
-                                     "rate_with_makeups": p.rate_with_makeups}
+        sites = makeup.by_site(rows, now)
+        p = makeup.participation(session, period, services.rules, now, township=township) if period else None
+    if request.args.get("format", "json") != "json":
+        return _send(makeup_export.tables(sites, rows, now, services.rules.zone, (period.label, p) if p else None),
+                     makeup_export.meta(period.label if period else "", township, now),
+                     "makeups" + (f"-{period.label}" if period else "") + (f"-{township}" if township else ""),
+                     "sites")
+    body = {"sites": [vars(s) for s in sites], "owed": [_owed_json(o, now) for o in rows]}
+    if p is not None:
+        body["participation"] = dict(zip((key for key, _h in makeup_export.PARTICIPATION),
+                                         makeup_export.participation_row(period.label, p)))
     return jsonify(body)
 
 

@@ -88,6 +88,43 @@ def import_cmd(csv_file: Path, actor: str) -> None:
     click.echo(f"{csv_file}: {result['added']} training(s) added, {result['updated']} updated.")
 
 
+@training.command("makeup-report")
+@click.option("--period", default=None, help="Classes of this period (2026-Q4, 2026-11, 2026-11-01..2027-02-28); "
+                                             "with it, the participation rate with and without make-ups.")
+@click.option("--township", default=None, help="Only this township's sites and members.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="xlsx", show_default=True,
+              help="File format.")
+@click.option("--table", default=None, help="For CSV, which table: sites (default), owed, participation.")
+@click.option("--lang", type=LANGUAGE, default="zh_CN", show_default=True,
+              help="Language of headers: zh_CN or en.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="File to write (default: makeups[-<period>].<format> in the current folder; - for stdout).")
+def makeup_report_cmd(period: Optional[str], township: Optional[str], fmt: str, table: Optional[str], lang: str,
+                      output: Optional[Path]) -> None:
+    """Make-ups owed, done, late and overdue per site, every owed make-up, and the participation with and without
+    make-ups (the same tables as GET /api/v1/reports/makeups)."""
+    from server.attendance import report_export, reports
+    from server.training import makeup, makeup_export
+
+    services = load_services()
+    initialised(services)
+    now = services.clock()
+    with api_errors(), services.db.session() as session:
+        resolved = reports.resolve_period(session, period, services.rules)[0] if period else None
+        rows = makeup.owed(session, township=township, period=resolved, rules=services.rules)
+        p = makeup.participation(session, resolved, services.rules, now, township=township) if resolved else None
+    tables = makeup_export.tables(makeup.by_site(rows, now), rows, now, services.rules.zone,
+                                  (resolved.label, p) if p else None)
+    meta = makeup_export.meta(resolved.label if resolved else "", township, now)
+    table = table or ("sites" if fmt == "csv" else None)
+    try:
+        data, _media = report_export.render(tables, meta, fmt, table=table, language=lang)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    stem = "makeups" + (f"-{resolved.label}" if resolved else "") + (f"-{township}" if township else "")
+    _write(data, output, f"{stem}{'-' + table if fmt == 'csv' and table else ''}.{fmt}")
+
+
 @training.command("makeups")
 def makeups_cmd() -> None:
     """Record the make-ups of every class that is over and push them to absent members' radios."""
