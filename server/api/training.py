@@ -145,10 +145,21 @@ def list_certificates():
 @bp.get("/certificates/<number>/print")
 @require("read.attendance")
 def print_certificate(number: str):
-    """One certificate as an A4 print page (a reprint counts in 'prints')."""
+    """One certificate as an A4 print page, to look at: not counted as a print (POST records one)."""
+    return _certificate_page(number, printed=False)
+
+
+@bp.post("/certificates/<number>/print")
+@require("attendance.write")
+def record_certificate_print(number: str):
+    """Print (or reprint) one certificate: the print is counted in 'prints' and the A4 page is the answer."""
+    return _certificate_page(number, printed=True)
+
+
+def _certificate_page(number: str, printed: bool) -> Response:
     services = app_services()
     with services.db.session() as session:
-        cert = certificates.for_print(session, current_actor().scope, number)
+        cert = certificates.for_print(session, current_actor().scope, number, printed=printed)
         page = printing.certificates_html([cert], services.settings.web_url, _language())
     return _html(page)
 
@@ -156,16 +167,26 @@ def print_certificate(number: str):
 @bp.get("/certificates/print")
 @require("read.attendance")
 def print_batch():
-    """Every certificate of ?programme= at ?site= as A4 pages, for printing a site's batch at once."""
+    """Every certificate of ?programme= at ?site= as A4 pages, to look at: not counted (POST records the prints)."""
+    return _batch_page(printed=False)
+
+
+@bp.post("/certificates/print")
+@require("attendance.write")
+def record_batch_print():
+    """Print a site's batch, ?programme= and ?site=: each certificate's print is counted, the A4 pages are the
+    answer."""
+    return _batch_page(printed=True)
+
+
+def _batch_page(printed: bool) -> Response:
     services = app_services()
     programme, site = request.args.get("programme"), request.args.get("site")
     if not programme or not site:
         raise ApiError(400, "programme_and_site_required", _l("Add ?programme=<code>&site=<site code>."))
     with services.db.session() as session:
-        rows = certificates.listing(session, current_actor().scope, programme=programme, site=site)
-        for cert, _no, _site in rows:
-            cert.prints += 1
-        page = printing.certificates_html([row[0] for row in rows], services.settings.web_url, _language())
+        certs = certificates.batch_for_print(session, current_actor().scope, programme, site, printed=printed)
+        page = printing.certificates_html(certs, services.settings.web_url, _language())
     return _html(page)
 
 
