@@ -8,7 +8,10 @@ from __future__ import annotations
 import re
 
 import pytest
+from click.testing import CliRunner
 from sqlalchemy import select
+
+from lessoncast.cli import main
 
 from server.training.certificates import display_code
 from server.training.models import Certificate
@@ -87,7 +90,7 @@ def check_a_tampered_or_unknown_code_reveals_nothing(client, services):
     assert client.get(f"/verify/{code}").status_code == 404, "a revoked certificate is not genuine"
 
 
-def test_issuing_by_hours_batch_printing_and_scope(client, auth, token, services, county):
+def test_issuing_by_hours_batch_printing_and_scope(client, auth, token, services, county, tmp_path, monkeypatch):
     operator = {"Authorization": f"Bearer {token('operator', township='t01')}"}
     refused = client.post("/api/v1/certificates", json={"programme": "2026-Q4", "site": "t00-s00"}, headers=operator)
     assert refused.status_code == 403
@@ -115,3 +118,20 @@ def test_issuing_by_hours_batch_printing_and_scope(client, auth, token, services
     assert client.get(f"/api/v1/certificates/{number}/print", headers=operator).status_code == 403
     assert client.get("/api/v1/certificates/print?programme=2026-Q4&site=t00-s00",
                       headers=operator).status_code == 403, "another township's site"
+    check_the_cli_issues_and_prints(services, tmp_path, monkeypatch)
+
+
+def check_the_cli_issues_and_prints(services, tmp_path, monkeypatch):
+    monkeypatch.setenv("LESSONCAST_DATA_DIR", str(services.settings.data_path))
+    out = tmp_path / "batch.html"
+    done = CliRunner().invoke(main, ["training", "certificates", "--programme", "2026-Q4", "--site", "t00-s00",
+                                     "--print", str(out)])
+    assert done.exit_code == 0, done.output
+    assert "0 certificate(s) issued" in done.output and "2 certificate(s) printed" in done.output
+    assert out.read_text("utf-8").count('class="certificate"') == 2
+    with services.db.session() as session:
+        assert sorted(c.prints for c in session.scalars(select(Certificate))) == [2, 2]
+    refused = CliRunner().invoke(main, ["training", "certificates", "--programme", "2026-Q4", "--print", str(out)])
+    assert refused.exit_code != 0 and "--site" in refused.output
+    refused = CliRunner().invoke(main, ["training", "certificates", "--programme", "NOPE"])
+    assert refused.exit_code != 0
