@@ -13,7 +13,7 @@ SYSTEM_DEPS := ffmpeg:ffmpeg ffprobe:ffmpeg mosquitto:mosquitto nginx:nginx espe
 FONT_DEPS := fonts-noto-cjk
 VENDOR := server/console/static/vendor
 # The files of the npm packages the console serves (copied, never committed; nothing comes from a CDN).
-VENDOR_FILES := node_modules/htmx.org/dist/htmx.js node_modules/tus-js-client/dist/tus.js
+VENDOR_FILES := node_modules/htmx.org/dist/htmx.js node_modules/tus-js-client/dist/tus.js node_modules/echarts/dist/echarts.js
 CATALOGUE := server/translations/zh_CN/LC_MESSAGES/messages
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 

@@ -21,8 +21,9 @@ Each run (three by default, --runs; the median, minimum and maximum are reported
     .venv/bin/python bench/ingest.py --seconds 20 --runs 1 --py-spy /tmp/prof    # py-spy profiles of run 1
     .venv/bin/python bench/ingest.py --source simulate  # the fleet simulator's agents deliver their outboxes
 
-Prints each run's JSON, a table, then one line of JSON: events_per_s, bare_rows_per_s and ratio (each as median, min,
-max), lost, duplicated, and every run.
+Prints each run's JSON, a table, then one line of JSON: events_per_s, bare_rows_per_s, ratio and
+ingest_cpu_ms_per_1000_events (the ingest processes' CPU time per 1,000 events stored: what an event costs, whatever
+else the machine runs), each as median, min and max; lost, duplicated, and every run.
 """
 
 from __future__ import annotations
@@ -317,6 +318,7 @@ def _run_pair(args, root: Path, database_url: str) -> dict:
         deadline = time.monotonic() + 120
         while any(r.acked < r.next_seq - 1 for r in radios) and time.monotonic() < deadline:
             time.sleep(0.2)
+        ingest_cpu_s = sum(_cpu_seconds(p.pid) for p in ingests)
     finally:
         for radio in radios:
             radio.close()
@@ -352,9 +354,17 @@ def _run_pair(args, root: Path, database_url: str) -> dict:
         bare_one = bare_sqlite(rows, db_path.parent / "bare.db", len(rows))
     duplicated = (stored - distinct) + (counted - stored)
     return {"events_per_s": round(rate), "bare_rows_per_s": round(bare_rate), "ratio": round(rate / bare_rate, 3),
+            "ingest_cpu_ms_per_1000_events": round(1000 * ingest_cpu_s / max(stored, 1) * 1000, 1),
             "lost": lost, "duplicated": duplicated, "sent": len(sent_ids), "stored": stored,
             "bare_copy_rows_per_s": None if bare_copy is None else round(bare_copy),
             "bare_one_transaction_rows_per_s": round(bare_one)}
+
+
+def _cpu_seconds(pid: int) -> float:
+    """CPU time (user and system) a process has used so far, from /proc: what the ingest costs per event whatever
+    else the machine runs, unlike a rate."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def spread(values: list[float]) -> dict:
@@ -405,6 +415,7 @@ def main() -> None:
     rates = spread([r["events_per_s"] for r in results])
     bares = spread([r["bare_rows_per_s"] for r in results])
     ratios = spread([r["ratio"] for r in results])
+    cpu = spread([r["ingest_cpu_ms_per_1000_events"] for r in results])
     lost, duplicated = sum(r["lost"] for r in results), sum(r["duplicated"] for r in results)
     store = "PostgreSQL" if args.database else "SQLite"
     print(f"{'':<56}{'median':>10}{'min':>10}{'max':>10}")
@@ -412,10 +423,12 @@ def main() -> None:
                       (f"bare executemany into {store}, a commit per 200 rows", bares)):
         print(f"{label:<56}{s_['median']:>10,.0f}{s_['min']:>10,.0f}{s_['max']:>10,.0f}")
     print(f"{'ratio (target >= 0.5)':<56}{ratios['median']:>10.2f}{ratios['min']:>10.2f}{ratios['max']:>10.2f}")
+    print(f"{'ingest CPU ms per 1,000 events stored (all processes)':<56}{cpu['median']:>10.0f}{cpu['min']:>10.0f}"
+          f"{cpu['max']:>10.0f}")
     print(f"{args.runs} runs of {args.seconds:g} s, {args.devices} radios; lost {lost}, duplicated {duplicated}")
-    print(json.dumps({"database": store.lower(), "source": args.source, "events_per_s": rates, "bare_rows_per_s": bares, "ratio": ratios,
-                      "lost": lost, "duplicated": duplicated, "runs": results, "seconds": args.seconds,
-                      "devices": args.devices, "ingests": args.ingests, "batch": BATCH, "cpus": os.cpu_count()}))
+    print(json.dumps({"database": store.lower(), "source": args.source, "events_per_s": rates,
+                      "bare_rows_per_s": bares, "ratio": ratios, "ingest_cpu_ms_per_1000_events": cpu, "lost": lost,
+                      "duplicated": duplicated, "runs": results, "seconds": args.seconds, "devices": args.devices, "ingests": args.ingests, "batch": BATCH, "cpus": os.cpu_count()}))
 
 
 def _profile(args) -> threading.Thread:

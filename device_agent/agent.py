@@ -29,7 +29,7 @@ from device_agent.sync import Syncer, SyncResult, metadata_expiry
 from device_agent.timekeeping import TimeKeeper
 
 log = logging.getLogger(__name__)
-AGENT_VERSION = "0.3.0"
+AGENT_VERSION = "0.4.0"  # 0.4.0: reads manifest schema 2 (slot days) as well as 1
 CONFIG_FILE = "config.json"
 
 

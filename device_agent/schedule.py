@@ -10,6 +10,8 @@ Rules:
 - Radios play on keys only: next/previous step through the mandatory items, the menu holds the optional ones.
 - Terminals also play their daily slots, at most 10 minutes late. A slot fires only inside its programme's own
   window (not in the grace period: the loudspeaker stops announcing a finished programme).
+- A slot fires only on its days of the week (``ManifestSlot.days``; every day in a schema 1 manifest). The day is the
+  local calendar day of the slot's time, so a 23:55 Friday slot caught up at 00:03 on Saturday still plays.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 
 from playlists.manifest import Manifest, ManifestItem, ManifestProgramme, ManifestSlot
+from playlists.model import plays_on
 
 RESTART_MARGIN = 5.0
 """Seconds: a saved position this close to the end resumes from the start instead (the lesson was as good as done)."""
@@ -125,9 +128,11 @@ def slot_key(day: date, hhmm: str) -> str:
 def slot_item(manifest: Manifest, slot: ManifestSlot, day: date) -> ManifestItem | None:
     """The item slot plays on day: its pinned item_position, else the programme's mandatory items in rotation.
 
-    Rotation by day: day 0 of the programme's window plays its first mandatory item (by position), day 1 the
-    second, and so on, wrapping (index = days since valid_from modulo the number of mandatory items). Unpinned slots
-    of one day therefore all play the same lesson. None when the programme has no mandatory item here.
+    Rotation by the slot's own playing days: the slot's first day in the programme's window plays the first
+    mandatory item (by position), its second day the second, and so on, wrapping (index = the slot's days since
+    valid_from, modulo the number of mandatory items). For an every-day slot that is the days since valid_from, so
+    unpinned every-day slots of one day all play the same lesson; a Monday-to-Friday slot counts only weekdays, so
+    no lesson is skipped for always falling on a Saturday. None when the programme has no mandatory item here.
     """
     items = sorted((i for i in manifest.items if i.programme == slot.programme), key=lambda i: i.position)
     if slot.item_position is not None:
@@ -136,7 +141,16 @@ def slot_item(manifest: Manifest, slot: ManifestSlot, day: date) -> ManifestItem
     programme = _programmes(manifest).get(slot.programme)
     if not mandatory or programme is None:
         return None
-    return mandatory[(day - programme.valid_from).days % len(mandatory)]
+    return mandatory[playing_days(slot.days, programme.valid_from, day) % len(mandatory)]
+
+
+def playing_days(days: tuple[str, ...], start: date, end: date) -> int:
+    """How many calendar days from start (inclusive) to end (exclusive) fall on one of days; 0 when end <= start."""
+    span = (end - start).days
+    if span <= 0:
+        return 0
+    weeks, rest = divmod(span, 7)
+    return weeks * len(days) + sum(plays_on(days, start + timedelta(days=n)) for n in range(rest))
 
 
 def due_slot(manifest: Manifest, now_local: datetime,
@@ -144,9 +158,9 @@ def due_slot(manifest: Manifest, now_local: datetime,
     """The slot to fire now as (slot, item, key), or None.
 
     A slot is due when its time today (or yesterday, for a slot just before midnight) is at most 10 minutes before
-    now_local and its day lies in its programme's window. Of several due slots the latest wins (an earlier one is
-    superseded, not queued), and among slots of the same minute the first in manifest order. It does not fire again
-    when its key equals last_slot.
+    now_local, its day lies in its programme's window and is one of the slot's days of the week. Of several due
+    slots the latest wins (an earlier one is superseded, not queued), and among slots of the same minute the first
+    in manifest order. It does not fire again when its key equals last_slot.
     """
     programmes = _programmes(manifest)
     best: tuple[datetime, ManifestSlot, date] | None = None
@@ -154,6 +168,8 @@ def due_slot(manifest: Manifest, now_local: datetime,
         for slot in manifest.slots:
             programme = programmes.get(slot.programme)
             if programme is None or not programme.valid_from <= day <= programme.valid_until:
+                continue
+            if not plays_on(slot.days, day):
                 continue
             at = datetime.combine(day, time.fromisoformat(slot.time))
             if at <= now_local <= at + SLOT_LATENESS and (best is None or at > best[0]):

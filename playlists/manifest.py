@@ -3,6 +3,12 @@
 A device parses manifest bytes before it has checked them against the TUF target info, and a sideload pack comes off
 a USB stick, so ``parse_manifest`` trusts nothing: every field is checked for type, shape and range, and paths must
 stay under ``media/``.
+
+Two schemas are in use. Schema 1 has no slot days: every slot plays every day. Schema 2 adds ``days`` to every slot.
+``build_manifest`` writes schema 1 whenever every slot of the channel plays every day, so a channel whose slots have
+no day restriction gets the same bytes an agent that only knows schema 1 has always accepted; only a channel with a
+day-restricted slot gets schema 2, which such an agent refuses as a whole (it keeps playing its last manifest and
+reports the refusal) rather than playing a Monday-to-Friday slot on Saturday. docs/PROTOCOL.md §7 has the rule.
 """
 
 from __future__ import annotations
@@ -20,16 +26,34 @@ from playlists.model import (
     DEVICE_KINDS,
     PROFILES,
     SLOT_KINDS,
+    WEEKDAYS,
     Audience,
     Programme,
     is_hhmm,
     is_language_tag,
     is_sha256,
+    days_problem,
     media_path_problem,
+    week_order,
 )
 from playlists.topics import is_valid_id
 
 SCHEMA = 1
+"""The schema of a manifest whose slots all play every day (and of every manifest before slots had days)."""
+SCHEMA_DAYS = 2
+"""The schema of a manifest with at least one day-restricted slot: every slot carries ``days``."""
+SCHEMAS = (SCHEMA, SCHEMA_DAYS)
+FIRST_AGENT = {SCHEMA: (0, 1, 0), SCHEMA_DAYS: (0, 4, 0)}
+"""The first agent version that reads each schema: an older agent refuses that schema's manifests."""
+
+
+def reads_schema(agent_version: object, schema: int) -> bool | None:
+    """Whether an agent reporting agent_version ("0.3.0") reads manifests of schema; None when the version is
+    not a dotted number (unknown: the agent did not say)."""
+    parts = agent_version.split(".") if isinstance(agent_version, str) else []
+    if not parts or not all(p.isdigit() and len(p) < 6 for p in parts):
+        return None
+    return tuple(int(p) for p in parts) >= FIRST_AGENT[schema]
 
 _UTC_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 _UTC_SHAPE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
@@ -80,6 +104,7 @@ class ManifestSlot:
     time: str
     kind: str
     item_position: int | None
+    days: tuple[str, ...] = WEEKDAYS
 
 
 @dataclass(frozen=True)
@@ -151,8 +176,14 @@ def build_manifest(*, channel: str, audience: Audience, version: int, issued_at:
     # A programme none of whose items reach this audience is left out, and its slots with it.
     with_items = {code for code, _ in listed}
     held = sorted((p for p in programmes if p.code in with_items), key=lambda p: (p.valid_from, p.id))
+    slots = [] if audience.kind != "terminal" else _slots(held, listed)
+    restricted = any(s["days"] != list(WEEKDAYS) for s in slots)
+    if not restricted:
+        # Schema 1 bytes, exactly as before slots had days: agents that only know schema 1 keep accepting them.
+        for s in slots:
+            del s["days"]
     return {
-        "schema": SCHEMA,
+        "schema": SCHEMA_DAYS if restricted else SCHEMA,
         "channel": channel,
         "version": version,
         "issued_at": format_utc(issued_at),
@@ -166,7 +197,7 @@ def build_manifest(*, channel: str, audience: Audience, version: int, issued_at:
                    "path": e.rendition.path, "length": e.rendition.length, "sha256": e.rendition.sha256,
                    "duration": float(e.rendition.duration), "valid_from": e.valid_from.isoformat(),
                    "valid_until": e.valid_until.isoformat()} for e in playlist.entries],
-        "slots": [] if audience.kind != "terminal" else _slots(held, listed),
+        "slots": slots,
     }
 
 
@@ -176,7 +207,8 @@ def _slots(held: list[Programme], listed: set[tuple[str, int]]) -> list[dict]:
         # A slot pinned to an item this channel does not get would point a terminal at nothing; leave it out.
         kept = [s for s in p.slots if s.item_position is None or (p.code, s.item_position) in listed]
         for s in sorted(kept, key=lambda s: (s.time, s.kind, -1 if s.item_position is None else s.item_position)):
-            slots.append({"programme": p.code, "time": s.time, "kind": s.kind, "item_position": s.item_position})
+            slots.append({"programme": p.code, "time": s.time, "kind": s.kind, "item_position": s.item_position,
+                          "days": list(s.days)})
     return slots
 
 
@@ -187,6 +219,7 @@ _PROGRAMME = ("id", "code", "version", "title", "valid_from", "valid_until", "gr
 _ITEM = ("programme", "position", "lesson", "title", "language", "mandatory", "profile", "path", "length", "sha256",
          "duration", "valid_from", "valid_until")
 _SLOT = ("programme", "time", "kind", "item_position")
+_SLOT_FIELDS = {SCHEMA: _SLOT, SCHEMA_DAYS: (*_SLOT, "days")}
 
 
 def _fail(where: str, value: Any, why: str) -> ManifestError:
@@ -210,7 +243,7 @@ def _reject_constant(name: str) -> Any:
     raise ManifestError(f"manifest: {name} is not a JSON number")
 
 
-def _fields(obj: Any, where: str, keys: tuple[str, ...]) -> dict:
+def _fields(obj: Any, where: str, keys: tuple[str, ...], schema: int) -> dict:
     if not isinstance(obj, dict):
         raise _fail(where, type(obj).__name__, "is not an object")
     missing = [k for k in keys if k not in obj]
@@ -218,7 +251,7 @@ def _fields(obj: Any, where: str, keys: tuple[str, ...]) -> dict:
         raise ManifestError(f"{where}.{missing[0]}: missing")
     extra = sorted(set(obj) - set(keys))
     if extra:
-        raise ManifestError(f"{where}.{extra[0]}: is not a field of schema {SCHEMA}")
+        raise ManifestError(f"{where}.{extra[0]}: is not a field of schema {schema}")
     return obj
 
 
@@ -258,8 +291,8 @@ def _window(obj: dict, where: str) -> tuple[date, date]:
     return start, end
 
 
-def _programme(obj: Any, where: str) -> ManifestProgramme:
-    obj = _fields(obj, where, _PROGRAMME)
+def _programme(obj: Any, where: str, schema: int) -> ManifestProgramme:
+    obj = _fields(obj, where, _PROGRAMME, schema)
     start, end = _window(obj, where)
     return ManifestProgramme(
         id=_int(obj["id"], f"{where}.id"), code=_str(obj["code"], f"{where}.code"),
@@ -267,8 +300,8 @@ def _programme(obj: Any, where: str) -> ManifestProgramme:
         valid_from=start, valid_until=end, grace_days=_int(obj["grace_days"], f"{where}.grace_days", 0))
 
 
-def _item(obj: Any, where: str, kind: str) -> ManifestItem:
-    obj = _fields(obj, where, _ITEM)
+def _item(obj: Any, where: str, kind: str, schema: int) -> ManifestItem:
+    obj = _fields(obj, where, _ITEM, schema)
     profile = obj["profile"]
     if profile not in PROFILES or (profile == "radio") != (kind == "radio"):
         raise _fail(f"{where}.profile", profile, f"is not a profile a {kind} plays")
@@ -292,8 +325,8 @@ def _item(obj: Any, where: str, kind: str) -> ManifestItem:
         duration=float(duration), valid_from=start, valid_until=end)
 
 
-def _slot(obj: Any, where: str) -> ManifestSlot:
-    obj = _fields(obj, where, _SLOT)
+def _slot(obj: Any, where: str, schema: int) -> ManifestSlot:
+    obj = _fields(obj, where, _SLOT_FIELDS[schema], schema)
     if not is_hhmm(obj["time"]):
         raise _fail(f"{where}.time", obj["time"], "is not a 24-hour HH:MM time")
     if obj["kind"] not in SLOT_KINDS:
@@ -301,8 +334,16 @@ def _slot(obj: Any, where: str) -> ManifestSlot:
     position = obj["item_position"]
     if position is not None:
         _int(position, f"{where}.item_position", 0)
+    days = WEEKDAYS  # schema 1: every slot plays every day
+    if schema == SCHEMA_DAYS:
+        problem = days_problem(obj["days"]) if isinstance(obj["days"], list) else "is not a list"
+        if problem:
+            raise _fail(f"{where}.days", obj["days"], problem)
+        if list(week_order(obj["days"])) != obj["days"]:
+            raise _fail(f"{where}.days", obj["days"], "is not in week order (mon first)")
+        days = tuple(obj["days"])
     return ManifestSlot(programme=_str(obj["programme"], f"{where}.programme"), time=obj["time"], kind=obj["kind"],
-                        item_position=position)
+                        item_position=position, days=days)
 
 
 def _list(value: Any, where: str) -> list:
@@ -325,12 +366,14 @@ def parse_manifest(data: bytes) -> Manifest:
         raise
     except (json.JSONDecodeError, RecursionError) as exc:
         raise ManifestError(f"manifest: not JSON ({exc})") from None
+    schema = SCHEMA
     if isinstance(raw, dict) and "schema" in raw:
         # Checked before the field list: another schema may well have other fields.
         schema = raw["schema"]
-        if isinstance(schema, bool) or not isinstance(schema, int) or schema != SCHEMA:
-            raise _fail("schema", schema, f"is not schema {SCHEMA} (a newer server? update the agent)")
-    top = _fields(raw, "manifest", _TOP)
+        if isinstance(schema, bool) or not isinstance(schema, int) or schema not in SCHEMAS:
+            raise _fail("schema", schema, f"is not schema {' or '.join(map(str, SCHEMAS))} "
+                                          "(a newer server? update the agent)")
+    top = _fields(raw, "manifest", _TOP, schema)
     if not is_valid_id(top["channel"]):
         raise _fail("channel", top["channel"], "is not a valid channel id")
     kind = top["kind"]
@@ -341,14 +384,15 @@ def parse_manifest(data: bytes) -> Manifest:
     except ValueError:
         raise _fail("issued_at", top["issued_at"], "is not a UTC time like 2026-11-22T03:00:00Z") from None
 
-    programmes = tuple(_programme(p, f"programmes[{i}]") for i, p in enumerate(_list(top["programmes"], "programmes")))
+    programmes = tuple(_programme(p, f"programmes[{i}]", schema)
+                       for i, p in enumerate(_list(top["programmes"], "programmes")))
     by_code: dict[str, ManifestProgramme] = {}
     for i, p in enumerate(programmes):
         if p.code in by_code:
             raise _fail(f"programmes[{i}].code", p.code, "is listed twice")
         by_code[p.code] = p
 
-    items = tuple(_item(it, f"items[{i}]", kind) for i, it in enumerate(_list(top["items"], "items")))
+    items = tuple(_item(it, f"items[{i}]", kind, schema) for i, it in enumerate(_list(top["items"], "items")))
     seen: set[tuple[str, int]] = set()
     lengths: dict[str, int] = {}
     for i, it in enumerate(items):
@@ -361,7 +405,7 @@ def parse_manifest(data: bytes) -> Manifest:
             raise _fail(f"items[{i}].length", it.length,
                         f"differs from the {lengths[it.sha256]} bytes listed for the same sha256")
 
-    slots = tuple(_slot(s, f"slots[{i}]") for i, s in enumerate(_list(top["slots"], "slots")))
+    slots = tuple(_slot(s, f"slots[{i}]", schema) for i, s in enumerate(_list(top["slots"], "slots")))
     if slots and kind != "terminal":
         raise _fail("slots", len(slots), "slots are listed for a radio (only terminals have slots)")
     for i, s in enumerate(slots):
@@ -370,7 +414,7 @@ def parse_manifest(data: bytes) -> Manifest:
         if s.item_position is not None and (s.programme, s.item_position) not in seen:
             raise _fail(f"slots[{i}].item_position", s.item_position, f"is not an item of {s.programme!r}")
 
-    return Manifest(schema=SCHEMA, channel=top["channel"], version=_int(top["version"], "version", 1),
+    return Manifest(schema=schema, channel=top["channel"], version=_int(top["version"], "version", 1),
                     issued_at=issued_at, kind=kind, language=_language(top["language"], "language"),
                     programmes=programmes, items=items, slots=slots)
 

@@ -14,6 +14,9 @@ from datetime import date, datetime
 PROFILES = ("radio", "terminal-audio", "terminal-video")
 DEVICE_KINDS = ("radio", "terminal")
 SLOT_KINDS = ("broadcast", "class")
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+"""A slot's days, Monday first; index i is ``date.weekday() == i``. Names, not numbers: 0 or 1 for Monday is a
+guess a reader of the JSON should not have to make."""
 
 # A shape check, not a registry lookup: devices must not need the IANA subtag registry to read a manifest.
 _LANGUAGE_TAG = re.compile(r"[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*")
@@ -30,6 +33,30 @@ def is_language_tag(value: object) -> bool:
 def is_hhmm(value: object) -> bool:
     """True when value is a 24-hour "HH:MM" time of day."""
     return isinstance(value, str) and _HHMM.fullmatch(value) is not None
+
+
+def days_problem(value: object) -> str | None:
+    """Why value is not a slot's days (a non-empty list of distinct WEEKDAYS names), or None when it is."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple, frozenset, set)):
+        return "is not a list of days such as [\"mon\", \"tue\"]"
+    unknown = [d for d in value if d not in WEEKDAYS]
+    if unknown:
+        return f"names {unknown[0]!r}, which is not one of {', '.join(WEEKDAYS)}"
+    if not value:
+        return "is empty (a slot plays on at least one day; remove the slot instead)"
+    if len(set(value)) != len(value):
+        return "names a day twice"
+    return None
+
+
+def week_order(days: object) -> tuple[str, ...]:
+    """Days (valid WEEKDAYS names) in week order, Monday first."""
+    return tuple(d for d in WEEKDAYS if d in days)
+
+
+def plays_on(days: tuple[str, ...], day: date) -> bool:
+    """True when a slot with these days plays on the calendar day (its weekday, in the caller's local time)."""
+    return WEEKDAYS[day.weekday()] in days
 
 
 def is_sha256(value: object) -> bool:
@@ -136,13 +163,20 @@ class Item:
 
 @dataclass(frozen=True)
 class Slot:
-    """A daily time at which a terminal plays: a loudspeaker broadcast or a class session."""
+    """A time at which a terminal plays, on some days of the week: a loudspeaker broadcast or a class session.
+
+    ``days`` defaults to every day, which is what a slot meant before it had days.
+    """
 
     time: str
     kind: str = "broadcast"
     item_position: int | None = None
+    days: tuple[str, ...] = WEEKDAYS
 
     def __post_init__(self) -> None:
+        problem = days_problem(self.days)
+        _require(problem is None, "Slot.days", self.days, problem or "")
+        object.__setattr__(self, "days", week_order(self.days))
         _require(is_hhmm(self.time), "Slot.time", self.time, "is not a 24-hour HH:MM time")
         _require(self.kind in SLOT_KINDS, "Slot.kind", self.kind, f"is not one of {', '.join(SLOT_KINDS)}")
         _require(self.item_position is None or (_is_int(self.item_position) and self.item_position >= 0),

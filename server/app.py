@@ -66,7 +66,8 @@ CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'se
                            "font-src 'self'; connect-src 'self'; media-src 'self'; object-src 'none'; "
                            "base-uri 'self'; form-action 'self'; frame-ancestors 'none'")
 # Member names, cards, attendance and device holders: never kept by a browser or a proxy.
-PERSONAL_DATA = ("/api/v1/members", "/api/v1/reports", "/api/v1/sessions", "/api/v1/devices", "/api/v1/fleet")
+PERSONAL_DATA = ("/api/v1/members", "/api/v1/reports", "/api/v1/sessions", "/api/v1/devices", "/api/v1/fleet",
+                 "/org/members", "/attendance")  # the last two: the console's member pages, reports and exports
 
 
 def security_headers(response: Response) -> Response:

@@ -33,8 +33,21 @@ class DomainError(Exception):
         return self.text.translate(language) if isinstance(self.text, LazyText) else self.message
 
     def to_dict(self, language: str = "en") -> dict[str, Any]:
-        """The JSON body: ``{"error": {"code", "message", ...}}``, its message in LANGUAGE."""
-        return {"error": {"code": self.code, "message": self.localised(language), **self.extra}}
+        """The JSON body: ``{"error": {"code", "message", ...}}``, its message (and any text in its extra fields,
+        such as an import's row problems) in LANGUAGE."""
+        extra = {key: localise(value, language) for key, value in self.extra.items()}
+        return {"error": {"code": self.code, "message": self.localised(language), **extra}}
+
+
+def localise(value: Any, language: str | None) -> Any:
+    """VALUE with every LazyText in it (in lists and dicts too) translated into LANGUAGE."""
+    if isinstance(value, LazyText):
+        return value.translate(language)
+    if isinstance(value, dict):
+        return {key: localise(item, language) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [localise(item, language) for item in value]
+    return value
 
 
 class BadRequest(DomainError):

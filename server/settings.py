@@ -251,6 +251,8 @@ SETTINGS: tuple[Setting, ...] = (
 
     Setting("county_name", "", "The county's name for the county row of reports (e.g. 青山县). Empty: \"本县\" "
             "(\"This county\" in English)."),
+    Setting("participation_target", 0.95, "The participation rate the attendance dashboard marks each township "
+            "against (0.95 for 95%, the winter training's target).", _fraction),
     Setting("secret_key", "", "Flask secret key. Default: generated once and kept in the data directory.", secret=True),
     Setting("log_level", "INFO", "Logging level: DEBUG, INFO, WARNING or ERROR."),
     Setting("access_log", False, "Log every HTTP request gunicorn answers (one line each) to lessoncast run's output.",

@@ -29,7 +29,8 @@ from server.services import app_services
 # - read.people: members (names, branches, sites);
 # - read.attendance: participation reports, member records, class sessions and their attendees.
 # Media staff make and publish lessons: no member, attendance or device data. The viewer role is the organisation
-# department, which reads reports and records. Operators read and manage their own township only; services narrow
+# department, which reads reports and records. Operators read and manage their own township only (its sites, groups
+# and members included: they import their villages' lists); services narrow
 # every read and write to ``Actor.scope`` (server/accounts/scope.py). The monitor role is a scraper's (Prometheus):
 # it reads GET /metrics (read.metrics: counts and durations, no names) and nothing else.
 _READ_ALL = frozenset({"read.lessons", "read.org", "read.devices", "read.people", "read.attendance"})
@@ -37,7 +38,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "admin": _READ_ALL | {"read.metrics", "lessons.write", "tokens.manage", "devices.manage", "org.write",
                           "programmes.write", "attendance.write"},
     "media": frozenset({"read.lessons", "read.org", "lessons.write", "programmes.write"}),
-    "operator": _READ_ALL | {"devices.manage", "attendance.write"},
+    "operator": _READ_ALL | {"devices.manage", "attendance.write", "org.write"},
     "viewer": _READ_ALL,
     "monitor": frozenset({"read.metrics"}),
     # An enrolled device's HTTP token: it may download (when media need a token) and nothing else.

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+from playlists.model import WEEKDAYS
+
 JSON = "application/json"
 
 # ---- small builders --------------------------------------------------------------------------------------------
@@ -123,7 +125,11 @@ PROGRAMME_BODY = _object({
         "variants": {"type": "array", "items": _int(1, 2**31), "maxItems": 20}}, ("lesson",))},
     "slots": {"type": "array", "maxItems": 48, "items": _object({
         "time": _string(5, examples=["07:00"]), "kind": {"type": "string", "enum": ["broadcast", "class"]},
-        "item_position": {"oneOf": [{"type": "null"}, _int(1, 500)]}}, ("time",))},
+        "item_position": {"oneOf": [{"type": "null"}, _int(1, 500)]},
+        # Left out: every day. An empty list is refused (422 bad_days): remove the slot instead.
+        "days": {"type": "array", "items": {"type": "string", "enum": list(WEEKDAYS)}, "minItems": 1,
+                 "maxItems": 7, "uniqueItems": True, "examples": [["mon", "tue", "wed", "thu", "fri"]]}},
+        ("time",))},
 })
 REASON = _json_body(_object({"reason": _string(500)}), required=False)
 LESSON_FORM = _object({
@@ -212,7 +218,8 @@ def _paths() -> dict[str, dict[str, Any]]:
             "One member's lessons and classes in a period.", "The record.", tags=att,
             parameters=(MEMBER_NO, PERIOD, PROGRAMME, FORMAT, TABLE, LANG))},
         "/api/v1/org/import": {"post": _op(
-            "Import a sites, groups or members CSV; 422 with every bad row, and then nothing is written.",
+            "Import a sites, groups or members CSV; 422 with every bad row, and then nothing is written. An "
+            "operator's file must hold only their township's rows (403 other_township naming the others' lines).",
             "What was created and updated.", tags=org, body=_csv_body("sites.csv, groups.csv or members.csv"),
             parameters=(_query("kind", {"type": "string", "enum": ["sites", "groups", "members"]},
                                "The file's kind."),))},

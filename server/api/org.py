@@ -79,7 +79,7 @@ def import_csv():
     try:
         kind = kind or org.detect_kind(org.decode_csv(data))
         name = name or f"{kind}.csv"
-        result = org.import_file(app_services(), data, kind, current_actor().name, name)
+        result = org.import_file(app_services(), data, kind, current_actor().name, name, scope=current_actor().scope)
     except org.OrgImportError as exc:
         raise ApiError(422, "csv_invalid", exc.summary(name or "the file"),
                        rows=[e.to_dict() for e in exc.errors]) from None

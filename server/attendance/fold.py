@@ -249,29 +249,62 @@ def _least(session: Session):
 
 
 def write(session: Session, delta: Delta, device_uid: str, rules: Rules) -> None:
-    """Merge DELTA into the aggregate tables (in SESSION's transaction)."""
+    """Merge DELTA (of DEVICE_UID's events) into the aggregate tables (in SESSION's transaction)."""
+    write_many(session, [(device_uid, delta)], rules)
+
+
+def write_many(session: Session, deltas: Sequence[tuple[str, Delta]], rules: Rules) -> None:
+    """Merge the DELTAS of several batches, each (device uid, Delta), into the aggregate tables in SESSION's
+    transaction, with a fixed number of statements for the lot: ingest's group commit writes every batch it took in
+    one go. Every merge is order-independent, so merging the deltas first gives the rows one by one would."""
+    coverage: dict[tuple[int, str, int, str], CoverageDelta] = {}
+    broadcast: dict[tuple[int, date, str, int], list] = {}
+    exclusions: dict[tuple[str, str], list] = {}
+    for device_uid, delta in deltas:
+        for key, cov in delta.coverage.items():
+            known = coverage.get(key)
+            if known is None:
+                coverage[key] = CoverageDelta(cov.duration_s, list(cov.stretches), cov.first_at, cov.last_at,
+                                              cov.events, cov.clock_flagged)
+            else:
+                known.stretches.extend(cov.stretches)
+                known.first_at, known.last_at = min(known.first_at, cov.first_at), max(known.last_at, cov.last_at)
+                known.events += cov.events
+                known.clock_flagged += cov.clock_flagged
+        for key, (plays, listened) in delta.broadcast.items():
+            entry = broadcast.setdefault(key, [0, 0])
+            entry[0] += plays
+            entry[1] += listened
+        for reason, (count, last_id) in delta.exclusions.items():
+            entry = exclusions.setdefault((device_uid, reason), [0, ""])
+            entry[0] += count
+            entry[1] = max(entry[1], last_id)
+    if coverage:
+        _write_coverage(session, coverage, rules)
+    for _device_uid, delta in deltas:  # each looks up the device's own check-ins and sessions
+        if delta.checkins:
+            _write_checkins(session, delta.checkins, rules)
+        if delta.sessions:
+            _write_sessions(session, delta.sessions, rules)
     insert = _insert(session)
-    if delta.coverage:
-        _write_coverage(session, delta.coverage, rules)
-    if delta.checkins:
-        _write_checkins(session, delta.checkins, rules)
-    if delta.sessions:
-        _write_sessions(session, delta.sessions, rules)
-    for (site, day, programme, lesson), (plays, listened) in sorted(delta.broadcast.items()):
-        stmt = insert(BroadcastDay).values(site_id=site, day=day, programme=programme, lesson_id=lesson, plays=plays,
-                                           listened_cs=listened)
-        session.execute(stmt.on_conflict_do_update(
+    if broadcast:
+        stmt = insert(BroadcastDay.__table__)
+        session.connection().execute(stmt.on_conflict_do_update(
             index_elements=["site_id", "day", "programme", "lesson_id"],
-            set_={"plays": BroadcastDay.plays + stmt.excluded.plays,
-                  "listened_cs": BroadcastDay.listened_cs + stmt.excluded.listened_cs}))
-    for reason, (count, last_id) in sorted(delta.exclusions.items()):
-        stmt = insert(AttendanceExclusion).values(device_uid=device_uid, reason=reason, events=count,
-                                                  last_event_id=last_id)
-        session.execute(stmt.on_conflict_do_update(
+            set_={"plays": BroadcastDay.__table__.c.plays + stmt.excluded.plays,
+                  "listened_cs": BroadcastDay.__table__.c.listened_cs + stmt.excluded.listened_cs}),
+            [{"site_id": site, "day": day, "programme": programme, "lesson_id": lesson, "plays": plays,
+              "listened_cs": listened}
+             for (site, day, programme, lesson), (plays, listened) in sorted(broadcast.items())])
+    if exclusions:
+        stmt = insert(AttendanceExclusion.__table__)
+        table = AttendanceExclusion.__table__
+        session.connection().execute(stmt.on_conflict_do_update(
             index_elements=["device_uid", "reason"],
-            set_={"events": AttendanceExclusion.events + stmt.excluded.events,
-                  "last_event_id": _greatest(session)(AttendanceExclusion.last_event_id,
-                                                      stmt.excluded.last_event_id)}))
+            set_={"events": table.c.events + stmt.excluded.events,
+                  "last_event_id": _greatest(session)(table.c.last_event_id, stmt.excluded.last_event_id)}),
+            [{"device_uid": device_uid, "reason": reason, "events": count, "last_event_id": last_id}
+             for (device_uid, reason), (count, last_id) in sorted(exclusions.items())])
 
 
 def _write_coverage(session: Session, coverage: dict, rules: Rules) -> None:

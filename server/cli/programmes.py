@@ -20,6 +20,37 @@ def _size(n: int) -> str:
     return str(n)
 
 
+class SlotType(click.ParamType):
+    """A --slot value: HH:MM, then /class or /broadcast, then @days, e.g. 07:00@mon-fri or 19:30/class@sat,sun.
+
+    Only the shape is read here; the time, kind and day names are checked by the programme service, the same rule
+    the API and the console apply. Days are comma-separated, and a range like mon-fri counts Monday first.
+    """
+
+    name = "slot"
+
+    def convert(self, value, param, ctx):
+        """The slot dict the service takes, from one --slot value."""
+        if isinstance(value, dict):
+            return value
+        text, _at, days = str(value).partition("@")
+        time_, _slash, kind = text.partition("/")
+        slot = {"time": time_, "kind": kind or "broadcast"}
+        if _at:
+            slot["days"] = [d for part in days.split(",") if part for d in self._expand(part.strip().lower())]
+        return slot
+
+    def _expand(self, part: str) -> list[str]:
+        from playlists.model import WEEKDAYS
+
+        first, dash, last = part.partition("-")
+        if not dash:
+            return [part]
+        if first not in WEEKDAYS or last not in WEEKDAYS or WEEKDAYS.index(first) > WEEKDAYS.index(last):
+            self.fail(say(_("%(part)s is not a range of days such as mon-fri (Monday first)."), part=part))
+        return list(WEEKDAYS[WEEKDAYS.index(first):WEEKDAYS.index(last) + 1])
+
+
 @click.group()
 def programme() -> None:
     """Create and look at programmes (quarters and campaigns)."""
@@ -30,11 +61,12 @@ def programme() -> None:
 @click.option("--title", required=True, help="Title staff and devices show, e.g. '2026年第四季度党课'.")
 @click.option("--from", "valid_from", required=True, help="First day, YYYY-MM-DD.")
 @click.option("--until", "valid_until", required=True, help="Last day, YYYY-MM-DD.")
-@click.option("--slot", "slots", multiple=True,
-              help="Daily terminal slot HH:MM, or HH:MM/class when it is a class (repeatable).")
+@click.option("--slot", "slots", multiple=True, type=SlotType(),
+              help="Terminal slot HH:MM (a broadcast every day); HH:MM/class for a class; add @days for some days "
+                   "only: 07:00@mon-fri, 19:30/class@sat,sun (repeatable).")
 @click.option("--from-json", "json_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None, help="Also take fields (items, slots...) from this JSON file, as the API accepts.")
-def programme_create(code: str, title: str, valid_from: str, valid_until: str, slots: tuple[str, ...],
+def programme_create(code: str, title: str, valid_from: str, valid_until: str, slots: tuple[dict, ...],
                      json_file: Optional[Path]) -> None:
     """Create a draft programme; add lessons with 'lessoncast programme add'."""
     from server.programmes import service as programmes
@@ -44,8 +76,7 @@ def programme_create(code: str, title: str, valid_from: str, valid_until: str, s
     data = json.loads(json_file.read_text(encoding="utf-8")) if json_file else {}
     data |= {"code": code, "title": title, "valid_from": valid_from, "valid_until": valid_until}
     if slots:
-        data["slots"] = [{"time": s.split("/")[0], "kind": s.split("/")[1] if "/" in s else "broadcast"}
-                         for s in slots]
+        data["slots"] = list(slots)
     with api_errors():
         pid = programmes.create(services, data, "cli")
     click.echo(f"Draft {code} created (id {pid}).")
@@ -113,6 +144,9 @@ def print_preview(preview: dict) -> None:
     if preview.get("devices_awaiting_enrolment"):
         click.echo(f"  devices awaiting enrolment: {preview['devices_awaiting_enrolment']} "
                    "(they get it when they enrol)")
+    if preview.get("old_agents"):
+        click.echo(f"  devices with an agent older than 0.4.0: {preview['old_agents']} (they refuse slots set to "
+                   "some days and keep their current programme until the agent is updated)")
     for d in preview.get("downloads", []):
         at = d["fetch_at"].replace("T", " ")[:16]
         if preview.get("urgent"):

@@ -12,9 +12,11 @@ from flask import Flask
 
 def register(app: Flask) -> None:
     """Add the console to APP: sign-in, CSRF for every cookie-authenticated write, its pages and their filters."""
-    from server.console import admin, formats, home, lessons, programmes, session
+    from server.attendance.summary import ReportCache
+    from server.console import admin, attendance, formats, home, lessons, org, programmes, session
 
+    app.extensions["lessoncast_reports"] = ReportCache()  # the dashboard's reports, kept while the data is unchanged
     session.register(app)
     formats.register(app)
-    for module in (session, home, lessons, programmes, admin):
+    for module in (session, home, lessons, programmes, admin, org, attendance):
         app.register_blueprint(module.bp)

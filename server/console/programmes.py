@@ -14,6 +14,7 @@ from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _, lazy_gettext as _l
 from sqlalchemy import func, select
 
+from playlists import model as pl
 from server.accounts.auth import current_actor, require
 from server.console.pages import page_errors
 from server.devices import sync as device_sync
@@ -29,7 +30,8 @@ from server.services import app_services
 bp = Blueprint("console_programmes", __name__)
 page_errors(bp)
 QUARTERS = {1: ("01-01", "03-31"), 2: ("04-01", "06-30"), 3: ("07-01", "09-30"), 4: ("10-01", "12-31")}
-WEEKDAYS = (_l("Mon"), _l("Tue"), _l("Wed"), _l("Thu"), _l("Fri"), _l("Sat"), _l("Sun"))
+# (value a slot stores, label): the labels are 周一 … 周日 in Chinese. Monday first, as pl.WEEKDAYS.
+WEEKDAYS = tuple(zip(pl.WEEKDAYS, (_l("Mon"), _l("Tue"), _l("Wed"), _l("Thu"), _l("Fri"), _l("Sat"), _l("Sun"))))
 
 
 def quarter_window(label: str) -> tuple[str, str]:
@@ -100,9 +102,9 @@ def edit(programme_id: int):
 
 
 def week_view(slots: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows of the week view: each slot time with what plays on each of the seven days (slots are daily)."""
-    return [{"time": s["time"], "kind": s["kind"], "item": s.get("item_position"), "days": [True] * 7}
-            for s in slots]
+    """Rows of the week view: each slot time with, for each day Monday to Sunday, whether it plays."""
+    return [{"time": s["time"], "kind": s["kind"], "item": s.get("item_position"),
+             "days": [day in s["days"] for day in pl.WEEKDAYS]} for s in slots]
 
 
 def _change(programme_id: int, change) -> None:
@@ -159,13 +161,16 @@ def items(programme_id: int):
 @bp.post("/programmes/<int:programme_id>/slots")
 @require("programmes.write")
 def slots(programme_id: int):
-    """Add or remove a daily broadcast or class slot."""
+    """Add a broadcast or class slot on the days ticked, change a slot's days, or remove a slot."""
     action = request.form.get("action", "")
 
     def change(items: list, slots: list) -> dict[str, Any]:
+        # No day ticked is an empty list, which the service refuses with its own message (no second copy here).
         if action == "add":
             slots.append({"time": request.form.get("time", ""), "kind": request.form.get("kind", "broadcast"),
-                          "item_position": None})
+                          "item_position": None, "days": request.form.getlist("days")})
+        elif action == "days":
+            slots[_position(slots)]["days"] = request.form.getlist("days")
         elif action == "remove":
             slots.pop(_position(slots))
         else:

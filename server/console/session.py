@@ -97,7 +97,8 @@ def register(app: Flask) -> None:
 
 
 # Blueprints whose writes are console forms (CSRF even before sign-in: the sign-in form itself).
-CONSOLE_BLUEPRINTS = frozenset({"console", "console_home", "console_lessons", "console_programmes", "console_admin"})
+CONSOLE_BLUEPRINTS = frozenset({"console", "console_home", "console_lessons", "console_programmes", "console_admin",
+                                "console_org", "console_attendance"})
 
 
 def locale() -> str:

@@ -84,9 +84,12 @@ def _finite(text: str) -> float:
 
 
 _DECODE = json.JSONDecoder(parse_constant=_no_constant).raw_decode
-# Only a payload with a three-digit exponent can hold a number too large for a float: it is decoded checking each.
+# Only a payload with a number with a three-digit exponent can hold a number too large for a float: it is decoded
+# checking each. A JSON number inside an object or array follows ':', '[' or ',' (and maybe spaces), so the pattern
+# does not match the "…4e123…" that event ids and hashes are full of (which made almost every batch take the
+# slower path); text that merely looks like such a number only costs the slower path.
 _DECODE_CHECKED = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite).raw_decode
-_BIG_EXPONENT = re.compile(r"[eE][+-]?[0-9]{3}")
+_BIG_EXPONENT = re.compile(r"[:\[,][ \t\n\r]*-?[0-9]+(?:\.[0-9]+)?[eE][+-]?[0-9]{3}")
 _SPACE = re.compile(r"[ \t\n\r]*").match
 
 

@@ -32,6 +32,15 @@ def put(session: Session, topic: str, payload: bytes, now: datetime, *, again: b
     return True
 
 
+def load(session: Session, topics) -> list[RetainedMessage]:
+    """Read the rows of TOPICS into SESSION in one query, so ``put`` on each of them asks the database nothing while
+    the caller keeps the list returned (the session holds its objects only weakly)."""
+    names, rows = sorted(topics), []
+    for start in range(0, len(names), 500):
+        rows += session.scalars(select(RetainedMessage).where(RetainedMessage.topic.in_(names[start:start + 500])))
+    return rows
+
+
 def clear(session: Session, topic: str, now: datetime) -> None:
     """Remove TOPIC's retained message at the broker (an empty retained payload deletes it)."""
     put(session, topic, b"", now)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Callable, Iterable, Mapping, Optional
 
-from server.i18n import LazyText, _l
+from server.i18n import LazyList, LazyText, _l
 
 IMPORT_KINDS = ("sites", "groups", "members")
 # The kinds of group (the groups.kind column holds one of these; the CSV checks and the API enforce it).
@@ -80,7 +80,7 @@ class RowError:
 
     line: int
     field: str
-    message: str
+    message: str | LazyText  # English as a str; the API and console translate it for their reader
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON shape used in the API's 'rows' list."""
@@ -110,7 +110,7 @@ class OrgImportError(Exception):
 class FieldError(ValueError):
     """One value that is wrong, with a message naming the limit or the fix."""
 
-    def __init__(self, field_name: str, message: str):
+    def __init__(self, field_name: str, message: str | LazyText):
         super().__init__(message)
         self.field = field_name
         self.message = message
@@ -132,8 +132,8 @@ class ImportResult:
 def decode_csv(data: bytes) -> str:
     """The file's text: UTF-8 (with or without BOM), UTF-16 with a BOM, else GB18030; OrgImportError otherwise."""
     if data.startswith(b"PK\x03\x04") or data.startswith(b"\xd0\xcf\x11\xe0"):
-        raise _file_error("this is an Excel workbook, not a CSV file. In Excel use 'Save As' → "
-                          "'CSV (comma delimited)' and import that file")
+        raise _file_error(_l("this is an Excel workbook, not a CSV file. In Excel use 'Save As' → "
+                             "'CSV (comma delimited)' and import that file"))
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         candidates: tuple[str, ...] = ("utf-16",)
     else:
@@ -146,11 +146,11 @@ def decode_csv(data: bytes) -> str:
         if any(unicodedata.category(ch) == "Cc" and ch not in "\t\r\n" for ch in text):
             break
         return text
-    raise _file_error("this is not a text CSV file (it is neither UTF-8 nor GB18030 text). "
-                      "Export the sheet from Excel as CSV and import that file")
+    raise _file_error(_l("this is not a text CSV file (it is neither UTF-8 nor GB18030 text). "
+                         "Export the sheet from Excel as CSV and import that file"))
 
 
-def _file_error(message: str, field_name: str = "file") -> OrgImportError:
+def _file_error(message: str | LazyText, field_name: str = "file") -> OrgImportError:
     return OrgImportError([RowError(1, field_name, message)])
 
 
@@ -165,14 +165,15 @@ def _alias_table() -> dict[str, str]:
     return table
 
 
-def _expected(kind: str) -> str:
+def _expected(kind: str) -> LazyText:
     required, optional = COLUMNS[kind]
 
-    def show(name: str) -> str:
-        return f"{name} ({HEADER_ALIASES[name][0]})"
+    def show(names: tuple[str, ...]) -> str:
+        return ", ".join(f"{name} ({HEADER_ALIASES[name][0]})" for name in names)
 
-    text = "required: " + ", ".join(show(n) for n in required)
-    return text + ("; optional: " + ", ".join(show(n) for n in optional) if optional else "")
+    if optional:
+        return _l("required: {required}; optional: {optional}", required=show(required), optional=show(optional))
+    return _l("required: {required}", required=show(required))
 
 
 @dataclass(frozen=True)
@@ -194,8 +195,8 @@ def _records(text: str) -> Iterable[tuple[int, list[str]]]:
             yield start, record
             start = reader.line_num + 1
     except csv.Error as exc:
-        raise OrgImportError([RowError(start, "file", f"the CSV cannot be read here ({exc}); "
-                                                      "check the quotes on this line")]) from None
+        raise OrgImportError([RowError(start, "file", _l("the CSV cannot be read here ({problem}); check the "
+                                                         "quotes on this line", problem=str(exc)))]) from None
 
 
 def _header_columns(header: list[str]) -> dict[int, str]:
@@ -215,9 +216,9 @@ def detect_kind(text: str) -> str:
         if names & {"site_name", "township_name"}:
             return "sites"
         break
-    raise _file_error("cannot tell which kind of file this is from its header. A sites file has "
-                      f"{_expected('sites')}. A groups file has {_expected('groups')}. "
-                      f"A members file has {_expected('members')}", "header")
+    raise _file_error(_l("cannot tell which kind of file this is from its header. A sites file has {sites}. "
+                         "A groups file has {groups}. A members file has {members}", sites=_expected("sites"),
+                         groups=_expected("groups"), members=_expected("members")), "header")
 
 
 def read_table(text: str, kind: str) -> Table:
@@ -225,7 +226,8 @@ def read_table(text: str, kind: str) -> Table:
     records = iter(_records(text))
     first = next(records, None)
     if first is None:
-        raise _file_error(f"the file is empty; it needs a header row with {_expected(kind)}", "header")
+        raise _file_error(_l("the file is empty; it needs a header row with {expected}",
+                             expected=_expected(kind)), "header")
     columns = _header_columns(first[1])
     required, optional = COLUMNS[kind]
     names = list(columns.values())
@@ -233,10 +235,12 @@ def read_table(text: str, kind: str) -> Table:
     missing = [n for n in required if n not in names]
     doubled = sorted({n for n in names if names.count(n) > 1 and not n.startswith("?")})
     if unknown or missing or doubled:
-        parts = ([f"unknown column(s) {', '.join(repr(u) for u in unknown)}"] if unknown else []) + \
-                ([f"missing column(s) {', '.join(missing)}"] if missing else []) + \
-                ([f"column(s) given twice: {', '.join(doubled)}"] if doubled else [])
-        raise _file_error("; ".join(parts) + f". A {kind} file has {_expected(kind)}", "header")
+        parts = ([_l("unknown column(s) {columns}", columns=", ".join(repr(u) for u in unknown))] if unknown
+                 else []) + \
+                ([_l("missing column(s) {columns}", columns=", ".join(missing))] if missing else []) + \
+                ([_l("column(s) given twice: {columns}", columns=", ".join(doubled))] if doubled else [])
+        raise _file_error(_l("{problems}. A {kind} file has {expected}", problems=LazyList("; ", parts),
+                             kind=kind, expected=_expected(kind)), "header")
     rows = []
     unnamed: set[int] = set()
     for line, record in records:
@@ -258,15 +262,17 @@ def check_code(value: str, name: str) -> str:
     """A township, site or member code."""
     value = unicodedata.normalize("NFKC", value).strip()
     if not value:
-        raise FieldError(name, f"{name} is empty; every row needs one")
+        raise FieldError(name, _l("{name} is empty; every row needs one", name=name))
     if EXCEL_NUMBER.match(value):
-        raise FieldError(name, f"{value!r} looks like Excel turned the code into a number; format the column "
-                               "as Text in Excel and export again")
+        raise FieldError(name, _l("{value!r} looks like Excel turned the code into a number; format the column as Text "
+                                  "in Excel and export again", value=value))
     if not CODE.match(value):
         bad = sorted({ch for ch in value if not (ch.isascii() and (ch.isalnum() or ch in "_.-"))})
-        why = f"contains {' '.join(repr(ch) for ch in bad)}; " if bad else ""
-        raise FieldError(name, f"{value!r} {why}a code is 1-64 letters, digits, '_', '.' or '-', starting with "
-                               "a letter or digit")
+        rule = _l("a code is 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit")
+        if bad:
+            raise FieldError(name, _l("{value!r} contains {characters}; {rule}", value=value,
+                                      characters=" ".join(repr(ch) for ch in bad), rule=rule))
+        raise FieldError(name, _l("{value!r}: {rule}", value=value, rule=rule))
     return value
 
 
@@ -274,11 +280,11 @@ def check_name(value: str, name: str, limit: int = NAME_LIMIT, required: bool = 
     """A display name: non-empty (when required), at most LIMIT characters, no control characters."""
     value = value.strip()
     if not value and required:
-        raise FieldError(name, f"{name} is empty; every row needs one")
+        raise FieldError(name, _l("{name} is empty; every row needs one", name=name))
     if len(value) > limit:
-        raise FieldError(name, f"{name} is {len(value)} characters; the limit is {limit}")
+        raise FieldError(name, _l("{name} is {length} characters; the limit is {limit}", name=name, length=len(value), limit=limit))
     if any(unicodedata.category(ch) == "Cc" for ch in value):
-        raise FieldError(name, f"{name} contains control characters")
+        raise FieldError(name, _l("{name} contains control characters", name=name))
     return value
 
 
@@ -293,8 +299,9 @@ def check_date(value: str, name: str) -> Optional[date]:
             try:
                 return date(*(int(g) for g in match.groups()))
             except ValueError:
-                raise FieldError(name, f"{value!r} is not a real date") from None
-    raise FieldError(name, f"{value!r} is not a date; write it as YYYY-MM-DD, YYYY/MM/DD or YYYY年M月D日")
+                raise FieldError(name, _l("{value!r} is not a real date", value=value)) from None
+    raise FieldError(name, _l("{value!r} is not a date; write it as YYYY-MM-DD, YYYY/MM/DD or YYYY年M月D日",
+                                 value=value))
 
 
 def check_flags(value: str | Iterable[str], name: str = "flags") -> list[str]:
@@ -306,8 +313,8 @@ def check_flags(value: str | Iterable[str], name: str = "flags") -> list[str]:
         if not flag:
             continue
         if not FLAG.match(flag):
-            raise FieldError(name, f"flag {flag!r} is not allowed; flags are lowercase letters, digits and '_' "
-                                   "(e.g. over70, at_sea, migrant), separated by ';'")
+            raise FieldError(name, _l("flag {flag!r} is not allowed; flags are lowercase letters, digits and '_' "
+                                      "(e.g. over70, at_sea, migrant), separated by ';'", flag=flag))
         flags.add(flag)
     return sorted(flags)
 
@@ -329,10 +336,11 @@ def check_card(value: Optional[str], name: str = "card_token") -> Optional[str]:
     if not value:
         return None
     if EXCEL_NUMBER.match(value):
-        raise FieldError(name, f"{value!r} looks like Excel turned the card number into a number; format the "
-                               "column as Text in Excel and export again")
+        raise FieldError(name, _l("{value!r} looks like Excel turned the card number into a number; format the "
+                                  "column as Text in Excel and export again", value=value))
     if len(value) > CARD_LIMIT or any(ch.isspace() or unicodedata.category(ch) == "Cc" for ch in value):
-        raise FieldError(name, f"{value!r} is not a card token: at most {CARD_LIMIT} characters, no spaces")
+        raise FieldError(name, _l("{value!r} is not a card token: at most {limit} characters, no spaces", value=value,
+                                  limit=CARD_LIMIT))
     return value
 
 
@@ -340,12 +348,14 @@ def check_group_key(value: str, name: str = "key", kind: str = "") -> str:
     """A group key; the hierarchy prefixes ('township:', 'village:', 'branch:') must match the kind."""
     value = unicodedata.normalize("NFKC", value).strip()
     if not value:
-        raise FieldError(name, f"{name} is empty; every row needs one")
+        raise FieldError(name, _l("{name} is empty; every row needs one", name=name))
     if not GROUP_KEY.match(value):
-        raise FieldError(name, f"{value!r} is not a group key: 1-100 characters without spaces, ';' or ','")
+        raise FieldError(name, _l("{value!r} is not a group key: 1-100 characters without spaces, ';' or ','",
+                                  value=value))
     prefix = value.split(":", 1)[0] if ":" in value else ""
     if prefix in ("township", "village", "branch") and kind and prefix != kind:
-        raise FieldError(name, f"a key starting '{prefix}:' is for a {prefix} group, not a {kind} group")
+        raise FieldError(name, _l("a key starting '{prefix}:' is for a {prefix} group, not a {kind} group",
+                                  prefix=prefix, kind=kind))
     return value
 
 
@@ -354,7 +364,8 @@ def check_kind(value: str, name: str = "kind") -> str:
     value = unicodedata.normalize("NFKC", value).strip()
     kind = KIND_WORDS.get(value, value.lower())
     if kind not in GROUP_KINDS:
-        raise FieldError(name, f"{value!r} is not a group kind; use one of {', '.join(GROUP_KINDS)}")
+        raise FieldError(name, _l("{value!r} is not a group kind; use one of {kinds}", value=value,
+                                  kinds=", ".join(GROUP_KINDS)))
     return kind
 
 
@@ -371,13 +382,13 @@ class _RowCheck:
             self.fail(exc.field, exc.message)
             return None
 
-    def fail(self, name: str, message: str) -> None:
+    def fail(self, name: str, message: str | LazyText) -> None:
         self.errors.append(RowError(self.line, name, message))
 
 
 def _unnamed_errors(table: Table) -> list[RowError]:
-    return [RowError(line, "file", "this row has a value in a column with no header; give the column a header "
-                                   "or delete the value") for line in sorted(table.unnamed)]
+    return [RowError(line, "file", _l("this row has a value in a column with no header; give the column a "
+                                      "header or delete the value")) for line in sorted(table.unnamed)]
 
 
 @dataclass(frozen=True)
@@ -404,15 +415,15 @@ def check_sites(table: Table) -> list[SiteRow]:
         site_code = row.take("site_code", check_code)
         site_name = row.take("site_name", check_name)
         if site_code in seen_sites:
-            row.fail("site_code", f"site {site_code!r} is already on line {seen_sites[site_code]}; "
-                                  "each site appears once")
+            row.fail("site_code", _l("site {code!r} is already on line {line}; each site appears once",
+                                     code=site_code, line=seen_sites[site_code]))
         elif site_code:
             seen_sites[site_code] = line
         if township_code and township_name:
             earlier = township_names.setdefault(township_code, (township_name, line))
             if earlier[0] != township_name:
-                row.fail("township_name", f"township {township_code!r} is called {earlier[0]!r} on line "
-                                          f"{earlier[1]}; give it one name")
+                row.fail("township_name", _l("township {code!r} is called {name!r} on line {line}; give it one name",
+                                             code=township_code, name=earlier[0], line=earlier[1]))
         if None not in (township_code, township_name, site_code, site_name):
             rows.append(SiteRow(line, township_code, township_name, site_code, site_name))
     if errors:
@@ -445,10 +456,12 @@ def check_groups(table: Table, township_codes: frozenset[str]) -> list[GroupRow]
         if values.get("township_code"):
             township = row.take("township_code", check_code)
             if township and township not in township_codes:
-                row.fail("township_code", f"no township with code {township!r}; import the sites first")
+                row.fail("township_code", _l("no township with code {code!r}; import the sites first",
+                                                 code=township))
                 township = None
         if key in seen:
-            row.fail("key", f"group {key!r} is already on line {seen[key]}; each group appears once")
+            row.fail("key", _l("group {key!r} is already on line {line}; each group appears once", key=key,
+                                line=seen[key]))
         elif key:
             seen[key] = line
         if None not in (key, name, kind):
@@ -493,8 +506,8 @@ def check_role(value: str, name: str = "role") -> Optional[str]:
         return None
     role = ROLE_NAMES.get(value.lower()) or ROLE_NAMES.get(value)
     if role is None:
-        raise FieldError(name, f"role {value!r} is not known; write member (党员), branch_secretary (支部书记) or "
-                               "committee (支委)")
+        raise FieldError(name, _l("role {value!r} is not known; write member (党员), branch_secretary (支部书记) or "
+                                  "committee (支委)", value=value))
     return role
 
 
@@ -503,10 +516,10 @@ def check_group_refs(keys: list[str], group_kinds: Mapping[str, str], name: str 
     for key in keys:
         kind = group_kinds.get(key)
         if kind is None:
-            raise FieldError(name, f"no group with key {key!r}; import it in the groups file first")
+            raise FieldError(name, _l("no group with key {key!r}; import it in the groups file first", key=key))
         if kind not in MANAGED_MEMBER_KINDS:
-            raise FieldError(name, f"{key!r} is a {kind} group; members are in township and village groups "
-                                   "through their site")
+            raise FieldError(name, _l("{key!r} is a {kind} group; members are in township and village groups "
+                                      "through their site", key=key, kind=kind))
     return keys
 
 
@@ -532,27 +545,29 @@ def check_members(table: Table, known: MemberContext) -> list[MemberRow]:
         role = row.take("role", check_role) if "role" in has else None
         role_from = row.take("role_from", check_date) if "role_from" in has else None
         if role_from and not values.get("role", "").strip():
-            row.fail("role_from", "role_from needs a role in the same row")
+            row.fail("role_from", _l("role_from needs a role in the same row"))
         groups = None
         if "groups" in has:
             groups = row.take("groups", lambda v, n: check_group_refs(split_keys(v), known.group_kinds, n))
         if member_no in seen:
-            row.fail("member_id", f"member {member_no!r} is already on line {seen[member_no]}; "
-                                  "each member appears once")
+            row.fail("member_id", _l("member {member!r} is already on line {line}; each member appears once",
+                                     member=member_no, line=seen[member_no]))
         elif member_no:
             seen[member_no] = line
         if site and site not in known.site_codes:
-            row.fail("site_code", f"no site with code {site!r}; import the sites first")
+            row.fail("site_code", _l("no site with code {code!r}; import the sites first", code=site))
         if joined and left and left < joined:
-            row.fail("left", f"left {left.isoformat()} is before joined {joined.isoformat()}")
+            row.fail("left", _l("left {left} is before joined {joined}", left=left.isoformat(),
+                                    joined=joined.isoformat()))
         if card:
             owner = known.card_owners.get(card)
             if card in cards:
-                row.fail("card_token", f"card {card!r} is already given to {cards[card][0]!r} on line "
-                                       f"{cards[card][1]}; a card belongs to one member")
+                row.fail("card_token", _l("card {card!r} is already given to {member!r} on line {line}; a card belongs "
+                                          "to one member", card=card, member=cards[card][0], line=cards[card][1]))
             elif owner is not None and owner != member_no and owner not in file_members:
-                row.fail("card_token", f"card {card!r} belongs to member {owner!r}; give that member another "
-                                       "card first (or list them in this file with their new card)")
+                row.fail("card_token", _l("card {card!r} belongs to member {owner!r}; give that member another card "
+                                          "first (or list them in this file with their new card)", card=card,
+                                          owner=owner))
             else:
                 cards[card] = (member_no or "?", line)
         if None not in (member_no, name, site) and not any(e.line == line for e in errors):

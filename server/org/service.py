@@ -16,14 +16,15 @@ from sqlalchemy.orm import Session
 
 from server.accounts.scope import COUNTY, Scope
 from server.audit import AuditEntry
-from server.errors import Conflict, DomainError, Invalid, NotFound
+from server.errors import Conflict, DomainError, Forbidden, Invalid, NotFound
 from server.i18n import _l
 from server.org import cards
 from server.org.csv_rows import (BRANCH_LIMIT, BRANCH_PREFIX, MANAGED_MEMBER_KINDS, FieldError, ImportResult,
                                  MemberContext, MemberRow, Table, check_card, check_code, check_date, check_flags,
                                  check_group_key, check_group_refs, check_groups, check_kind, check_members, check_name,
                                  check_sites, decode_csv, read_table, split_keys)
-from server.org.csv_rows import IMPORT_KINDS, OrgImportError, detect_kind
+from server.org.csv_rows import IMPORT_KINDS, OrgImportError, RowError, detect_kind
+from server.devices.models import Device, DeviceAssignment
 from server.org.models import Group, GroupLink, Member, Site, Township
 from server.training.models import MemberRole
 from server.services import Services
@@ -31,7 +32,7 @@ from server.services import Services
 # What callers use: the database side defined here, and the CSV reading they reach through this module.
 __all__ = ["DEFAULT_SITE", "DEFAULT_TOWNSHIP", "IMPORT_KINDS", "ImportResult", "MEMBER_FIELDS", "MEMBER_PAGE_LIMIT",
            "OrgImportError", "branch_key", "create_group", "decode_csv", "default_site", "detect_kind",
-           "import_file", "import_groups", "import_members", "import_sites", "list_groups",
+           "get_member", "import_file", "member_radios", "import_groups", "import_members", "import_sites", "list_groups",
            "list_members", "list_sites", "list_townships", "update_member", "update_site"]
 
 DEFAULT_TOWNSHIP = ("county", "县直属")
@@ -134,22 +135,55 @@ def _audit(session: Session, services: Services, actor: str, action: str, subjec
     session.add(AuditEntry(at=services.clock(), actor=actor, action=action, subject=subject, details=details))
 
 
+class _Preview(Exception):
+    """Raised inside an import's transaction to roll a preview back, carrying what it would have done."""
+
+    def __init__(self, result: ImportResult):
+        super().__init__("preview")
+        self.result = result
+
+
 def _import(services: Services, data: bytes, kind: str, actor: str, source: str,
-            write: Callable[[Session, Table], ImportResult]) -> ImportResult:
+            write: Callable[[Session, Table], ImportResult], preview: bool = False) -> ImportResult:
     table = read_table(decode_csv(data), kind)
-    with services.db.session() as session:
-        result = write(session, table)
-        counts = {"created": result.created, "updated": result.updated, "unchanged": result.unchanged}
-        _audit(session, services, actor, f"org.import.{kind}", source, counts)
+    try:
+        with services.db.session() as session:
+            result = write(session, table)
+            if preview:  # the whole import ran, every check included; undo it and say what it would do
+                raise _Preview(result)
+            counts = {"created": result.created, "updated": result.updated, "unchanged": result.unchanged}
+            _audit(session, services, actor, f"org.import.{kind}", source, counts)
+    except _Preview as done:
+        return done.result
     return result
 
 
-def import_sites(services: Services, data: bytes, actor: str, source: str = "") -> ImportResult:
-    """Upsert the townships and sites of a sites CSV and their township and village groups; all or nothing."""
+def _refuse_rows(scope: Scope, outside: list[tuple[int, str, str]]) -> None:
+    """403 other_township naming each (line, column, what) of a file that lies outside SCOPE's township, with the
+    rows in the error's ``rows`` (the API's shape for a CSV's bad rows); nothing of the file is stored."""
+    if outside:
+        rows = [RowError(line, column, _l("{what} belongs to another township; an operator of {township} imports "
+                                          "only {township}'s rows", what=what, township=scope.township))
+                for line, column, what in outside]
+        raise Forbidden("other_township",
+                        _l("Lines {lines} name another township's sites, members or groups; an operator of "
+                           "{township} imports only {township}'s rows. Nothing was imported.",
+                           lines=", ".join(str(r.line) for r in rows), township=scope.township),
+                        rows=[r.to_dict() for r in rows])
+
+
+def import_sites(services: Services, data: bytes, actor: str, source: str = "", *, scope: Scope = COUNTY,
+                 preview: bool = False) -> ImportResult:
+    """Upsert the townships and sites of a sites CSV and their township and village groups; all or nothing. Every
+    row's township, and the township any existing site has now, must be in SCOPE."""
 
     def write(session: Session, table: Table) -> ImportResult:
         rows = check_sites(table)
         org, counter, touched = _Org(session), _Counter(), set()
+        _refuse_rows(scope, [(r.line, "township_code", f"Township {r.township_code}") for r in rows
+                             if not scope.covers(r.township_code)]
+                     + [(r.line, "site_code", f"Site {r.site_code}") for r in rows
+                        if r.site_code in org.sites and not scope.covers(org.sites[r.site_code].township.code)])
         for row in rows:
             township, t_created, t_changed = org.township(row.township_code, row.township_name)
             first_mention = row.township_code not in touched
@@ -158,15 +192,21 @@ def import_sites(services: Services, data: bytes, actor: str, source: str = "") 
             counter.add(created, changed or (first_mention and (t_created or t_changed)))
         return counter.result()
 
-    return _import(services, data, "sites", actor, source, write)
+    return _import(services, data, "sites", actor, source, write, preview)
 
 
-def import_groups(services: Services, data: bytes, actor: str, source: str = "") -> ImportResult:
-    """Upsert the groups of a groups CSV (special groups such as 海上支部, retirees, migrant members)."""
+def import_groups(services: Services, data: bytes, actor: str, source: str = "", *, scope: Scope = COUNTY,
+                  preview: bool = False) -> ImportResult:
+    """Upsert the groups of a groups CSV (special groups such as 海上支部, retirees, migrant members). An operator's
+    (SCOPE's) groups must all be of their township, as must any existing group a row changes."""
 
     def write(session: Session, table: Table) -> ImportResult:
         org = _Org(session)
         rows = check_groups(table, frozenset(org.townships))
+        town_of = {t.id: code for code, t in org.townships.items()}
+        _refuse_rows(scope, [(r.line, "township_code", f"Group {r.key}") for r in rows
+                             if not scope.is_county and (not scope.covers(r.township_code or None) or (
+                                 r.key in org.groups and not scope.covers(town_of.get(org.groups[r.key].township_id))))])
         counter = _Counter()
         for row in rows:
             township_id = org.townships[row.township_code].id if row.township_code else None
@@ -174,11 +214,13 @@ def import_groups(services: Services, data: bytes, actor: str, source: str = "")
             counter.add(created, changed)
         return counter.result()
 
-    return _import(services, data, "groups", actor, source, write)
+    return _import(services, data, "groups", actor, source, write, preview)
 
 
-def import_members(services: Services, data: bytes, actor: str, source: str = "") -> ImportResult:
-    """Upsert the members of a members CSV with their branch and special groups; all or nothing."""
+def import_members(services: Services, data: bytes, actor: str, source: str = "", *, scope: Scope = COUNTY,
+                   preview: bool = False) -> ImportResult:
+    """Upsert the members of a members CSV with their branch and special groups; all or nothing. Each member's
+    site, the site an existing member is at now, and every group named must be in SCOPE."""
 
     def write(session: Session, table: Table) -> ImportResult:
         org = _Org(session)
@@ -187,9 +229,26 @@ def import_members(services: Services, data: bytes, actor: str, source: str = ""
                               _CardOwners(services.card_key,
                                           {m.card_token: no for no, m in members.items() if m.card_token}))
         rows = check_members(table, known)
+        if not scope.is_county:
+            town_of = {t.id: code for code, t in org.townships.items()}
+            site_town = {code: site.township.code for code, site in org.sites.items()}
+            site_by_id = {site.id: code for code, site in org.sites.items()}
+            outside = []
+            for r in rows:
+                current = members.get(r.member_no)
+                if not scope.covers(site_town[r.site_code]):
+                    outside.append((r.line, "site_code", f"Site {r.site_code}"))
+                elif current is not None and not scope.covers(site_town[site_by_id[current.site_id]]):
+                    outside.append((r.line, "member_id", f"Member {r.member_no}"))
+                for key in r.groups or ():
+                    group = org.groups.get(key)
+                    if group is not None and group.township_id is not None \
+                            and not scope.covers(town_of.get(group.township_id)):
+                        outside.append((r.line, "groups", f"Group {key}"))
+            _refuse_rows(scope, outside)
         return _write_members(services, session, org, members, rows)
 
-    return _import(services, data, "members", actor, source, write)
+    return _import(services, data, "members", actor, source, write, preview)
 
 
 class _CardOwners(Mapping[str, str]):
@@ -330,10 +389,12 @@ def default_site(session: Session) -> Site:
     return site
 
 
-def import_file(services: Services, data: bytes, kind: str, actor: str, source: str = "") -> ImportResult:
-    """Import a CSV of the given kind (sites, groups or members)."""
+def import_file(services: Services, data: bytes, kind: str, actor: str, source: str = "", *,
+                scope: Scope = COUNTY, preview: bool = False) -> ImportResult:
+    """Import a CSV of the given kind (sites, groups or members) within SCOPE. With PREVIEW the whole import runs,
+    every check included, and is rolled back: the counts it would give, or OrgImportError with every bad row."""
     importer = {"sites": import_sites, "groups": import_groups, "members": import_members}[kind]
-    return importer(services, data, actor, source)
+    return importer(services, data, actor, source, scope=scope, preview=preview)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -527,7 +588,7 @@ def _member_changes(org: _Org, member: Member, changes: Mapping[str, Any]) -> tu
     if "site" in changes:
         code = check_code(_text(changes, "site"), "site")
         if code not in org.sites:
-            raise FieldError("site", f"no site with code {code!r}; see GET /api/v1/sites")
+            raise FieldError("site", _l("no site with code {code!r}; see GET /api/v1/sites", code=code))
         values["site_id"] = org.sites[code].id
     if "card_token" in changes:
         values["card_token"] = check_card(_text(changes, "card_token"))  # hashed by the caller, once checked
@@ -536,7 +597,8 @@ def _member_changes(org: _Org, member: Member, changes: Mapping[str, Any]) -> tu
             values[attribute] = check_date(_text(changes, name), name)
     joined, left = values.get("joined_on", member.joined_on), values.get("left_on", member.left_on)
     if joined and left and left < joined:
-        raise FieldError("left", f"left {left.isoformat()} is before joined {joined.isoformat()}")
+        raise FieldError("left", _l("left {left} is before joined {joined}", left=left.isoformat(),
+                                    joined=joined.isoformat()))
     if "flags" in changes:
         values["flags"] = check_flags(changes["flags"] or [])
     if "groups" in changes:
@@ -580,3 +642,30 @@ def update_member(services: Services, member_id: str, changes: Mapping[str, Any]
             _audit(session, services, actor, "org.member.update", member_id, {"fields": sorted(changes)})
         session.flush()
         return _member_json(session, member, include_card)
+
+
+def get_member(services: Services, member_id: str, include_card: bool = False,
+               scope: Scope = COUNTY) -> dict[str, Any]:
+    """One member as the member list shows them; 404 when unknown, 403 outside SCOPE."""
+    with services.db.session() as session:
+        member = session.scalar(select(Member).where(Member.member_no == member_id))
+        if member is None:
+            raise NotFound("member_not_found", _l("no member {member_id!r}; see GET /api/v1/members",
+                                                  member_id=member_id))
+        scope.check_member(session, member)
+        return _member_json(session, member, include_card)
+
+
+def member_radios(services: Services, member_id: str, scope: Scope = COUNTY) -> list[dict[str, Any]]:
+    """The radios a member (in SCOPE) has held, newest hand-over first: uid, name, from and until (None: still)."""
+    with services.db.session() as session:
+        member = session.scalar(select(Member).where(Member.member_no == member_id))
+        if member is None:
+            raise NotFound("member_not_found", _l("no member {member_id!r}; see GET /api/v1/members",
+                                                  member_id=member_id))
+        scope.check_member(session, member)
+        rows = session.execute(select(Device.uid, Device.name, DeviceAssignment.from_date, DeviceAssignment.until_date)
+                               .join(Device, Device.id == DeviceAssignment.device_id)
+                               .where(DeviceAssignment.member_id == member.id)
+                               .order_by(DeviceAssignment.from_date.desc(), Device.uid)).all()
+    return [{"uid": uid, "name": name, "from": start, "until": until} for uid, name, start, until in rows]

@@ -18,12 +18,13 @@ from sqlalchemy.orm import Session, selectinload
 
 from playlists import topics
 from playlists.channels import channel_id
-from playlists.manifest import build_manifest, canonical_json, media_of, parse_manifest
+from playlists.manifest import SCHEMA, build_manifest, canonical_json, media_of, parse_manifest, reads_schema
 from playlists.model import Audience
 from playlists.payloads import Notify, encode
 from server.audit import AuditEntry
 from server.devices import registry as devices_mod
 from server.devices.models import Device, DeviceAssignment
+from server.events.models import DeviceStatus
 from server.errors import Conflict
 from server.file_lock import exclusive
 from server.i18n import _l
@@ -71,6 +72,8 @@ class ChannelPlan:
     added: list[dict[str, Any]] = field(default_factory=list)
     removed: list[dict[str, Any]] = field(default_factory=list)
     download_bytes: int = 0
+    schema: int = SCHEMA
+    old_agents: list[str] = field(default_factory=list)  # devices whose agent refuses this manifest's schema
 
 
 @dataclass
@@ -115,12 +118,15 @@ class PublishPlan:
             "channels_changed": len(changed),
             "download_bytes_total": sum(per_device.get(uid, 0) for uid in affected),
             "download_bytes_max": max((c.download_bytes for c in changed), default=0),
+            # Affected devices whose last reported agent refuses the new manifest's schema (slot days need 0.4.0):
+            # they keep playing what they have until their agent is updated.
+            "old_agents": len({uid for c in changed for uid in c.old_agents}),
             "problems": self.problems,
             "channels": [{
                 "id": c.id, "kind": c.audience.kind, "language": c.audience.language,
                 "groups": sorted(c.audience.groups), "devices": len(c.devices), "version": c.version,
                 "changed": c.changed, "added": c.added, "removed": c.removed,
-                "download_bytes_per_device": c.download_bytes,
+                "download_bytes_per_device": c.download_bytes, "schema": c.schema, "old_agents": len(c.old_agents),
             } for c in sorted(self.channels.values(), key=lambda c: c.id)],
         }
 
@@ -190,9 +196,23 @@ def plan(services, session: Session, programme: Optional[Programme] = None, urge
                             old_version + 1 if changed else old_version, data, changed)
         if changed:
             plan_.added, plan_.removed, plan_.download_bytes = _diff(old, manifest)
+            plan_.schema = manifest["schema"]
         channels[channel] = plan_
+    _old_agents(session, [c for c in channels.values() if c.changed and c.schema != SCHEMA])
     awaiting = session.scalar(select(func.count()).select_from(Device).where(Device.state == "pending"))
     return PublishPlan(programme, channels, moved, problems, now, windows, awaiting, urgent)
+
+
+def _old_agents(session: Session, channels: list[ChannelPlan]) -> None:
+    """Fill each channel's old_agents: its devices whose last status names an agent too old for its schema (a
+    device that never reported its version is not counted: nothing is known of it)."""
+    uids = [uid for c in channels for uid in c.devices]
+    if not uids:
+        return
+    versions = dict(session.execute(select(DeviceStatus.device_uid, DeviceStatus.agent_version)
+                                    .where(DeviceStatus.device_uid.in_(uids))).all())
+    for c in channels:
+        c.old_agents = [uid for uid in c.devices if reads_schema(versions.get(uid), c.schema) is False]
 
 
 def preview(services, ref: Any, urgent: bool = False) -> dict[str, Any]:

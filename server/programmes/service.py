@@ -43,14 +43,43 @@ def _slots(value: Any) -> list[dict[str, Any]]:
     slots = []
     for n, raw in enumerate(value, 1):
         raw = {"time": raw} if isinstance(raw, str) else raw
+        if isinstance(raw, dict) and "days" in raw:
+            _check_days(raw["days"], n)
         try:
             slot = pl.Slot(time=str(raw.get("time")), kind=str(raw.get("kind", "broadcast")),
-                           item_position=raw.get("item_position"))
+                           item_position=raw.get("item_position"), days=tuple(raw.get("days", pl.WEEKDAYS)))
         except (ValueError, AttributeError) as exc:
             raise Invalid("bad_slots", _l("slot {n}: {exc}. Use HH:MM and kind broadcast or class.",
                                           n=n, exc=exc)) from None
-        slots.append({"time": slot.time, "kind": slot.kind, "item_position": slot.item_position})
+        slots.append(slot_json(slot))
     return sorted(slots, key=lambda s: s["time"])
+
+
+def _check_days(days: Any, n: int) -> None:
+    if not isinstance(days, list):
+        raise Invalid("bad_days", _l("slot {n}: days must be a list such as [\"mon\", \"tue\"], or left out for "
+                                     "every day.", n=n), field="days")
+    if not days:
+        raise Invalid("bad_days", _l("slot {n}: days is empty. A slot plays on at least one day; remove the slot "
+                                     "instead.", n=n), field="days")
+    unknown = [d for d in days if d not in pl.WEEKDAYS]
+    if unknown:
+        raise Invalid("bad_days", _l("slot {n}: {day!r} is not a day. Use mon, tue, wed, thu, fri, sat or sun.",
+                                     n=n, day=unknown[0]), field="days")
+    twice = sorted({d for d in days if days.count(d) > 1})
+    if twice:
+        raise Invalid("bad_days", _l("slot {n}: {day} is listed twice.", n=n, day=twice[0]), field="days")
+
+
+def slot_json(slot: pl.Slot) -> dict[str, Any]:
+    """A slot as it is stored and as the API shows it: days always listed, Monday first."""
+    return {"time": slot.time, "kind": slot.kind, "item_position": slot.item_position, "days": list(slot.days)}
+
+
+def stored_slot(raw: Mapping[str, Any]) -> pl.Slot:
+    """A stored slot as plain data; a slot stored without days (before migration 0010) plays every day."""
+    return pl.Slot(time=raw["time"], kind=raw["kind"], item_position=raw.get("item_position"),
+                   days=tuple(raw.get("days", pl.WEEKDAYS)))
 
 
 def _lesson(session: Session, lesson_id: Any, where: str) -> Lesson:
@@ -225,8 +254,7 @@ def plain_all(session: Session, programmes: list[Programme]) -> list[pl.Programm
         items = tuple(pl.Item(position=r.position, lesson=versions[r.lesson_id], mandatory=r.mandatory,
                               groups=frozenset(r.groups), variants=tuple(versions[v] for v in r.variant_lesson_ids))
                       for r in by_programme[programme.id])
-        slots = tuple(pl.Slot(time=s["time"], kind=s["kind"], item_position=s.get("item_position"))
-                      for s in programme.slots)
+        slots = tuple(stored_slot(s) for s in programme.slots)
         result.append(pl.Programme(id=programme.id, code=programme.code, version=programme.version,
                                    title=programme.title, valid_from=programme.valid_from,
                                    valid_until=programme.valid_until, items=items, slots=slots))
@@ -252,7 +280,8 @@ def programme_json(programme: Programme) -> dict[str, Any]:
     return {
         "id": programme.id, "code": programme.code, "version": programme.version, "title": programme.title,
         "state": programme.state, "valid_from": programme.valid_from.isoformat(),
-        "valid_until": programme.valid_until.isoformat(), "slots": programme.slots,
+        "valid_until": programme.valid_until.isoformat(),
+        "slots": [slot_json(stored_slot(s)) for s in programme.slots],
         "supersedes": programme.supersedes_id,
         "published_at": programme.published_at.isoformat() if programme.published_at else None,
         "published_by": programme.published_by,

@@ -151,7 +151,7 @@ def _radio_slot(m):
 
 
 @pytest.mark.parametrize("mutate, field", [
-    (_set(_top, "schema", 2), "schema"),
+    (_set(_top, "schema", 3), "schema"),
     (_set(_top, "schema", "1"), "schema"),
     (_set(_top, "schema", True), "schema"),
     (_drop(_top, "items"), "manifest.items"),

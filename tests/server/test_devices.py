@@ -14,6 +14,8 @@ from server.devices import enrolment, registry as devices
 from server.errors import DomainError
 from tests.conftest import cli_env
 
+pytestmark = pytest.mark.databases  # each test that uses the instance runs on SQLite and on PostgreSQL
+
 
 def _add(services, **kw):
     with services.db.session() as session:
@@ -56,12 +58,12 @@ def test_expired_code_is_refused(services, client):
     assert answer.status_code == 403 and answer.get_json()["error"]["code"] == "enrol_code_expired"
 
 
-def test_revoked_device_token_stops_working(tmp_path, ready_lesson):
+def test_revoked_device_token_stops_working(tmp_path, database_url):
     from server.app import create_app
     from tests.conftest import free_port, make_services
 
     services = make_services(tmp_path / "d", mqtt_port=free_port(), mqtt_server_port=free_port(),
-                             media_require_token=True)
+                             media_require_token=True, database_url=database_url)
     client = create_app(services=services).test_client()
     body = client.post("/api/v1/enrol", json={"code": _add(services).code}).get_json()
     uid = body["device"]

@@ -259,6 +259,19 @@ def test_split_batch_keeps_each_events_text_and_decodes_escapes():
     assert events is None and top["events"] == {}
 
 
+@pytest.mark.parametrize("number", ["1e999", "-1E+400", "2.5e0309", "1e400"])
+@pytest.mark.parametrize("where", ['{"x":%s}', '{"x":[1, %s]}', '{"x": \n %s}'])
+def test_a_number_too_large_for_a_float_is_refused_wherever_it_is(number, where):
+    # The checked decoder is chosen by a pattern; event ids full of "4e123" must not choose it, a real one must.
+    event = where % number
+    payload = ('{"device":"d","epoch":1,"events":[%s]}' % event).encode()
+    with pytest.raises(ValueError, match="too large for a number"):
+        split_batch(payload)
+    plain = '{"id":"4e123456-1e99-4e10-8e55-0e1234567890","x":1e300,"y":"a,1e999"}'
+    _top, events = split_batch(('{"device":"d","epoch":1,"events":[%s]}' % plain).encode())
+    assert events[0][0]["x"] == 1e300 and events[0][0]["y"] == "a,1e999" and events[0][1] == plain
+
+
 def test_a_bad_batch_is_quarantined_beside_a_good_batch_of_another_device(services, radios):
     bad_device, good_device = radios(2)
     bad = f'{{"device":"{bad_device}","device":"{bad_device}","epoch":1,"events":[{EV1}]}}'.encode()
@@ -350,6 +363,65 @@ def test_a_batch_without_its_range_properties_is_dropped(services, radios):
     assert _sequence(services, device) is None and _ack_row(services, device) is None
 
 
+def test_a_group_of_many_batches_is_written_in_a_fixed_number_of_statements(services):
+    """Group commit pays per group, not per batch: twelve batches of four radios (plays folded into attendance) are
+    written in one transaction with as many statements as four batches of the same radios. Before, each batch ran
+    its own sequence-row insert and select, enrolment check, events insert, coverage upsert, read and update, and
+    ack read: about ten statements a batch."""
+    from sqlalchemy import event
+
+    county = county_data.build_county(services, townships=1, sites_per_township=1, members_per_site=4,
+                                      radios_per_site=4, lessons=1, durations=(600.0,))
+    radios = [uid for uid, _member in county.radios]
+    at = datetime(2026, 10, 2, 9, 0, tzinfo=UTC)
+    lookups = attendance.Lookups(ttl_s=3600.0)  # warm, as a running ingest's: only the write transaction is counted
+    statements: list[str] = []
+    commits: list[int] = []
+
+    def count(_conn, _cursor, statement, _parameters, _context, _executemany):
+        statements.append(statement.split()[0].upper())
+
+    def committed(_conn):
+        commits.append(1)
+
+    def group(round_: int, per_radio: int) -> list[Incoming]:
+        out = []
+        for n in range(per_radio):
+            seq = 1 + 2 * (round_ + n)  # each radio's batches follow on: 1-2, then 3-4, then 5-6, 7-8, 9-10
+            plays = _plays(county, seq, at + timedelta(days=round_, minutes=10 * n), 0.0, 100.0)
+            out += [Incoming(uid, _props(uid, seq, seq + 1), _batch(uid, plays), at + timedelta(days=60))
+                    for uid in radios]
+        return out
+
+    store_batches(services, group(0, 1), lookups)  # first batches: the caches fill, the ack rows are made
+    measured = {}
+    for round_, per_radio in ((1, 1), (2, 3)):
+        batches = group(round_, per_radio)
+        statements.clear()
+        commits.clear()
+        event.listen(services.db.engine, "before_cursor_execute", count)
+        event.listen(services.db.engine, "commit", committed)
+        try:
+            results = store_batches(services, batches, lookups)
+        finally:
+            event.remove(services.db.engine, "before_cursor_execute", count)
+            event.remove(services.db.engine, "commit", committed)
+        assert all(r is not None and r.inserted == 2 and r.duplicates == 0 for r in results)
+        assert len(commits) == 1, "one write transaction for the group"
+        measured[len(batches)] = (len(statements), list(statements))
+    few, many = measured[4][0], measured[12][0]
+    assert many == few, f"12 batches took {many} statements, 4 took {few}: {measured[12][1]}"
+    assert many <= 16, measured[12][1]
+
+    with services.db.session() as session:
+        assert session.scalar(select(func.count()).select_from(DeviceEvent)) == 2 * 4 * 5
+        assert sum(session.scalars(select(DeviceSequence.events))) == 2 * 4 * 5, "each event counted once"
+        assert session.scalar(select(func.sum(LessonCoverage.events))) == 2 * 4 * 5
+        acks = {row.topic: row.payload for row in session.scalars(
+            select(RetainedMessage).where(RetainedMessage.topic.in_([topics.ack(uid) for uid in radios])))}
+    assert acks == {topics.ack(uid): b'{"epoch":1,"seq":10}' for uid in radios}
+
+
 # --- 4. re-publishing an ack -------------------------------------------------------------------------------------
 
 
@@ -416,15 +488,15 @@ def _plays(county, first_seq: int, at: datetime, start: float, end: float) -> li
                                                end + 30)], first_seq + 1)
 
 
-@pytest.mark.parametrize("broken", ["fold_batch", "write"])
+@pytest.mark.parametrize("broken", ["fold_batch", "write_many"])
 def test_an_attendance_failure_keeps_the_events_and_the_ack(services, small_county, monkeypatch, broken):
     device, member = small_county.radios[0]
     at = datetime(2026, 10, 2, 9, 0, tzinfo=UTC)
-    real_write = attendance.write
+    real_write = attendance.write_many
 
-    def write_then_fail(session, delta, device_uid, rules):
-        real_write(session, delta, device_uid, rules)  # written, then rolled back with the savepoint
-        if delta.coverage:
+    def write_then_fail(session, deltas, rules):
+        real_write(session, deltas, rules)  # written, then rolled back with the savepoint
+        if any(delta.coverage for _device, delta in deltas):
             raise ValueError("unforeseen data")
 
     def fold_fails(*_args, **_kw):

@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 from lessoncast.cli import main
 from server.audit import AuditEntry
 from server.org import service as org
+from server.org.csv_rows import OrgImportError, read_table
 from server.org.models import Group, GroupLink, Member, Site, Township
 
 pytestmark = pytest.mark.databases  # each test runs on SQLite and on PostgreSQL
@@ -402,3 +403,39 @@ def test_same_branch_name_in_two_townships_makes_two_groups(fixed_clock):
                                   "M011,钱二,机关党支部,hx01,,,,,\n").encode(), "test")
     assert group_members(services, "branch:qs:机关党支部") == ["M010"]
     assert group_members(services, "branch:hx:机关党支部") == ["M011"]
+
+
+def test_api_import_refusal_lists_rows_in_the_readers_language(client, auth, services):
+    """The row problems of a refused file are translated like the message: a township operator reads Chinese."""
+    admin = auth("admin")
+    client.post("/api/v1/org/import?kind=sites", headers={**admin, "Content-Type": "text/csv"}, data=SITES.encode())
+    body = MEMBERS_HEADER + ROW + "\n" + ROW.replace("qs02", "x9").replace("M009", "M010") + "\n" \
+        + ROW.replace("M009", "M012").replace("2020-01-01", "soon") + "\n"
+    response = client.post("/api/v1/org/import?kind=members",
+                           headers={**admin, "Content-Type": "text/csv", "Accept-Language": "zh-CN"},
+                           data=body.encode())
+    assert response.status_code == 422
+    error = response.get_json()["error"]
+    assert error["code"] == "csv_invalid" and "nothing was imported" not in error["message"]
+    messages = {(row["line"], row["field"]): row["message"] for row in error["rows"]}
+    assert messages[(3, "site_code")] == "没有编码为 'x9' 的站点；请先导入站点"
+    assert messages[(4, "joined")] == "'soon' 不是日期；请写成 YYYY-MM-DD、YYYY/MM/DD 或 YYYY年M月D日"
+    # The same file without Accept-Language (a script) reads English, and nothing was stored either way.
+    english = client.post("/api/v1/org/import?kind=members", headers={**admin, "Content-Type": "text/csv"},
+                          data=body.encode()).get_json()["error"]
+    assert {(r["line"], r["field"]): r["message"] for r in english["rows"]}[(3, "site_code")] == \
+        "no site with code 'x9'; import the sites first"
+    assert client.get("/api/v1/members", headers=admin).get_json()["total"] == 0
+
+
+def test_header_problems_are_translated_whole():
+    """A header refusal is built from parts (unknown and missing columns, what the file needs); every part reads
+    in the reader's language, not a Chinese sentence around English pieces."""
+    with pytest.raises(OrgImportError) as caught:
+        read_table("township_code,colour\nqs,red\n", "sites")
+    problem = caught.value.errors[0].message
+    assert str(problem).startswith("unknown column(s) 'colour'; missing column(s) township_name, site_code")
+    chinese = problem.translate("zh_CN")
+    assert chinese.startswith("未知的列 'colour'；缺少列 township_name, site_code") or \
+        chinese.startswith("未知的列 'colour'; 缺少列 township_name, site_code")
+    assert "必填列：township_code (乡镇编码)" in chinese and "required" not in chinese

@@ -14,6 +14,8 @@ from server.errors import DomainError
 from server.programmes import service as programmes, publish
 from tests.mqtt_client import MqttProbe
 
+pytestmark = pytest.mark.databases  # each test that uses the instance runs on SQLite and on PostgreSQL
+
 
 def _device(services, answer, **kw):
     m = answer["mqtt"]

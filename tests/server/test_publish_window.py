@@ -16,6 +16,8 @@ from server.devices import registry as devices
 from server.messaging.models import RetainedMessage
 from server.programmes import publish, service as programmes
 
+pytestmark = pytest.mark.databases  # each test that uses the instance runs on SQLite and on PostgreSQL
+
 # 10:00 in the county (Asia/Shanghai): outside the default 00:00-06:00 download window.
 NOW = datetime(2026, 12, 3, 2, 0, tzinfo=timezone.utc)
 

@@ -272,13 +272,33 @@ WRITES: dict[tuple[str, str], Write] = {
             Call("POST", "/api/v1/sessions/roster", csv="session,member\n{hw_session},QS-M2\n"),
             Call("POST", "/api/v1/sessions/roster", csv="member,site,date\nQS-M2,hw-01,2026-11-22\n"),
             Call("POST", "/api/v1/sessions/roster", csv="member,site,date\nHW-M1,qs-01,2026-11-22\n"))),
-    # County staff only: an operator is refused whatever the request names.
-    ("org_api.import_csv", "POST"): Write(ADMIN, Call("POST", "/api/v1/org/import?kind=members",
-                                                      csv="member_id,name,site_code\nHW-M1,改名,qs-01\n")),
-    ("org_api.create_group", "POST"): Write(ADMIN, Call("POST", "/api/v1/groups", {
-        "key": "special:x", "name": "x", "kind": "special", "township": "hw"})),
-    ("org_api.update_site", "PATCH"): Write(ADMIN, Call("PATCH", "/api/v1/sites/hw-01", {"township": "qs"})),
-    ("org_api.update_member", "PATCH"): Write(ADMIN, Call("PATCH", "/api/v1/members/HW-M1", {"site": "qs-01"})),
+    # An operator keeps their own township's lists: every row, and everything a row names, must be theirs.
+    ("org_api.import_csv", "POST"): Write(
+        OPERATORS, Call("POST", "/api/v1/org/import?kind=members", csv="member_id,name,site_code\nQS-M3,新党员,qs-02\n"),
+        200, hostile=(
+            Call("POST", "/api/v1/org/import?kind=members", csv="member_id,name,site_code\nHW-M1,改名,qs-01\n"),
+            Call("POST", "/api/v1/org/import?kind=members", csv="member_id,name,site_code\nQS-M3,x,hw-01\n"),
+            Call("POST", "/api/v1/org/import?kind=sites",
+                 csv="township_code,township_name,site_code,site_name\nqs,青山镇,qs-09,新村\nhw,海湾镇,hw-09,x\n"),
+            Call("POST", "/api/v1/org/import?kind=sites",
+                 csv="township_code,township_name,site_code,site_name\nqs,青山镇,hw-01,抢来的村\n"),
+            Call("POST", "/api/v1/org/import?kind=groups", csv="key,name,kind\nspecial:x,x,special\n"),
+            Call("POST", "/api/v1/org/import?kind=groups",
+                 csv="key,name,kind,township_code\nspecial:y,y,special,hw\n"))),
+    ("org_api.create_group", "POST"): Write(
+        OPERATORS, Call("POST", "/api/v1/groups", {"key": "special:qs-x", "name": "x", "kind": "special",
+                                                   "township": "qs"}), 201, hostile=(
+            Call("POST", "/api/v1/groups", {"key": "special:x", "name": "x", "kind": "special", "township": "hw"}),
+            Call("POST", "/api/v1/groups", {"key": "special:x", "name": "x", "kind": "special"}))),
+    ("org_api.update_site", "PATCH"): Write(
+        OPERATORS, Call("PATCH", "/api/v1/sites/qs-02", {"name": "新西村"}), 200, hostile=(
+            Call("PATCH", "/api/v1/sites/hw-01", {"township": "qs"}),
+            Call("PATCH", "/api/v1/sites/hw-01", {"name": "x"}),
+            Call("PATCH", "/api/v1/sites/qs-02", {"township": "hw"}))),
+    ("org_api.update_member", "PATCH"): Write(
+        OPERATORS, Call("PATCH", "/api/v1/members/QS-M2", {"name": "改名"}), 200, hostile=(
+            Call("PATCH", "/api/v1/members/HW-M1", {"site": "qs-01"}),
+            Call("PATCH", "/api/v1/members/QS-M2", {"site": "hw-01"}))),
     ("lessons_api.create", "POST"): Write(LESSON_STAFF, Call("POST", "/api/v1/lessons", {"title": "x"})),
     ("lessons_api.retry", "POST"): Write(LESSON_STAFF, Call("POST", "/api/v1/lessons/{lesson}/retry")),
     ("uploads_api.create", "POST"): Write(LESSON_STAFF, Call("POST", "/api/v1/uploads", headers={
