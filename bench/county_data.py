@@ -307,10 +307,9 @@ def store_device(session, uid: str, raw: list[dict], received_at: datetime, rule
     facts = lookups.device(session, uid)
     events = ingest._without_card_tokens(session, events, rules.card_key)
     attributed = attendance.attribute(events, received_at, facts, rules)
-    sqlite = session.get_bind().dialect.name == "sqlite"
-    rows = ingest._rows(uid, 1, events, attributed, received_at, sqlite)
-    if sqlite:
-        session.connection().exec_driver_sql(ingest._SQLITE_INSERT, rows)
+    rows = ingest._rows(uid, 1, events, attributed, received_at)
+    if session.get_bind().dialect.name == "sqlite":
+        ingest._insert_rows(session, rows)
     else:
         _copy_events(session, rows)
     delta = attendance.fold_batch(session, facts, attributed, lookups, rules)
@@ -384,13 +383,13 @@ class Pending:
         self.coverage, self.broadcast, self.sequences, self.acks = {}, {}, [], []
 
 
-def _copy_events(session, rows: list[dict]) -> None:
-    """PostgreSQL: the rows through COPY (psycopg 3), several times faster than INSERT for millions of rows."""
-    columns = ingest._EVENT_COLUMNS
+def _copy_events(session, rows: list[tuple]) -> None:
+    """PostgreSQL: ingest's rows (the JSON and the times as text, which the columns' types read) through COPY
+    (psycopg 3), several times faster than INSERT for millions of rows."""
     cursor = session.connection().connection.driver_connection.cursor()
-    with cursor.copy(f"COPY device_events ({', '.join(columns)}) FROM STDIN") as copy:
+    with cursor.copy(f"COPY device_events ({', '.join(ingest._EVENT_COLUMNS)}) FROM STDIN") as copy:
         for row in rows:
-            copy.write_row([json.dumps(row[c]) if c == "body" else row[c] for c in columns])
+            copy.write_row(row)
 
 
 def write_statuses(services, county: County, at: datetime = RECEIVED) -> None:
