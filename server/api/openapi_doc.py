@@ -325,6 +325,9 @@ def _training_paths() -> dict[str, dict[str, Any]]:
     year = _query("year", _int(2000, 2099), "The year (default: this year).")
     month = _query("month", _string(7, examples=["2026-10"]), "The month.", required=True)
     site_code = _path("site_code", _string(64, minLength=1, examples=["qs-01"]), "The site's code.")
+    cert_number = _path("number", _string(32, minLength=1, examples=["2026-000001"]), "The certificate's number.")
+    batch_params = (_query("programme", _string(64), "A programme's code.", required=True),
+                    {**SITE, "required": True}, LANG)
     html_format = _query("format", {"type": "string", "enum": ["json", "csv", "xlsx", "html"]},
                          "JSON, CSV, XLSX, or html for A4 printing.")
     return {
@@ -353,14 +356,16 @@ def _training_paths() -> dict[str, dict[str, Any]]:
                             "hours": {"type": ["number", "null"]}}, ("programme",)))),
             "get": _op("Certificates issued.", "The certificates.", tags=tr,
                        parameters=(_query("programme", _string(64), "A programme's code."), SITE))},
-        "/api/v1/certificates/{number}/print": {"get": _op(
-            "A certificate as an A4 print page (a reprint is counted).", "The page.", content_type="text/html",
-            tags=tr, parameters=(_path("number", _string(32, minLength=1, examples=["2026-000001"]),
-                                       "The certificate's number."), LANG))},
-        "/api/v1/certificates/print": {"get": _op(
-            "Every certificate of a programme at a site, as A4 pages.", "The pages.", content_type="text/html",
-            tags=tr, parameters=(_query("programme", _string(64), "A programme's code.", required=True),
-                                 {**SITE, "required": True}, LANG))},
+        "/api/v1/certificates/{number}/print": {
+            "get": _op("A certificate as an A4 print page, to look at (not counted as a print).", "The page.",
+                       content_type="text/html", tags=tr, parameters=(cert_number, LANG)),
+            "post": _op("Print (or reprint) a certificate: the print is counted; the A4 page is the answer.",
+                        "The page.", content_type="text/html", tags=tr, parameters=(cert_number, LANG))},
+        "/api/v1/certificates/print": {
+            "get": _op("Every certificate of a programme at a site, as A4 pages, to look at (not counted).",
+                       "The pages.", content_type="text/html", tags=tr, parameters=batch_params),
+            "post": _op("Print a site's batch: each certificate's print is counted; the A4 pages are the answer.",
+                        "The pages.", content_type="text/html", tags=tr, parameters=batch_params)},
         "/api/v1/sites/{site_code}/logbook": {"get": _op(
             "A site's logbooks (四簿一册) of a month.", "The five books.", tags=tr,
             parameters=(site_code, month, html_format, TABLE, LANG))},
@@ -379,7 +384,7 @@ def _training_paths() -> dict[str, dict[str, Any]]:
             parameters=(_path("session_key", _string(200, minLength=1), "The class session's key."),))},
         "/api/v1/reports/makeups": {"get": _op(
             "Make-ups owed, done, late and overdue per site; participation with and without make-ups.",
-            "The report.", tags=tr, parameters=(PERIOD, TOWNSHIP))},
+            "The report.", tags=tr, parameters=(PERIOD, TOWNSHIP, FORMAT, TABLE, LANG))},
         "/api/v1/makeups/visits": {"get": _op(
             "Members without a radio who owe a make-up: the operator's visit list.", "The list.", tags=tr)},
     }

@@ -16,7 +16,8 @@ from server.lessons.models import Lesson
 from server.org.csv_rows import OrgImportError, decode_csv
 from server.services import app_services
 from server.attendance import reports
-from server.training import certificates, hours, hours_export, logbooks, makeup, printing, trainings
+from server.training import (certificates, hours, hours_export, logbooks, makeup, makeup_export, printing,
+                             trainings)
 
 bp = Blueprint("training_api", __name__)
 
@@ -144,10 +145,21 @@ def list_certificates():
 @bp.get("/certificates/<number>/print")
 @require("read.attendance")
 def print_certificate(number: str):
-    """One certificate as an A4 print page (a reprint counts in 'prints')."""
+    """One certificate as an A4 print page, to look at: not counted as a print (POST records one)."""
+    return _certificate_page(number, printed=False)
+
+
+@bp.post("/certificates/<number>/print")
+@require("attendance.write")
+def record_certificate_print(number: str):
+    """Print (or reprint) one certificate: the print is counted in 'prints' and the A4 page is the answer."""
+    return _certificate_page(number, printed=True)
+
+
+def _certificate_page(number: str, printed: bool) -> Response:
     services = app_services()
     with services.db.session() as session:
-        cert = certificates.for_print(session, current_actor().scope, number)
+        cert = certificates.for_print(session, current_actor().scope, number, printed=printed)
         page = printing.certificates_html([cert], services.settings.web_url, _language())
     return _html(page)
 
@@ -155,16 +167,26 @@ def print_certificate(number: str):
 @bp.get("/certificates/print")
 @require("read.attendance")
 def print_batch():
-    """Every certificate of ?programme= at ?site= as A4 pages, for printing a site's batch at once."""
+    """Every certificate of ?programme= at ?site= as A4 pages, to look at: not counted (POST records the prints)."""
+    return _batch_page(printed=False)
+
+
+@bp.post("/certificates/print")
+@require("attendance.write")
+def record_batch_print():
+    """Print a site's batch, ?programme= and ?site=: each certificate's print is counted, the A4 pages are the
+    answer."""
+    return _batch_page(printed=True)
+
+
+def _batch_page(printed: bool) -> Response:
     services = app_services()
     programme, site = request.args.get("programme"), request.args.get("site")
     if not programme or not site:
         raise ApiError(400, "programme_and_site_required", _l("Add ?programme=<code>&site=<site code>."))
     with services.db.session() as session:
-        rows = certificates.listing(session, current_actor().scope, programme=programme, site=site)
-        for cert, _no, _site in rows:
-            cert.prints += 1
-        page = printing.certificates_html([row[0] for row in rows], services.settings.web_url, _language())
+        certs = certificates.batch_for_print(session, current_actor().scope, programme, site, printed=printed)
+        page = printing.certificates_html(certs, services.settings.web_url, _language())
     return _html(page)
 
 
@@ -276,7 +298,8 @@ def makeup_approve(session_key: str):
 @require("read.attendance")
 def makeup_report():
     """Make-ups owed, done, late and overdue per site, every owed make-up, and the participation of ?period=
-    (e.g. a winter-training campaign 2026-11-01..2027-02-28) with and without make-ups [&township=]."""
+    (e.g. a winter-training campaign 2026-11-01..2027-02-28) with and without make-ups [&township=]
+    [&format=json|csv|xlsx] [&table=sites|owed|participation] [&lang=]."""
     services = app_services()
     now, township = services.clock(), _township()
     with services.db.session() as session:
@@ -284,13 +307,17 @@ def makeup_report():
         if request.args.get("period"):
             period, _programme = reports.resolve_period(session, request.args["period"], services.rules)
         rows = makeup.owed(session, township=township, period=period, rules=services.rules)
-        body = {"sites": [vars(s) for s in makeup.by_site(rows, now)],
-                "owed": [_owed_json(o, now) for o in rows]}
-        if period is not None:
-            p = makeup.participation(session, period, services.rules, now, township=township)
-            body["participation"] = {"period": period.label, "members": p.members, "attended": p.attended,
-                                     "made_up": p.made_up, "overdue": p.overdue, "rate": p.rate,
-                                     "rate_with_makeups": p.rate_with_makeups}
+        sites = makeup.by_site(rows, now)
+        p = makeup.participation(session, period, services.rules, now, township=township) if period else None
+    if request.args.get("format", "json") != "json":
+        return _send(makeup_export.tables(sites, rows, now, services.rules.zone, (period.label, p) if p else None),
+                     makeup_export.meta(period.label if period else "", township, now),
+                     "makeups" + (f"-{period.label}" if period else "") + (f"-{township}" if township else ""),
+                     "sites")
+    body = {"sites": [vars(s) for s in sites], "owed": [_owed_json(o, now) for o in rows]}
+    if p is not None:
+        body["participation"] = dict(zip((key for key, _h in makeup_export.PARTICIPATION),
+                                         makeup_export.participation_row(period.label, p)))
     return jsonify(body)
 
 

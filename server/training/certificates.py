@@ -194,11 +194,28 @@ def listing(session: Session, scope: Scope, *, programme: Optional[str] = None,
     return [tuple(row) for row in session.execute(query.order_by(Certificate.number))]
 
 
-def for_print(session: Session, scope: Scope, number: str) -> Certificate:
-    """The certificate NUMBER for (re)printing, its print count raised; NotFound, or Forbidden out of SCOPE."""
+def for_print(session: Session, scope: Scope, number: str, *, printed: bool = False) -> Certificate:
+    """The certificate NUMBER for (re)printing; NotFound, or Forbidden out of SCOPE. Only when PRINTED (an explicit
+    request to print, never a page view) is its print count raised."""
     cert = session.scalar(select(Certificate).where(Certificate.number == number))
     if cert is None:
         raise NotFound("certificate_not_found", _l("There is no certificate {number!r}.", number=number))
     scope.check_member(session, session.get(Member, cert.member_id))
-    cert.prints += 1
+    if printed:
+        cert.prints += 1
     return cert
+
+
+def batch_for_print(session: Session, scope: Scope, programme: str, site: str, *,
+                    printed: bool = False) -> list[Certificate]:
+    """Every certificate of PROGRAMME at SITE within SCOPE, by number, for printing a site's batch; each one's print
+    count is raised only when PRINTED. NotFound for an unknown site, Forbidden for one outside SCOPE."""
+    found = session.scalar(select(Site).where(Site.code == site))
+    if found is None:
+        raise NotFound("site_not_found", _l("There is no site {code!r}. See GET /api/v1/sites.", code=site))
+    scope.check_site(found)
+    certs = [cert for cert, _no, _site in listing(session, scope, programme=programme, site=site)]
+    if printed:
+        for cert in certs:
+            cert.prints += 1
+    return certs

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import date, datetime, time, timezone
 from typing import Optional
 
-from sqlalchemy import select
+from sqlalchemy import String, select, type_coerce
 from sqlalchemy.orm import Session
 
 from server.attendance.models import ClassSession, LessonCoverage, SessionAttendee
@@ -53,10 +54,18 @@ class MemberHours:
     sources: list[Source] = field(default_factory=list)
 
     def hours_of(self, kind: str) -> float:
-        return hour_rules.total([s for s in self.sources if s.kind == kind])
+        return self._by_kind.get(kind, 0.0)
 
-    @property
+    @cached_property
+    def _by_kind(self) -> dict[str, float]:
+        kinds: dict[str, list[Source]] = defaultdict(list)
+        for s in self.sources:
+            kinds[s.kind].append(s)
+        return {kind: hour_rules.total(rows) for kind, rows in kinds.items()}
+
+    @cached_property
     def hours(self) -> float:
+        """The total of every source (worked out once: the report, its areas and exports all ask for it)."""
         return hour_rules.total(self.sources)
 
     @property
@@ -200,15 +209,22 @@ def _sources(session: Session, wanted: set[int], start: datetime, end: datetime,
         key = (member_id, lesson_id)
         owed[key] = min(owed.get(key, started), started)
     completions: dict[int, list] = defaultdict(list)
-    for member_id, lesson_id, completed_at, duration, title, credited in session.execute(of(LessonCoverage.member_id,
-            select(LessonCoverage.member_id, LessonCoverage.lesson_id, LessonCoverage.completed_at,
+    # The one part that grows with what members heard (up to members x lessons rows): the completion time is read as
+    # the database gives it, without SQLAlchemy's per-value conversion (as the participation report does).
+    parse, utc, zone = datetime.fromisoformat, timezone.utc, rules.zone
+    for member_id, lesson_id, done, duration, title, credited in session.execute(of(LessonCoverage.member_id,
+            select(LessonCoverage.member_id, LessonCoverage.lesson_id,
+                   type_coerce(LessonCoverage.completed_at, String),
                    LessonCoverage.duration_s, Lesson.title, Lesson.credited_hours)
             .join(Lesson, Lesson.id == LessonCoverage.lesson_id)
             .where(LessonCoverage.completed_at >= start, LessonCoverage.completed_at < end))):
         if member_id in wanted:
+            completed_at = parse(done) if isinstance(done, str) else done
+            if completed_at.tzinfo is None:
+                completed_at = completed_at.replace(tzinfo=utc)
             missed = owed.get((member_id, lesson_id))
-            completions[member_id].append((lesson_id, title, rules.local_day(completed_at), duration, credited,
-                                           missed is not None and completed_at >= missed))
+            completions[member_id].append((lesson_id, title, completed_at.astimezone(zone).date(), duration,
+                                           credited, missed is not None and completed_at >= missed))
     for member_id, rows in completions.items():
         out[member_id].extend(hour_rules.lesson_sources(rows, class_lessons.get(member_id, set()), hrules))
     for member_id, tid, title, day, hours in session.execute(of(OffSystemTraining.member_id,

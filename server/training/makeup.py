@@ -297,13 +297,23 @@ def participation(session: Session, period: Period, rules, now: datetime, *,
     debts: dict[int, list[Owed]] = defaultdict(list)
     for o in owed(session, township=township, period=period, rules=rules):
         debts[o.member_id].append(o)
-    result.members = len(members)
+    counted = count_participation([m.id for m in members], attended, debts, now)
+    result.members, result.attended, result.made_up, result.overdue = \
+        counted.members, counted.attended, counted.made_up, counted.overdue
+    return result
+
+
+def count_participation(members: list[int], attended: set[int], debts: dict[int, list[Owed]],
+                        now: datetime) -> ClassParticipation:
+    """The participation rule: of MEMBERS, who attended a class (ATTENDED), who instead made up every lesson they
+    owed (DEBTS, done late or not: marked as make-up), and who has a make-up past its deadline and not done."""
+    result = ClassParticipation(members=len(members))
     for m in members:
-        if m.id in attended:
+        if m in attended:
             result.attended += 1
-        elif debts.get(m.id) and all(o.done_at is not None for o in debts[m.id]):
+        elif debts.get(m) and all(o.done_at is not None for o in debts[m]):
             result.made_up += 1
-        elif any(o.state(now) == "overdue" for o in debts.get(m.id, [])):
+        elif any(o.state(now) == "overdue" for o in debts.get(m, [])):
             result.overdue += 1
     return result
 

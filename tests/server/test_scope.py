@@ -341,6 +341,12 @@ WRITES: dict[tuple[str, str], Write] = {
     # The sweep covers the county: an operator passes the role check and is refused as county_only.
     ("training_api.makeup_sweep", "POST"): Write(OPERATORS, Call("POST", "/api/v1/makeups/sweep"), 403, hostile=(
         Call("POST", "/api/v1/makeups/sweep"),)),
+    ("training_api.record_certificate_print", "POST"): Write(
+        OPERATORS, Call("POST", "/api/v1/certificates/2025-000001/print"), 200, hostile=(
+            Call("POST", "/api/v1/certificates/2025-000002/print"),)),
+    ("training_api.record_batch_print", "POST"): Write(
+        OPERATORS, Call("POST", f"/api/v1/certificates/print?programme={FINISHED}&site=qs-01"), 200, hostile=(
+            Call("POST", f"/api/v1/certificates/print?programme={FINISHED}&site=hw-01"),)),
     ("training_api.set_credited_hours", "PUT"): Write(LESSON_STAFF, Call(
         "PUT", "/api/v1/lessons/{lesson}/credited-hours", {"hours": 1.5})),
 }
@@ -468,7 +474,7 @@ READS: dict[tuple[str, str], Read] = {
     ("training_api.print_batch", "GET"): Read(STAFF_READERS,
                                              f"/api/v1/certificates/print?programme={FINISHED}&site=qs-01",
                                              shows="青山党员甲", hostile=(
-        (f"/api/v1/certificates/print?programme={FINISHED}&site=hw-01", 200),)),
+        (f"/api/v1/certificates/print?programme={FINISHED}&site=hw-01", 403),)),
     ("training_api.site_logbook", "GET"): Read(STAFF_READERS, "/api/v1/sites/qs-01/logbook?month=2026-11",
                                               shows="青山党员甲", hostile=(
         ("/api/v1/sites/hw-01/logbook?month=2026-11", 403),

@@ -83,6 +83,35 @@ def test_a_member_who_changed_role_mid_year_has_the_quota_of_the_role_held_longe
     assert r.role_in_year(history, 2026) == expected
 
 
+@pytest.mark.parametrize("line, expected", [
+    # an off-system training earns the hours its roster states, on its date
+    ("M1,乡镇党校集中培训（3天）,2026-05-12,24", ("M1", "乡镇党校集中培训（3天）", D(2026, 5, 12), 24.0)),
+    ("M1,县委宣讲,2026-11-03,1.5", ("M1", "县委宣讲", D(2026, 11, 3), 1.5)),
+    ("M1,县委宣讲,2026-11-03, 2 ", ("M1", "县委宣讲", D(2026, 11, 3), 2.0)),
+    ("M1,县委宣讲,2026-11-03,0", "must be above 0"),          # no hours: not a training
+    ("M1,县委宣讲,2026-11-03,-3", "must be above 0"),
+    ("M1,县委宣讲,2026-11-03,240", "at most 200"),             # a typo, not a course
+    ("M1,县委宣讲,2026-11-03,三", "is not a number"),
+    ("M1,县委宣讲,2026-11-03,nan", "must be above 0"),
+    ("M1,,2026-11-03,2", "must not be empty"),
+    ("M1,县委宣讲,,2", "the date is empty"),
+    ("M1,县委宣讲,2026-13-03,2", "date"),
+])
+def test_an_off_system_training_earns_the_hours_its_roster_states(line, expected):
+    from server.errors import Invalid
+    from server.training import trainings
+
+    text = "党员编号,培训名称,日期,学时\n" + line + "\n"
+    if isinstance(expected, tuple):
+        [row] = trainings.parse_roster(text)
+        assert (row.member_no, row.title, row.day, row.hours) == expected
+        assert r.total([Source("training", "t", row.title, row.day, row.hours)]) == expected[3]
+    else:
+        with pytest.raises(Invalid) as refused:
+            trainings.parse_roster(text)
+        assert expected in str(refused.value.text) and "trainings.csv:2" in str(refused.value.text)
+
+
 def test_quotas_and_totals():
     rules = HourRules(quotas={"member": 32.0, "branch_secretary": 56.0, "committee": 56.0})
     assert (r.quota("member", rules), r.quota("branch_secretary", rules), r.quota("committee", rules)) == (32, 56, 56)

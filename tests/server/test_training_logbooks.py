@@ -9,7 +9,10 @@ import io
 from datetime import date, datetime, timedelta
 
 import pytest
+from click.testing import CliRunner
 from openpyxl import load_workbook
+
+from lessoncast.cli import main
 
 from server.events.models import DeviceStatus
 from tests.attendance_data import _stamp
@@ -63,10 +66,29 @@ def test_a_months_logbooks_come_from_the_events(client, auth, services, county):
     assert november["viewing"] == [] and november["operating"] == [] and november["feedback"] == []
 
 
-def test_the_logbook_workbook_reads_back_one_sheet_per_book_and_sites_falling_short(client, auth, token, county):
+def test_the_logbook_workbook_reads_back_one_sheet_per_book_and_sites_falling_short(client, auth, token, county,
+                                                                                    services, tmp_path, monkeypatch):
     xlsx = client.get("/api/v1/sites/t00-s00/logbook?month=2026-10&format=xlsx", headers=auth("viewer"))
     assert xlsx.status_code == 200
-    book = load_workbook(io.BytesIO(xlsx.data), read_only=True)
+    check_the_workbook(io.BytesIO(xlsx.data))
+    # the CLI writes the same workbook
+    monkeypatch.setenv("LESSONCAST_DATA_DIR", str(services.settings.data_path))
+    out = tmp_path / "logbook.xlsx"
+    done = CliRunner().invoke(main, ["training", "logbook", "--site", "t00-s00", "--month", "2026-10", "-o", str(out)])
+    assert done.exit_code == 0, done.output
+    check_the_workbook(out)
+    refused = CliRunner().invoke(main, ["training", "logbook", "--site", "nope", "--month", "2026-10"])
+    assert refused.exit_code != 0 and "nope" in refused.output
+
+    page = client.get("/api/v1/sites/t00-s00/logbook?month=2026-10&format=html", headers=auth("viewer"))
+    html = page.data.decode()
+    assert page.mimetype == "text/html" and html.count('class="logbook"') == 5
+    assert "收看记录" in html and "检查人（签字）" in html and "党员001" in html and "style=" not in html
+    check_sites_falling_short_of_the_site_rules(client, auth, token)
+
+
+def check_the_workbook(source):
+    book = load_workbook(source, read_only=True)
     assert book.sheetnames == ["说明", "收看记录", "运行维护记录", "设备登记簿", "学员花名册", "意见反馈记录"]
     viewing = list(book["收看记录"].iter_rows(values_only=True))
     assert viewing[0] == ("日期", "开始", "结束", "类型", "课程", "分钟", "签到人员")
@@ -76,12 +98,6 @@ def test_the_logbook_workbook_reads_back_one_sheet_per_book_and_sites_falling_sh
     assert [r[0] for r in roster[1:]] == ["M00000000", "M00000001", "M00000002"] and roster[1][4] == 0.8
     equipment = list(book["设备登记簿"].iter_rows(values_only=True))
     assert [r[2] for r in equipment[1:]] == ["r-t00-s00-000", "term-t00-s00"]
-
-    page = client.get("/api/v1/sites/t00-s00/logbook?month=2026-10&format=html", headers=auth("viewer"))
-    html = page.data.decode()
-    assert page.mimetype == "text/html" and html.count('class="logbook"') == 5
-    assert "收看记录" in html and "检查人（签字）" in html and "党员001" in html and "style=" not in html
-    check_sites_falling_short_of_the_site_rules(client, auth, token)
 
 
 def check_sites_falling_short_of_the_site_rules(client, auth, token):
