@@ -65,7 +65,7 @@ class LazyText(str):
         return translator(language)(self.template).format(**values)
 
     def __repr__(self) -> str:
-        return f"_l({self.template!r})"
+        return f"_l({str(self)!r})"  # the English text with its values, as a log or a test failure wants it
 
 
 class LazyList(LazyText):

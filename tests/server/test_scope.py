@@ -349,6 +349,10 @@ WRITES: dict[tuple[str, str], Write] = {
             Call("POST", f"/api/v1/certificates/print?programme={FINISHED}&site=hw-01"),)),
     ("training_api.set_credited_hours", "PUT"): Write(LESSON_STAFF, Call(
         "PUT", "/api/v1/lessons/{lesson}/credited-hours", {"hours": 1.5})),
+    # Agent releases and rollouts are the county's alone: admins (agent.manage); no operator has hostile cases.
+    ("agent_releases_api.create_rollout", "POST"): Write(
+        ADMIN, Call("POST", "/api/v1/agent-rollouts", {"release": "9.9.9", "stages": [{"county": True}]})),
+    ("agent_releases_api.act", "POST"): Write(ADMIN, Call("POST", "/api/v1/agent-rollouts/1/pause")),
 }
 
 WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
@@ -489,16 +493,29 @@ READS: dict[tuple[str, str], Read] = {
     ("training_api.makeup_visits", "GET"): Read(STAFF_READERS, "/api/v1/makeups/visits", shows="QS-M2"),
     # The API's description holds no data: anyone may read it.
     ("openapi_api.document", "GET"): Read(EVERYONE, "/api/v1/openapi.json"),
+    ("agent_releases_api.list_releases", "GET"): Read(ADMIN, "/api/v1/agent-releases"),
+    ("agent_releases_api.list_rollouts", "GET"): Read(ADMIN, "/api/v1/agent-rollouts"),
 }
 
 # Reads of what one token asked for: only that token (or an admin) may read them; see the test below.
 OWN_ONLY = {("exports_api.show", "GET"), ("exports_api.download", "GET")}
+# Reads of one object that the world does not hold (a rollout needs a signed release): the test below checks that only
+# an admin gets past the role check, to a 404 that names nothing.
+ADMIN_ONE = {("agent_releases_api.show_rollout", "GET"): "/api/v1/agent-rollouts/1"}
 
 
 def test_every_read_endpoint_has_a_rule_per_role(app):
     """A read rule added to the API without an entry in READS fails here: say who may read it and, if it holds a
     township's data, what an operator of another township gets."""
-    assert set(READS) | OWN_ONLY == _api_rules(app, {"GET"}, head_only=True)
+    assert set(READS) | OWN_ONLY | set(ADMIN_ONE) == _api_rules(app, {"GET"}, head_only=True)
+
+
+@pytest.mark.parametrize("rule", sorted(ADMIN_ONE), ids=lambda r: f"{r[1]} {r[0]}")
+def test_an_admin_only_read_of_one_object(world, rule):
+    for role in ROLES:
+        answer = Call("GET", ADMIN_ONE[rule]).send(world, role)
+        assert answer.status_code == (404 if role == "admin" else 403), (role, answer.status_code)
+        assert answer.get_json()["error"]["code"] == ("no_rollout" if role == "admin" else "forbidden"), role
 
 
 def _leaks(text: str) -> list[str]:
