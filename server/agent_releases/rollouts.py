@@ -318,19 +318,25 @@ def list_all(services) -> list[dict[str, Any]]:
 
 
 ACTIONS = ("pause", "resume", "retry-failed", "cancel")
+# The states each action applies to (the console offers an action only where it applies).
+ALLOWED_FROM: dict[str, tuple[str, ...]] = {"pause": ("running", "waiting"), "resume": ("paused", "waiting"),
+                                            "retry-failed": ("running", "paused", "waiting"), "cancel": ACTIVE}
+
+
+def check_action(action: str) -> None:
+    """Invalid unless ACTION is one of ACTIONS."""
+    if action not in ACTIONS:
+        raise Invalid("bad_action", _l("action: one of {actions}.", actions=", ".join(ACTIONS)), field="action")
 
 
 def act(services, rollout_id: int, action: str, actor: str) -> dict[str, Any]:
     """Pause, resume (also: start the next stage of a waiting rollout), retry the failed devices, or cancel."""
-    if action not in ACTIONS:
-        raise Invalid("bad_action", _l("action: one of {actions}.", actions=", ".join(ACTIONS)), field="action")
+    check_action(action)
     now = services.clock()
     woken: list[str] = []
     with _lock(services), services.db.session() as session:
         rollout = _get(session, rollout_id)
-        allowed = {"pause": ("running", "waiting"), "resume": ("paused", "waiting"),
-                   "retry-failed": ("running", "paused", "waiting"), "cancel": ACTIVE}[action]
-        if rollout.state not in allowed:
+        if rollout.state not in ALLOWED_FROM[action]:
             raise Conflict("rollout_state", _l("Rollout {id} is {state}: it cannot {action}.", id=rollout.id,
                                                state=rollout.state, action=action))
         stage = rollout.stages[rollout.current_stage]
