@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 import pytest
 from sqlalchemy import select
 
-from server.agent_releases import releases
+from server.agent_releases import releases, rollouts
 from server.agent_releases.models import RolloutStage
 from server.events.ingest import store_status
 from server.programmes import trust
@@ -69,9 +69,25 @@ def test_an_admin_creates_a_rollout_and_watches_its_stages_live(services, county
     page.click("#confirm-action")
     poll(lambda: page.locator("[data-state=paused]").count() == 1, 20, "the paused state")
     check_axe(page)
+    page.click("#rollout-live form[action$='/resume'] button")
+    page.click("#confirm-action")
+    poll(lambda: page.locator("[data-state=running]").count() == 1, 20, "the running state")
+    # the second device succeeds: stage 1 passes, and this manual rollout waits for an admin to start stage 2
+    store_status(services, first[1], json.dumps({"online": True, "agent_version": "0.9.2"}).encode(), now)
+    rollouts.evaluate(services)  # what the ingest does when a device in the rollout reports
+    poll(lambda: page.locator("[data-state=waiting]").count() == 1, 20, "the waiting state")
+    page.click("#rollout-live form[action$='/resume'] button")
+    assert "开始下一阶段" in page.inner_text("#confirm-action")
+    page.click("#confirm-action")
+    poll(lambda: _cell(page, 2, "devices") != "0", 20, "stage 2's devices")
+    with services.db.session() as session:
+        second = session.scalars(select(RolloutStage).where(RolloutStage.position == 1)).one().devices
+    assert second and not set(second) & set(first), "stage 2 takes the township's devices not already updated"
+    assert _cell(page, 2, "devices") == _cell(page, 2, "pending") == str(len(second))
+    assert page.locator("[data-state=running]").count() == 1
     # the list shows the rollout with its counts
     page.goto(f"{live_server}/admin/rollouts")
-    assert page.locator("section.rollout tr[data-stage='1'] td[data-count='succeeded']").inner_text() == "1"
+    assert page.locator("section.rollout tr[data-stage='1'] td[data-count='succeeded']").inner_text() == "2"
 
 
 def test_only_admins_reach_the_rollout_pages(services, county, live_server, staff, page):
