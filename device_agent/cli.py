@@ -260,11 +260,21 @@ def status_cmd(data_dir: str) -> None:
 @click.argument("pack", type=click.Path(exists=True, path_type=Path))
 @data_option
 def import_pack_cmd(pack: Path, data_dir: str) -> None:
-    """Load a sideload pack (directory or .tar) after full verification, and write pending events beside it."""
+    """Load a sideload pack (directory or .tar) after full verification, and write pending events beside it.
+
+    With LESSONCAST_AGENT_INSTALL_DIR set, an agent release the pack carries for this device is installed too; the
+    agent switches to it at its next start.
+    """
     from device_agent.sideload import import_pack
 
+    store = _store(data_dir)
+    updates = None
+    if os.environ.get(INSTALL_DIR_ENV):
+        from device_agent.update import InstallDir, SelfUpdate, running_version
+
+        updates = SelfUpdate(store, InstallDir(Path(os.environ[INSTALL_DIR_ENV])), running_version())
     try:
-        result = import_pack(_store(data_dir), pack)
+        result = import_pack(store, pack, updates=updates)
     except Exception as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(json.dumps(result, ensure_ascii=False))

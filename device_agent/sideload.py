@@ -1,5 +1,6 @@
-"""Sideload: load a pack from a USB stick or SD card with the same verification as a network sync, and write the
-device's unacknowledged events back onto the same medium for ``lessoncast import-events``."""
+"""Sideload: load a pack from a USB stick or SD card with the same verification as a network sync, install the agent
+release assigned to this device when the pack carries it, and write the device's unacknowledged events back onto the
+same medium for ``lessoncast import-events``."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from playlists.agent_release import assignment_path
 from playlists.manifest import parse_manifest
 from playlists.packs import PACK_ROOT, verify_pack
 
@@ -30,8 +32,10 @@ def medium_of(pack: Path) -> Path:
     return pack.parent if pack.name == PACK_ROOT else pack
 
 
-def import_pack(store: AgentStore, pack: Path, *, clock=None) -> dict[str, Any]:
-    """Verify PACK, switch to its programme when it is for this device's channel, and export pending events."""
+def import_pack(store: AgentStore, pack: Path, *, clock=None, updates=None) -> dict[str, Any]:
+    """Verify PACK, switch to its programme when it is for this device's channel, install its agent release for this
+    device through UPDATES (a ``device_agent.update.SelfUpdate``; None where the agent is not self-installed), and
+    export pending events."""
     from firmware_stub.linux import SystemClock
 
     creds = store.credentials()
@@ -57,6 +61,11 @@ def import_pack(store: AgentStore, pack: Path, *, clock=None) -> dict[str, Any]:
                     dest.unlink()
                     raise SideloadError(f"copying {path} failed; try again")
         write_atomic(store.manifest_path, verified.manifest_bytes)
+        agent_update = None
+        if updates is not None and assignment_path(creds["device"]) in verified.agent:
+            # The same check as a network sync, over the pack's verified files; a stick has no data budget.
+            outcome = updates.check(verified.tuf, creds["device"], lambda need: "")
+            agent_update = {"result": outcome.result, "version": outcome.version, "reason": outcome.reason}
     finally:
         shutil.rmtree(work, ignore_errors=True)
     outbox = Outbox(store.outbox_path)
@@ -73,4 +82,4 @@ def import_pack(store: AgentStore, pack: Path, *, clock=None) -> dict[str, Any]:
         outbox.close()
     return {"device": creds["device"], "channel": verified.channel, "manifest_version": manifest.version,
             "media_files": len(verified.media), "events_acked": acked, "events_exported": exported,
-            "events_file": str(events_file)}
+            "events_file": str(events_file), "agent_update": agent_update}

@@ -6,6 +6,7 @@ A pack is a directory (or a deterministic tar of it) named for FAT32 and cheap f
     lessoncast-pack/metadata/<role>.json   signed metadata (every root version, timestamp, snapshot, targets)
     lessoncast-pack/targets/manifest.json  the channel manifest
     lessoncast-pack/media/<hash>.<ext>     the media files
+    lessoncast-pack/agent/<hash>.<ext>     agent release targets (assignments, release.json, wheels), when carried
 
 Import runs the real ngclient Updater over the pack's files (through ``FileFetcher``), so a pack passes exactly the
 checks a network sync passes, anchored on the device's own trusted root.
@@ -21,8 +22,9 @@ import re
 import shutil
 import tarfile
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from playlists.trust import FileFetcher, TrustError, fetch_manifest, open_updater, verify_media
 
@@ -36,6 +38,7 @@ MAX_NAME_CHARS = 64
 MEDIA_NAME_HEX = 32
 _SAFE_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 _BASE_URL = "pack://lessoncast-pack/"
+AGENT_PREFIX = "agent/"
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,10 @@ class VerifiedPack:
     manifest_bytes: bytes
     media: dict[str, Path]
     acks: bytes | None = None  # signed acks for the channel's devices, when the pack carries them
+    agent: dict[str, Path] = field(default_factory=dict)  # verified agent release targets, by target path
+    # An ngclient Updater over the pack's files (valid while they exist): the agent's self-update reads its
+    # assignment, release and wheels through it exactly as it does over the network.
+    tuf: Any = None
 
 
 def safe_name(name: str) -> str:
@@ -78,7 +85,8 @@ def _media_name(target_path: str, sha256: str) -> str:
 
 def _pack_entries(*, channel: str, metadata: Mapping[str, bytes], manifest_target: str, manifest_bytes: bytes,
                   media: Sequence[tuple[str, Path]],
-                  acks: tuple[str, bytes] | None = None) -> dict[str, bytes | Path]:
+                  acks: tuple[str, bytes] | None = None,
+                  agent: Sequence[tuple[str, Path]] = ()) -> dict[str, bytes | Path]:
     """Every file of the pack, by its path relative to the pack directory, in a checked, FAT32-safe layout."""
     if not metadata or "timestamp.json" not in metadata or "root.json" not in metadata:
         raise TrustError("pack metadata lacks root.json or timestamp.json: build it with "
@@ -106,6 +114,17 @@ def _pack_entries(*, channel: str, metadata: Mapping[str, bytes], manifest_targe
             raise TrustError(f"media {target} is listed twice in the pack: pass each media file once")
         entries[f"{PACK_ROOT}/{relative}"] = source
         files.append({"path": relative, "target": target, "length": length, "sha256": sha256})
+    for target, source in agent:
+        # Wheel names run past FAT32's 64 characters: each file gets a short name by its hash; the index maps it.
+        if not target.startswith(AGENT_PREFIX):
+            raise TrustError(f"{target} is not an agent release target ({AGENT_PREFIX}…)")
+        source = Path(source)
+        _check_size(str(source), source.stat().st_size)
+        length, sha256 = _file_sha256(source)
+        relative = f"agent/{_media_name(target, sha256)}"
+        if f"{PACK_ROOT}/{relative}" not in entries:
+            entries[f"{PACK_ROOT}/{relative}"] = source
+            files.append({"path": relative, "target": target, "length": length, "sha256": sha256})
     index = {"format": PACK_FORMAT, "channel": channel, "manifest_target": manifest_target, "files": files,
              "metadata": sorted(metadata)}
     entries[f"{PACK_ROOT}/pack.json"] = json.dumps(index, indent=1, sort_keys=True).encode() + b"\n"
@@ -114,15 +133,16 @@ def _pack_entries(*, channel: str, metadata: Mapping[str, bytes], manifest_targe
 
 def write_pack(out: Path, *, channel: str, metadata: Mapping[str, bytes], manifest_target: str,
                manifest_bytes: bytes, media: Sequence[tuple[str, Path]], as_tar: bool = False,
-               acks: tuple[str, bytes] | None = None) -> Path:
+               acks: tuple[str, bytes] | None = None, agent: Sequence[tuple[str, Path]] = ()) -> Path:
     """Write a pack directory under ``out`` (or the tar file ``out``) and return the path written.
 
     ACKS, (target path, bytes), is a signed file of acks for the channel's devices: a radio that never connects
-    learns from it which of its events the server has, and empties its outbox.
+    learns from it which of its events the server has, and empties its outbox. AGENT, (target path, file) pairs,
+    are agent release targets (assignment files, release descriptors, wheels) that offline devices install from.
     """
     out = Path(out)
     entries = _pack_entries(channel=channel, metadata=metadata, manifest_target=manifest_target,
-                            manifest_bytes=manifest_bytes, media=media, acks=acks)
+                            manifest_bytes=manifest_bytes, media=media, acks=acks, agent=agent)
     if as_tar:
         if out.suffix != ".tar":
             raise TrustError(f"{out}: a tar pack must be named *.tar")
@@ -261,6 +281,7 @@ def verify_pack(pack: Path, trusted_root: bytes, *, work_dir: Path, metadata_dir
     manifest_bytes = fetch_manifest(updater, manifest_target, work_dir / "targets")
     media: dict[str, Path] = {}
     acks: bytes | None = None
+    agent: dict[str, Path] = {}
     for entry in index["files"]:
         if entry["path"] == "targets/manifest.json":
             continue
@@ -272,6 +293,9 @@ def verify_pack(pack: Path, trusted_root: bytes, *, work_dir: Path, metadata_dir
             acks = data
             continue
         parts = PurePosixPath(entry["path"]).parts
+        if len(parts) == 2 and parts[0] == "agent":
+            agent[entry["target"]] = _verify_agent_file(updater, fetcher, root, entry["target"], parts[1])
+            continue
         if len(parts) != 2 or parts[0] != "media":
             raise TrustError(f"pack.json lists {entry['path']!r}, which is not a file in media/: export the pack "
                              "again")
@@ -291,4 +315,20 @@ def verify_pack(pack: Path, trusted_root: bytes, *, work_dir: Path, metadata_dir
     if missing:
         raise TrustError(f"the pack lacks {len(missing)} of the manifest's media files (first: {missing[0]}); "
                          "export the pack again")
-    return VerifiedPack(channel, manifest_bytes, media, acks)
+    return VerifiedPack(channel, manifest_bytes, media, acks, agent, updater)
+
+
+def _verify_agent_file(updater, fetcher: FileFetcher, root: Path, target: str, name: str) -> Path:
+    """Check one agent release file against its signed length and sha256, and serve it under the name ngclient
+    asks for (``dir/{sha256}.{basename}``), so the self-update downloads it from the pack like from the server."""
+    if not target.startswith(AGENT_PREFIX):
+        raise TrustError(f"pack.json lists {target!r} under agent/, which is not an agent release target: export "
+                         "the pack again")
+    path = root / "agent" / safe_name(name)
+    if not path.is_file():
+        raise TrustError(f"pack is missing agent/{name} ({target}): the copy is incomplete; export the pack again")
+    verify_media(updater, target, path)  # a tampered wheel refuses the pack, as a tampered lesson does
+    info = updater.get_targetinfo(target)
+    dirname, _, basename = target.rpartition("/")
+    fetcher.add_alias(f"targets/{dirname}/{info.hashes['sha256']}.{basename}", f"agent/{name}")
+    return path

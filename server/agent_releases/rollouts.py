@@ -16,16 +16,18 @@ import json
 import logging
 import secrets
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, Optional
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from playlists import topics
-from playlists.agent_release import Assignment, assignment_path, encode_assignments, version_key
+from playlists.agent_release import (Assignment, assignment_path, descriptor_path, encode_assignments, version_key,
+                                     wheel_path)
 from playlists.manifest import format_utc
 from server.agent_releases import releases
-from server.agent_releases.models import STAGE_KINDS, Rollout, RolloutStage
+from server.agent_releases.models import STAGE_KINDS, AgentRelease, Rollout, RolloutStage
 from server.audit import AuditEntry
 from server.devices.models import Device
 from server.errors import Conflict, Invalid, NotFound
@@ -318,19 +320,25 @@ def list_all(services) -> list[dict[str, Any]]:
 
 
 ACTIONS = ("pause", "resume", "retry-failed", "cancel")
+# The states each action applies to (the console offers an action only where it applies).
+ALLOWED_FROM: dict[str, tuple[str, ...]] = {"pause": ("running", "waiting"), "resume": ("paused", "waiting"),
+                                            "retry-failed": ("running", "paused", "waiting"), "cancel": ACTIVE}
+
+
+def check_action(action: str) -> None:
+    """Invalid unless ACTION is one of ACTIONS."""
+    if action not in ACTIONS:
+        raise Invalid("bad_action", _l("action: one of {actions}.", actions=", ".join(ACTIONS)), field="action")
 
 
 def act(services, rollout_id: int, action: str, actor: str) -> dict[str, Any]:
     """Pause, resume (also: start the next stage of a waiting rollout), retry the failed devices, or cancel."""
-    if action not in ACTIONS:
-        raise Invalid("bad_action", _l("action: one of {actions}.", actions=", ".join(ACTIONS)), field="action")
+    check_action(action)
     now = services.clock()
     woken: list[str] = []
     with _lock(services), services.db.session() as session:
         rollout = _get(session, rollout_id)
-        allowed = {"pause": ("running", "waiting"), "resume": ("paused", "waiting"),
-                   "retry-failed": ("running", "paused", "waiting"), "cancel": ACTIVE}[action]
-        if rollout.state not in allowed:
+        if rollout.state not in ALLOWED_FROM[action]:
             raise Conflict("rollout_state", _l("Rollout {id} is {state}: it cannot {action}.", id=rollout.id,
                                                state=rollout.state, action=action))
         stage = rollout.stages[rollout.current_stage]
@@ -357,3 +365,26 @@ def act(services, rollout_id: int, action: str, actor: str) -> dict[str, Any]:
     _wake(services, woken)
     evaluate(services)
     return show(services, rollout_id)
+
+
+def pack_files(services, uids: list[str]) -> list[tuple[str, Path]]:
+    """The signed agent targets a sideload pack carries for UIDS: their assignment files, and the descriptor and
+    wheels of every release assigned to them, as (target path, file in the repository)."""
+    with services.db.session() as session:
+        assigned = {uid: a for uid, a in assignments(session).items() if uid in set(uids)}
+        versions = sorted({a.version for a in assigned.values()})
+        rows = {r.version: r for r in session.scalars(select(AgentRelease).where(AgentRelease.version.in_(versions)))}
+        targets = sorted({assignment_path(uid) for uid in assigned})
+        for version in versions:
+            row = rows[version]
+            targets.append(descriptor_path(version))
+            targets += [wheel_path(w["filename"]) for w in [row.agent_wheel, *(row.dependencies or [])]]
+    repo = repository(services)
+    out = []
+    for target in dict.fromkeys(targets):
+        info = repo.target_info(target)
+        if info is None:
+            raise NotFound("no_target", _l("{target} is not signed: register the release again.", target=target))
+        head, _, base = target.rpartition("/")
+        out.append((target, repo.targets_dir / head / f"{info.hashes['sha256']}.{base}"))
+    return out

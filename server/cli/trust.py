@@ -94,6 +94,18 @@ def channel_acks(services, channel: str, now) -> tuple[str, bytes]:
                                                             "acks": acks})
 
 
+def channel_agent_files(services, channel: str) -> list:
+    """The agent release targets for the channel's devices that are in a started rollout stage."""
+    from sqlalchemy import select
+
+    from server.agent_releases.rollouts import pack_files
+    from server.devices.models import Device
+
+    with services.db.session() as session:
+        uids = session.scalars(select(Device.uid).where(Device.channel == channel)).all()
+    return pack_files(services, list(uids))
+
+
 @click.command()
 @click.option("--channel", required=True, help="The channel to pack (see GET /api/v1/channels).")
 @click.argument("out", type=click.Path(path_type=Path))
@@ -133,12 +145,13 @@ def pack(channel: str, out: Path, as_tar: bool) -> None:
     repo = trust_service.repository(services)
     now = services.clock()
     acks_target, acks_bytes = channel_acks(services, channel, now)
+    agent = channel_agent_files(services, channel)
     try:
         repo.add_files({acks_target: acks_bytes}, now=now)  # signed, so a forged stick cannot delete events
         metadata = repo.signed_versions_for_pack(now=now, expires=expires)
         written = write_pack(out, channel=channel, metadata=metadata, manifest_target=manifest_target(channel),
                              manifest_bytes=manifest_bytes, media=media, as_tar=as_tar,
-                             acks=(acks_target, acks_bytes))
+                             acks=(acks_target, acks_bytes), agent=agent)
     except TrustError as exc:
         raise click.ClickException(str(exc)) from None
     finally:
@@ -148,3 +161,5 @@ def pack(channel: str, out: Path, as_tar: bool) -> None:
     size = sum(p.stat().st_size for _, p in media)
     click.echo(f"Pack for {channel}: {len(media)} media files, {size / 1e6:.1f} MB, valid until {expires:%Y-%m-%d}, "
                f"written to {written}")
+    if agent:
+        click.echo(f"It carries {len(agent)} agent release files for the devices of {channel} in a rollout.")

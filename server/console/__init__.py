@@ -13,10 +13,10 @@ from flask import Flask
 def register(app: Flask) -> None:
     """Add the console to APP: sign-in, CSRF for every cookie-authenticated write, its pages and their filters."""
     from server.attendance.summary import ReportCache
-    from server.console import admin, attendance, devices, formats, home, lessons, org, programmes, session
+    from server.console import admin, attendance, devices, formats, home, lessons, org, programmes, rollouts, session
 
     app.extensions["lessoncast_reports"] = ReportCache()  # the dashboard's reports, kept while the data is unchanged
     session.register(app)
     formats.register(app)
-    for module in (session, home, lessons, programmes, devices, admin, org, attendance):
+    for module in (session, home, lessons, programmes, devices, admin, org, attendance, rollouts):
         app.register_blueprint(module.bp)

@@ -98,7 +98,7 @@ def register(app: Flask) -> None:
 
 # Blueprints whose writes are console forms (CSRF even before sign-in: the sign-in form itself).
 CONSOLE_BLUEPRINTS = frozenset({"console", "console_home", "console_lessons", "console_programmes", "console_admin",
-                                "console_org", "console_attendance", "console_devices"})
+                                "console_org", "console_attendance", "console_devices", "console_rollouts"})
 
 
 def locale() -> str:

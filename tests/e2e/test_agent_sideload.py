@@ -2,6 +2,8 @@
 same USB stick, and the next pack's signed acks empty its outbox."""
 
 import json
+import os
+from pathlib import Path
 
 from click.testing import CliRunner
 
@@ -95,3 +97,70 @@ def test_a_pack_with_forged_acks_is_refused(org, ready_lesson, live_server, tmp_
         assert isinstance(exc, TrustError) and "acks" in str(exc)
     else:
         raise AssertionError("a pack with forged acks was accepted")
+
+
+def _fake_pip(argv, **kwargs):
+    """Stands in for `python -m venv` and pip: makes the environment directory (installing is pip's job)."""
+    if "venv" in argv:
+        (Path(argv[-1]) / "bin").mkdir(parents=True)
+
+
+def test_an_offline_radio_installs_its_assigned_agent_release_from_a_pack(org, ready_lesson, live_server, tmp_path):
+    from device_agent.update import InstallDir, SelfUpdate
+    from playlists.trust import TrustError
+    from server.agent_releases import releases, rollouts
+    from tests.server.test_agent_rollouts import fake_wheel
+
+    services = org
+    lesson = ready_lesson("第一课", 3.0)
+    store = add_and_enrol(services, live_server, tmp_path / "radio", site="hw-01")
+    pid = programmes.create(services, {"code": "Q4", "title": "第四季度", "valid_from": "2026-10-01",
+                                       "valid_until": "2026-12-31", "items": [{"lesson": lesson}]}, "test")
+    publish.publish(services, pid, "test")
+    deps = tmp_path / "deps"
+    deps.mkdir()
+    # A dependency whose wheel name is longer than FAT32's 64 characters: the pack names it by its hash.
+    long_dep = fake_wheel(deps, "a_dependency_with_a_rather_long_distribution_name", "12.0.0")
+    assert len(long_dep.name) > 64
+    releases.add(services, fake_wheel(tmp_path, "lessoncast", "9.1.0"), deps, "test")
+    rollouts.create(services, {"release": "9.1.0", "stages": [{"kind": "county"}]}, "test")
+    # From here on the radio reaches nothing: no broker, no server.
+    creds = store.credentials()
+    dead = free_port()
+    creds["mqtt"]["port"] = dead
+    for key in ("metadata_url", "targets_url", "media_base_url"):
+        creds[key] = f"http://127.0.0.1:{dead}/"
+    store.write_json("credentials.json", creds, private=True)
+    channel = store.read_json("config.json")["channel"]
+    install = InstallDir(tmp_path / "install")
+    (install.root / "releases" / "0.4.0" / "bin").mkdir(parents=True)
+    install.switch(install.release("0.4.0"))
+    updates = SelfUpdate(store, install, "0.4.0", run=_fake_pip)
+
+    # A stick whose agent wheel was changed (same length, other bytes) is refused whole, like a changed lesson.
+    tampered = _pack(services, channel, tmp_path / "usb1")
+    index = json.loads((tampered / "pack.json").read_bytes())
+    wheel = next(f for f in index["files"] if f["target"].endswith("lessoncast-9.1.0-py3-none-any.whl"))
+    assert wheel["path"].startswith("agent/") and len(wheel["path"].split("/")[1]) <= 64
+    data = bytearray((tampered / wheel["path"]).read_bytes())
+    data[30] ^= 0xFF
+    (tampered / wheel["path"]).write_bytes(bytes(data))
+    try:
+        import_pack(store, tampered, updates=updates)
+    except TrustError as exc:
+        assert "lessoncast-9.1.0" in str(exc)
+    else:
+        raise AssertionError("a pack with a tampered agent wheel was accepted")
+    assert os.readlink(install.current) == "releases/0.4.0"
+    assert not install.wheelhouse.exists()
+
+    # A good stick: the radio installs the release beside the running one and switches at its next start.
+    result = import_pack(store, _pack(services, channel, tmp_path / "usb2"), updates=updates)
+    assert result["agent_update"] == {"result": "switched", "version": "9.1.0", "reason": ""}
+    assert os.readlink(install.current) == "releases/9.1.0"
+    assert sorted(p.name for p in install.wheelhouse.iterdir()) == sorted([long_dep.name,
+                                                                           "lessoncast-9.1.0-py3-none-any.whl"])
+    assert updates.state()["state"] == "trial"
+    # Without an install directory (an agent not installed by the launcher), the pack loads the programme only.
+    again = import_pack(store, _pack(services, channel, tmp_path / "usb3"))
+    assert again["agent_update"] is None

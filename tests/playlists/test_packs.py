@@ -175,3 +175,49 @@ def test_a_pack_missing_a_media_file_of_its_manifest_is_refused(county, tmp_path
                       manifest_bytes=county.manifests[CHANNEL_A], media=files)
     with pytest.raises(TrustError, match="lacks 1 of the manifest's media files"):
         verify_pack(pack, county.root_v1(), work_dir=tmp_path / "work")
+
+
+def _agent_files(county, tmp_path):
+    """A signed wheel whose name is over FAT32's 64 characters, as a release target, and its file."""
+    from playlists.agent_release import wheel_path
+
+    name = "a_dependency_with_a_rather_long_distribution_name-12.0.0-py3-none-any.whl"
+    data = b"PK\x03\x04 a wheel's bytes" * 40
+    county.repo.add_files({wheel_path(name): data}, now=county.now)
+    source = tmp_path / "wheel-source"
+    source.write_bytes(data)
+    return wheel_path(name), source, data
+
+
+def test_agent_release_files_get_short_names_and_are_verified_like_media(county, exported, tmp_path):
+    target, source, data = _agent_files(county, tmp_path)
+    exported["metadata"] = county.repo.signed_versions_for_pack(now=county.now, expires=county.now + timedelta(days=60))
+    root = write_pack(tmp_path / "usb", agent=[(target, source)], **exported)
+    entry = next(f for f in json.loads((root / "pack.json").read_bytes())["files"] if f["target"] == target)
+    assert len(target.rpartition("/")[2]) > MAX_NAME_CHARS
+    assert entry["path"].startswith("agent/") and len(entry["path"].split("/")[1]) <= MAX_NAME_CHARS
+    pack = verify_pack(tmp_path / "usb", county.root_v1(), work_dir=tmp_path / "work")
+    assert pack.agent[target].read_bytes() == data
+    # the update check reads it through the pack's TUF client, under the name ngclient asks for
+    info = pack.tuf.get_targetinfo(target)
+    pack.tuf.download_target(info, str(tmp_path / "fetched.whl"))
+    assert (tmp_path / "fetched.whl").read_bytes() == data
+    # the same bytes changed on the stick refuse the whole pack
+    changed = bytearray(data)
+    changed[5] ^= 0xFF
+    (root / entry["path"]).write_bytes(bytes(changed))
+    with pytest.raises(TrustError, match="does not match the signed length and hash"):
+        verify_pack(tmp_path / "usb", county.root_v1(), work_dir=tmp_path / "work2")
+
+
+def test_an_agent_entry_outside_the_agent_targets_is_refused(county, exported, tmp_path):
+    with pytest.raises(TrustError, match="not an agent release target"):
+        write_pack(tmp_path / "usb", agent=[("media/x.mp3", tmp_path / "nothing")], **exported)
+    target, source, _data = _agent_files(county, tmp_path)
+    exported["metadata"] = county.repo.signed_versions_for_pack(now=county.now, expires=county.now + timedelta(days=60))
+    root = write_pack(tmp_path / "usb", agent=[(target, source)], **exported)
+    index = json.loads((root / "pack.json").read_bytes())
+    next(f for f in index["files"] if f["target"] == target)["target"] = "channels/x/manifest.json"
+    (root / "pack.json").write_bytes(json.dumps(index).encode())
+    with pytest.raises(TrustError, match="not an agent release target"):
+        verify_pack(tmp_path / "usb", county.root_v1(), work_dir=tmp_path / "work")
