@@ -11,7 +11,7 @@ narrows the township with ``Scope.township_filter`` first, as for every listing.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any, Optional
 
 from sqlalchemy import and_, case, func, not_, or_, select
@@ -20,7 +20,6 @@ from sqlalchemy.orm import Session
 from server.devices.models import Device, DeviceAssignment
 from server.errors import Invalid
 from server.events.models import DeviceEvent, DeviceStatus, DeviceStatusHistory, DeviceStatusHourly
-from server.events.rollup import hour_of
 from server.i18n import _l
 from server.org.models import Member, Site, Township
 from server.programmes.models import Channel
@@ -158,6 +157,10 @@ def _window(uid: str, since: datetime, until: datetime):
     return h.device_uid == uid, h.at >= since, h.at <= until
 
 
+def _hour_of(at: datetime) -> datetime:
+    return at.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
+
+
 def online_periods(hours: list[Any], until: datetime, silent_after_s: float) -> list[tuple[datetime, datetime]]:
     """Runs of online reports from HOURS, hourly rollup rows (``DeviceStatusHourly``) in time order.
 
@@ -207,7 +210,7 @@ def status_week(session: Session, uid: str, since: datetime, until: datetime,
       the outbox depth then, from the minute statuses."""
     hourly = session.scalars(select(DeviceStatusHourly)
                              .where(DeviceStatusHourly.device_uid == uid,
-                                    DeviceStatusHourly.hour >= hour_of(since),
+                                    DeviceStatusHourly.hour >= _hour_of(since),
                                     DeviceStatusHourly.hour <= until)
                              .order_by(DeviceStatusHourly.hour)).all()
     tz = since.tzinfo

@@ -87,12 +87,3 @@ def backfill(conn) -> int:
         conn.execute(hourly.insert(), values[start:start + 5000])
     return len(values)
 
-
-def prune_minutes(session, before: datetime) -> int:
-    """Delete the minute statuses (``DeviceStatusHistory``) older than BEFORE; their hours stay in the rollup.
-    Returns how many were deleted."""
-    from sqlalchemy import delete
-
-    from server.events.models import DeviceStatusHistory
-
-    return session.execute(delete(DeviceStatusHistory).where(DeviceStatusHistory.at < before)).rowcount

@@ -11,7 +11,10 @@ import time
 from datetime import timedelta
 from typing import Optional
 
+from sqlalchemy import delete
+
 from server.attendance.exports import expire as expire_exports
+from server.events.models import DeviceStatusHistory
 from server.health.beats import Beater, clock_from_monotonic
 from server.jobs import leases as jobs
 from server.jobs.models import Job
@@ -84,11 +87,9 @@ def advance_rollouts(services: Services) -> None:
 
 def prune_status_history(services: Services) -> None:
     """Delete minute statuses older than ``device_status_retention_days`` (the hourly rollup keeps their hours)."""
-    from server.events.rollup import prune_minutes
-
     before = services.clock() - timedelta(days=services.settings.device_status_retention_days)
     with services.db.session() as session:
-        removed = prune_minutes(session, before)
+        removed = session.execute(delete(DeviceStatusHistory).where(DeviceStatusHistory.at < before)).rowcount
     if removed:
         log.info("deleted %d minute statuses from before %s", removed, before.isoformat())
 

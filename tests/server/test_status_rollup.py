@@ -12,7 +12,6 @@ from sqlalchemy import case, func, select
 from server.devices import fleet
 from server.events.ingest import store_status
 from server.events.models import DeviceStatusHistory, DeviceStatusHourly
-from server.events.rollup import prune_minutes
 from server.jobs import worker
 
 pytestmark = pytest.mark.databases
@@ -125,4 +124,3 @@ def test_old_minute_rows_are_pruned_and_their_hours_kept(org, enrolled):
         left = session.scalars(select(DeviceStatusHistory.at).where(DeviceStatusHistory.device_uid == uid)).all()
         assert left == [now - timedelta(days=1)]
         assert len(_rollup(session, uid)) == 3
-        assert prune_minutes(session, now + timedelta(days=1)) == 1
