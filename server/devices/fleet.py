@@ -208,7 +208,7 @@ def status_week(session: Session, uid: str, since: datetime, until: datetime,
     - ``periods``: runs of reports saying online (``online_periods``), from the same rollup rows;
     - ``sync_log``: when the sync state or programme version changed over the last day (at most), newest first, with
       the outbox depth then, from the minute statuses."""
-    hourly = session.scalars(select(DeviceStatusHourly)
+    hourly = session.execute(select(*DeviceStatusHourly.__table__.columns)  # plain rows: no ORM objects to build
                              .where(DeviceStatusHourly.device_uid == uid,
                                     DeviceStatusHourly.hour >= _hour_of(since),
                                     DeviceStatusHourly.hour <= until)
