@@ -98,6 +98,14 @@ def build(services, lessons: int, programme_count: int, devices: int) -> dict:
     return {"draft": ids[-1], "published": ids[0], "lesson": lessons // 2, "token": token}
 
 
+def build_rollup(services) -> None:
+    """The hourly rollup ingest would have written with each of those statuses (the same rule, over the rows)."""
+    from server.events.rollup import backfill
+
+    with services.db.engine.begin() as conn:
+        backfill(conn)
+
+
 def build_fleet(services, count: int, hours: int, week_uids: int = 3) -> list[str]:
     """COUNT enrolled radios with a last status (some offline, some low, some behind) and a status a minute for
     HOURS; the first WEEK_UIDS get 7 days. Returns the uids whose page is measured."""
@@ -143,6 +151,7 @@ def build_fleet(services, count: int, hours: int, week_uids: int = 3) -> list[st
             flush()
     if chunk:
         flush()
+    build_rollup(services)
     return week
 
 

@@ -255,6 +255,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("device_offline_days", 3.0, "Days without a word from a device before the home page and the devices "
             "table flag it as offline for long.", float),
     Setting("device_low_battery", 20, "Battery percentage at or below which a device is flagged low.", int),
+    Setting("device_status_retention_days", 8.0, "Days a device's minute-by-minute statuses are kept (the worker "
+            "deletes older ones); the device page's chart reads the hourly rollup, which is kept, and its sync log "
+            "reads the last day of minute statuses, so keep at least 1.", float),
     Setting("device_storage_low_mb", 500, "Free storage (MB) at or below which a device is flagged nearly full.",
             int),
     Setting("county_name", "", "The county's name for the county row of reports (e.g. 青山县). Empty: \"本县\" "

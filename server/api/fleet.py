@@ -5,16 +5,19 @@ ingest's metrics."""
 from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 
 from server import validation
 from server.accounts.auth import current_actor, require
 from server.attendance.models import AttendanceExclusion
-from server.devices import registry as devices
+from server.devices import fleet as fleet_service, registry as devices
 from server.devices.models import Device
 from server.events.batches import gaps
+from server.errors import Invalid
 from server.events.models import DeviceEvent, DeviceSequence, DeviceStatus, QuarantinedBatch
+from server.i18n import _l
 from server.org.models import Site, Township
+from server.programmes.models import Channel
 from server.services import app_services
 
 bp = Blueprint("fleet_api", __name__)
@@ -26,18 +29,40 @@ def _iso(value):
     return value.isoformat() if value is not None else None
 
 
+def _state_of_query() -> str | None:
+    """The ``state`` asked for: ``?state=`` (one of ``fleet.STATES``), or its aliases ``?online=1`` (online),
+    ``?online=0`` (offline) and ``?stale=1`` (stale); a 422 when the state is unknown or the aliases disagree."""
+    state = request.args.get("state") or None
+    fleet_service.check_filters(state, None)
+    online, stale = validation.query_flag("online"), validation.query_flag("stale")
+    aliases = ([("online" if online else "offline")] if online is not None else []) + (["stale"] if stale else [])
+    for alias in aliases:
+        if state is not None and state != alias:
+            raise Invalid("state_conflict", _l("state: '{value}' and '{alias}' ask for different devices; give one.",
+                                               value=state, alias=alias), field="state")
+        state = alias
+    return state
+
+
 @bp.get("/fleet")
 @require("read.devices")
 def fleet():
-    """Devices with their status: ?township= ?site= ?kind= ?online=0|1 ?stale=1 ?limit= ?offset=."""
+    """Devices with their status: ?township= ?site= ?kind= ?state= (as the console's devices table; ?online=0|1 and
+    ?stale=1 are aliases) ?limit= ?offset=. Each device's ``online`` and ``states`` come from the same conditions as
+    the console's (``server.devices.fleet.conditions``)."""
     actor = current_actor()
+    state = _state_of_query()
+    page = validation.paging(200, 2000)
+    conds = fleet_service.conditions(fleet_service.Thresholds.of(app_services()))
     last_events = (select(DeviceSequence.device_uid, func.max(DeviceSequence.last_event_at).label("last_event_at"),
                           func.sum(DeviceSequence.quarantined + DeviceSequence.rejected).label("refused"))
                    .group_by(DeviceSequence.device_uid).subquery())
+    flags = [case((c, True), else_=False).label(name) for name, c in conds.items()]
     query = (select(Device, Site.code, Township.code, DeviceStatus, last_events.c.last_event_at,
-                    last_events.c.refused)
+                    last_events.c.refused, *flags)
              .join(Site, Site.id == Device.site_id).join(Township, Township.id == Site.township_id)
              .outerjoin(DeviceStatus, DeviceStatus.device_uid == Device.uid)
+             .outerjoin(Channel, Channel.id == Device.channel)
              .outerjoin(last_events, last_events.c.device_uid == Device.uid))
     township = actor.scope.township_filter(request.args.get("township"))
     if township:
@@ -46,21 +71,18 @@ def fleet():
         query = query.where(Site.code == request.args["site"])
     if request.args.get("kind"):
         query = query.where(Device.kind == request.args["kind"])
-    online, page = validation.query_flag("online"), validation.paging(200, 2000)
-    if online is not None:
-        query = query.where(DeviceStatus.online.is_(True)) if online else \
-            query.where((DeviceStatus.online.is_(False)) | (DeviceStatus.device_uid.is_(None)))
-    if validation.query_flag("stale"):
-        query = query.where(DeviceStatus.stale.is_(True))
+    if state:
+        query = query.where(conds[state])
     with app_services().db.session() as session:
         total = session.scalar(select(func.count()).select_from(query.subquery()))
         rows = session.execute(query.order_by(Township.code, Site.code, Device.uid)
                                .limit(page.limit).offset(page.offset)).all()
         out = []
-        for device, site, town, status, last_event, refused in rows:
+        for device, site, town, status, last_event, refused, *states in rows:
             seen = [t for t in (status.received_at if status else None, last_event) if t is not None]
+            names = [name for name, flag in zip(conds, states) if flag]
             entry = {"id": device.uid, "name": device.name, "kind": device.kind, "site": site, "township": town,
-                     "state": device.state, "online": bool(status and status.online),
+                     "state": device.state, "online": "online" in names, "states": names,
                      "last_seen": _iso(max(seen)) if seen else None, "refused_batches": int(refused or 0)}
             entry.update({k: getattr(status, k) if status else None for k in _STATUS})
             out.append(entry)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from playlists.model import WEEKDAYS
+from server.devices.fleet import STATES as FLEET_STATES
 
 JSON = "application/json"
 
@@ -185,8 +186,13 @@ def _paths() -> dict[str, dict[str, Any]]:
         "/api/v1/fleet": {"get": _op(
             "Devices with their last status.", "A page of the fleet table.", tags=devices,
             parameters=(TOWNSHIP, SITE, _query("kind", {"type": "string", "enum": ["radio", "terminal"]}, "Kind."),
-                        _query("online", {"type": "string", "enum": ["0", "1"]}, "Only online (1) or offline (0)."),
-                        _query("stale", {"type": "string", "enum": ["0", "1"]}, "Only devices with stale content."),
+                        _query("state", {"type": "string", "enum": list(FLEET_STATES)},
+                               "Only devices in this state, by the console's devices table's rules (online, offline, "
+                               "offline for long, stale, sync failed, behind the programme, low battery, storage "
+                               "nearly full); an unknown state is a 422."),
+                        _query("online", {"type": "string", "enum": ["0", "1"]},
+                               "Alias of state=online (1) or state=offline (0)."),
+                        _query("stale", {"type": "string", "enum": ["0", "1"]}, "stale=1: alias of state=stale."),
                         _query("limit", _int(1, 2000), "Rows per page."), OFFSET))},
         "/api/v1/ingest/metrics": {"get": _op("Ingest totals over all devices.", "The totals.", tags=devices)},
         "/api/v1/townships": {"get": _op("Every township.", "The townships.", tags=org)},

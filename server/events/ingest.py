@@ -33,7 +33,9 @@ from server.attendance.rules import Rules
 from server.devices.models import Device
 from server.events.batches import (MAX_SEQ, Event, EventFileError, ack_payload, batch_range, contiguous_end,
                                    parse_batch, read_events_file, strict_json)
-from server.events.models import DeviceEvent, DeviceSequence, DeviceStatus, DeviceStatusHistory, QuarantinedBatch
+from server.events.models import (DeviceEvent, DeviceSequence, DeviceStatus, DeviceStatusHistory, DeviceStatusHourly,
+                                  QuarantinedBatch)
+from server.events.rollup import add_report, hour_of
 from server.messaging import retained
 from server.org import cards
 from server.org.models import Member
@@ -519,6 +521,7 @@ def store_status(services, device: str, payload: bytes, now: datetime, retained_
             # A last will says only that the device went offline: keep what it reported before.
             row.body, row.online = {**row.body, "online": online}, online
             session.add(DeviceStatusHistory(device_uid=device, at=now, online=online))
+            _add_to_hour(session, device, now, online, None, None)
         else:
             row.body, row.online, row.received_at = body, online, now
             columns = fleet_columns(body)
@@ -526,9 +529,21 @@ def store_status(services, device: str, payload: bytes, now: datetime, retained_
                 setattr(row, column, value)
             session.add(DeviceStatusHistory(device_uid=device, at=now, online=online,
                                             **{k: columns[k] for k in HISTORY_COLUMNS}))
+            _add_to_hour(session, device, now, online, columns["battery"], columns["storage_free_mb"])
         if row.received_at is None:
             row.received_at = now
     return True
+
+
+def _add_to_hour(session: Session, device: str, at: datetime, online: bool, battery, storage_free_mb) -> None:
+    """Add the status to its hour's rollup row, in the status's transaction. The device's ``DeviceStatus`` row is
+    locked first (``with_for_update``), so two statuses of one device never add to the same hour at once."""
+    hour = hour_of(at)
+    row = session.get(DeviceStatusHourly, (device, hour), with_for_update=True)
+    if row is None:
+        row = DeviceStatusHourly(device_uid=device, hour=hour)
+        session.add(row)
+    add_report(row, at, online, battery, storage_free_mb)
 
 
 # What the device page charts of each status (DeviceStatusHistory); fleet_columns gives them.

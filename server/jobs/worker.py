@@ -8,9 +8,13 @@ import shutil
 import socket
 import threading
 import time
+from datetime import timedelta
 from typing import Optional
 
+from sqlalchemy import delete
+
 from server.attendance.exports import expire as expire_exports
+from server.events.models import DeviceStatusHistory
 from server.health.beats import Beater, clock_from_monotonic
 from server.jobs import leases as jobs
 from server.jobs.models import Job
@@ -81,18 +85,38 @@ def advance_rollouts(services: Services) -> None:
         log.info("agent rollouts moved: %s", ", ".join(map(str, changed)))
 
 
+def prune_status_history(services: Services) -> None:
+    """Delete minute statuses older than ``device_status_retention_days`` (the hourly rollup keeps their hours)."""
+    before = services.clock() - timedelta(days=services.settings.device_status_retention_days)
+    with services.db.session() as session:
+        removed = session.execute(delete(DeviceStatusHistory).where(DeviceStatusHistory.at < before)).rowcount
+    if removed:
+        log.info("deleted %d minute statuses from before %s", removed, before.isoformat())
+
+
+PRUNE_EVERY_S = 3600.0
+
+
 class _Housekeeping:
     """The worker's housekeeping rounds, and when the current one started (for the heartbeat's state)."""
 
     def __init__(self, services: Services):
         self.services = services
         self.round_since: Optional[float] = None  # monotonic start of the round in progress
+        self.pruned_at: Optional[float] = None  # monotonic time the minute statuses were last pruned
 
     def state(self) -> dict:
         """Busy while a round runs (it may wait for the database or the broker), idle between rounds."""
         now = time.monotonic()
         return {"state": "idle" if self.round_since is None else "busy",
                 "busy_since": clock_from_monotonic(self.services, self.round_since, now)}
+
+    def prune_hourly(self) -> None:
+        """Prune old minute statuses once an hour (a scan of the whole table, not worth doing every round)."""
+        now = time.monotonic()
+        if self.pruned_at is None or now - self.pruned_at >= PRUNE_EVERY_S:
+            prune_status_history(self.services)
+            self.pruned_at = now
 
     def run(self, stop: threading.Event) -> None:
         services = self.services
@@ -102,7 +126,8 @@ class _Housekeeping:
             for task in (lambda: reap_once(services), lambda: clean_work_dirs(services),
                          lambda: expire_uploads(services), lambda: sweep_uploads(services),
                          lambda: expire_exports(services), lambda: keep_signed_and_delivered(services),
-                         lambda: sweep_makeups(services), lambda: advance_rollouts(services)):
+                         lambda: sweep_makeups(services), lambda: advance_rollouts(services),
+                         self.prune_hourly):
                 try:
                     task()
                 except Exception:  # logged with its traceback; the next round tries again

@@ -70,6 +70,7 @@ def answers(services, client, auth):
         "Members": [get("/api/v1/members")["members"][0]],
         "Devices": [get(f"/api/v1/devices/{radio}")],
         "Device record": [get(f"/api/v1/devices/{radio}/record"), get(f"/api/v1/devices/{radio}/record")["epochs"][0]],
+        "Fleet table": [get("/api/v1/fleet?state=online")["devices"][0]],
         "Class sessions": [get("/api/v1/sessions?period=2026-Q4")["sessions"][0]],
     }
 
