@@ -106,6 +106,7 @@ def _deliver_share(settings, county, members_by_site, plan) -> None:
     services.db.dispose()
 
 
+@pytest.mark.timeout(1200)  # a million events through ingest's own path take minutes, many more on a busy machine
 def test_rebuild_equals_incremental_on_a_million_events(services):
     from server.instance import initialise
 
