@@ -11,6 +11,7 @@ import time
 from typing import Optional
 
 from server.attendance.exports import expire as expire_exports
+from server.attendance import summary
 from server.health.beats import Beater, clock_from_monotonic
 from server.jobs import leases as jobs
 from server.jobs.models import Job
@@ -102,7 +103,8 @@ class _Housekeeping:
             for task in (lambda: reap_once(services), lambda: clean_work_dirs(services),
                          lambda: expire_uploads(services), lambda: sweep_uploads(services),
                          lambda: expire_exports(services), lambda: keep_signed_and_delivered(services),
-                         lambda: sweep_makeups(services), lambda: advance_rollouts(services)):
+                         lambda: sweep_makeups(services), lambda: advance_rollouts(services),
+                         lambda: summary.refresh(services)):
                 try:
                     task()
                 except Exception:  # logged with its traceback; the next round tries again
