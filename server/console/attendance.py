@@ -105,13 +105,15 @@ def home_visits():
     services, actor = app_services(), current_actor()
     period = _period()
     township = actor.scope.township_filter(request.args.get("township") or None)
-    report = _report(period, township)
+    kept = _kept(period, township)
+    report = kept.report
     page = request.args.get("page", "1")
     page = int(page) if page.isdigit() and 0 < int(page) < 100000 else 1
     size = VISIT_ROWS * 2
     rows = report.untrained_this_year
     return render_template("attendance_visits.html", report=report, period=period, township=township,
                            visits=rows[(page - 1) * size:page * size], page=page, pages=max(1, -(-len(rows) // size)),
+                           as_of=kept.as_of, refreshing=not kept.current,
                            county_name=services.rules.county_name or _("This county"))
 
 
@@ -127,7 +129,8 @@ def site(code: str):
             raise NotFound("unknown_site", _l("There is no site {code}.", code=code))
         actor.scope.check_site(row)
         township = row.township.code
-    report = _report(period, township)
+    kept = _kept(period, township)
+    report = kept.report
     site_row = next(s for s in report.sites if s.code == code)
     members = [m for m in report.members if m.site == code]
     untrained = [m for m in report.untrained_this_year if m.site == code]
@@ -135,7 +138,8 @@ def site(code: str):
         p, _programme = reports.resolve_period(session, period, services.rules)
         sessions = attendance_edit.list_sessions(session, services.rules, p.start, p.end, site=code)
     return render_template("attendance_site.html", report=report, site=site_row, members=members,
-                           untrained=untrained, sessions=sessions, period=period,
+                           untrained=untrained, sessions=sessions, period=period, as_of=kept.as_of,
+                           refreshing=not kept.current,
                            county_name=services.rules.county_name or _("This county"))
 
 
