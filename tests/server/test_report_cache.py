@@ -6,10 +6,14 @@ time of its figures, never as current; and a new play does not compute a closed 
 
 from __future__ import annotations
 
+import re
 from datetime import date, time
 
 import pytest
 
+from server.accounts.auth import hash_password
+from server.accounts.models import User
+from server.app import create_app
 from server.attendance import edit as attendance_edit, fold, reports, summary
 from server.attendance.summary import ReportCache
 from server.org import service as org
@@ -168,3 +172,52 @@ def test_a_report_is_computed_once_when_none_is_kept(services, computed):
     other = ReportCache(services.data / "reports")
     assert _view(services, other, "2026-Q2", year_list=False).current
     assert computed == [("2026-Q2", None, False)]
+
+
+def _signed_in(services):
+    app = create_app(services=services)
+    with services.db.session() as session:
+        session.add(User(username="viewer", password_hash=hash_password("viewer-password-1"), role="viewer",
+                         created_at=services.clock()))
+    client = app.test_client()
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").text).group(1)
+    assert client.post("/login", data={"username": "viewer", "password": "viewer-password-1",
+                                       "csrf_token": csrf}).status_code == 302
+    return client
+
+
+def _county_figures(page: str) -> tuple[str, str]:
+    found = re.search(r'id="county-figures" data-active="(\d+)" data-trained="(\d+)"', page)
+    return found.group(1), found.group(2)
+
+
+def test_the_dashboard_says_how_old_its_figures_are(services, computed):
+    county = _county(services)
+    client = _signed_in(services)
+    page = client.get("/attendance?period=2026-Q4").text
+    assert "数据截至" in page and 'data-current="true"' in page and "正在统计" not in page
+    assert _county_figures(page) == ("12", "3") and len(computed) == 5
+    # new plays: the page shows the kept figures with their time, and says newer plays are being counted
+    _new_play(services, county)
+    page = client.get("/attendance?period=2026-Q4").text
+    assert 'data-current="false"' in page and "正在统计" in page and _county_figures(page) == ("12", "3")
+    assert len(computed) == 5  # no page computed
+    # the worker's refresh: current again, with the new figures
+    summary.refresh(services, force=True)
+    page = client.get("/attendance?period=2026-Q4").text
+    assert 'data-current="true"' in page and _county_figures(page) == ("12", "4")
+    assert sorted(computed[5:]) == [("2026-Q4", None, False), ("2026-Q4", None, True)]
+    # the site page (its township's report) says it too
+    assert "数据截至" in client.get("/attendance/sites/t00-s00?period=2026-Q4").text
+
+
+def test_the_refresh_runs_at_most_once_per_interval(services, computed):
+    county = _county(services)
+    cache = ReportCache(services.data / "reports")
+    _view(services, cache, "2026-Q4", year_list=True)
+    summary.refresh(services, cache.store, force=True)
+    _new_play(services, county)
+    assert services.settings.report_refresh >= 1.0
+    assert summary.refresh(services, cache.store) == []  # within the interval of the last one: nothing computed
+    summary._last_refresh[0] -= services.settings.report_refresh  # the interval has passed
+    assert summary.refresh(services, cache.store) == [("2026-Q4", None, True)]
