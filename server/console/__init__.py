@@ -15,7 +15,8 @@ def register(app: Flask) -> None:
     from server.attendance.summary import ReportCache
     from server.console import admin, attendance, devices, formats, home, lessons, org, programmes, rollouts, session
 
-    app.extensions["lessoncast_reports"] = ReportCache()  # the dashboard's reports, kept while the data is unchanged
+    # the dashboard's reports, kept in the data directory with the fingerprint of their data (the worker refreshes)
+    app.extensions["lessoncast_reports"] = ReportCache(app.extensions["lessoncast"].data / "reports")
     session.register(app)
     formats.register(app)
     for module in (session, home, lessons, programmes, devices, admin, org, attendance, rollouts):

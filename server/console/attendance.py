@@ -42,37 +42,42 @@ def _period() -> str:
     return request.args.get("period") or current_quarter(app_services().today())
 
 
-def _report(period: str, township: str | None, mark: tuple | None = None) -> reports.Report:
-    """The participation report, from the app's ``ReportCache`` (kept only while its data is unchanged)."""
+def _kept(period: str, township: str | None, *, year_list: bool = True) -> summary.Kept:
+    """The participation report from the app's ``ReportCache``: current while its data is unchanged, else the kept
+    one (at most ``report_max_age`` old, with the time of its figures) that the worker is refreshing."""
     services = app_services()
     with services.db.session() as session:
         return current_app.extensions["lessoncast_reports"].participation(
-            session, period, services.rules, township=township, now=services.clock(), today=services.today(),
-            mark=mark)
+            session, period, services.rules, township=township, now=services.clock(), year_list=year_list,
+            max_age=services.settings.report_max_age)
 
 
-def _mark() -> tuple:
-    """The data's fingerprint, read once for the several reports of one page."""
+def _report(period: str, township: str | None) -> reports.Report:
+    """The report of a download or a list: always current (computed when its data moved)."""
     services = app_services()
     with services.db.session() as session:
-        return summary.fingerprint(session, services.today())
+        return current_app.extensions["lessoncast_reports"].participation(
+            session, period, services.rules, township=township, now=services.clock()).report
 
 
-def trend(period: str, township: str | None, mark: tuple | None = None) -> list[dict]:
+def trend(period: str, township: str | None) -> tuple[list[dict], list[summary.Kept]]:
     """Participation of the county (or TOWNSHIP) and of each township in every quarter of PERIOD's year that has
-    begun by PERIOD's end and by today: [{"period", "county": Row, "townships": [Row]}]; none for a programme."""
+    begun by PERIOD's end and by today: [{"period", "county": Row, "townships": [Row]}]; none for a programme. Each
+    quarter is kept without the year's home-visit list, so a closed quarter keeps its report while new plays
+    arrive. Also returns the kept reports (for the age of their figures)."""
     try:
         last = min(parse_period(period).end, app_services().today())
     except ValueError:
-        return []
-    points = []
+        return [], []
+    points, kept = [], []
     for q in range(1, 5):
         p = quarter(last.year, q)
         if p.start > last:
             break
-        rep = _report(p.label, township, mark)
-        points.append({"period": p.label, "county": rep.county, "townships": rep.townships})
-    return points
+        k = _kept(p.label, township, year_list=False)
+        kept.append(k)
+        points.append({"period": p.label, "county": k.report.county, "townships": k.report.townships})
+    return points, kept
 
 
 @bp.get("")
@@ -82,10 +87,13 @@ def dashboard():
     services, actor = app_services(), current_actor()
     period = _period()
     township = actor.scope.township_filter(request.args.get("township") or None)
-    mark = _mark()
-    report = _report(period, township, mark)
+    kept = _kept(period, township)
+    report = kept.report
+    points, quarters = trend(period, township)
+    as_of = min(k.as_of for k in (kept, *quarters))
     return render_template("attendance.html", report=report, period=period, township=township,
-                           target=services.settings.participation_target, trend=trend(period, township, mark),
+                           target=services.settings.participation_target, trend=points, as_of=as_of,
+                           refreshing=not all(k.current for k in (kept, *quarters)),
                            visits=report.untrained_this_year[:VISIT_ROWS],
                            county_name=services.rules.county_name or _("This county"))
 
@@ -97,13 +105,15 @@ def home_visits():
     services, actor = app_services(), current_actor()
     period = _period()
     township = actor.scope.township_filter(request.args.get("township") or None)
-    report = _report(period, township)
+    kept = _kept(period, township)
+    report = kept.report
     page = request.args.get("page", "1")
     page = int(page) if page.isdigit() and 0 < int(page) < 100000 else 1
     size = VISIT_ROWS * 2
     rows = report.untrained_this_year
     return render_template("attendance_visits.html", report=report, period=period, township=township,
                            visits=rows[(page - 1) * size:page * size], page=page, pages=max(1, -(-len(rows) // size)),
+                           as_of=kept.as_of, refreshing=not kept.current,
                            county_name=services.rules.county_name or _("This county"))
 
 
@@ -119,7 +129,8 @@ def site(code: str):
             raise NotFound("unknown_site", _l("There is no site {code}.", code=code))
         actor.scope.check_site(row)
         township = row.township.code
-    report = _report(period, township)
+    kept = _kept(period, township)
+    report = kept.report
     site_row = next(s for s in report.sites if s.code == code)
     members = [m for m in report.members if m.site == code]
     untrained = [m for m in report.untrained_this_year if m.site == code]
@@ -127,7 +138,8 @@ def site(code: str):
         p, _programme = reports.resolve_period(session, period, services.rules)
         sessions = attendance_edit.list_sessions(session, services.rules, p.start, p.end, site=code)
     return render_template("attendance_site.html", report=report, site=site_row, members=members,
-                           untrained=untrained, sessions=sessions, period=period,
+                           untrained=untrained, sessions=sessions, period=period, as_of=kept.as_of,
+                           refreshing=not kept.current,
                            county_name=services.rules.county_name or _("This county"))
 
 

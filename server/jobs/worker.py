@@ -14,6 +14,7 @@ from typing import Optional
 from sqlalchemy import delete
 
 from server.attendance.exports import expire as expire_exports
+from server.attendance import summary
 from server.events.models import DeviceStatusHistory
 from server.health.beats import Beater, clock_from_monotonic
 from server.jobs import leases as jobs
@@ -127,7 +128,7 @@ class _Housekeeping:
                          lambda: expire_uploads(services), lambda: sweep_uploads(services),
                          lambda: expire_exports(services), lambda: keep_signed_and_delivered(services),
                          lambda: sweep_makeups(services), lambda: advance_rollouts(services),
-                         self.prune_hourly):
+                         self.prune_hourly, lambda: summary.refresh(services)):
                 try:
                     task()
                 except Exception:  # logged with its traceback; the next round tries again
