@@ -13,8 +13,8 @@ from typing import Optional
 
 from sqlalchemy import delete
 
-from server.attendance.exports import expire as expire_exports
 from server.attendance import summary
+from server.attendance.exports import expire as expire_exports
 from server.events.models import DeviceStatusHistory
 from server.health.beats import Beater, clock_from_monotonic
 from server.jobs import leases as jobs
