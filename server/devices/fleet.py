@@ -177,13 +177,17 @@ def online_periods(hours: list[Any], until: datetime, silent_after_s: float) -> 
         off = None
         if prev.last_offline_at is not None and prev.last_offline_at > last:
             off = prev.first_offline_at if prev.first_offline_at > last else prev.last_offline_at
-        elif next_hour is not None and next_hour.first_offline_at is not None and                 next_hour.hour - prev.hour == timedelta(hours=1) and                 (next_hour.first_online_at is None or next_hour.first_offline_at < next_hour.first_online_at):
+        elif (next_hour is not None and next_hour.first_offline_at is not None
+              and next_hour.hour - prev.hour == timedelta(hours=1)
+              and (next_hour.first_online_at is None or next_hour.first_offline_at < next_hour.first_online_at)):
             off = next_hour.first_offline_at
         return off if off is not None and off - last <= gap else last
 
     for row in hours:
         if start is not None:
-            broken = row.first_online_at is None or row.first_online_at - last > gap or                 (prev.last_offline_at is not None and prev.last_offline_at > last) or                 (row.first_offline_at is not None and row.first_offline_at < row.first_online_at)
+            broken = (row.first_online_at is None or row.first_online_at - last > gap
+                      or (prev.last_offline_at is not None and prev.last_offline_at > last)
+                      or (row.first_offline_at is not None and row.first_offline_at < row.first_online_at))
             if broken:
                 periods.append((start, end_of_run(row)))
                 start = None

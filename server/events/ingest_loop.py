@@ -20,6 +20,8 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from playlists import topics
+from server import models  # noqa: F401  every model, registered before any thread queries (a model module
+# imported lazily in one thread while another configures the mappers breaks them for the process's life)
 from server.attendance.fold import CACHE_TTL_S, Lookups
 from server.events import ingest
 from server.events.ingest_queue import DeviceQueues, Limits

@@ -13,6 +13,8 @@ from typing import Optional
 
 from sqlalchemy import delete
 
+from server import models  # noqa: F401  every model, registered before any thread queries (a model module
+# imported lazily in one thread while another configures the mappers breaks them for the process's life)
 from server.attendance import summary
 from server.attendance.exports import expire as expire_exports
 from server.events.models import DeviceStatusHistory

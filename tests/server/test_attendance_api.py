@@ -325,7 +325,9 @@ def test_rosters_that_are_not_rosters(services, client, auth, county):
 
 
 def _status(services, uid: str, body: dict) -> None:
-    assert ingest.store_status(services, uid, json.dumps(body).encode(), local(11, 30))
+    """Store BODY as UID's status, heard at the start of this minute (a status heard long ago means offline)."""
+    heard = services.clock().replace(second=0, microsecond=0)
+    assert ingest.store_status(services, uid, json.dumps(body).encode(), heard)
 
 
 def test_fleet_filters_and_operator_scope(services, client, auth, operator, county):
