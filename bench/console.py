@@ -340,6 +340,7 @@ def lesson_pages(args) -> list[dict]:
         ids = build(services, args.lessons, args.programmes, args.devices)
         started = time.perf_counter()
         week = build_fleet(services, args.fleet_devices, args.status_hours)
+        day = f"r-fleet{min(100, args.fleet_devices - 1):05d}"  # a radio with a day of statuses, not a week
         print(f"fleet of {args.fleet_devices} radios built in {time.perf_counter() - started:.0f} s")
         app = create_app(services=services)
         client = app.test_client()
@@ -369,7 +370,7 @@ def lesson_pages(args) -> list[dict]:
             ("devices low battery", "/devices?state=low_battery&sort=-seen", None),
             ("devices poll (htmx)", "/devices/live?sort=-seen&page=3", "/api/v1/fleet?limit=100&offset=200"),
             ("device page (week)", f"/devices/{week[0]}", f"/api/v1/devices/{week[0]}/record"),
-            ("device page (day)", "/devices/r-fleet00100", "/api/v1/devices/r-fleet00100/record"),
+            ("device page (day)", f"/devices/{day}", f"/api/v1/devices/{day}/record"),
         ]
         if args.only_fleet:
             pages = [p for p in pages if p[0].startswith("device")]
