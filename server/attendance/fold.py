@@ -153,12 +153,11 @@ class Attributed(NamedTuple):
 def attribute(events, received_at: datetime, device: Optional[DeviceFacts], rules: Rules) -> list[Attributed]:
     """Each event (with ``event_id``, ``type`` and ``body``) with its attributed time and flag."""
     enrolled = device.first_enrolled_at if device is not None else None
-    out = []
-    unset = rules_mod._UNSET
-    for e in events:
-        at, flag = rules_mod.attributed_time(e.body, received_at, enrolled, rules, getattr(e, "device_time", unset))
-        out.append(Attributed(e.event_id, e.type, e.body, at, flag))
-    return out
+    bounds = rules_mod.clock_bounds(received_at, enrolled, rules)
+    judge, unset = rules_mod.attributed_time, rules_mod._UNSET
+    return [Attributed(e.event_id, e.type, e.body,
+                       *judge(e.body, received_at, enrolled, rules, getattr(e, "device_time", unset), bounds))
+            for e in events]
 
 
 def fold(delta: Delta, device: DeviceFacts, events: Sequence[Attributed], durations: dict[str, Optional[float]],

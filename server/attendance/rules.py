@@ -19,6 +19,7 @@ from __future__ import annotations
 import heapq
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import date, datetime, timedelta, timezone
 from typing import Any, Iterable, Mapping, NamedTuple, Optional, Sequence
 from zoneinfo import ZoneInfo
@@ -53,9 +54,14 @@ class Rules:
     # The key card tokens are hashed with (server/org/cards.py), so a check-in matches the stored digest.
     card_key: bytes = field(default=b"", repr=False)
 
-    @property
+    @cached_property
     def zone(self) -> ZoneInfo:
-        return ZoneInfo(self.timezone)  # ZoneInfo caches its instances: this is a dictionary look-up
+        return ZoneInfo(self.timezone)
+
+    @cached_property
+    def grace(self) -> timedelta:
+        """``grace_days`` as a timedelta (ingest asks for every play)."""
+        return timedelta(days=self.grace_days)
 
     def local_day(self, at: datetime) -> date:
         """The county's calendar day of the instant AT."""
@@ -77,12 +83,13 @@ def parse_instant(value: object) -> Optional[datetime]:
         parsed = datetime.fromisoformat(value)
     except ValueError:
         return None
-    if parsed.utcoffset() is None:
+    if parsed.tzinfo is None:  # fromisoformat gives a fixed offset or none
         return None
-    try:  # within a day of year 1 or 9999 a time with an offset may have no UTC instant (no column can hold it)
-        parsed.astimezone(timezone.utc)
-    except OverflowError:
-        return None
+    if parsed.year in (1, 9999):
+        try:  # within a day of year 1 or 9999 a time with an offset may have no UTC instant (no column can hold it)
+            parsed.astimezone(timezone.utc)
+        except OverflowError:
+            return None
     return parsed
 
 
@@ -111,7 +118,7 @@ def corrected_time(body: Mapping[str, Any], raw: Optional[datetime] = _UNSET) ->
     if raw is None:
         return None
     offset = _number(body.get("clock_offset"))
-    if offset is None:
+    if not offset:  # none, or 0: the clock as it is (without a needless copy)
         return raw
     if abs(offset) > 100 * 366 * 86400:
         return None
@@ -122,22 +129,32 @@ def corrected_time(body: Mapping[str, Any], raw: Optional[datetime] = _UNSET) ->
 
 
 def attributed_time(body: Mapping[str, Any], received_at: datetime, enrolled_at: Optional[datetime],
-                    rules: Rules, raw: Optional[datetime] = _UNSET) -> tuple[datetime, Optional[str]]:
+                    rules: Rules, raw: Optional[datetime] = _UNSET,
+                    bounds: Optional[tuple[Optional[datetime], datetime]] = None) -> tuple[datetime, Optional[str]]:
     """(when the event counts, flag): the corrected time, or the arrival time with a flag saying why not.
 
     Flags: ``no_time`` (no readable device time), ``before_enrolment`` (earlier than the device's first enrolment:
     a clock reset to 1970, say) and ``future`` (later than its arrival at the server). ``clock_tolerance_s`` absorbs
-    ordinary skew either way.
+    ordinary skew either way. BOUNDS is ``clock_bounds`` of the same arrival, enrolment and rules, when the caller
+    attributes many events of one batch.
     """
     corrected = corrected_time(body, raw)
-    tolerance = timedelta(seconds=rules.clock_tolerance_s)
     if corrected is None:
         return received_at, "no_time"
-    if enrolled_at is not None and corrected < enrolled_at - tolerance:
+    earliest, latest = bounds or clock_bounds(received_at, enrolled_at, rules)
+    if earliest is not None and corrected < earliest:
         return received_at, "before_enrolment"
-    if corrected > received_at + tolerance:
+    if corrected > latest:
         return received_at, "future"
     return corrected, None
+
+
+def clock_bounds(received_at: datetime, enrolled_at: Optional[datetime],
+                 rules: Rules) -> tuple[Optional[datetime], datetime]:
+    """The earliest (None: no bound) and latest corrected time ``attributed_time`` accepts for an event that arrived
+    at RECEIVED_AT from a device first enrolled at ENROLLED_AT."""
+    tolerance = timedelta(seconds=rules.clock_tolerance_s)
+    return (None if enrolled_at is None else enrolled_at - tolerance), received_at + tolerance
 
 
 def to_epoch(at: datetime) -> float:
@@ -224,7 +241,7 @@ class Window:
 
 def in_window(day: date, window: Window, rules: Rules) -> bool:
     """Whether a play on DAY counts for the programme: inside its window, or within the grace period after it."""
-    return window.valid_from <= day <= window.valid_until + timedelta(days=rules.grace_days)
+    return window.valid_from <= day <= window.valid_until + rules.grace
 
 
 def holder_on(assignments: Sequence[tuple[date, Optional[date], int]], day: date) -> Optional[int]:

@@ -180,13 +180,13 @@ def parse_event(raw: object, where: str, text: Optional[str] = None) -> Event:
     if event_id is None:
         raise ValueError(f"{where}.id: {raw.get('id')!r} is not a UUID")
     seq = raw.get("seq")
-    if not _is_int(seq) or not 1 <= seq <= MAX_SEQ:
+    if type(seq) is not int or not 1 <= seq <= MAX_SEQ:  # type(), not isinstance: true is not a number here
         raise ValueError(f"{where}.seq: {seq!r} is not an integer from 1 to {MAX_SEQ}")
     seq_last = raw.get("seq_last", seq)
-    if not _is_int(seq_last) or not seq <= seq_last <= MAX_SEQ:
+    if type(seq_last) is not int or not seq <= seq_last <= MAX_SEQ:
         raise ValueError(f"{where}.seq_last: {seq_last!r} is not an integer from seq ({seq}) to {MAX_SEQ}")
     kind = raw.get("type")
-    if not isinstance(kind, str) or not 1 <= len(kind) <= 32 or not _is_text(kind):
+    if type(kind) is not str or not 1 <= len(kind) <= 32 or not (kind.isascii() or _is_text(kind)):
         raise ValueError(f"{where}.type: {kind!r} is not a type name of 1 to 32 characters")
     return Event(event_id, seq, seq_last, kind, parse_instant(raw.get("device_time")), raw, text)
 

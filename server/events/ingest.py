@@ -144,9 +144,15 @@ def _time_text(value: Optional[datetime]) -> Optional[str]:
 def _rows(device: str, epoch: int, events: list[Event], attributed: list[Attributed], now: datetime) -> list:
     """The device_events rows of a batch, ready before the transaction: tuples converted exactly as the model's column
     types would (naive UTC time text, the event's JSON as the device sent it), for SQLite and PostgreSQL alike."""
-    dumps, received = json.dumps, _time_text(now)
-    return [(device, epoch, e.seq, e.seq_last, e.event_id, e.type, e.text if e.text is not None else dumps(e.body),
-             _time_text(e.device_time), received, _time_text(a.at), a.flag) for e, a in zip(events, attributed)]
+    dumps, received, text = json.dumps, _time_text(now), _time_text
+    rows = []
+    for e, a in zip(events, attributed):
+        device_time = text(e.device_time)
+        # The attributed time is most often the device's own clock (no offset): the same object, written once.
+        rows.append((device, epoch, e.seq, e.seq_last, e.event_id, e.type,
+                     e.text if e.text is not None else dumps(e.body), device_time, received,
+                     device_time if a.at is e.device_time else received if a.at is now else text(a.at), a.flag))
+    return rows
 
 
 def _advance(session: Session, seq_row: DeviceSequence, new_ranges: list[tuple[int, int]], now: datetime,
