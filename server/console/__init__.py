@@ -13,11 +13,12 @@ from flask import Flask
 def register(app: Flask) -> None:
     """Add the console to APP: sign-in, CSRF for every cookie-authenticated write, its pages and their filters."""
     from server.attendance.summary import ReportCache
-    from server.console import admin, attendance, devices, formats, home, lessons, org, programmes, rollouts, session
+    from server.console import admin, attendance, devices, fleet_words, formats, home, lessons, org, programmes, rollouts, session
 
     # the dashboard's reports, kept in the data directory with the fingerprint of their data (the worker refreshes)
     app.extensions["lessoncast_reports"] = ReportCache(app.extensions["lessoncast"].data / "reports")
     session.register(app)
     formats.register(app)
+    fleet_words.register(app)
     for module in (session, home, lessons, programmes, devices, admin, org, attendance, rollouts):
         app.register_blueprint(module.bp)

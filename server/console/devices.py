@@ -16,6 +16,7 @@ from flask_babel import gettext as _, lazy_gettext as _l
 from sqlalchemy import select
 
 from server.accounts.auth import current_actor, require
+from server.console.fleet_words import command_name
 from server.console.labels import make_labels
 from server.console.pages import page_errors, page_language
 from server.devices import fleet, registry as devices
@@ -30,9 +31,6 @@ from server.services import app_services
 
 bp = Blueprint("console_devices", __name__)
 page_errors(bp)
-STATE_NAMES = {"online": _l("online"), "offline": _l("offline"), "offline_long": _l("offline for long"),
-               "stale": _l("stale metadata"), "sync_failed": _l("sync failed"), "behind": _l("behind the programme"),
-               "low_battery": _l("low battery"), "storage_low": _l("storage nearly full")}
 BULK_ACTIONS = ("resync", "set-volume", "revoke")
 PAGE_SIZE = 100
 
@@ -58,9 +56,8 @@ def _table(f: dict[str, Any]) -> dict[str, Any]:
         total, rows = fleet.listing(session, t, township=f["township"], site=f["site"], kind=f["kind"],
                                     state=f["state"], sort=f["sort"], limit=PAGE_SIZE,
                                     offset=(f["page"] - 1) * PAGE_SIZE)
-    names = {k: str(v) for k, v in {**STATE_NAMES, "pending": _l("pending"), "revoked": _l("revoked")}.items()}
     return {"counts": counts, "total": total, "rows": rows, "f": f, "selected": set(request.values.getlist("uid")),
-            "pages": max(1, -(-total // PAGE_SIZE)), "state_names": names, "states": fleet.STATES,
+            "pages": max(1, -(-total // PAGE_SIZE)), "states": fleet.STATES,
             "now": t.now}
 
 
@@ -121,16 +118,11 @@ def bulk():
         except DomainError as exc:
             refused.append(f"{uid}: {exc.localised(page_language())}")
     if done:
-        flash(_("%(action)s sent to %(n)s devices: %(uids)s", action=_action_name(action), n=len(done),
+        flash(_("%(action)s sent to %(n)s devices: %(uids)s", action=command_name(action), n=len(done),
                 uids=", ".join(done)), "ok")
     for line in refused:
         flash(line, "error")
     return redirect(url_for("console_devices.table"))
-
-
-def _action_name(action: str) -> str:
-    return {"resync": _("Resync"), "set-volume": _("Set volume"), "revoke": _("Revoke"),
-            "play-now": _("Play now"), "stop": _("Stop")}.get(action, action)
 
 
 def _device_page(uid: str) -> dict[str, Any]:
@@ -164,7 +156,7 @@ def _device_page(uid: str) -> dict[str, Any]:
             "received_at": status.received_at if status else None, "current": channel.manifest_version if channel
             else None, "history": history, "periods": periods, "events": events, "sync_log": sync_log,
             "holders": holders, "members": members, "programmes": programmes, "chart": chart,
-            "state_names": STATE_NAMES, "today": services.today()}
+            "today": services.today()}
 
 
 @bp.get("/devices/<uid>")
@@ -188,7 +180,7 @@ def command(uid: str):
         body["position"] = int(form["position"]) if form.get("position", "").isdigit() else form.get("position")
     sent = devices.send_command(app_services(), uid, body, actor.name, scope=actor.scope)
     flash(_("%(action)s sent (command %(id)s); the device reports its outcome among its events.",
-            action=_action_name(kind), id=sent["id"]), "ok")
+            action=command_name(kind), id=sent["id"]), "ok")
     return redirect(url_for("console_devices.device", uid=uid))
 
 

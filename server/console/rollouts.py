@@ -15,12 +15,12 @@ from typing import Any
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
-from flask_babel import lazy_pgettext
 from sqlalchemy import select
 
 from server.accounts.auth import current_actor, require
 from server.agent_releases import releases, rollouts
 from server.agent_releases.models import STAGE_KINDS
+from server.console.fleet_words import rollout_state_name
 from server.console.pages import page_errors
 from server.org.models import Township
 from server.services import app_services
@@ -29,9 +29,6 @@ bp = Blueprint("console_rollouts", __name__, url_prefix="/admin")
 page_errors(bp)
 FORM_STAGES = 3  # rows on the form; a rollout takes up to rollouts.MAX_STAGES through the API
 
-# In a context of their own: "running" is also a transcoding job's state, in other words.
-STATE_NAMES = {state: lazy_pgettext("rollout", state) for state in
-               ("running", "waiting", "paused", "done", "cancelled", "pending", "passed", "stopped")}
 KIND_NAMES = {"devices": _l("devices"), "township": _l("a township"), "county": _l("the rest of the county")}
 
 
@@ -68,8 +65,7 @@ def stages_from_form(form) -> list[dict[str, Any]]:
 
 
 def _labels() -> dict[str, Any]:
-    return {"state_names": {k: str(v) for k, v in STATE_NAMES.items()},
-            "kind_names": {k: str(v) for k, v in KIND_NAMES.items()}}
+    return {"kind_names": {k: str(v) for k, v in KIND_NAMES.items()}}
 
 
 @bp.get("/rollouts")
@@ -125,5 +121,5 @@ def act(rollout_id: int, action: str):
         return render_template("rollout_confirm.html", r=rollout, action=action, label=label, **_labels())
     rollout = rollouts.act(services, rollout_id, action, current_actor().name)
     flash(_("Rollout %(id)s is now %(state)s.", id=rollout["id"],
-            state=str(STATE_NAMES.get(rollout["state"], rollout["state"]))), "ok")
+            state=rollout_state_name(rollout["state"])), "ok")
     return redirect(url_for("console_rollouts.show", rollout_id=rollout_id))

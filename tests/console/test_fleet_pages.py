@@ -79,3 +79,71 @@ def test_home_page_names_the_radio_of_a_member_who_left(org, app, staff):
     assert f"/devices/{uid}#holder" in home.text and "张三" in home.text
     other, _csrf = _signed_in(app, "op2")
     assert f"/devices/{uid}" not in other.get("/").text
+
+
+def test_a_device_page_says_its_machine_words_in_chinese(org, app, staff, enrolled):
+    """The sync state, the sync log and a command's outcome are shown in Chinese; the machine word stays in a title
+    for support staff, and a word no table knows (a newer agent's) is shown as it came."""
+    import json
+    import uuid
+    from datetime import timedelta
+
+    from server.events.ingest import store_status
+    from server.events.models import DeviceEvent
+
+    uid = enrolled("radio", name="收音机", site="qs-01")["device"]
+    now = org.clock()
+    for minutes, sync in ((30, "checking"), (20, "idle"), (10, "checking"), (1, "idle")):
+        assert store_status(org, uid, json.dumps({"online": True, "sync": sync, "battery": 80}).encode(),
+                            now - timedelta(minutes=minutes))
+    with org.db.session() as session:
+        for seq, body in enumerate(({"name": "resync", "result": "done", "message": "sync started"},
+                                    {"name": "teleport", "result": "unknown", "message": "unknown command type"}),
+                                   start=1):
+            session.add(DeviceEvent(device_uid=uid, epoch=1, seq=seq, seq_last=seq, event_id=str(uuid.uuid4()),
+                                    type="command", body={"type": "command", "command": f"c{seq}", **body},
+                                    device_time=now, received_at=now, at=now))
+    staff("op", "operator", "qs")
+    client, _csrf = _signed_in(app, "op")
+    page = client.get(f"/devices/{uid}")
+    assert page.status_code == 200
+    text = re.sub(r"<[^>]+>", " ", page.text)  # what a person reads, without the attributes that keep the words
+    assert "已同步，空闲" in text and "正在检查更新" in text  # the Sync fact and the sync log
+    assert "远程命令" in text and "重新同步" in text and "已完成" in text and "已开始同步" in text
+    for raw in ("idle", "checking", "sync started", "resync", "done"):
+        assert not re.search(rf"(?<![\w-]){raw}(?![\w-])", text), raw
+    assert 'title="idle"' in page.text and 'title="sync started"' in page.text
+    assert "teleport" in text  # unknown to the vocabulary: shown as it came, the page still renders
+    table = client.get("/devices").text
+    row = table[table.index(f'<tr data-uid="{uid}"'):]
+    row = row[:row.index("</tr>")]
+    assert '<span class="state online" title="online">在线</span>' in row  # the table's state column alike
+
+
+def test_an_empty_picker_says_what_to_do_and_cannot_be_sent(org, app, staff, enrolled):
+    """A radio at a site with no members: no empty select to hand it over, but a message with a link to the
+    import page, and the hand-over button disabled; once a member is imported, the picker is back."""
+    uid = enrolled("radio", name="收音机", site="qs-01")["device"]
+    staff("op", "operator", "qs")
+    client, _csrf = _signed_in(app, "op")
+    page = client.get(f"/devices/{uid}").text
+    holder = page[page.index('id="holder"'):page.index('id="h-sync"')]
+    assert '<select id="holder-member"' not in holder
+    assert "本村（点）还没有在册党员" in holder and "/org/import?kind=members" in holder
+    assert "<button disabled>移交</button>" in holder
+    org_service.import_members(org, "member_id,name,site_code\nm1,张三,qs-01\n".encode(), "test")
+    holder = client.get(f"/devices/{uid}").text
+    holder = holder[holder.index('id="holder"'):holder.index('id="h-sync"')]
+    assert '<select id="holder-member"' in holder and "张三" in holder and "<button disabled>" not in holder
+
+
+def test_adding_a_device_or_a_class_without_sites_says_to_import_sites(app, staff):
+    """No site at all: the add-a-device and add-a-class forms say so, link to the sites import and cannot be sent."""
+    staff("admin1", "admin")
+    client, _csrf = _signed_in(app, "admin1")
+    for url, picker, button in (("/devices/new", "new-site", "添加并打印标签"),
+                                ("/attendance/sessions", "n-site", "添加课程")):
+        page = client.get(url).text
+        assert "还没有村（点）" in page and "/org/import?kind=sites" in page, url
+        assert f'<select id="{picker}"' not in page and f'<span class="empty" id="{picker}"' in page, url
+        assert f"<button disabled>{button}</button>" in page, url
