@@ -4,6 +4,7 @@ that stores each message (``server.events.ingest``) before acknowledging it to t
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import socket
@@ -48,6 +49,7 @@ SHED_LOG_S = 30.0
 # Long enough to cover an ingest restart or a server reboot; a decommissioned ingest's session (and the messages
 # the broker queued for it) goes away after a day, and the devices send those events again anyway.
 SESSION_EXPIRY_S = 86_400
+GC_YOUNG = 10_000
 
 
 class _BurstReadingClient(mqtt.Client):
@@ -355,6 +357,12 @@ class Ingest:
 
         signal.signal(signal.SIGTERM, request_stop)
         signal.signal(signal.SIGINT, request_stop)
+        # Parsing a batch allocates a few objects per event, so the cyclic garbage collector runs often, and its
+        # older-generation passes walked every object made at start (modules, SQLAlchemy's metadata, the models):
+        # a sixth of an event's CPU. In the ingest's own process those are frozen out of the passes, and the
+        # youngest generation is collected every 10,000 allocations instead of 700.
+        gc.freeze()
+        gc.set_threshold(GC_YOUNG, *gc.get_threshold()[1:])
         self.start()
         try:
             while not self._stop.wait(1.0):
