@@ -91,7 +91,7 @@ class Lookups:
                                          .where(Rendition.sha256.in_(missing))).all())
             for sha in missing:
                 self._durations[sha] = found.get(sha)
-        return {s: self._durations.get(s) for s in shas}
+        return {s: self._durations.get(s) for s in set(shas)}
 
     def windows(self, session: Session) -> dict[str, Window]:
         """Each programme code's window: that of its newest published (or superseded) version."""
@@ -204,7 +204,8 @@ def _fold_coverage(delta: Delta, device: DeviceFacts, e: Attributed, play, flagg
     window = windows.get(play.programme)
     if window is None:
         return delta.exclude("unknown_programme", e.event_id)
-    day = rules.local_day(e.at)
+    at = e.at
+    day = rules.local_day(at)
     if not rules_mod.in_window(day, window, rules):
         return delta.exclude("outside_window", e.event_id)
     duration = durations.get(play.sha256)
@@ -217,7 +218,6 @@ def _fold_coverage(delta: Delta, device: DeviceFacts, e: Attributed, play, flagg
         return delta.exclude("muted", e.event_id)
     key = (member, play.programme, play.lesson, play.sha256)
     cov = delta.coverage.get(key)
-    at = e.at
     if cov is None:
         cov = delta.coverage[key] = CoverageDelta(duration, [], at, at)
     else:

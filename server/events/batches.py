@@ -222,8 +222,14 @@ def parse_batch(device: str, properties: Mapping[str, str], payload: bytes, epoc
             if len(text) * 4 > max_event_bytes and len(text.encode("utf-8")) > max_event_bytes:
                 raise ValueError(f"batch.events[{n}]: {len(text.encode('utf-8')):,} bytes is over the "
                                  f"{max_event_bytes:,}-byte limit of an event (LESSONCAST_INGEST_MAX_EVENT_BYTES)")
-    events = [parse_event(raw, f"batch.events[{n}]", text) for n, (raw, text) in enumerate(texts or [])]
-    for n, event in enumerate(events):
+    events = []
+    append = events.append
+    for n, (raw, text) in enumerate(texts or []):
+        try:
+            event = parse_event(raw, "", text)  # where it is only put into words for an event that is wrong
+        except ValueError as exc:
+            raise ValueError(f"batch.events[{n}]{exc}") from None
+        append(event)
         if event.seq < first or event.seq_last > last:
             raise ValueError(f"batch.events[{n}]: seq {event.seq}-{event.seq_last} is outside the batch's "
                              f"range {first}-{last}")
