@@ -88,7 +88,7 @@ def set_attendee(session: Session, key: str, member_no: str, present: bool, acto
     """Add (PRESENT) or remove a member at a session, as an operator; a removal outranks a check-in or roster.
     The session and the member must both be in SCOPE: either way the member's township's report changes. The
     mark moved is the session's county day under RULES (without them, the day before its UTC day: no zone is
-    a day behind UTC, so that mark reaches every window the session is in)."""
+    more than a day behind UTC, so that mark reaches every window the session is in)."""
     held = get_session(session, key, scope)
     member = _member(session, member_no, scope)
     row = session.scalar(select(SessionAttendee).where(SessionAttendee.session_key == key,

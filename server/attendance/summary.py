@@ -20,13 +20,16 @@ directory (``reports/``) with a **fingerprint of the data that can change it**, 
   (count, sum) moves with every change up to the window's end.
 
 So a past quarter's report (drawn without the year's list: ``year_list=False``) keeps its fingerprint while today's
-plays arrive, and is not computed again; the current period's report moves with every batch.
+plays arrive, and is not computed again; the current period's report moves with every batch that changes its
+figures (a completion, a class, a broadcast; a play that completes nothing moves no mark).
 
 Reading: a kept report whose fingerprint equals the data's is current, and is served as of now. A kept report whose
 fingerprint moved is served, marked with the time its figures were read (the page says "data as of HH:MM"), while it
 is younger than ``LESSONCAST_REPORT_MAX_AGE``: the worker refreshes every kept report whose data moved, at most once
 every ``LESSONCAST_REPORT_REFRESH`` seconds (``refresh``), so such a report is a few seconds old. Older, or when no
-report is kept yet, the request computes it once. The numbers on the page, in the CSV and in the XLSX stay the same
+report is kept yet, the request computes it once; the worker keeps the reports of a dashboard opened without a
+choice (this quarter and its year's quarters, of the county and each township) computed ahead (``warm``), so that
+wait is the worker's cold start, not a reader's. The numbers on the page, in the CSV and in the XLSX stay the same
 function's.
 """
 
@@ -132,7 +135,7 @@ class ReportStore:
     """Kept reports as files in DIRECTORY (one per period, township and kind), written atomically, the SIZE most
     recently written kept; each process keeps the last file it read in memory until the file changes."""
 
-    def __init__(self, directory: Path, size: int = 64):
+    def __init__(self, directory: Path, size: int = 128):
         self.directory, self.size = Path(directory), size
         self._lock = threading.Lock()
         self._memo: dict[tuple, tuple[int, tuple, Kept]] = {}
@@ -171,10 +174,16 @@ class ReportStore:
             old.unlink(missing_ok=True)
 
     def keys(self) -> list[tuple]:
-        """The keys of every kept report."""
+        """The keys of every kept report (a file this process read already, unchanged since, is not read again)."""
+        with self._lock:
+            known = {self._path(key): (stamp, key) for key, (stamp, _key, _kept) in self._memo.items()}
         found = []
         for path in self.directory.glob("*.pickle"):
             try:
+                memo = known.get(path)
+                if memo is not None and memo[0] == path.stat().st_mtime_ns:
+                    found.append(memo[1])
+                    continue
                 found.append(pickle.loads(path.read_bytes())[0])
             except (OSError, EOFError, pickle.UnpicklingError, AttributeError, TypeError, ValueError, IndexError):
                 continue
@@ -199,7 +208,7 @@ def compute(store: ReportStore, session: Session, period: str, rules: Rules, *, 
 class ReportCache:
     """The console's way to the kept reports of one data directory."""
 
-    def __init__(self, directory: Path, size: int = 64):
+    def __init__(self, directory: Path, size: int = 128):
         self.store = ReportStore(directory, size)
 
     def participation(self, session: Session, period: str, rules: Rules, *, township: Optional[str], now: datetime,

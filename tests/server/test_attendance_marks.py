@@ -12,6 +12,7 @@ import pytest
 from server.attendance import edit as attendance_edit, fold, marks, reports, summary
 from server.attendance.summary import ReportCache
 from tests.server.test_report_cache import QUARTERS, _county, _late_play, _new_play
+from tests.server.test_reports import local, playing
 
 pytestmark = pytest.mark.databases  # each test runs on SQLite and on PostgreSQL
 
@@ -41,6 +42,19 @@ def test_a_play_of_today_moves_this_quarter_and_not_a_closed_one(services):
     before = _fingerprints(services)
     _new_play(services, county)  # a member completes lesson B on 20 November
     assert _moved(before, _fingerprints(services)) == {("2026-Q4", False), ("2026-Q4", True)}
+
+
+def test_hearing_a_completed_lesson_again_moves_no_mark(services):
+    county = _county(services)
+    _new_play(services, county)
+    before = _fingerprints(services)
+    with services.db.session() as session:
+        days = marks.read(session)
+    # the same member hears lesson B again on 1 December: the report's figures are the same, so is every fingerprint
+    county.devices.send("r-t01-s01-000", playing(county.b, local(12, 1, 20), 0, 600))
+    assert _moved(before, _fingerprints(services)) == set()
+    with services.db.session() as session:
+        assert marks.read(session) == days
 
 
 def test_a_late_play_moves_the_quarter_it_is_dated_in(services):
