@@ -245,7 +245,8 @@ def refresh(services, store: Optional[ReportStore] = None, *, force: bool = Fals
     done = []
     with services.db.session() as session:
         marks = read_marks(session)
-    for key in store.keys():
+    # The county's first (the dashboard's first page), then each township's.
+    for key in sorted(store.keys(), key=lambda k: (k[1] is not None, str(k[1]), str(k[0]), k[2])):
         period, township, year_list = key
         kept = store.get(key)
         with services.db.session() as session:
