@@ -35,7 +35,7 @@ import argparse
 import hashlib
 import json
 import re
-import select
+import select as io_select  # sqlalchemy's select is imported where this is used
 import shutil
 import subprocess
 import statistics
@@ -286,7 +286,7 @@ def attendance_pages(args) -> list[dict]:
         time.sleep(0.5)  # plays arrive all day: a batch about every half second
     # One whole refresh round (every moved report of the county and the townships the warm-up kept), however long
     # it takes at this load, so its time is measured too.
-    first_round = refresher.stdout.readline() if select.select([refresher.stdout], [], [], 600)[0] else ""
+    first_round = refresher.stdout.readline() if io_select.select([refresher.stdout], [], [], 600)[0] else ""
     refresher.terminate()
     refreshes = [float(line) for line in (first_round + refresher.communicate()[0]).split()]
     results.append(_row("dashboard after new plays", "/attendance?period=2026-Q4", cold, results[0]["api_p95_ms"]))
