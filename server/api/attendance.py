@@ -187,7 +187,7 @@ def _set(key: str, member_no: str, present: bool):
     reason = validation.text(body, "reason", default="", max_length=500) if isinstance(body, dict) else ""
     with services.db.session() as session:
         attendance_edit.set_attendee(session, key, member_no, present, current_actor().name, services.clock(),
-                                     current_actor().scope, reason)
+                                     current_actor().scope, reason, rules=services.rules)
     with services.db.session() as session:
         return jsonify({"session": key, "attendees": attendance_edit.attendees(session, key)})
 

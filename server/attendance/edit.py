@@ -1,5 +1,6 @@
 """What staff enter about classes: sessions held without a terminal, rosters (CSV), and attendees an operator adds
-or removes. Every change is audited; none is touched by ``lessoncast attendance rebuild``.
+or removes. Every change is audited, and moves the change mark of the class's county day (``marks.bump``: kept
+reports whose window reaches that day are computed again); none is touched by ``lessoncast attendance rebuild``.
 
 Operators act only on their own township (server/accounts/scope.py): the session's site and every member they add or
 remove must be in it. A roster is checked whole before anything is stored.
@@ -9,13 +10,14 @@ from __future__ import annotations
 
 import csv
 from dataclasses import dataclass
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta, timezone
 from typing import Any, Optional
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from server.accounts.scope import COUNTY, Scope
+from server.attendance import marks
 from server.attendance.models import ClassSession, SessionAttendee
 from server.attendance.rules import FIRST_DAY, LAST_DAY, Rules
 from server.audit import AuditEntry
@@ -60,6 +62,7 @@ def add_session(session: Session, rules: Rules, site_code: str, day: date, at: t
         session.add(row)
         session.add(AuditEntry(at=now, actor=actor, action="session.add", subject=key, details={"title": title}))
         session.flush()
+        marks.bump(session, [day])
     return row
 
 
@@ -81,10 +84,12 @@ def _member(session: Session, member_no: str, scope: Scope) -> Member:
 
 
 def set_attendee(session: Session, key: str, member_no: str, present: bool, actor: str, now: datetime,
-                 scope: Scope = COUNTY, reason: str = "") -> None:
+                 scope: Scope = COUNTY, reason: str = "", *, rules: Optional[Rules] = None) -> None:
     """Add (PRESENT) or remove a member at a session, as an operator; a removal outranks a check-in or roster.
-    The session and the member must both be in SCOPE: either way the member's township's report changes."""
-    get_session(session, key, scope)
+    The session and the member must both be in SCOPE: either way the member's township's report changes. The
+    mark moved is the session's county day under RULES (without them, the day before its UTC day: no zone is
+    more than a day behind UTC, so that mark reaches every window the session is in)."""
+    held = get_session(session, key, scope)
     member = _member(session, member_no, scope)
     row = session.scalar(select(SessionAttendee).where(SessionAttendee.session_key == key,
                                                        SessionAttendee.member_id == member.id,
@@ -95,6 +100,9 @@ def set_attendee(session: Session, key: str, member_no: str, present: bool, acto
     row.removed, row.at, row.actor = not present, now, actor
     session.add(AuditEntry(at=now, actor=actor, action="attendee.add" if present else "attendee.remove",
                            subject=key, details={"member": member_no}, note=reason[:500]))
+    session.flush()
+    marks.bump(session, [rules.local_day(held.started_at) if rules is not None
+                         else held.started_at.astimezone(timezone.utc).date() - timedelta(days=1)])
 
 
 def attendees(session: Session, key: str, scope: Scope = COUNTY) -> list[dict[str, Any]]:
@@ -213,6 +221,8 @@ def import_roster(session: Session, rules: Rules, text: str, actor: str, now: da
     session.add(AuditEntry(at=now, actor=actor, action="roster.import", subject=filename,
                            details={"sessions": len(set(keys.values())), "attendees": count, "created": created}))
     session.flush()
+    marks.bump(session, [rules.local_day(started) for started in session.scalars(
+        select(ClassSession.started_at).where(ClassSession.key.in_(sorted(set(keys.values())))))])
     return RosterResult(len(set(keys.values())), count, created)
 
 

@@ -19,7 +19,7 @@ from sqlalchemy import delete, func, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from server.attendance import rules as rules_mod
+from server.attendance import marks, rules as rules_mod
 from server.attendance.models import (AttendanceExclusion, BroadcastDay, Checkin, ClassSession, LessonCoverage,
                                       SessionAttendee)
 from server.attendance.rules import Rules, SessionFacts, Window
@@ -255,7 +255,9 @@ def write(session: Session, delta: Delta, device_uid: str, rules: Rules) -> None
 def write_many(session: Session, deltas: Sequence[tuple[str, Delta]], rules: Rules) -> None:
     """Merge the DELTAS of several batches, each (device uid, Delta), into the aggregate tables in SESSION's
     transaction, with a fixed number of statements for the lot: ingest's group commit writes every batch it took in
-    one go. Every merge is order-independent, so merging the deltas first gives the rows one by one would."""
+    one go. Every merge is order-independent, so merging the deltas first gives the rows one by one would. Last, it
+    moves the change marks of the county days whose report figures changed (``marks.bump``, one statement)."""
+    days: set[date] = set()
     coverage: dict[tuple[int, str, int, str], CoverageDelta] = {}
     broadcast: dict[tuple[int, date, str, int], list] = {}
     exclusions: dict[tuple[str, str], list] = {}
@@ -279,12 +281,12 @@ def write_many(session: Session, deltas: Sequence[tuple[str, Delta]], rules: Rul
             entry[0] += count
             entry[1] = max(entry[1], last_id)
     if coverage:
-        _write_coverage(session, coverage, rules)
+        days |= _write_coverage(session, coverage, rules)
     for _device_uid, delta in deltas:  # each looks up the device's own check-ins and sessions
         if delta.checkins:
-            _write_checkins(session, delta.checkins, rules)
+            days |= _write_checkins(session, delta.checkins, rules)
         if delta.sessions:
-            _write_sessions(session, delta.sessions, rules)
+            days |= _write_sessions(session, delta.sessions, rules)
     insert = _insert(session)
     if broadcast:
         stmt = insert(BroadcastDay.__table__)
@@ -295,6 +297,7 @@ def write_many(session: Session, deltas: Sequence[tuple[str, Delta]], rules: Rul
             [{"site_id": site, "day": day, "programme": programme, "lesson_id": lesson, "plays": plays,
               "listened_cs": listened}
              for (site, day, programme, lesson), (plays, listened) in sorted(broadcast.items())])
+        days.update(day for _site, day, _programme, _lesson in broadcast)
     if exclusions:
         stmt = insert(AttendanceExclusion.__table__)
         table = AttendanceExclusion.__table__
@@ -304,9 +307,14 @@ def write_many(session: Session, deltas: Sequence[tuple[str, Delta]], rules: Rul
                   "last_event_id": _greatest(session)(table.c.last_event_id, stmt.excluded.last_event_id)}),
             [{"device_uid": device_uid, "reason": reason, "events": count, "last_event_id": last_id}
              for (device_uid, reason), (count, last_id) in sorted(exclusions.items())])
+    # Last: on PostgreSQL a day's mark stays locked until the commit, and every ingest of today moves today's.
+    marks.bump(session, days)
 
 
-def _write_coverage(session: Session, coverage: dict, rules: Rules) -> None:
+def _write_coverage(session: Session, coverage: dict, rules: Rules) -> set[date]:
+    """Merge COVERAGE into its rows; the county days whose completions changed (a row completed, completed earlier,
+    or a completed row's clock flags): a row that is not complete is read by no report."""
+    days: set[date] = set()
     keys = sorted(coverage)  # one lock order, so two ingests never deadlock on PostgreSQL
     first = min(c.first_at for c in coverage.values())
     session.connection().execute(
@@ -321,6 +329,7 @@ def _write_coverage(session: Session, coverage: dict, rules: Rules) -> None:
     for row in rows:
         cov = coverage[(row.member_id, row.programme, row.lesson_id, row.sha256)]
         fresh = row.events == 0
+        before = (row.completed_at, row.clock_flagged)
         row.segments = rules_mod.envelope([*(row.segments or []), *cov.stretches])
         row.covered_s = rules_mod.covered_seconds(row.segments)
         done = rules_mod.completed_at(row.segments, row.duration_s, rules)
@@ -329,10 +338,16 @@ def _write_coverage(session: Session, coverage: dict, rules: Rules) -> None:
         row.last_at = cov.last_at if fresh else max(row.last_at, cov.last_at)
         row.events += cov.events
         row.clock_flagged += cov.clock_flagged
+        if (row.completed_at, row.clock_flagged) != before:
+            done_at = [at for at in (before[0], row.completed_at) if at is not None]
+            if done_at:  # the earliest: a mark moves every window ending on or after its day
+                days.add(rules.local_day(min(done_at)))
     session.flush()
+    return days
 
 
-def _write_checkins(session: Session, checkins: list[dict], rules: Rules) -> None:
+def _write_checkins(session: Session, checkins: list[dict], rules: Rules) -> set[date]:
+    """Store CHECKINS and attend the sessions around them; the county days of the sessions that got attendees."""
     # A credential is a member number (kept as it is: no secret) or a card's token, of which only the keyed digest
     # is stored and compared (server/org/cards.py); ingest has already replaced tokens in the stored events.
     digests = {c["credential"]: cards.digest(rules.card_key, c["credential"]) for c in checkins}
@@ -359,15 +374,18 @@ def _write_checkins(session: Session, checkins: list[dict], rules: Rules) -> Non
     # device's, so one look-up covers all its check-ins.
     known = [r for r in rows if r["member_id"] is not None]
     if not known:
-        return
+        return set()
     times = [rules_mod.to_epoch(r["at"]) for r in known]
     found = session.execute(select(ClassSession.key, ClassSession.started_at, ClassSession.ended_at).where(
         ClassSession.device_uid == known[0]["device_uid"],
         ClassSession.started_at <= rules_mod.from_epoch(max(times) + rules.checkin_before_s + 1),
         ClassSession.ended_at >= rules_mod.from_epoch(min(times) - rules.checkin_after_s - 1))).all()
     spans = [(key, rules_mod.to_epoch(a), rules_mod.to_epoch(b)) for key, a, b in found]
-    _attend(session, [(key, r["member_id"], r["at"]) for r, t in zip(known, times) for key, a, b in spans
-                      if rules_mod.checkin_matches(t, a, b, rules)])
+    entries = [(key, r["member_id"], r["at"]) for r, t in zip(known, times) for key, a, b in spans
+               if rules_mod.checkin_matches(t, a, b, rules)]
+    _attend(session, entries)
+    attended = {key for key, _member, _at in entries}
+    return {rules.local_day(started) for key, started, _ended in found if key in attended}
 
 
 def _attend(session: Session, entries: list[tuple[str, int, datetime]]) -> None:
@@ -385,8 +403,11 @@ def _attend(session: Session, entries: list[tuple[str, int, datetime]]) -> None:
         for (key, member), at in sorted(first.items())])
 
 
-def _write_sessions(session: Session, sessions: dict, rules: Rules) -> None:
+def _write_sessions(session: Session, sessions: dict, rules: Rules) -> set[date]:
+    """Merge SESSIONS into their rows and attend the check-ins inside them; the county days they started on (before
+    and after the merge: a session's start only moves earlier)."""
     keys = sorted(sessions)
+    days: set[date] = set()
     existing = {s.key: s for s in session.scalars(select(ClassSession).where(ClassSession.key.in_(keys))
                                                    .with_for_update())}
     spans: list[tuple[str, str, float, float]] = []
@@ -394,6 +415,7 @@ def _write_sessions(session: Session, sessions: dict, rules: Rules) -> None:
         uid, site, play_id, facts = sessions[key]
         row = existing.get(key)
         if row is not None:
+            days.add(rules.local_day(row.started_at))
             old = SessionFacts(rules_mod.to_epoch(row.started_at), rules_mod.to_epoch(row.ended_at), row.listened_s,
                                row.trigger, row.slot_kind, row.programme, row.lesson_id, row.clock_flagged)
             facts = old.merge(facts)
@@ -405,6 +427,7 @@ def _write_sessions(session: Session, sessions: dict, rules: Rules) -> None:
         row.listened_s, row.trigger, row.slot_kind = facts.listened_s, facts.trigger, facts.slot_kind
         row.programme, row.lesson_id, row.clock_flagged = facts.programme, facts.lesson, facts.clock_flagged
         row.is_class = rules_mod.is_class(facts, rules)
+        days.add(rules.local_day(row.started_at))
         spans.append((key, uid, facts.started, facts.ended))
     session.flush()
     # Their windows may have grown: every check-in at the device inside one is an attendee (one look-up per batch,
@@ -418,6 +441,7 @@ def _write_sessions(session: Session, sessions: dict, rules: Rules) -> None:
     checks = [(member, at, rules_mod.to_epoch(at)) for member, at in found]
     _attend(session, [(key, member, at) for key, _u, a, b in spans for member, at, t in checks
                       if rules_mod.checkin_matches(t, a, b, rules)])
+    return days
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -483,6 +507,7 @@ def rebuild(services, *, chunk: int = 20_000, progress=None) -> dict[str, int]:
                 done += len(rows)
                 if progress is not None:
                     progress(done, total)
+        marks.bump(session, [marks.SENTINEL_DAY])  # every report's data may have changed: every fingerprint moves
     return {"events": done, "devices": len(uids), "times_changed": flagged_changed}
 
 

@@ -121,6 +121,19 @@ class BroadcastDay(Base):
     listened_cs: Mapped[int] = mapped_column(Integer, default=0)
 
 
+class AttendanceMark(Base):
+    """A county day's change mark: ``version`` goes up in every transaction that changes what a participation report
+    reads about that day (a lesson completed on it, a class session started on it or its attendees, its broadcast),
+    so a kept report knows from these few rows whether its window moved (``server.attendance.summary``). The day
+    ``SENTINEL_DAY`` (0001-01-01, before every window's end) is moved by a rebuild and marks data from before the
+    marks existed."""
+
+    __tablename__ = "attendance_marks"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+
+
 class AttendanceExclusion(Base):
     """Events of a device that count for nothing, by reason (no member holds the radio, outside the window...)."""
 

@@ -2,27 +2,34 @@
 dashboard, which shows a period and the four quarters of its year), shared by the web and worker processes.
 
 A kept report is the very ``Report`` that ``server.attendance.reports.participation`` returned, stored in the data
-directory (``reports/``) with a **fingerprint of the data that can change it**:
+directory (``reports/``) with a **fingerprint of the data that can change it**, derived from a few small reads
+(``Marks``, read once per page or refresh round, not once per report):
 
 - the organisation and staff part, the same for every report: the newest audit entry (every staff edit of sessions,
   attendees, members, sites, programmes and radios is audited), and the size and newest row of the member, site,
   township, group, programme and radio-holder tables;
-- the part ingest moves, read only within the report's own data window (its period, and its year when the report
-  carries the year's home-visit list): the class sessions started and broadcast days in the window with their
-  attendees, and the lesson coverage rows completed by the window's end (a completion counts on the first day a
-  member completed a lesson, so an earlier completion can move a later period too; rows completed after the window
-  cannot). Each part is a row count, the newest id and sums of what ingest updates in place (events folded into a
-  row, class flags, clock flags, removals), so a new or updated row in the window moves it, and a rebuild (which
-  deletes and rewrites the rows) moves every window.
+- the part ingest moves: the change marks of the county days up to the report's window's end (its period's, or its
+  year's when the report carries the year's home-visit list; every day for a programme), as their count and the
+  sum of their versions (``server.attendance.marks``). Every writer of the aggregates moves, in its own
+  transaction, the mark of each county day whose figures it changed: the day a lesson coverage row became (or
+  stayed, with new clock flags) complete, the day a class session started (or got attendees), a broadcast day. A
+  mark counts for every window ending on or after its day: a completion counts on the first day a member completed
+  a lesson, so an earlier completion can move a later period too, and a session or broadcast day moves a later
+  window too, which costs one needless computation of that window and never a missed change. A rebuild moves
+  the sentinel day 0001-01-01, which every window reaches. Versions only grow and marks are never deleted, so
+  (count, sum) moves with every change up to the window's end.
 
 So a past quarter's report (drawn without the year's list: ``year_list=False``) keeps its fingerprint while today's
-plays arrive, and is not computed again; the current period's report moves with every batch.
+plays arrive, and is not computed again; the current period's report moves with every batch that changes its
+figures (a completion, a class, a broadcast; a play that completes nothing moves no mark).
 
 Reading: a kept report whose fingerprint equals the data's is current, and is served as of now. A kept report whose
 fingerprint moved is served, marked with the time its figures were read (the page says "data as of HH:MM"), while it
 is younger than ``LESSONCAST_REPORT_MAX_AGE``: the worker refreshes every kept report whose data moved, at most once
 every ``LESSONCAST_REPORT_REFRESH`` seconds (``refresh``), so such a report is a few seconds old. Older, or when no
-report is kept yet, the request computes it once. The numbers on the page, in the CSV and in the XLSX stay the same
+report is kept yet, the request computes it once; the worker keeps the reports of a dashboard opened without a
+choice (this quarter and its year's quarters, of the county and each township) computed ahead (``warm``), so that
+wait is the worker's cold start, not a reader's. The numbers on the page, in the CSV and in the XLSX stay the same
 function's.
 """
 
@@ -40,12 +47,11 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Callable, Optional
 
-from sqlalchemy import Integer, cast, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from server.attendance import reports
-from server.attendance.models import BroadcastDay, ClassSession, LessonCoverage, SessionAttendee
-from server.attendance.rules import Period, Rules, year
+from server.attendance import marks as day_marks, reports
+from server.attendance.rules import Period, Rules, parse_period, quarter, year
 from server.audit import AuditEntry
 from server.devices.models import DeviceAssignment
 from server.org.models import GroupLink, Member, Site, Township
@@ -72,32 +78,46 @@ def window(period: Period, rules: Rules, *, year_list: bool) -> tuple[Optional[d
     return min(period.start, this_year.start), max(period.end, this_year.end)
 
 
-def fingerprint(session: Session, period: Period, rules: Rules, *, year_list: bool = True) -> tuple:
-    """What a participation report of PERIOD depends on (see the module's docstring)."""
-    first, last = window(period, rules, year_list=year_list)
-    zone = rules.zone
-    start = datetime.combine(first, datetime.min.time(), zone) if first else None
-    end = datetime.combine(last + timedelta(days=1), datetime.min.time(), zone) if last else None
+@dataclasses.dataclass(frozen=True)
+class Marks:
+    """What every report's fingerprint is derived from, read at once: the organisation and staff part (SHARED) and
+    the change marks of the county days (DAYS, (day, version) by day)."""
 
-    def within(column, lo, hi):
-        return [c for c in ((column >= lo) if lo is not None else None,
-                            (column < hi) if hi is not None else None) if c is not None]
+    shared: tuple
+    days: tuple
 
-    coverage = within(LessonCoverage.completed_at, None, end) or [LessonCoverage.completed_at.is_not(None)]
-    sessions = within(ClassSession.started_at, start, end)
-    days = [c for c in ((BroadcastDay.day >= first) if first else None, (BroadcastDay.day <= last) if last else None)
-            if c is not None]
+
+def read_marks(session: Session) -> Marks:
+    """The organisation and staff part and every day's change mark: two small queries, whatever the events."""
     columns = [select(func.max(c)).scalar_subquery() for c in _NEWEST]
     columns += [select(func.count()).select_from(m).scalar_subquery() for m in _COUNTED]
-    parts = [select(*columns),
-             select(func.count(), func.max(LessonCoverage.id), func.sum(LessonCoverage.events),
-                    func.sum(LessonCoverage.clock_flagged)).where(*coverage),
-             select(func.count(), func.max(ClassSession.id), func.sum(cast(ClassSession.is_class, Integer)),
-                    func.sum(ClassSession.clock_flagged)).where(*sessions),
-             select(func.count(), func.max(SessionAttendee.id), func.sum(cast(SessionAttendee.removed, Integer)))
-             .join(ClassSession, ClassSession.key == SessionAttendee.session_key).where(*sessions),
-             select(func.count(), func.max(BroadcastDay.id)).where(*days)]
-    return tuple(value for part in parts for value in session.execute(part).one())
+    return Marks(tuple(session.execute(select(*columns)).one()), day_marks.read(session))
+
+
+def fingerprint(session: Session, period: Period, rules: Rules, *, year_list: bool = True,
+                marks: Optional[Marks] = None) -> tuple:
+    """What a participation report of PERIOD depends on (see the module's docstring), from MARKS (read now when not
+    given)."""
+    marks = marks if marks is not None else read_marks(session)
+    _first, last = window(period, rules, year_list=year_list)
+    return (*marks.shared, *day_marks.up_to(marks.days, last))
+
+
+def current_quarter(today: date) -> str:
+    """The quarter TODAY falls in, as a period (2026-Q4): what the dashboard shows when none is asked for."""
+    return f"{today.year}-Q{(today.month - 1) // 3 + 1}"
+
+
+def dashboard_reports(period: str, today: date) -> list[tuple[str, bool]]:
+    """The reports a dashboard of PERIOD reads on TODAY, as (period, year_list): the period with the year's
+    home-visit list, and each quarter of its year begun by the period's end and by today, without it (none for a
+    programme)."""
+    wanted = [(period, True)]
+    try:
+        last = min(parse_period(period).end, today)
+    except ValueError:
+        return wanted
+    return wanted + [(quarter(last.year, q).label, False) for q in range(1, 5) if quarter(last.year, q).start <= last]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,7 +135,7 @@ class ReportStore:
     """Kept reports as files in DIRECTORY (one per period, township and kind), written atomically, the SIZE most
     recently written kept; each process keeps the last file it read in memory until the file changes."""
 
-    def __init__(self, directory: Path, size: int = 64):
+    def __init__(self, directory: Path, size: int = 128):
         self.directory, self.size = Path(directory), size
         self._lock = threading.Lock()
         self._memo: dict[tuple, tuple[int, tuple, Kept]] = {}
@@ -154,10 +174,16 @@ class ReportStore:
             old.unlink(missing_ok=True)
 
     def keys(self) -> list[tuple]:
-        """The keys of every kept report."""
+        """The keys of every kept report (a file this process read already, unchanged since, is not read again)."""
+        with self._lock:
+            known = {self._path(key): (stamp, key) for key, (stamp, _key, _kept) in self._memo.items()}
         found = []
         for path in self.directory.glob("*.pickle"):
             try:
+                memo = known.get(path)
+                if memo is not None and memo[0] == path.stat().st_mtime_ns:
+                    found.append(memo[1])
+                    continue
                 found.append(pickle.loads(path.read_bytes())[0])
             except (OSError, EOFError, pickle.UnpicklingError, AttributeError, TypeError, ValueError, IndexError):
                 continue
@@ -168,7 +194,7 @@ def compute(store: ReportStore, session: Session, period: str, rules: Rules, *, 
             now: datetime, year_list: bool = True) -> Kept:
     """Compute the report, keep it and return it."""
     p, _programme = reports.resolve_period(session, period, rules)
-    mark = fingerprint(session, p, rules, year_list=year_list)
+    mark = fingerprint(session, p, rules, year_list=year_list)  # read now: what the report is computed from
     for hook in on_compute:
         hook(period, township, year_list)
     report = reports.participation(session, period, rules, township=township, now=now)
@@ -182,19 +208,20 @@ def compute(store: ReportStore, session: Session, period: str, rules: Rules, *, 
 class ReportCache:
     """The console's way to the kept reports of one data directory."""
 
-    def __init__(self, directory: Path, size: int = 64):
+    def __init__(self, directory: Path, size: int = 128):
         self.store = ReportStore(directory, size)
 
     def participation(self, session: Session, period: str, rules: Rules, *, township: Optional[str], now: datetime,
-                      year_list: bool = True, max_age: float = 0.0) -> Kept:
+                      year_list: bool = True, max_age: float = 0.0, marks: Optional[Marks] = None) -> Kept:
         """``reports.participation`` of PERIOD (and TOWNSHIP; without the year's home-visit list unless YEAR_LIST):
         the kept one, as of now while its fingerprint holds, as of when it was read while it is younger than MAX_AGE
-        seconds (the worker is refreshing it), else computed here."""
+        seconds (the worker is refreshing it), else computed here. MARKS: ``read_marks`` as the page read them once
+        for all its reports (read here when not given)."""
         p, _programme = reports.resolve_period(session, period, rules)
         key = (period, township, year_list)
         kept = self.store.get(key)
         if kept is not None:
-            if kept.mark == fingerprint(session, p, rules, year_list=year_list):
+            if kept.mark == fingerprint(session, p, rules, year_list=year_list, marks=marks):
                 return Kept(kept.mark, now, dataclasses.replace(kept.report, generated_at=now))
             if now - kept.as_of <= timedelta(seconds=max_age):
                 return dataclasses.replace(kept, current=False)
@@ -216,13 +243,17 @@ def refresh(services, store: Optional[ReportStore] = None, *, force: bool = Fals
     _last_refresh[0] = time.monotonic()
     store = store or store_of(services)
     done = []
-    for key in store.keys():
+    with services.db.session() as session:
+        marks = read_marks(session)
+    # The county's first (the dashboard's first page), then each township's.
+    for key in sorted(store.keys(), key=lambda k: (k[1] is not None, str(k[1]), str(k[0]), k[2])):
         period, township, year_list = key
         kept = store.get(key)
         with services.db.session() as session:
             try:
                 p, _programme = reports.resolve_period(session, period, services.rules)
-                if kept is not None and kept.mark == fingerprint(session, p, services.rules, year_list=year_list):
+                if kept is not None and kept.mark == fingerprint(session, p, services.rules, year_list=year_list,
+                                                                 marks=marks):
                     continue
                 compute(store, session, period, services.rules, township=township, now=services.clock(),
                         year_list=year_list)
@@ -230,5 +261,30 @@ def refresh(services, store: Optional[ReportStore] = None, *, force: bool = Fals
                 log.exception("could not refresh the kept report %s", key)
                 store._path(key).unlink(missing_ok=True)
                 continue
+        done.append(key)
+    return done
+
+
+def warm(services, store: Optional[ReportStore] = None, *, limit: int = 2) -> list[tuple]:
+    """Compute, LIMIT at a time (the worker's round does other work too), the reports a dashboard opened without a
+    choice reads (this quarter's, with the year's list, and its year's quarters) for the county and then each
+    township, when they are not kept: so no one waits for a page's first view in normal running. As many as
+    leave a quarter of the store for the periods people choose. Returns the keys computed."""
+    store = store or store_of(services)
+    today = services.today()
+    with services.db.session() as session:
+        townships = [None, *session.scalars(select(Township.code).order_by(Township.code))]
+    wanted = [(period, township, year_list) for township in townships
+              for period, year_list in dashboard_reports(current_quarter(today), today)]
+    done = []
+    for key in wanted[:store.size * 3 // 4]:
+        if len(done) >= limit:
+            break
+        if store.get(key) is not None:
+            continue
+        period, township, year_list = key
+        with services.db.session() as session:
+            compute(store, session, period, services.rules, township=township, now=services.clock(),
+                    year_list=year_list)
         done.append(key)
     return done

@@ -18,7 +18,6 @@ from server import validation
 from server.accounts.auth import current_actor, require
 from server.api.attendance import _attachment
 from server.attendance import edit as attendance_edit, report_export, reports, summary
-from server.attendance.rules import parse_period, quarter
 from server.console.pages import page_errors, page_language
 from server.errors import Invalid, NotFound, localise
 from server.i18n import _l
@@ -35,21 +34,29 @@ VISIT_ROWS = 50
 
 def current_quarter(today: date) -> str:
     """The quarter TODAY falls in, as a period (2026-Q4)."""
-    return f"{today.year}-Q{(today.month - 1) // 3 + 1}"
+    return summary.current_quarter(today)
 
 
 def _period() -> str:
     return request.args.get("period") or current_quarter(app_services().today())
 
 
-def _kept(period: str, township: str | None, *, year_list: bool = True) -> summary.Kept:
+def _kept(period: str, township: str | None, *, year_list: bool = True,
+          marks: summary.Marks | None = None) -> summary.Kept:
     """The participation report from the app's ``ReportCache``: current while its data is unchanged, else the kept
-    one (at most ``report_max_age`` old, with the time of its figures) that the worker is refreshing."""
+    one (at most ``report_max_age`` old, with the time of its figures) that the worker is refreshing. MARKS: what
+    the page read once for all its reports (``summary.read_marks``)."""
     services = app_services()
     with services.db.session() as session:
         return current_app.extensions["lessoncast_reports"].participation(
             session, period, services.rules, township=township, now=services.clock(), year_list=year_list,
-            max_age=services.settings.report_max_age)
+            max_age=services.settings.report_max_age, marks=marks)
+
+
+def _marks() -> summary.Marks:
+    """The fingerprints' organisation part and day marks, read once for a page of several reports."""
+    with app_services().db.session() as session:
+        return summary.read_marks(session)
 
 
 def _report(period: str, township: str | None) -> reports.Report:
@@ -60,23 +67,17 @@ def _report(period: str, township: str | None) -> reports.Report:
             session, period, services.rules, township=township, now=services.clock()).report
 
 
-def trend(period: str, township: str | None) -> tuple[list[dict], list[summary.Kept]]:
+def trend(period: str, township: str | None,
+          marks: summary.Marks | None = None) -> tuple[list[dict], list[summary.Kept]]:
     """Participation of the county (or TOWNSHIP) and of each township in every quarter of PERIOD's year that has
     begun by PERIOD's end and by today: [{"period", "county": Row, "townships": [Row]}]; none for a programme. Each
     quarter is kept without the year's home-visit list, so a closed quarter keeps its report while new plays
     arrive. Also returns the kept reports (for the age of their figures)."""
-    try:
-        last = min(parse_period(period).end, app_services().today())
-    except ValueError:
-        return [], []
     points, kept = [], []
-    for q in range(1, 5):
-        p = quarter(last.year, q)
-        if p.start > last:
-            break
-        k = _kept(p.label, township, year_list=False)
+    for label, _year_list in summary.dashboard_reports(period, app_services().today())[1:]:
+        k = _kept(label, township, year_list=False, marks=marks)
         kept.append(k)
-        points.append({"period": p.label, "county": k.report.county, "townships": k.report.townships})
+        points.append({"period": label, "county": k.report.county, "townships": k.report.townships})
     return points, kept
 
 
@@ -87,9 +88,10 @@ def dashboard():
     services, actor = app_services(), current_actor()
     period = _period()
     township = actor.scope.township_filter(request.args.get("township") or None)
-    kept = _kept(period, township)
+    marks = _marks()
+    kept = _kept(period, township, marks=marks)
     report = kept.report
-    points, quarters = trend(period, township)
+    points, quarters = trend(period, township, marks)
     as_of = min(k.as_of for k in (kept, *quarters))
     return render_template("attendance.html", report=report, period=period, township=township,
                            target=services.settings.participation_target, trend=points, as_of=as_of,
@@ -274,6 +276,6 @@ def set_attendee(key: str):
     member_no = request.form.get("member", "").strip()
     with services.db.session() as session:
         attendance_edit.set_attendee(session, key, member_no, present, actor.name, services.clock(), actor.scope,
-                                     request.form.get("reason", "")[:500])
+                                     request.form.get("reason", "")[:500], rules=services.rules)
     flash(_("%(member)s added.", member=member_no) if present else _("%(member)s removed.", member=member_no), "ok")
     return redirect(url_for("console_attendance.session_page", key=key))

@@ -130,7 +130,7 @@ class _Housekeeping:
                          lambda: expire_uploads(services), lambda: sweep_uploads(services),
                          lambda: expire_exports(services), lambda: keep_signed_and_delivered(services),
                          lambda: sweep_makeups(services), lambda: advance_rollouts(services),
-                         self.prune_hourly, lambda: summary.refresh(services)):
+                         self.prune_hourly, lambda: summary.refresh(services), lambda: summary.warm(services)):
                 try:
                     task()
                 except Exception:  # logged with its traceback; the next round tries again
