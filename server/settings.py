@@ -206,8 +206,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_open_uploads", 10, "Unfinished resumable uploads one API token may hold at a time.", _positive_int),
     Setting("report_inline_members", 10_000, "Reports covering more members than this are built by the worker: the "
             "API answers 202 with an export to poll and download.", int),
-    Setting("report_refresh", 5.0, "The worker computes again the kept dashboard reports whose data moved at most "
-            "once every this many seconds (seconds, or with m/h).", _duration),
+    Setting("report_refresh", 60.0, "The worker computes again the kept dashboard reports whose data moved at most "
+            "once every this many seconds (seconds, or with m/h); a round over a large county takes seconds of CPU, "
+            "so a shorter interval spends a core on it while plays arrive.", _duration),
     Setting("report_max_age", 300.0, "A dashboard shows a kept report whose data has since moved (saying how old "
             "its figures are) while it is younger than this; older, the page computes it (seconds, or with m/h).",
             _duration),
