@@ -53,6 +53,7 @@ from paho.mqtt.packettypes import PacketTypes  # noqa: E402
 from paho.mqtt.properties import Properties  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 
+from device_agent.agent import AgentOptions  # noqa: E402
 from playlists import topics  # noqa: E402
 from server.devices import registry as devices  # noqa: E402
 from server.devices import enrolment  # noqa: E402
@@ -64,7 +65,7 @@ from server.programmes.models import Programme, ProgrammeItem  # noqa: E402
 from tests.conftest import free_port, make_services  # noqa: E402
 from tests.e2e.fleet_sim import MosquittoProcess, lessoncast_env, start_ingest  # noqa: E402
 
-BATCH = 200
+BATCH = AgentOptions().batch_size  # 200, the agent's
 SHA = "5" * 64
 EVENT = ('{"type":"play","phase":"progress","play_id":"%s","programme":"2026-Q4","lesson":%d,"sha256":"' + SHA
          + '","start_position":%.2f,"end_position":%.2f,"listened_seconds":%.2f,"volume":70,"muted":false,'
@@ -380,7 +381,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="measured seconds of each run (after the warm-up)")
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds of publishing before measuring")
     parser.add_argument("--devices", type=int, default=60, help="radios publishing at once")
-    parser.add_argument("--window", type=int, default=4, help="batches each radio keeps unacked")
+    parser.add_argument("--window", type=int, default=AgentOptions().window,
+                        help="batches each radio keeps unacked (default: the agent's)")
     parser.add_argument("--ingests", type=int, default=None,
                         help="ingest processes sharing the subscription (default: the product's, "
                              "LESSONCAST_INGEST_PROCESSES, as lessoncast run starts)")

@@ -37,8 +37,11 @@ BEAT_S = 5.0
 # The flusher thread sends acks as soon as a commit made some, and looks at least this often: acks must never wait
 # for the queue to run empty (with a backlog it never does, and devices would resend what is already stored).
 ACK_FLUSH_S = 0.5
-# Group commit: at most this many batches, or this many payload bytes, in one transaction.
-GROUP_BATCHES = 50
+# Group commit: at most this many batches, or this many payload bytes, in one transaction. A batch's ack waits for
+# its whole group, and a device keeps only a few batches unacknowledged (the agent 5), so a larger group holds every
+# device's next batches back longer: at 50 the store threads waited for work a third of the time on a quiet
+# machine, at 20 they stored about a fifth more events a second (BENCHMARKS.md, event ingest).
+GROUP_BATCHES = 20
 GROUP_BYTES = 2 * 1024 * 1024
 # MQTT 5 Receive Maximum (the largest allowed): the broker sends ingest every message at once instead of 20 at a
 # time (Mosquitto's default without it), so its queue for ingest never reaches max_queued_messages and drops
