@@ -297,6 +297,11 @@ def attendance_pages(args) -> list[dict]:
     return results
 
 
+# Timed and printed, but not pages a reader waits for in normal running, so outside the 300 ms target: a file
+# download, and the dashboard's cold start (nothing kept yet: right after an upgrade, before the worker's warm-up).
+NOT_PAGES = {"dashboard XLSX", "dashboard, first view"}
+
+
 def _row(name: str, url: str, times: list[float], ref) -> dict:
     return {"page": name, "url": url, "median_ms": round(statistics.median(times), 1),
             "p95_ms": round(p95(times), 1), "api_p95_ms": None if ref is None else round(ref, 1),
@@ -349,8 +354,11 @@ def main() -> None:
             results.append(row)
             print(f"{row['page']:26} {row['median_ms']:>10} {row['p95_ms']:>8} {row['api_p95_ms'] or '':>8} "
                   f"{row['ratio'] or '':>6}")
-    worst = max(r["p95_ms"] for r in results)
-    print(f"worst p95 {worst} ms; target ≤ {TARGET_MS} ms: {'met' if worst <= TARGET_MS else 'MISSED'}")
+    for row in results:
+        row["under_target"] = row["page"] not in NOT_PAGES
+    worst = max(r["p95_ms"] for r in results if r["under_target"])
+    print(f"worst p95 {worst} ms (pages; not {', '.join(sorted(NOT_PAGES))}); target ≤ {TARGET_MS} ms: "
+          f"{'met' if worst <= TARGET_MS else 'MISSED'}")
     print(json.dumps({"bench": "console", "lessons": args.lessons, "programmes": args.programmes,
                       "devices": args.devices, "fleet_devices": args.fleet_devices,
                       "status_hours": args.status_hours, "events": args.events, "repeat": args.repeat,
