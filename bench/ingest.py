@@ -60,6 +60,7 @@ from server.devices import enrolment  # noqa: E402
 from server.devices.models import Device, DeviceAssignment
 from server.events.models import DeviceEvent, DeviceSequence  # noqa: E402
 from server.lessons.models import Lesson, Rendition  # noqa: E402
+from server.messaging.hang_up import hang_up  # noqa: E402
 from server.org.models import Member, Site
 from server.programmes.models import Programme, ProgrammeItem  # noqa: E402
 from tests.conftest import free_port, make_services  # noqa: E402
@@ -158,8 +159,7 @@ class Radio:
         self.client.publish(topics.events(self.uid), payload, qos=1, properties=props)
 
     def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        hang_up(self.client)
 
 
 def drive(radios: list[Radio], window: int, warmup: float, seconds: float) -> tuple[float, int]:

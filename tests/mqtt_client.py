@@ -11,6 +11,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.properties import Properties
 from paho.mqtt.packettypes import PacketTypes
 
+from server.messaging.hang_up import hang_up
+
 
 @dataclass
 class Received:
@@ -100,5 +102,4 @@ class MqttProbe:
                              f"{[m.payload[:200] for m in self.messages if m.topic == topic]}")
 
     def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        hang_up(self.client)

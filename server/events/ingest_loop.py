@@ -29,6 +29,7 @@ from server.events.ingest_queue import DeviceQueues, Limits
 from server.health.beats import Beater, clock_from_monotonic
 from server.messaging import retained
 from server.messaging.broker import share_group
+from server.messaging.hang_up import hang_up
 from server.messaging.mqtt_link import BrokerAddress, BrokerUnavailable, ServerLink
 
 log = logging.getLogger(__name__)
@@ -347,8 +348,7 @@ class Ingest:
         for thread in self._threads:
             thread.join(timeout)
         self._beater.stop()
-        self._client.disconnect()
-        self._client.loop_stop()
+        hang_up(self._client)
         self._close_link()
 
     def run(self) -> None:

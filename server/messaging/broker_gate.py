@@ -45,6 +45,7 @@ from paho.mqtt.properties import Properties
 
 from playlists import topics
 from server.keyfiles import write_private
+from server.messaging.hang_up import hang_up
 
 log = logging.getLogger(__name__)
 
@@ -188,8 +189,7 @@ class GateAdmin:
         return self
 
     def __exit__(self, *_exc) -> None:
-        self._client.disconnect()
-        self._client.loop_stop()
+        hang_up(self._client)
 
     def run(self, commands: list[dict]) -> list[dict]:
         """Send COMMANDS in one message; return the plugin's responses (each may hold an "error")."""
@@ -238,8 +238,7 @@ def expire_session(admin: GateAdmin, uid: str, timeout: float = 10.0) -> None:
         if not done.wait(timeout) or outcome["reason"].is_failure:
             raise GateUnavailable(f"cannot expire the session of {uid}: {outcome.get('reason', 'no answer')}")
     finally:
-        client.disconnect()
-        client.loop_stop()
+        hang_up(client)
 
 
 def sync(admin: GateAdmin, devices: Mapping[str, Optional[str]]) -> tuple[set[str], list[str]]:

@@ -19,6 +19,7 @@ from playlists import topics
 from server.file_lock import exclusive
 from server.messaging import broker_gate
 from server.messaging.broker import share_group
+from server.messaging.hang_up import hang_up
 
 
 @dataclass
@@ -67,8 +68,7 @@ def _connect(host: str, port: int, username: Optional[str], password: Optional[s
         if session.accepted and filters:
             subscribed.wait(timeout)
     finally:
-        client.disconnect()
-        client.loop_stop()
+        hang_up(client)
     return session
 
 

@@ -21,6 +21,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from server.messaging.broker import SERVER_USER, server_password
+from server.messaging.hang_up import hang_up
 
 
 class BrokerUnavailable(RuntimeError):
@@ -113,8 +114,7 @@ class ServerLink:
 
     def close(self) -> None:
         """Disconnect and stop the network thread."""
-        self._client.disconnect()
-        self._client.loop_stop()
+        hang_up(self._client)
 
     def __enter__(self) -> "ServerLink":
         return self.connect()

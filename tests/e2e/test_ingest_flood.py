@@ -34,6 +34,7 @@ from sqlalchemy import func, select
 from playlists import topics
 from server.devices import enrolment, registry as devices
 from server.events.models import DeviceEvent, DeviceSequence, QuarantinedBatch
+from server.messaging.hang_up import hang_up
 from tests.conftest import free_port, make_services
 from tests.e2e.fleet_sim import MosquittoProcess, lessoncast_env, start_ingest
 from tests.e2e.stack import stop, wait_for
@@ -82,8 +83,7 @@ class Device:
         return self.client.publish(topics.events(self.uid), payload, qos=1, properties=props)
 
     def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        hang_up(self.client)
 
 
 def event_id(uid: str, seq: int) -> str:

@@ -12,6 +12,7 @@ from playlists import topics
 from server.devices import enrolment, registry as devices
 from server.messaging import retained
 from server.messaging.broker import SERVER_USER, server_password, write_config
+from server.messaging.hang_up import hang_up
 from server.messaging.mqtt_link import BrokerAddress, ServerLink
 from tests.mqtt_client import MqttProbe
 
@@ -229,8 +230,7 @@ def test_devices_connect_over_the_tls_listener(tmp_path):
         share = client.subscribe("$share/lessoncast/lc/v1/devices/+/events", qos=1)[1]
         wait_for(lambda: own in result and share in result, 10, "SUBACKs over TLS")
         assert not result[own][0].is_failure and result[share][0].value == 135
-        client.disconnect()
-        client.loop_stop()
+        hang_up(client)
     finally:
         proc.terminate()
         assert proc.wait(timeout=10) == 0, "the broker (with the plugin on two listeners) stops cleanly"
@@ -245,3 +245,29 @@ def _listening(port):
         return True
     except OSError:
         return False
+
+
+def test_the_gate_admin_ends_cleanly_when_paho_clears_its_thread_first(broker, monkeypatch):
+    """An enrolment answered 500: paho's loop_stop() checks its network thread, then joins it, and the thread,
+    ended by the disconnect, set itself to None in between. Here the thread is made to end exactly there."""
+    import paho.mqtt.client as paho_client
+
+    from server.messaging.broker_gate import GateAdmin
+
+    admin = GateAdmin.for_services(broker)
+    admin.__enter__()
+    thread = admin._client._thread
+    real_current = paho_client.threading.current_thread
+    test_thread, waited = real_current(), []
+
+    def current_thread_after_the_loop_ended():
+        caller = real_current()
+        if caller is test_thread and not waited:  # loop_stop's call; other threads see the real function
+            waited.append(True)
+            thread.join(10)  # the disconnect ends the loop; its finally clears client._thread
+            assert admin._client._thread is None
+        return caller
+
+    monkeypatch.setattr(paho_client.threading, "current_thread", current_thread_after_the_loop_ended)
+    admin.__exit__(None, None, None)  # raised AttributeError ('NoneType' object has no attribute 'join')
+    assert not thread.is_alive()

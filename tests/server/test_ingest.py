@@ -27,6 +27,7 @@ from server.events.ingest_loop import Ingest
 from server.events.models import DeviceEvent, DeviceSequence, DeviceStatus, QuarantinedBatch
 from server.health.checks import check_ingest
 from server.messaging.broker import SERVER_USER, server_password
+from server.messaging.hang_up import hang_up
 from server.messaging.models import RetainedMessage
 from tests.mqtt_client import MqttProbe
 
@@ -221,8 +222,7 @@ def test_status_and_last_will_update_device_status(ingest, broker, enrolled):
     assert seen.online and seen.body == status and seen.received_at == T0
     assert (seen.storage_free_mb, seen.outbox_depth, seen.sync_state, seen.battery) == (5120, 0, "idle", None)
     # An unclean end (here: the device asks for its will) makes the broker publish the last will.
-    probe.client.disconnect(reasoncode=ReasonCode(PacketTypes.DISCONNECT, identifier=4))
-    probe.client.loop_stop()
+    hang_up(probe.client, reasoncode=ReasonCode(PacketTypes.DISCONNECT, identifier=4))
     gone = _until(lambda: (r := row()) is not None and not r.online and r, what="the last will")
     # The fleet keeps what the device last said; only "online" changes.
     assert gone.body == {**status, "online": False} and gone.storage_free_mb == 5120
