@@ -40,6 +40,18 @@ def _own_instance_record(tmp_path_factory):
             os.environ[name] = value
 
 
+@pytest.fixture(autouse=True)
+def _no_setting_leaks():
+    """A test that leaves a LESSONCAST_* variable changed in this process would point the next test's in-process
+    commands (CliRunner) at its instance: each test must leave them as it found them."""
+    import os
+
+    before = {k: v for k, v in os.environ.items() if k.startswith("LESSONCAST_")}
+    yield
+    after = {k: v for k, v in os.environ.items() if k.startswith("LESSONCAST_")}
+    assert after == before, f"this test left LESSONCAST_* variables changed: {before} -> {after}"
+
+
 # Ports under pytest-xdist: each worker (gw0, gw1, ...) hands out ports from a block of its own below the kernel's
 # ephemeral range. Two workers never pick the same port, and no client's outgoing connection (which takes an
 # ephemeral port) can grab a port between the pick and the server's bind. Serial runs use block 0.
@@ -256,8 +268,9 @@ def cli_env(services: Services) -> dict[str, str]:
     st = services.settings
     env = {"LESSONCAST_DATA_DIR": str(services.data), "LESSONCAST_PORT": str(st.port),
            "LESSONCAST_MQTT_PORT": str(st.mqtt_port), "LESSONCAST_MQTT_SERVER_PORT": str(st.mqtt_server_port)}
-    if st.database_url:
-        env["LESSONCAST_DATABASE_URL"] = st.database_url
+    # Always spelled out (SQLite too), so a command run in this process reaches this instance's database whatever
+    # the process's own environment holds.
+    env["LESSONCAST_DATABASE_URL"] = st.db_url
     return env
 
 
