@@ -105,11 +105,36 @@ def free_port() -> int:
 SHARED_SESSION_FOLDERS = ("tests/media/",)
 
 
+def _work_unit(nodeid: str) -> str:
+    """The unit a worker takes whole: a test file, or a folder of SHARED_SESSION_FOLDERS."""
+    path = nodeid.split("::", 1)[0]
+    return next((folder for folder in SHARED_SESSION_FOLDERS if path.startswith(folder)), path)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Hand out the files marked `long_running` first, longest first, then the others with the most tests first.
+
+    xdist's own order (most tests first) put the few-test files that take minutes (the million-event rebuild, the
+    packaging builds) last, and the run then waited on one worker while the others were idle."""
+    units: dict[str, list] = {}
+    for item in items:
+        units.setdefault(_work_unit(item.nodeid), []).append(item)
+    def seconds(unit: list) -> float:
+        marks = [i.get_closest_marker("long_running") for i in unit]
+        return max((m.args[0] for m in marks if m is not None), default=0.0)
+
+    ordered = sorted(units.values(), key=lambda unit: (-seconds(unit), -len(unit)))
+    items[:] = [item for unit in ordered for item in unit]
+
+
 def pytest_xdist_make_scheduler(config, log):
-    """--dist loadfile, with each folder of SHARED_SESSION_FOLDERS as one unit."""
+    """--dist loadfile, with each folder of SHARED_SESSION_FOLDERS as one unit, in the order of
+    pytest_collection_modifyitems."""
     if config.getvalue("dist") != "loadfile":
         return None
     from xdist.scheduler import LoadFileScheduling
+
+    config.option.loadscopereorder = False
 
     class LoadFileOrFolder(LoadFileScheduling):
         def _split_scope(self, nodeid: str) -> str:
@@ -142,6 +167,8 @@ DATABASES = ("sqlite", "postgresql")
 
 
 def pytest_configure(config):
+    config.addinivalue_line("markers", "long_running(seconds): the file takes about SECONDS of a worker on a quiet "
+                                       "machine; the longest are handed out first, so none becomes the run's tail")
     config.addinivalue_line("markers", "databases: run each test of the module on SQLite and on PostgreSQL (the "
                                        "`database_url` fixture is parametrized)")
 

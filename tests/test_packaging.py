@@ -20,6 +20,8 @@ import pytest
 
 from server.file_lock import exclusive
 
+pytestmark = pytest.mark.long_running(80)  # seconds of a worker; see tests/conftest.py
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("lessoncast", "server", "media", "playlists", "device_agent", "firmware_stub")
 

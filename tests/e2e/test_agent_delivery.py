@@ -6,10 +6,14 @@ import subprocess
 import threading
 import time
 
+import pytest
+
 from server.messaging.broker import mosquitto_executable, write_config
 from server.programmes import service as programmes, publish
 from tests.e2e.agent_harness import (add_and_enrol, covered_exactly_once, fast_options, poll, server_events,
                                      start_agent, start_ingest)
+
+pytestmark = pytest.mark.long_running(55)  # seconds of a worker; see tests/conftest.py
 
 
 def _listening(services, proc) -> None:

@@ -9,6 +9,8 @@ import signal
 import subprocess
 import time
 
+import pytest
+
 from playlists import topics
 from playlists.manifest import media_of, parse_manifest
 from server.messaging.mqtt_link import BrokerAddress, ServerLink
@@ -16,6 +18,8 @@ from server.programmes import service as programmes, publish
 from server.programmes.models import Channel
 from tests.e2e.agent_harness import add_and_enrol, covered_exactly_once, poll, server_events, start_ingest
 from tests.e2e.stack import VENV_BIN
+
+pytestmark = pytest.mark.long_running(60)  # seconds of a worker; see tests/conftest.py
 
 CUTS = 20
 

@@ -21,6 +21,8 @@ from tests.e2e.agent_harness import add_and_enrol, covered_exactly_once, poll, p
     start_ingest
 from tests.e2e.agent_releases import build_wheels, install_first_release
 
+pytestmark = pytest.mark.long_running(70)  # seconds of a worker; see tests/conftest.py
+
 GOOD, NEXT, BROKEN = "0.9.1", "0.9.2", "0.9.3"
 
 

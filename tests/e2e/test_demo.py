@@ -5,6 +5,7 @@ the simulated fleet: plays arrive at the server and attendance rows appear."""
 import signal
 import subprocess
 
+import pytest
 from sqlalchemy import func, select
 
 from server.attendance.models import LessonCoverage, SessionAttendee
@@ -12,6 +13,8 @@ from server.devices.models import Device
 from server.events.models import DeviceEvent
 from tests.conftest import make_services
 from tests.e2e.stack import VENV_BIN, get_json, stack_env, start, stop, wait_for
+
+pytestmark = pytest.mark.long_running(50)  # seconds of a worker; see tests/conftest.py
 
 
 def test_demo_county_lives(tmp_path):

@@ -27,6 +27,7 @@ import uuid
 from datetime import datetime, timezone
 
 import paho.mqtt.client as mqtt
+import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from sqlalchemy import func, select
@@ -38,6 +39,8 @@ from server.messaging.hang_up import hang_up
 from tests.conftest import free_port, make_services
 from tests.e2e.fleet_sim import MosquittoProcess, lessoncast_env, start_ingest
 from tests.e2e.stack import stop, wait_for
+
+pytestmark = pytest.mark.long_running(60)  # seconds of a worker; see tests/conftest.py
 
 FLOOD = 20_000
 GOOD_BATCHES, GOOD_BATCH = 10, 5

@@ -21,7 +21,8 @@ from server.attendance import fold as attendance
 from server.events.models import DeviceEvent
 from tests import attendance_data as ad
 
-pytestmark = pytest.mark.databases  # each test runs on SQLite and on PostgreSQL
+pytestmark = [pytest.mark.databases,  # each test runs on SQLite and on PostgreSQL
+              pytest.mark.long_running(240)]  # seconds of a worker; see tests/conftest.py
 
 TOTAL = 1_000_000
 # On PostgreSQL a twentieth: the same devices, kinds, duplicates and overlaps (what differs between the databases is in
