@@ -77,10 +77,13 @@ def test_the_preview_names_who_gets_it_and_when_and_download_now_reaches_the_dev
     assert urgent["urgent"] is True and {d["fetch_at"] for d in urgent["downloads"]} == {"2026-12-03T10:00+08:00"}
 
     from lessoncast.cli import main
+    from server.cli import programmes as programme_commands
 
+    # The commands run on this instance with its fixed clock. Only the name `publish` looks up is replaced: patching
+    # server.cli.common's too made a first import of server.cli.programmes bind the replacement for good, and a
+    # later test's `programme create` then reached this test's database.
     monkeypatch.setenv("LESSONCAST_DATA_DIR", str(services.data))
-    monkeypatch.setattr("server.cli.common.load_services", lambda: services, raising=False)
-    monkeypatch.setattr("server.cli.programmes.load_services", lambda: services, raising=False)
+    monkeypatch.setattr(programme_commands, "load_services", lambda: services)
     shown = CliRunner().invoke(main, ["publish", str(pid)], input="n\n")
     assert "devices awaiting enrolment: 1 (they get it when they enrol)" in shown.output, shown.output
     assert "download window 00:00-06:00 (Asia/Shanghai), next at 2026-12-04 00:00" in shown.output
