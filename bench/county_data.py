@@ -49,6 +49,7 @@ from sqlalchemy import insert, select  # noqa: E402
 from playlists import topics  # noqa: E402
 from server.attendance import fold as attendance  # noqa: E402
 from server.attendance.models import BroadcastDay  # noqa: E402
+from server.db import upsert_insert  # noqa: E402
 from server.devices.models import Device, DeviceAssignment  # noqa: E402
 from server.events import ingest  # noqa: E402
 from server.events.batches import ack_payload, parse_event  # noqa: E402
@@ -367,7 +368,7 @@ class Pending:
             attendance.write(session, attendance.Delta(coverage={k: self.coverage[k] for k in keys[start:start + 500]}),
                              "", rules)
         if self.broadcast:  # attendance.write's upsert, executed once for all rows instead of once a row
-            stmt = attendance._insert(session)(BroadcastDay.__table__)
+            stmt = upsert_insert(session)(BroadcastDay.__table__)
             stmt = stmt.on_conflict_do_update(
                 index_elements=["site_id", "day", "programme", "lesson_id"],
                 set_={"plays": BroadcastDay.plays + stmt.excluded.plays,

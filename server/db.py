@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 from typing import Iterator
 
 from sqlalchemy import DateTime, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -56,6 +57,14 @@ def make_engine(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     return create_engine(url, pool_pre_ping=True)
+
+
+def upsert_insert(bind):
+    """The INSERT construct of BIND's database (an engine, connection or session), which has ``on_conflict_do_...``:
+    PostgreSQL's or SQLite's."""
+    if isinstance(bind, Session):
+        bind = bind.get_bind()
+    return postgresql.insert if bind.dialect.name == "postgresql" else sqlite.insert
 
 
 class Database:

@@ -16,13 +16,13 @@ from datetime import date, datetime, timezone
 from typing import Any, Iterable, NamedTuple, Optional, Sequence
 
 from sqlalchemy import delete, func, or_, select, tuple_, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from server.attendance import marks, rules as rules_mod
 from server.attendance.models import (AttendanceExclusion, BroadcastDay, Checkin, ClassSession, LessonCoverage,
                                       SessionAttendee)
 from server.attendance.rules import Rules, SessionFacts, Window
+from server.db import upsert_insert
 from server.devices.models import Device, DeviceAssignment
 from server.events.models import DeviceEvent
 from server.lessons.models import Rendition
@@ -235,10 +235,6 @@ def _fold_coverage(delta: Delta, device: DeviceFacts, e: Attributed, play, flagg
 # Writing a delta
 
 
-def _insert(session: Session):
-    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-
-
 def _greatest(session: Session):
     return func.max if session.get_bind().dialect.name == "sqlite" else func.greatest  # SQLite's 2-argument max
 
@@ -287,7 +283,7 @@ def write_many(session: Session, deltas: Sequence[tuple[str, Delta]], rules: Rul
             days |= _write_checkins(session, delta.checkins, rules)
         if delta.sessions:
             days |= _write_sessions(session, delta.sessions, rules)
-    insert = _insert(session)
+    insert = upsert_insert(session)
     if broadcast:
         stmt = insert(BroadcastDay.__table__)
         session.connection().execute(stmt.on_conflict_do_update(
@@ -318,7 +314,7 @@ def _write_coverage(session: Session, coverage: dict, rules: Rules) -> set[date]
     keys = sorted(coverage)  # one lock order, so two ingests never deadlock on PostgreSQL
     first = min(c.first_at for c in coverage.values())
     session.connection().execute(
-        _insert(session)(LessonCoverage.__table__)
+        upsert_insert(session)(LessonCoverage.__table__)
         .on_conflict_do_nothing(index_elements=["member_id", "programme", "lesson_id", "sha256"]),
         [{"member_id": k[0], "programme": k[1], "lesson_id": k[2], "sha256": k[3], "duration_s": coverage[k].duration_s,
           "segments": [], "covered_s": 0.0, "first_at": first, "last_at": first, "events": 0, "clock_flagged": 0}
@@ -368,7 +364,7 @@ def _write_checkins(session: Session, checkins: list[dict], rules: Rules) -> set
             rows.append(dict(c, member_id=numbers[plain]))
         else:
             rows.append(dict(c, credential=digests[plain], member_id=owners.get(digests[plain])))
-    session.connection().execute(_insert(session)(Checkin.__table__)
+    session.connection().execute(upsert_insert(session)(Checkin.__table__)
                                  .on_conflict_do_nothing(index_elements=["device_uid", "event_id"]), rows)
     # A check-in may arrive after the session it belongs to: attach it to every session around it. A batch is one
     # device's, so one look-up covers all its check-ins.
@@ -394,7 +390,7 @@ def _attend(session: Session, entries: list[tuple[str, int, datetime]]) -> None:
     first: dict[tuple[str, int], datetime] = {}
     for key, member, at in entries:
         first[(key, member)] = min(at, first.get((key, member), at))
-    stmt = _insert(session)(SessionAttendee.__table__)
+    stmt = upsert_insert(session)(SessionAttendee.__table__)
     # A member who checked in twice attended from the first check-in, whichever arrived first.
     stmt = stmt.on_conflict_do_update(index_elements=["session_key", "member_id", "source"],
                                       set_={"at": _least(session)(SessionAttendee.at, stmt.excluded.at)})

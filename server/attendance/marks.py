@@ -14,10 +14,10 @@ from datetime import date
 from typing import Iterable, Optional
 
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from server.attendance.models import AttendanceMark
+from server.db import upsert_insert
 
 # Before every window's end: a rebuild moves it, so every report's fingerprint moves (the migration seeds it too).
 SENTINEL_DAY = date(1, 1, 1)
@@ -30,7 +30,7 @@ def bump(session: Session, days: Iterable[date]) -> None:
     rows = [{"day": day, "version": 1} for day in sorted(set(days))]
     if not rows:
         return
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    insert = upsert_insert(session)
     table = AttendanceMark.__table__
     stmt = insert(table)
     session.connection().execute(

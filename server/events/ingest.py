@@ -23,13 +23,13 @@ from typing import Iterable, Mapping, Optional
 
 from sqlalchemy import select, tuple_
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from playlists import topics
 from server.attendance import fold as attendance
 from server.attendance.fold import Attributed, Lookups
 from server.attendance.rules import Rules
+from server.db import upsert_insert
 from server.devices.models import Device
 from server.events.batches import (MAX_SEQ, Event, EventFileError, ack_payload, batch_range, contiguous_end,
                                    parse_batch, read_events_file, strict_json)
@@ -61,10 +61,6 @@ class Stored:
     quarantined: bool = False
 
 
-def _insert(session: Session):
-    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-
-
 def _lock_sequences(session: Session, keys: list[tuple[str, int]], now: datetime) -> dict[tuple[str, int],
                                                                                        DeviceSequence]:
     """The sequence rows of KEYS (device, epoch), created if new and locked, in two statements for all of them.
@@ -74,7 +70,7 @@ def _lock_sequences(session: Session, keys: list[tuple[str, int]], now: datetime
     the other and never deadlock."""
     keys = sorted(set(keys))
     session.connection().execute(
-        _insert(session)(DeviceSequence.__table__).on_conflict_do_nothing(index_elements=["device_uid", "epoch"]),
+        upsert_insert(session)(DeviceSequence.__table__).on_conflict_do_nothing(index_elements=["device_uid", "epoch"]),
         [{"device_uid": device, "epoch": epoch, "acked": 0, "updated_at": now} for device, epoch in keys])
     rows = session.scalars(select(DeviceSequence)
                            .where(tuple_(DeviceSequence.device_uid, DeviceSequence.epoch).in_(keys))

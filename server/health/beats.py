@@ -20,8 +20,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from sqlalchemy.dialects import postgresql, sqlite
-
+from server.db import upsert_insert
 from server.health.models import ProcessBeat
 
 log = logging.getLogger(__name__)
@@ -85,9 +84,7 @@ def beat(services, name: str) -> None:
     """Record that the process NAME is alive now."""
     now = services.clock()
     values = {"name": name, "pid": os.getpid(), "host": socket.gethostname(), "seen_at": now}
-    dialect = services.db.engine.dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = insert(ProcessBeat).values(**values)
+    stmt = upsert_insert(services.db.engine)(ProcessBeat).values(**values)
     stmt = stmt.on_conflict_do_update(index_elements=["name"], set_={k: values[k] for k in ("pid", "host", "seen_at")})
     with services.db.session() as session:
         session.execute(stmt)
