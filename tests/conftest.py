@@ -119,6 +119,7 @@ def pytest_collection_modifyitems(config, items):
     units: dict[str, list] = {}
     for item in items:
         units.setdefault(_work_unit(item.nodeid), []).append(item)
+
     def seconds(unit: list) -> float:
         marks = [i.get_closest_marker("long_running") for i in unit]
         return max((m.args[0] for m in marks if m is not None), default=0.0)
