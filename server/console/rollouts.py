@@ -27,7 +27,7 @@ from server.services import app_services
 
 bp = Blueprint("console_rollouts", __name__, url_prefix="/admin")
 page_errors(bp)
-FORM_STAGES = 3  # rows on the form; a rollout takes up to rollouts.MAX_STAGES through the API
+FORM_STAGES = 3  # rows the form shows; "Add a stage" shows more, up to rollouts.MAX_STAGES (as the API takes)
 
 KIND_NAMES = {"devices": _l("devices"), "township": _l("a township"), "county": _l("the rest of the county")}
 
@@ -48,7 +48,7 @@ def _number(raw: str) -> Any:
 def stages_from_form(form) -> list[dict[str, Any]]:
     """The stages the form names, in order (rows left without a kind are skipped)."""
     stages = []
-    for i in range(FORM_STAGES):
+    for i in range(rollouts.MAX_STAGES):
         kind = form.get(f"kind-{i}", "")
         if not kind:
             continue
@@ -77,7 +77,7 @@ def index():
         townships = session.execute(select(Township.code, Township.name).order_by(Township.code)).all()
     return render_template("rollouts.html", releases=releases.list_all(services),
                            rollouts=rollouts.list_all(services), townships=townships, kinds=STAGE_KINDS,
-                           form_stages=FORM_STAGES, **_labels())
+                           form_stages=FORM_STAGES, max_stages=rollouts.MAX_STAGES, **_labels())
 
 
 @bp.post("/rollouts")

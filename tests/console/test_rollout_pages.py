@@ -50,7 +50,7 @@ def test_an_admin_creates_a_rollout_and_watches_its_stages_live(services, county
     page.select_option("#township-1", "t01")
     page.fill("#success_pct-1", "50")
     page.uncheck("input[name=auto_advance]")
-    page.click("form.rollout-new button")
+    page.click("form.rollout-new button[type=submit]")
     assert re.search(r"/admin/rollouts/\d+$", page.url)
     check_axe(page)
     assert [_cell(page, 1, w) for w in ("devices", "succeeded", "failed", "pending")] == ["2", "0", "0", "2"]
@@ -114,13 +114,40 @@ def test_the_form_is_refused_with_the_services_words(services, county, live_serv
     page.goto(f"{live_server}/admin/rollouts")
     page.select_option("#kind-0", "devices")
     page.fill("#count-0", "lots")
-    page.click("form.rollout-new button")
+    page.click("form.rollout-new button[type=submit]")
     assert page.locator("[data-code=bad_rollout]").count() == 1
     assert "stages[0].count" in page.inner_text("[data-code=bad_rollout]")
     page.goto(f"{live_server}/admin/rollouts")
-    page.click("form.rollout-new button")  # no stage at all
+    page.click("form.rollout-new button[type=submit]")  # no stage at all
     assert "stages" in page.inner_text("[data-code=bad_rollout]")
     token = json.loads(page.get_attribute("body", "hx-headers"))["X-CSRFToken"]
     assert page.request.post(f"{live_server}/admin/rollouts/99/explode", form={"csrf_token": token}).status == 422
     assert page.request.post(f"{live_server}/admin/rollouts/99/pause",
                              form={"csrf_token": token, "confirm": "yes"}).status == 404
+
+
+def test_the_form_takes_up_to_the_services_stages_from_the_keyboard(services, county, live_server, staff, page):
+    """The form shows three stage rows. "Add a stage" (a button the keyboard reaches) shows one more each time, with
+    the focus on its group, up to the most the service takes; a stage in an added row reaches the service."""
+    staff("root", "admin")
+    sign_in(page, live_server, "root")
+    page.goto(f"{live_server}/admin/rollouts")
+    visible = page.locator("#stage-rows tr:visible")
+    assert visible.count() == 3
+    for n in range(4, rollouts.MAX_STAGES + 1):
+        page.focus("#add-stage")
+        page.keyboard.press("Enter")
+        poll(lambda: visible.count() == n, 10, f"stage row {n}")
+        assert page.evaluate("document.activeElement.id") == f"kind-{n - 1}"
+    assert page.locator("#add-stage").is_disabled()
+    assert str(rollouts.MAX_STAGES) in page.inner_text("#stage-limit")
+    check_axe(page)
+    page.select_option("#release", "0.9.2")
+    page.select_option("#kind-0", "devices")
+    page.fill("#count-0", "1")
+    page.select_option(f"#kind-{rollouts.MAX_STAGES - 1}", "county")
+    page.click("form.rollout-new button[type=submit]")
+    assert re.search(r"/admin/rollouts/\d+$", page.url)
+    with services.db.session() as session:
+        stages = session.scalars(select(RolloutStage).order_by(RolloutStage.position)).all()
+    assert [(s.position, s.kind) for s in stages] == [(0, "devices"), (1, "county")]
