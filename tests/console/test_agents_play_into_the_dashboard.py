@@ -1,0 +1,56 @@
+"""The department's quarter after real agents play: two radios (the agent's own code on simulated hardware, a real
+Mosquitto and the real ingest) receive the published quarter; one member plays the lesson to the end, the other
+does not. The dashboard then draws its bars with that member trained, and the home-visit list names the other
+members and not the one who listened."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from server.attendance.models import LessonCoverage
+from server.org import service as org_service
+from server.org.models import Member
+from tests.console.conftest import check_axe, sign_in
+from tests.console.test_department_quarter import _table
+from tests.e2e.agent_harness import add_and_enrol, poll, publish_lessons, start_agent, start_ingest
+
+MEMBERS = ("member_id,name,site_code\n" + "".join(f"M{n},党员{n},qs-01\n" for n in range(1, 4))).encode()
+
+
+def test_after_the_agents_play_the_dashboard_shows_it(broker, org, ready_lesson, live_server, staff, page,
+                                                      tmp_path):
+    services = org
+    org_service.import_members(services, MEMBERS, "test")
+    lesson = ready_lesson("第一课", 2.0)
+    radios = {no: add_and_enrol(services, live_server, tmp_path / f"radio-{no}", member_no=no) for no in ("M1", "M2")}
+    publish_lessons(services, [lesson])  # 2026-Q4, which holds today
+    ingest = start_ingest(services)
+    agents = {no: start_agent(store, speed=4.0) for no, store in radios.items()}
+    try:
+        poll(lambda: all(a.agent.manifest for a in agents.values()), 60, "both radios' programme")
+        agents["M1"].hw.keys.press("play_pause")
+        with services.db.session() as session:
+            m1 = session.scalar(select(Member.id).where(Member.member_no == "M1"))
+
+        def completed():
+            with services.db.session() as session:
+                return session.scalar(select(LessonCoverage.completed_at).where(
+                    LessonCoverage.member_id == m1, LessonCoverage.lesson_id == lesson,
+                    LessonCoverage.completed_at.is_not(None)))
+        poll(completed, 90, "M1's completed lesson at the server")
+    finally:
+        for running in agents.values():
+            running.halt()
+        ingest.stop()
+
+    staff("org-dept", "viewer")
+    sign_in(page, live_server, "org-dept")
+    page.click("nav >> text=参学统计")
+    page.fill("#a-period", "2026-Q4")
+    page.click("form.filters >> text=显示")
+    page.wait_for_selector("#chart-rate[data-drawn='1'] canvas")
+    towns = _table(page, "#townships")
+    assert (towns["qs"]["active"], towns["qs"]["trained"]) == ("3", "1"), towns
+    visits = {r.get_attribute("data-member") for r in page.locator("#home-visits tbody tr").all()}
+    assert {"M2", "M3"} <= visits and "M1" not in visits, visits
+    check_axe(page)
