@@ -139,8 +139,7 @@ def pytest_xdist_make_scheduler(config, log):
 
     class LoadFileOrFolder(LoadFileScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            scope = super()._split_scope(nodeid)
-            return next((folder for folder in SHARED_SESSION_FOLDERS if scope.startswith(folder)), scope)
+            return _work_unit(nodeid)
 
     return LoadFileOrFolder(config, log)
 
