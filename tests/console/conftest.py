@@ -82,11 +82,12 @@ def worker(services):
 
 
 def sign_in(page, base: str, username: str, password: str = PASSWORD) -> None:
-    """Sign in through the form."""
+    """Sign in through the form, and wait until the page it leads to has loaded."""
     page.goto(f"{base}/login")
     page.fill("#username", username)
     page.fill("#password", password)
     page.click("button[type=submit]")
+    page.wait_for_load_state("load")
 
 
 def check_axe(page) -> None:

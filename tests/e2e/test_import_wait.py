@@ -3,7 +3,10 @@
 import signal
 import subprocess
 
-from tests.e2e.stack import VENV_BIN, stack_env, start
+from server import settings as settings_mod
+from server.health.checks import check_worker
+from server.services import Services
+from tests.e2e.stack import VENV_BIN, stack_env, start, wait_for
 from tests.generated_media import tone
 
 
@@ -21,6 +24,10 @@ def test_import_wait_reports_ready_lessons(tmp_path):
 
     worker = start(["worker"], env, tmp_path / "worker.log")
     try:
+        # "with a running worker": its first heartbeat, not its start, makes it running (a busy machine can take
+        # seconds between the two, and the import would rightly say that no worker is running yet)
+        services = Services(settings_mod.load(environ={}, overrides={"data_dir": str(tmp_path / "data")}))
+        wait_for(lambda: check_worker(services)["up"], 120, "the worker's first heartbeat", tmp_path / "worker.log")
         tone(stick / "第三讲.mp3", 2, frequency=880)
         result = subprocess.run([str(VENV_BIN / "lessoncast"), "import", str(stick), "--wait"], env=env,
                                 capture_output=True, text=True, timeout=180)
