@@ -89,6 +89,13 @@ def _stored_ids(session: Session, device: str, ids: list[str]) -> set[str]:
     return stored
 
 
+def _any_stored(session: Session, device: str, epoch: int, low: int, high: int) -> bool:
+    """Whether an event of DEVICE's EPOCH with a sequence number from LOW to HIGH is stored."""
+    return session.scalar(select(DeviceEvent.id).where(
+        DeviceEvent.device_uid == device, DeviceEvent.epoch == epoch, DeviceEvent.seq >= low,
+        DeviceEvent.seq <= high).limit(1)) is not None
+
+
 class _EventRows:
     """The device_events rows a group commit stores, written in one ``executemany`` when the group is done, or
     earlier when a query must see them (``flush``). The ids it holds count as stored for a later batch's
@@ -163,13 +170,15 @@ def _advance(session: Session, seq_row: DeviceSequence, new_ranges: list[tuple[i
     low = acked
     while end > acked and seq_row.stored_max > low:
         pending.flush()  # the ranges this group stored so far must be read too
-        rows = session.execute(select(DeviceEvent.seq, DeviceEvent.seq_last).where(
+        # Plain tuples, not result rows: sorting a few hundred rows compared them through Python (Row.__gt__), and
+        # that was most of what an out-of-turn batch cost (two ingest processes share each device's batches).
+        rows = list(map(tuple, session.execute(select(DeviceEvent.seq, DeviceEvent.seq_last).where(
             DeviceEvent.device_uid == device, DeviceEvent.epoch == epoch, DeviceEvent.seq > low)
-            .order_by(DeviceEvent.seq).limit(ADVANCE_CHUNK)).all()
+            .order_by(DeviceEvent.seq).limit(ADVANCE_CHUNK))))
         horizon = rows[-1][0] if len(rows) == ADVANCE_CHUNK else MAX_SEQ  # every range starting up to here is read
-        held = session.execute(select(QuarantinedBatch.seq_first, QuarantinedBatch.seq_last).where(
+        held = list(map(tuple, session.execute(select(QuarantinedBatch.seq_first, QuarantinedBatch.seq_last).where(
             QuarantinedBatch.device_uid == device, QuarantinedBatch.epoch == epoch,
-            QuarantinedBatch.seq_first > low, QuarantinedBatch.seq_first <= horizon)).all()
+            QuarantinedBatch.seq_first > low, QuarantinedBatch.seq_first <= horizon))))
         end = contiguous_end(end, [*rows, *held, *new_ranges])
         if end < horizon or horizon == MAX_SEQ:
             break
@@ -350,7 +359,7 @@ def commit_many(session: Session, batches: list[Prepared], rules: Rules, lookups
             new_ranges = [(first, last)]
         else:
             events = p.events or []
-            keep = _new_indexes(session, device, events, seq_row.stored_max, pending.ids.get(device, ()))
+            keep = _new_indexes(session, device, epoch, events, seq_row.stored_max, pending.ids.get(device, ()))
             new = [p.attributed[i] for i in keep]
             rows, delta, fold_error = p.rows, p.delta, p.fold_error
             if len(keep) != len(events):  # some were stored before: count only the others, never one twice
@@ -382,14 +391,19 @@ def commit_many(session: Session, batches: list[Prepared], rules: Rules, lookups
     return results
 
 
-def _new_indexes(session: Session, device: str, events: list[Event], stored_max: int,
+def _new_indexes(session: Session, device: str, epoch: int, events: list[Event], stored_max: int,
                  pending: Iterable[str] = ()) -> list[int]:
     """Indexes of the events not stored yet (nor PENDING in this transaction, nor repeated earlier in the batch).
-    A batch wholly beyond STORED_MAX (the usual case) cannot hold a stored event, so it needs no look-up."""
+
+    A device sends an event again with the sequence number it first had (its outbox keeps both), so a batch none
+    of whose sequence numbers is stored cannot hold a stored event and needs no look-up of its ids: a batch wholly
+    beyond STORED_MAX (the usual case), or one that arrives after a later batch of its device was stored (by the
+    other ingest process, say), which one probe of the (device, epoch, seq) index tells."""
     if not events:
         return []
+    low = min(e.seq for e in events)
     stored = _stored_ids(session, device, [e.event_id for e in events]) \
-        if min(e.seq for e in events) <= stored_max else set()
+        if low <= stored_max and _any_stored(session, device, epoch, low, max(e.seq for e in events)) else set()
     keep, seen = [], set(pending)
     for i, e in enumerate(events):
         if e.event_id not in stored and e.event_id not in seen:
@@ -446,6 +460,15 @@ class Incoming:
     received_at: datetime
 
 
+@dataclass
+class PreparedGroup:
+    """A group of batches parsed and prepared (``prepare_batches``), ready for ``write_batches``: SIZE batches came
+    in, and READY holds the prepared ones with their keys (device, epoch, first seq, place in the input)."""
+
+    size: int
+    ready: list[tuple[tuple[str, int, int, int], Prepared]]
+
+
 def store_batches(services, batches: list[Incoming], lookups: Optional[Lookups] = None) -> list[Optional[Stored]]:
     """Store several batches in one transaction (one commit for all: group commit); their results, in order.
 
@@ -453,6 +476,13 @@ def store_batches(services, batches: list[Incoming], lookups: Optional[Lookups] 
     in the same order. If the transaction fails, the caller stores them one by one (``store_batch``), so one
     batch's trouble never holds the others back. A batch without its range properties is dropped (None).
     """
+    lookups = lookups or Lookups()
+    return write_batches(services, prepare_batches(services, batches, lookups), lookups)
+
+
+def prepare_batches(services, batches: list[Incoming], lookups: Lookups) -> PreparedGroup:
+    """The part of ``store_batches`` that takes no lock: parse each batch (or find why it must be quarantined), and
+    prepare it (``prepare``). Ingest does this for its next group while the previous one is being written."""
     parsed = []
     max_batch = services.settings.ingest_max_batch_bytes
     for n, b in enumerate(batches):
@@ -476,17 +506,22 @@ def store_batches(services, batches: list[Incoming], lookups: Optional[Lookups] 
                 reason = str(exc)
         parsed.append((b.device, epoch, first, n, last, events, reason, Incoming(b.device, b.properties, payload,
                                                                                  b.received_at)))
-    results: list[Optional[Stored]] = [None] * len(batches)
-    rules, lookups = services.rules, lookups or Lookups()
+    rules = services.rules
     with services.db.sessions() as read:  # the work that needs no lock, before the write transaction
         ready = [(key, prepare(read, device, epoch, first, last, events, b.payload, reason, b.received_at, rules,
                                lookups))
                  for key, (device, epoch, first, _n, last, events, reason, b) in
                  sorted(((p[:4], p) for p in parsed), key=lambda kp: kp[0])]
+    return PreparedGroup(len(batches), ready)
+
+
+def write_batches(services, group: PreparedGroup, lookups: Lookups) -> list[Optional[Stored]]:
+    """Write a prepared GROUP in one transaction (``commit_many``); each input batch's result, in order."""
+    results: list[Optional[Stored]] = [None] * group.size
     with services.db.session() as session:
-        for (_device, _epoch, _first, n), stored in zip((key for key, _p in ready),
-                                                        commit_many(session, [p for _key, p in ready], rules,
-                                                                    lookups)):
+        for (_device, _epoch, _first, n), stored in zip((key for key, _p in group.ready),
+                                                        commit_many(session, [p for _key, p in group.ready],
+                                                                    services.rules, lookups)):
             results[n] = stored
     return results
 

@@ -599,13 +599,13 @@ def test_a_backlog_from_three_devices_is_stored_once_in_groups_and_fully_acked(b
     answers = [enrolled("radio", name=f"backlog {n}") for n in range(3)]
     services.clock = lambda: T0
     group_sizes: list[int] = []
-    real_store_batches = ingest_mod.store_batches
+    real_prepare_batches = ingest_mod.prepare_batches
 
-    def counting_store_batches(svc, batches, lookups=None):
+    def counting_prepare_batches(svc, batches, lookups):
         group_sizes.append(len(batches))
-        return real_store_batches(svc, batches, lookups)
+        return real_prepare_batches(svc, batches, lookups)
 
-    monkeypatch.setattr(ingest_mod, "store_batches", counting_store_batches)
+    monkeypatch.setattr(ingest_mod, "prepare_batches", counting_prepare_batches)
 
     probes = []
     try:
