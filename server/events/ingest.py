@@ -460,15 +460,6 @@ class Incoming:
     received_at: datetime
 
 
-@dataclass
-class PreparedGroup:
-    """A group of batches parsed and prepared (``prepare_batches``), ready for ``write_batches``: SIZE batches came
-    in, and READY holds the prepared ones with their keys (device, epoch, first seq, place in the input)."""
-
-    size: int
-    ready: list[tuple[tuple[str, int, int, int], Prepared]]
-
-
 def store_batches(services, batches: list[Incoming], lookups: Optional[Lookups] = None) -> list[Optional[Stored]]:
     """Store several batches in one transaction (one commit for all: group commit); their results, in order.
 
@@ -476,13 +467,6 @@ def store_batches(services, batches: list[Incoming], lookups: Optional[Lookups] 
     in the same order. If the transaction fails, the caller stores them one by one (``store_batch``), so one
     batch's trouble never holds the others back. A batch without its range properties is dropped (None).
     """
-    lookups = lookups or Lookups()
-    return write_batches(services, prepare_batches(services, batches, lookups), lookups)
-
-
-def prepare_batches(services, batches: list[Incoming], lookups: Lookups) -> PreparedGroup:
-    """The part of ``store_batches`` that takes no lock: parse each batch (or find why it must be quarantined), and
-    prepare it (``prepare``). Ingest does this for its next group while the previous one is being written."""
     parsed = []
     max_batch = services.settings.ingest_max_batch_bytes
     for n, b in enumerate(batches):
@@ -506,22 +490,17 @@ def prepare_batches(services, batches: list[Incoming], lookups: Lookups) -> Prep
                 reason = str(exc)
         parsed.append((b.device, epoch, first, n, last, events, reason, Incoming(b.device, b.properties, payload,
                                                                                  b.received_at)))
-    rules = services.rules
+    results: list[Optional[Stored]] = [None] * len(batches)
+    rules, lookups = services.rules, lookups or Lookups()
     with services.db.sessions() as read:  # the work that needs no lock, before the write transaction
         ready = [(key, prepare(read, device, epoch, first, last, events, b.payload, reason, b.received_at, rules,
                                lookups))
                  for key, (device, epoch, first, _n, last, events, reason, b) in
                  sorted(((p[:4], p) for p in parsed), key=lambda kp: kp[0])]
-    return PreparedGroup(len(batches), ready)
-
-
-def write_batches(services, group: PreparedGroup, lookups: Lookups) -> list[Optional[Stored]]:
-    """Write a prepared GROUP in one transaction (``commit_many``); each input batch's result, in order."""
-    results: list[Optional[Stored]] = [None] * group.size
     with services.db.session() as session:
-        for (_device, _epoch, _first, n), stored in zip((key for key, _p in group.ready),
-                                                        commit_many(session, [p for _key, p in group.ready],
-                                                                    services.rules, lookups)):
+        for (_device, _epoch, _first, n), stored in zip((key for key, _p in ready),
+                                                        commit_many(session, [p for _key, p in ready], rules,
+                                                                    lookups)):
             results[n] = stored
     return results
 

@@ -1,13 +1,11 @@
-"""The ingest's MQTT loop: a shared, persistent subscription to every device's events and status, a prepare thread
-and a store thread that store each message (``server.events.ingest``) before acknowledging it to the broker, and the
-ingest's heartbeat.
+"""The ingest's MQTT loop: a shared, persistent subscription to every device's events and status, a worker thread
+that stores each message (``server.events.ingest``) before acknowledging it to the broker, and the ingest's heartbeat.
 """
 
 from __future__ import annotations
 
 import gc
 import logging
-import queue
 import signal
 import socket
 import threading
@@ -28,7 +26,6 @@ from server import models  # noqa: F401  every model, registered before any thre
 from server.attendance.fold import CACHE_TTL_S, Lookups
 from server.events import ingest
 from server.events.ingest_queue import DeviceQueues, Limits
-from server.events.writer_turn import WriterTurns
 from server.health.beats import Beater, clock_from_monotonic
 from server.messaging import retained
 from server.messaging.broker import share_group
@@ -102,9 +99,9 @@ class _Message:
 class Ingest:
     """Subscribes (shared, persistent session) to every device's events and status, stores them and acks.
 
-    paho's network thread only queues messages; the prepare thread parses and folds the next group while the store
-    thread writes the one before and then sends the broker its PUBACKs (manual ack), so a message this process
-    received but did not store before it stopped is delivered again when the session resumes.
+    paho's network thread only queues messages; one worker thread does the database work and then sends the
+    broker its PUBACK (manual ack), so a message this process received but did not handle before it stopped is
+    delivered again when the session resumes.
 
     Mosquitto 2.0 deals a shared subscription's messages round-robin to every member, including members whose
     persistent session is offline: with several ingest processes, a stopped one's share waits in its session until
@@ -128,11 +125,9 @@ class Ingest:
             Limits(rate=st.ingest_device_rate, burst=st.ingest_device_burst, backlog=st.ingest_device_backlog,
                    total_bytes=st.ingest_backlog_bytes), time.monotonic)
         self._shed_logged: dict[str, float] = {}
-        self.busy_since: Optional[float] = None  # monotonic time ingest took what it holds
-        self.stored_at: Optional[float] = None  # monotonic time the store thread last finished a group
-        self.in_hand = 0  # messages taken off the queue and not finished (being prepared, waiting, being stored)
-        self._hand_lock = threading.Lock()
-        self._handoff: queue.Queue = queue.Queue(maxsize=1)  # prepared groups, from the prepare to the store thread
+        self.busy_since: Optional[float] = None  # monotonic time the store thread started on what it holds
+        self.stored_at: Optional[float] = None  # monotonic time of its last finished group
+        self.in_hand = 0  # messages the store thread is working on
         self._beater = Beater(services, "ingest", self.beat_state, beat_s)
         self._generation = 0
         self._pending_subs: set[int] = set()
@@ -140,7 +135,6 @@ class Ingest:
         self._threads: list[threading.Thread] = []
         self._wake_flusher = threading.Event()
         self._client = self._make_client()
-        self._turns = WriterTurns.for_services(services)  # SQLite's write lock, handed over among ingest's writers
 
         # Devices, durations and programme windows for attendance, looked up once per CACHE_TTL_S, not per batch.
         self.lookups = Lookups(ttl_s=CACHE_TTL_S)
@@ -222,49 +216,21 @@ class Ingest:
                     message.device, self._queue.limits.rate, self._queue.limits.burst, self._queue.limits.backlog,
                     self._queue.shed_by_device().get(message.device, 0))
 
-    # the prepare and store threads -------------------------------------------------------------------------------
-    #
-    # A two-stage pipeline: the prepare thread takes the next group off the queue and does the work that needs no
-    # lock (parsing, attributing, folding: Python that holds the GIL), while the store thread writes the group before
-    # it (most of which SQLite does without the GIL, or waiting for the write lock and the disk). One thread doing
-    # both left a third of each store thread's time waiting (BENCHMARKS.md, event ingest). At most one prepared
-    # group waits between the two, so ingest holds at most three groups beyond its queue.
-
-    def _prepare(self) -> None:
-        while True:
-            taken = self._queue.take(GROUP_BATCHES, GROUP_BYTES)
-            if not taken:  # closed
-                self._handoff.put(None)
-                return
-            with self._hand_lock:
-                self.busy_since = self.busy_since or time.monotonic()
-                self.in_hand += len(taken)
-            events = [m for m in taken if m.kind == "events"]
-            prepared = self._prepare_events(events) if events else None
-            self._handoff.put((taken, events, prepared))
-
-    def _prepare_events(self, events: list[_Message]) -> Optional[ingest.PreparedGroup]:
-        """The group's prepared batches, or None when preparing failed (the store thread then stores each batch on
-        its own, so one batch's trouble is its own)."""
-        try:
-            return ingest.prepare_batches(self.services, [ingest.Incoming(m.device, m.properties, m.payload,
-                                                                          m.received_at) for m in events],
-                                          self.lookups)
-        except Exception as exc:  # a bug one batch trips over must not hold back the batches grouped with it
-            log.warning("preparing %d batch(es) failed (%r); storing them one by one", len(events), exc)
-            return None
+    # the worker thread ----------------------------------------------------------------------------------------
 
     def _work(self) -> None:
         while True:
-            item = self._handoff.get()
-            if item is None:  # closed
+            taken = self._queue.take(GROUP_BATCHES, GROUP_BYTES)
+            if not taken:  # closed
                 return
-            taken, events, prepared = item
+            self.busy_since = self.busy_since or time.monotonic()
+            self.in_hand = len(taken)
             # Group commit: the events batches taken (one per device in turn) are stored in one transaction.
-            groups = ([(events, prepared)] if events else []) + [([m], None) for m in taken if m.kind != "events"]
-            for group, ready in groups:
+            events = [m for m in taken if m.kind == "events"]
+            groups = ([events] if events else []) + [[m] for m in taken if m.kind != "events"]
+            for group in groups:
                 try:
-                    self._handle(group, ready)
+                    self._handle(group)
                 except Exception:  # logged with its traceback; the device sends unacked events again
                     log.exception("ingest could not handle %d %s message(s) of %s", len(group), group[0].kind,
                                   group[0].device)
@@ -272,35 +238,28 @@ class Ingest:
                     if done.generation == self._generation:
                         # A PUBACK for a message of an earlier connection would name a packet id the broker reuses.
                         self._client.ack(done.mid, done.qos)
-            with self._hand_lock:
-                self.in_hand -= len(taken)
-                self.stored_at = time.monotonic()
-                if not self._queue.held and not self.in_hand:
-                    self.busy_since = None
+            self.stored_at = time.monotonic()
+            self.in_hand = 0
+            if not self._queue.held:
+                self.busy_since = None
             self._wake_flusher.set()
 
-    def _handle(self, group: list[_Message], prepared: Optional[ingest.PreparedGroup] = None) -> None:
-        """Store GROUP (events batches, PREPARED by the prepare thread or here; or one status)."""
+    def _handle(self, group: list[_Message]) -> None:
         item = group[0]
         if item.kind == "events":
-            if prepared is None:
-                prepared = self._prepare_events(group)
-            if prepared is not None:
-                try:
-                    with self._turns.turn():
-                        ingest.write_batches(self.services, prepared, self.lookups)
-                    return
-                except SQLAlchemyError as exc:
-                    if len(group) > 1:
-                        log.warning("storing %d batches together failed (%s); storing them one by one",
-                                    len(group), exc)
-                except Exception as exc:  # a bug one batch trips over must not hold back the batches grouped with it
-                    log.warning("storing %d batch(es) failed (%r); storing them one by one", len(group), exc)
+            try:
+                ingest.store_batches(self.services, [ingest.Incoming(m.device, m.properties, m.payload,
+                                                                     m.received_at) for m in group], self.lookups)
+                return
+            except SQLAlchemyError as exc:
+                if len(group) > 1:
+                    log.warning("storing %d batches together failed (%s); storing them one by one", len(group),
+                                exc)
+            except Exception as exc:  # a bug one batch trips over must not hold back the batches grouped with it
+                log.warning("storing %d batch(es) failed (%r); storing them one by one", len(group), exc)
             for m in group:
                 try:
-                    with self._turns.turn():
-                        ingest.store_batch(self.services, m.device, m.properties, m.payload, m.received_at,
-                                           self.lookups)
+                    ingest.store_batch(self.services, m.device, m.properties, m.payload, m.received_at, self.lookups)
                 except OperationalError:
                     log.exception("events of %s (epoch %s, seq %s) not stored: the database is unavailable or "
                                   "busy; not acked, the device sends them again", m.device,
@@ -309,16 +268,13 @@ class Ingest:
                     log.exception("events of %s (epoch %s, seq %s) cannot be stored; quarantining the batch",
                                   m.device, m.properties.get("epoch"), m.properties.get("seq"))
                     try:
-                        with self._turns.turn():
-                            ingest.quarantine_batch(self.services, m.device, m.properties, m.payload,
-                                                    m.received_at, f"could not be stored: {exc!r}"[:1000])
+                        ingest.quarantine_batch(self.services, m.device, m.properties, m.payload, m.received_at,
+                                                f"could not be stored: {exc!r}"[:1000])
                     except SQLAlchemyError:
                         log.exception("quarantining it failed too; not acked, the device sends it again")
         elif item.kind == "status":
-            with self._turns.turn():
-                stored = ingest.store_status(self.services, item.device, item.payload, item.received_at,
-                                             retained_copy=item.retained)
-            if stored:
+            if ingest.store_status(self.services, item.device, item.payload, item.received_at,
+                                   retained_copy=item.retained):
                 self._advance_rollouts(item.device)
 
     def _advance_rollouts(self, device: str) -> None:
@@ -331,14 +287,14 @@ class Ingest:
             log.exception("agent rollout thresholds not applied after %s reported", device)
 
     def _flusher(self) -> None:
-        """Send the acks (retained messages) the store thread's commits made, in their own thread: it goes on
+        """Send the acks (retained messages) the worker's commits made, in their own thread: the worker goes on
         storing while the broker acknowledges them. At least every ACK_FLUSH_S while there is work."""
         while True:
             self._wake_flusher.wait(ACK_FLUSH_S)
             if not self._wake_flusher.is_set():
                 continue
             self._wake_flusher.clear()
-            self._flush()  # once more when stopping, for the store thread's last commits
+            self._flush()  # once more when stopping, for the worker's last commits
             if self._stop.is_set():
                 return
 
@@ -369,16 +325,14 @@ class Ingest:
     # lifecycle --------------------------------------------------------------------------------------------------
 
     def start(self) -> "Ingest":
-        """Start connecting (retried with back-off until the broker answers), the prepare, store and ack threads,
-        and the heartbeat."""
+        """Start connecting (retried with back-off until the broker answers), the worker and the heartbeat."""
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = self.session_expiry_s
         props.ReceiveMaximum = RECEIVE_MAXIMUM
         self._client.connect_async(self.address.host, self.address.port, keepalive=30, clean_start=False,
                                    properties=props)
         self._client.loop_start()
-        self._threads = [threading.Thread(target=self._prepare, name="ingest-prepare", daemon=True),
-                         threading.Thread(target=self._work, name="ingest-store", daemon=True),
+        self._threads = [threading.Thread(target=self._work, name="ingest-store", daemon=True),
                          threading.Thread(target=self._flusher, name="ingest-acks", daemon=True)]
         for thread in self._threads:
             thread.start()
@@ -386,9 +340,9 @@ class Ingest:
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Finish the messages in hand, then disconnect; what is still queued is delivered again next session."""
+        """Finish the message in hand, then disconnect; what is still queued is delivered again next session."""
         self._stop.set()
-        self._queue.drain()  # what ingest has not taken stays unacked, so the broker keeps it for the session
+        self._queue.drain()  # what the worker has not started stays unacked, so the broker keeps it for the session
         self._queue.close()
         self._wake_flusher.set()
         for thread in self._threads:
@@ -396,7 +350,6 @@ class Ingest:
         self._beater.stop()
         hang_up(self._client)
         self._close_link()
-        self._turns.close()
 
     def run(self) -> None:
         """Run until SIGTERM or SIGINT."""

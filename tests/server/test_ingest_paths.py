@@ -432,6 +432,37 @@ def test_a_group_of_many_batches_is_written_in_a_fixed_number_of_statements(serv
     assert acks == {topics.ack(uid): b'{"epoch":1,"seq":10}' for uid in radios}
 
 
+def test_a_batch_after_a_later_one_of_its_device_looks_up_no_ids_unless_it_is_a_resend(services, radios):
+    """Two ingest processes share each device's batches, so batch 1 often arrives after batch 2 was stored. Its
+    sequence numbers are not stored, so it cannot hold a stored event: one probe of the seq index says so, where
+    before each such batch looked up its event ids. A resend of stored events still does, and counts them once."""
+    from sqlalchemy import event
+
+    [radio] = radios(1)
+    first, second = [_event(1), _event(2)], [_event(3), _event(4)]
+    store_batches(services, [_incoming(radio, second)])
+    statements: list[str] = []
+
+    def count(_conn, _cursor, statement, _parameters, _context, _executemany):
+        statements.append(statement)
+
+    def stored_ids_looked_up() -> int:
+        return sum(1 for s in statements if "device_events.event_id IN" in s.replace('"', ""))
+
+    event.listen(services.db.engine, "before_cursor_execute", count)
+    try:
+        [early] = store_batches(services, [_incoming(radio, first)])
+        assert (early.inserted, early.duplicates, early.acked) == (2, 0, 4)
+        assert stored_ids_looked_up() == 0, statements
+        statements.clear()
+        [again] = store_batches(services, [_incoming(radio, first + second)])
+        assert (again.inserted, again.duplicates, again.acked) == (0, 4, 4)
+        assert stored_ids_looked_up() == 1
+    finally:
+        event.remove(services.db.engine, "before_cursor_execute", count)
+    assert _count(services, DeviceEvent, device_uid=radio) == 4
+
+
 # --- 4. re-publishing an ack -------------------------------------------------------------------------------------
 
 
@@ -599,13 +630,13 @@ def test_a_backlog_from_three_devices_is_stored_once_in_groups_and_fully_acked(b
     answers = [enrolled("radio", name=f"backlog {n}") for n in range(3)]
     services.clock = lambda: T0
     group_sizes: list[int] = []
-    real_prepare_batches = ingest_mod.prepare_batches
+    real_store_batches = ingest_mod.store_batches
 
-    def counting_prepare_batches(svc, batches, lookups):
+    def counting_store_batches(svc, batches, lookups=None):
         group_sizes.append(len(batches))
-        return real_prepare_batches(svc, batches, lookups)
+        return real_store_batches(svc, batches, lookups)
 
-    monkeypatch.setattr(ingest_mod, "prepare_batches", counting_prepare_batches)
+    monkeypatch.setattr(ingest_mod, "store_batches", counting_store_batches)
 
     probes = []
     try:
