@@ -35,6 +35,32 @@ def say(msgid: str, **values) -> str:
     return text % values if values else text
 
 
+# How long a command that needs the worker waits for the first heartbeat of one that 'lessoncast run' has just
+# started (it beats within seconds of starting, more on a loaded machine).
+WORKER_START_S = 60.0
+
+
+def running_worker(services: Services, start_wait_s: float = WORKER_START_S) -> dict:
+    """The worker's health (``check_worker``). When no worker is up but a ``lessoncast run`` holds the instance, its
+    worker may have been started a moment ago: wait up to START_WAIT_S for its first heartbeat, saying so, rather
+    than telling the user to start what they just started."""
+    import time
+
+    from server import run_lock
+    from server.health.checks import check_worker
+
+    worker = check_worker(services)
+    if worker["up"] or run_lock.holder(services.data) is None:
+        return worker
+    click.echo(say(_("Waiting up to %(seconds)d s for the worker that 'lessoncast run' started…"),
+                   seconds=int(start_wait_s)), err=True)
+    deadline = time.monotonic() + start_wait_s
+    while not worker["up"] and time.monotonic() < deadline:
+        time.sleep(0.5)
+        worker = check_worker(services)
+    return worker
+
+
 def load_services(require_instance: bool = True) -> Services:
     """The Services of this command, from the settings; a bad setting is a CLI error naming it. A missing instance
     is an error that says where it looked and how to point it, unless REQUIRE_INSTANCE is false (``init`` and

@@ -13,11 +13,10 @@ from sqlalchemy import func, select
 
 from server.accounts.auth import create_token
 from server.attendance.models import LessonCoverage, SessionAttendee
-from server.cli.common import initialised, load_services
+from server.cli.common import initialised, load_services, running_worker
 from server.demo import county as demo
 from server.errors import DomainError
 from server.events.models import DeviceEvent, DeviceStatus
-from server.health.checks import check_worker
 from server.i18n import _, translator
 from server.keyfiles import write_private
 from server.org.csv_rows import OrgImportError
@@ -41,7 +40,7 @@ def demo_command(size: str, speed: float, duration: float, report_every: float) 
     simulated fleet."""
     services = load_services()
     initialised(services)
-    worker = check_worker(services)
+    worker = running_worker(services)
     if not worker["up"]:
         raise click.ClickException(_say(_("No worker is running (%(error)s). Start 'lessoncast run' in another "
                                           "terminal first, then run 'lessoncast demo' again."),

@@ -11,7 +11,7 @@ import click
 
 from server import settings as settings_mod
 from server.accounts.models import ROLES
-from server.cli.common import initialised, load_services, remember_instance, say
+from server.cli.common import initialised, load_services, remember_instance, running_worker, say
 from server.i18n import _
 
 MEDIA_EXTENSIONS = {".mp3", ".wav", ".flac", ".m4a", ".aac", ".ogg", ".oga", ".opus", ".wma", ".amr", ".mp4",
@@ -177,10 +177,9 @@ def _wait_for_renditions(services, lesson_ids: list[int]) -> None:
 
     from sqlalchemy import select
 
-    from server.health.checks import check_worker
     from server.lessons.models import Lesson, Rendition
 
-    worker = check_worker(services)
+    worker = running_worker(services)
     if not worker["up"]:
         raise click.ClickException(f"No worker is running ({worker['error']}). Start 'lessoncast run', "
                                    "and the renditions will be made.")

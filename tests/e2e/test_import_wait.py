@@ -37,3 +37,33 @@ def test_import_wait_reports_ready_lessons(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "1 imported, 2 already there, 0 refused" in result.stdout
     assert "第三讲: ready" in result.stdout
+
+
+def test_import_wait_waits_for_the_worker_that_run_just_started(tmp_path):
+    """Right after 'lessoncast run' starts, its worker has not beaten yet: an import --wait then waits for it (and
+    says so) instead of telling the user to start what they just started. The run here is the run lock held by this
+    test, as 'lessoncast run' holds it, and the worker starts only after the import is waiting."""
+    from server.run_lock import RunLock
+
+    data = tmp_path / "data"
+    env = {**stack_env(data), "LANG": "en_US.UTF-8"}
+    stick = tmp_path / "usb"
+    stick.mkdir()
+    tone(stick / "第一讲.mp3", 2)
+    subprocess.run([str(VENV_BIN / "lessoncast"), "init"], env=env, check=True, capture_output=True)
+    lock = RunLock(data).acquire()
+    worker = None
+    try:
+        importing = subprocess.Popen([str(VENV_BIN / "lessoncast"), "import", str(stick), "--wait"], env=env,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        waiting = importing.stderr.readline()
+        assert "Waiting up to 60 s for the worker that 'lessoncast run' started" in waiting, waiting
+        worker = start(["worker"], env, tmp_path / "worker.log")
+        out, err = importing.communicate(timeout=180)
+    finally:
+        if worker is not None:
+            worker.send_signal(signal.SIGTERM)
+            worker.wait(timeout=30)
+        lock.release()
+    assert importing.returncode == 0, out + err
+    assert "1 imported" in out and "第一讲: ready" in out
