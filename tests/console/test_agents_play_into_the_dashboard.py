@@ -5,14 +5,10 @@ members and not the one who listened."""
 
 from __future__ import annotations
 
-from sqlalchemy import select
-
-from server.attendance.models import LessonCoverage
 from server.org import service as org_service
-from server.org.models import Member
-from tests.console.conftest import check_axe, sign_in
-from tests.console.test_department_quarter import _table
-from tests.e2e.agent_harness import add_and_enrol, poll, publish_lessons, start_agent, start_ingest
+from tests.console.conftest import check_axe
+from tests.console.test_department_quarter import _table, open_dashboard
+from tests.e2e.agent_harness import add_and_enrol, completed_at, poll, publish_lessons, start_agent, start_ingest
 
 MEMBERS = ("member_id,name,site_code\n" + "".join(f"M{n},党员{n},qs-01\n" for n in range(1, 4))).encode()
 
@@ -29,26 +25,14 @@ def test_after_the_agents_play_the_dashboard_shows_it(broker, org, ready_lesson,
     try:
         poll(lambda: all(a.agent.manifest for a in agents.values()), 60, "both radios' programme")
         agents["M1"].hw.keys.press("play_pause")
-        with services.db.session() as session:
-            m1 = session.scalar(select(Member.id).where(Member.member_no == "M1"))
-
-        def completed():
-            with services.db.session() as session:
-                return session.scalar(select(LessonCoverage.completed_at).where(
-                    LessonCoverage.member_id == m1, LessonCoverage.lesson_id == lesson,
-                    LessonCoverage.completed_at.is_not(None)))
-        poll(completed, 90, "M1's completed lesson at the server")
+        poll(lambda: completed_at(services, "M1", lesson), 90, "M1's completed lesson at the server")
     finally:
         for running in agents.values():
             running.halt()
         ingest.stop()
 
     staff("org-dept", "viewer")
-    sign_in(page, live_server, "org-dept")
-    page.click("nav >> text=参学统计")
-    page.fill("#a-period", "2026-Q4")
-    page.click("form.filters >> text=显示")
-    page.wait_for_selector("#chart-rate[data-drawn='1'] canvas")
+    open_dashboard(page, live_server, "org-dept", "2026-Q4")
     towns = _table(page, "#townships")
     assert (towns["qs"]["active"], towns["qs"]["trained"]) == ("3", "1"), towns
     visits = {r.get_attribute("data-member") for r in page.locator("#home-visits tbody tr").all()}

@@ -35,15 +35,20 @@ def _sheet(book, index: int) -> dict[str, dict[str, object]]:
     return {r[2]: dict(zip(keys, r)) for r in rows[1:]}
 
 
+def open_dashboard(page, base: str, username: str, period: str) -> None:
+    """Sign in as USERNAME, open the attendance dashboard from the menu for PERIOD, and wait for its bars."""
+    sign_in(page, base, username)
+    page.click("nav >> text=参学统计")
+    page.fill("#a-period", period)
+    page.click("form.filters >> text=显示")
+    page.wait_for_selector("#chart-rate[data-drawn='1'] canvas")
+
+
 def test_department_reads_the_quarter(services, live_server, staff, page):
     make_county(services)
     staff("org-dept", "viewer")
-    sign_in(page, live_server, "org-dept")
-    page.click("nav >> text=参学统计")
-    page.fill("#a-period", "2026-Q4")
-    page.click("form.filters >> text=显示")
     # the bars are drawn, and the same figures stand in the table under them
-    page.wait_for_selector("#chart-rate[data-drawn='1'] canvas")
+    open_dashboard(page, live_server, "org-dept", "2026-Q4")
     assert page.locator("#chart-trend canvas").count() == 1
     towns = _table(page, "#townships")
     assert {code: (v["active"], v["trained"]) for code, v in towns.items()} == {"t00": ("6", "2"), "t01": ("6", "1")}

@@ -120,6 +120,19 @@ def server_events(services, device: str) -> list[tuple[int, int, str]]:
     return [(e, s, sl, body.get("phase") or body.get("type")) for e, s, sl, body in rows]
 
 
+def completed_at(services, member_no: str, lesson: int):
+    """When the server recorded that member MEMBER_NO completed LESSON (their coverage's completion), or None."""
+    from sqlalchemy import select
+
+    from server.attendance.models import LessonCoverage
+    from server.org.models import Member
+
+    with services.db.session() as session:
+        return session.scalar(select(LessonCoverage.completed_at).join(Member, Member.id == LessonCoverage.member_id)
+                              .where(Member.member_no == member_no, LessonCoverage.lesson_id == lesson,
+                                     LessonCoverage.completed_at.is_not(None)))
+
+
 def covered_exactly_once(rows) -> set[int]:
     """The sequence numbers the stored events cover; fails if any is covered twice."""
     seen: set[int] = set()

@@ -14,14 +14,13 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from server.attendance.models import ClassSession, LessonCoverage
+from server.attendance.models import ClassSession
 from server.attendance.rules import Period
 from server.org import service as org_service
-from server.org.models import Member
 from server.accounts.scope import COUNTY
 from server.training import hours, makeup
 from tests.conftest import free_port, make_services
-from tests.e2e.agent_harness import add_and_enrol, poll, publish_lessons, start_agent, start_ingest
+from tests.e2e.agent_harness import add_and_enrol, completed_at, poll, publish_lessons, start_agent, start_ingest
 
 MEMBERS = ("member_id,name,site_code,card_token\n" + "".join(
     f"M{n},党员{n},qs-01,CARD-{n}\n" for n in range(1, 6))).encode()
@@ -74,15 +73,7 @@ def test_absent_members_get_the_lesson_on_their_radio_and_the_reports_count_it(b
         assert term.agent.manifest and not makeup_items(term), "the terminal's channel did not change"
 
         radio4.hw.keys.press("play_pause")
-        with services.db.session() as session:
-            m4 = session.scalar(select(Member.id).where(Member.member_no == "M4"))
-
-        def completed():
-            with services.db.session() as session:
-                return session.scalar(select(LessonCoverage.completed_at).where(
-                    LessonCoverage.member_id == m4, LessonCoverage.lesson_id == lesson,
-                    LessonCoverage.completed_at.is_not(None)))
-        poll(completed, 60, "M4's completed make-up at the server")
+        poll(lambda: completed_at(services, "M4", lesson), 60, "M4's completed make-up at the server")
     finally:
         for running in agents:
             running.halt()
