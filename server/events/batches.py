@@ -15,6 +15,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable, Mapping, NamedTuple, Optional
 
+import orjson
+
 from playlists import topics
 from playlists.manifest import canonical_json
 from server.attendance.rules import parse_instant
@@ -91,13 +93,53 @@ _SPACE = re.compile(r"[ \t\n\r]*").match
 _NEXT = re.compile(r"[ \t\n\r]*([,\]])[ \t\n\r]*").match  # after an event: the comma or the array's end
 
 
+# What the agent sends: json.dumps of {"device", "epoch", "events"} in that order, without spaces.
+_AGENT_BATCH = re.compile(rb'\{"device":"([A-Za-z0-9][A-Za-z0-9_.-]{0,63})","epoch":(0|[1-9][0-9]{0,9}),"events":\[')
+_EVENTS_KEY = b'"events"'
+
+
+def _split_agent_batch(payload: bytes) -> Optional[tuple[dict[str, Any], list[tuple[Any, str]]]]:
+    """``split_batch``'s answer for a batch exactly as the agent writes it, or None for anything else.
+
+    orjson decodes the events three times faster than the standard library, but it cannot say where each event's
+    text is, and it differs on what strict decoding refuses (it keeps the last of duplicate keys, and reads an
+    integer beyond 64 bits as a float). So the events are encoded again, and only when that gives back the payload
+    byte for byte is the answer taken: then every value is what the text says, each event's text is exactly the
+    device's, and the top level holds the three keys once each (the events' key appears once in the whole payload).
+    Anything else (another sender's spacing or number format, say) goes through the strict decoder."""
+    if type(payload) is not bytes:
+        return None
+    top = _AGENT_BATCH.match(payload)
+    if top is None or not payload.endswith(b"]}") or payload.count(_EVENTS_KEY) != 1:
+        return None
+    body = payload[top.end() - 1:-1]  # the events' array
+    try:
+        events = orjson.loads(body)
+        if type(events) is not list or not events or orjson.dumps(events) != body:
+            return None
+    except (orjson.JSONDecodeError, orjson.JSONEncodeError):  # orjson nests 255 deep, the standard library more
+        return None
+    # Encoded without spaces, the events are separated by "},{", which inside an event only a list of objects
+    # holds: then there are more pieces than events, and each event is encoded on its own to find its text.
+    pieces = body[2:-2].decode("utf-8").split("},{")
+    if len(pieces) == len(events):
+        texts = ["{" + piece + "}" for piece in pieces]
+    else:
+        texts = [orjson.dumps(event).decode("utf-8") for event in events]
+    return {"device": top[1].decode("ascii"), "epoch": int(top[2]), "events": events}, list(zip(events, texts))
+
+
 def split_batch(payload: bytes) -> tuple[dict[str, Any], Optional[list[tuple[Any, str]]]]:
     """A batch's top-level object, and its "events" as (value, the JSON text it was read from) pairs.
 
-    The events are decoded one by one with the standard library's decoder, so each keeps the exact text the device
-    sent: it is stored as is, without encoding it again. Duplicate top-level keys, NaN and Infinity are refused;
-    anything else wrong is a ValueError saying where.
+    Each event keeps the exact text the device sent: it is stored as is, without encoding it again. A batch as the
+    agent writes it is decoded with orjson (``_split_agent_batch``); any other is decoded strictly, event by event,
+    with the standard library's decoder. Duplicate top-level keys, NaN and Infinity are refused; anything else
+    wrong is a ValueError saying where.
     """
+    fast = _split_agent_batch(payload)
+    if fast is not None:
+        return fast
     try:
         text = bytes(payload).decode("utf-8")
     except UnicodeDecodeError as exc:

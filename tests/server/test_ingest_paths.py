@@ -259,6 +259,67 @@ def test_split_batch_keeps_each_events_text_and_decodes_escapes():
     assert events is None and top["events"] == {}
 
 
+def _agent_batch(events: list[dict], device: str = DEV) -> bytes:
+    """A batch as the agent writes it (device_agent/agent.py)."""
+    return json.dumps({"device": device, "epoch": 1, "events": events}, ensure_ascii=False,
+                      separators=(",", ":")).encode()
+
+
+_PLAY = {"type": "play", "phase": "progress", "play_id": "p1", "programme": "2026-Q4", "lesson": 3,
+         "start_position": 30.0, "end_position": 60.5, "listened_seconds": 30.5, "volume": 70, "muted": False,
+         "device_time": "2026-11-02T08:00:00.123456+00:00", "clock_offset": -0.25}
+AGENT_FORM = [
+    # (what, events): each is sent as the agent writes it, json.dumps without spaces
+    ("plays", [{**_PLAY, "id": str(uuid.UUID(int=n)), "seq": n} for n in range(1, 201)]),
+    ("Chinese, escapes and a closing brace in strings",
+     [{"id": str(uuid.UUID(int=1)), "seq": 1, "type": "note", "s": '党课 \u2028 \x01 " \\ },{ }', "t": "😀"}]),
+    ("a list of objects inside an event", [{"id": str(uuid.UUID(int=1)), "seq": 1, "type": "x", "l": [{"a": 1}, {"b": 2}]},
+                                           {"id": str(uuid.UUID(int=2)), "seq": 2, "type": "x"}]),
+    ("integers beyond 64 bits", [{"id": str(uuid.UUID(int=1)), "seq": 1, "type": "x", "n": 2**64, "m": -2**63 - 1,
+                                  "k": 10**40}]),
+    ("floats Python and orjson write differently", [{"id": str(uuid.UUID(int=1)), "seq": 1, "type": "x",
+                                                      "f": [1e-05, 1e16, 1.5e300, -0.0, 5e-324]}]),
+    ("the largest integers orjson keeps", [{"id": str(uuid.UUID(int=1)), "seq": 1, "type": "x", "n": 2**64 - 1,
+                                            "m": -2**63}]),
+    ("nested a little", [{"id": str(uuid.UUID(int=1)), "seq": 1, "type": "x", "d": json.loads("[" * 50 + "]" * 50)}]),
+    ("nested beyond orjson's depth", [{"id": str(uuid.UUID(int=1)), "seq": 1, "type": "x",
+                                       "d": json.loads("[" * 500 + "]" * 500)}]),
+]
+
+
+@pytest.mark.parametrize("what, events", AGENT_FORM, ids=[row[0] for row in AGENT_FORM])
+def test_a_batch_as_the_agent_writes_it_gives_the_strict_decoders_answer(what, events, monkeypatch):
+    """The agent's batches are decoded with orjson, checked by encoding them again (server/events/batches.py):
+    whatever that path answers is what the strict decoder answers, text for text, or the strict decoder decides."""
+    from server.events import batches
+
+    payload = _agent_batch(events)
+    fast = batches._split_agent_batch(payload)
+    monkeypatch.setattr(batches, "_split_agent_batch", lambda _payload: None)
+    strict = batches.split_batch(payload)
+    if fast is not None:
+        assert fast == strict, what
+        assert [type(v) for v, _t in fast[1]] == [type(v) for v, _t in strict[1]]
+        assert ",".join(t for _v, t in fast[1]).encode() in payload
+    assert strict[0]["events"] == events and [json.loads(t) for _v, t in strict[1]] == events
+    if what in ("plays", "Chinese, escapes and a closing brace in strings", "a list of objects inside an event",
+                "the largest integers orjson keeps", "nested a little"):
+        assert fast is not None, f"{what}: the agent's own batches take the fast path"
+    if what in ("integers beyond 64 bits", "floats Python and orjson write differently", "nested beyond orjson's depth"):
+        assert fast is None, f"{what}: orjson would not give the text back, so the strict decoder answers"
+
+
+@pytest.mark.parametrize("what, payload, error", HOSTILE, ids=[row[0] for row in HOSTILE])
+def test_no_hostile_batch_gets_another_answer_from_the_fast_path(what, payload, error, monkeypatch):
+    from server.events import batches
+
+    fast = batches._split_agent_batch(payload)
+    if fast is None:
+        return
+    monkeypatch.setattr(batches, "_split_agent_batch", lambda _payload: None)
+    assert fast == batches.split_batch(payload), what
+
+
 @pytest.mark.parametrize("number", ["1e999", "-1E+400", "2.5e0309", "1e400", "1" + "0" * 400 + ".5"])
 @pytest.mark.parametrize("where", ['{"x":%s}', '{"x":[1, %s]}', '{"x": \n %s}'])
 def test_a_number_too_large_for_a_float_is_refused_wherever_it_is(number, where):
