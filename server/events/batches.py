@@ -95,7 +95,6 @@ _NEXT = re.compile(r"[ \t\n\r]*([,\]])[ \t\n\r]*").match  # after an event: the 
 
 # What the agent sends: json.dumps of {"device", "epoch", "events"} in that order, without spaces.
 _AGENT_BATCH = re.compile(rb'\{"device":"([A-Za-z0-9][A-Za-z0-9_.-]{0,63})","epoch":(0|[1-9][0-9]{0,9}),"events":\[')
-_EVENTS_KEY = b'"events"'
 
 
 def _split_agent_batch(payload: bytes) -> Optional[tuple[dict[str, Any], list[tuple[Any, str]]]]:
@@ -105,12 +104,12 @@ def _split_agent_batch(payload: bytes) -> Optional[tuple[dict[str, Any], list[tu
     text is, and it differs on what strict decoding refuses (it keeps the last of duplicate keys, and reads an
     integer beyond 64 bits as a float). So the events are encoded again, and only when that gives back the payload
     byte for byte is the answer taken: then every value is what the text says, each event's text is exactly the
-    device's, and the top level holds the three keys once each (the events' key appears once in the whole payload).
+    device's, and the top level holds the three keys once each.
     Anything else (another sender's spacing or number format, say) goes through the strict decoder."""
     if type(payload) is not bytes:
         return None
     top = _AGENT_BATCH.match(payload)
-    if top is None or not payload.endswith(b"]}") or payload.count(_EVENTS_KEY) != 1:
+    if top is None or not payload.endswith(b"]}"):
         return None
     body = payload[top.end() - 1:-1]  # the events' array
     try:
@@ -119,10 +118,10 @@ def _split_agent_batch(payload: bytes) -> Optional[tuple[dict[str, Any], list[tu
             return None
     except (orjson.JSONDecodeError, orjson.JSONEncodeError):  # orjson nests 255 deep, the standard library more
         return None
-    # Encoded without spaces, the events are separated by "},{", which inside an event only a list of objects
-    # holds: then there are more pieces than events, and each event is encoded on its own to find its text.
+    # Encoded without spaces, objects are separated by "},{", which inside an event only a list of objects or a
+    # string holds: then there are more pieces than events, and each event is encoded on its own to find its text.
     pieces = body[2:-2].decode("utf-8").split("},{")
-    if len(pieces) == len(events):
+    if len(pieces) == len(events) and all(type(event) is dict for event in events):
         texts = ["{" + piece + "}" for piece in pieces]
     else:
         texts = [orjson.dumps(event).decode("utf-8") for event in events]

@@ -281,6 +281,8 @@ AGENT_FORM = [
                                                       "f": [1e-05, 1e16, 1.5e300, -0.0, 5e-324]}]),
     ("the largest integers orjson keeps", [{"id": str(uuid.UUID(int=1)), "seq": 1, "type": "x", "n": 2**64 - 1,
                                             "m": -2**63}]),
+    ("an event that is not an object, before one holding objects", [1, {"x": [{}, {}]}]),
+    ("an event with a field named events", [{"id": str(uuid.UUID(int=1)), "seq": 1, "type": "summary", "events": 3}]),
     ("nested a little", [{"id": str(uuid.UUID(int=1)), "seq": 1, "type": "x", "d": json.loads("[" * 50 + "]" * 50)}]),
     ("nested beyond orjson's depth", [{"id": str(uuid.UUID(int=1)), "seq": 1, "type": "x",
                                        "d": json.loads("[" * 500 + "]" * 500)}]),
@@ -303,7 +305,7 @@ def test_a_batch_as_the_agent_writes_it_gives_the_strict_decoders_answer(what, e
         assert ",".join(t for _v, t in fast[1]).encode() in payload
     assert strict[0]["events"] == events and [json.loads(t) for _v, t in strict[1]] == events
     if what in ("plays", "Chinese, escapes and a closing brace in strings", "a list of objects inside an event",
-                "the largest integers orjson keeps", "nested a little"):
+                "the largest integers orjson keeps", "nested a little", "an event with a field named events"):
         assert fast is not None, f"{what}: the agent's own batches take the fast path"
     if what in ("integers beyond 64 bits", "floats Python and orjson write differently", "nested beyond orjson's depth"):
         assert fast is None, f"{what}: orjson would not give the text back, so the strict decoder answers"
