@@ -77,14 +77,17 @@ def test_media_officers_morning(broker, org, live_server, worker, staff, page, t
         for title in ("第一课", "第二课"):
             value = page.locator("#add-lesson option", has_text=title).get_attribute("value")
             page.select_option("#add-lesson", value)
-            page.click("form.add >> button:has-text('添加')")
+            with page.expect_navigation():  # each form posts and the page comes back: count on the page after it
+                page.click("form.add >> button:has-text('添加')")
         assert page.locator("table.items tbody tr").count() == 2
         page.select_option("#m-2", "0")
-        page.locator("table.items tbody tr").nth(1).locator("button:has-text('保存')").click()
+        with page.expect_navigation():
+            page.locator("table.items tbody tr").nth(1).locator("button:has-text('保存')").click()
         for time_, kind in (("07:00", "broadcast"), ("19:30", "class")):
             page.fill("#slot-time", time_)
             page.select_option("#slot-kind", kind)
-            page.click("text=添加时段")
+            with page.expect_navigation():
+                page.click("text=添加时段")
         assert page.locator("#m-2").input_value() == "0"
         assert [t.inner_text() for t in page.locator("tr.slot td:first-child").all()] == ["07:00", "19:30"]
         check_axe(page)
