@@ -14,7 +14,8 @@ PREFIX = "lc/v1"
 DEVICE_TOPICS = ("config", "cmd", "ack", "events", "status")
 CHANNEL_TOPICS = ("notify",)
 
-_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"  # a device id, a channel id or a shared-subscription group name
+_ID = re.compile(ID_PATTERN)
 
 
 @dataclass(frozen=True)
