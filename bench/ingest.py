@@ -114,9 +114,9 @@ def setup(services, count: int, lesson_id_box: list) -> list[dict]:
 
 
 def uuid4_texts(count: int) -> list[str]:
-    """COUNT random (version 4) UUIDs as text, from one read of the system's random source: a quarter of what
-    ``str(uuid.uuid4())`` costs each. The radios run on the machine they measure, so what they spend making events
-    is CPU the ingest processes do not get (a server's devices are elsewhere)."""
+    """COUNT random (version 4) UUIDs as text, from one read of the system's random source instead of one per id
+    (``uuid.uuid4``). The radios run on the machine they measure, so what they spend making events is CPU the ingest
+    processes do not get (a server's devices are elsewhere)."""
     raw = bytearray(os.urandom(16 * count))
     raw[6::16] = bytes((b & 0x0F) | 0x40 for b in raw[6::16])  # version 4
     raw[8::16] = bytes((b & 0x3F) | 0x80 for b in raw[8::16])  # the RFC 4122 variant
